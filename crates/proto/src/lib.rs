@@ -1,0 +1,392 @@
+//! parley's signalling messages, typed once and shared by the server, the docs and (later) the Rust client.
+//!
+//! Every message is a JSON object with a `"type"` tag. Requests that can fail carry an optional `id`, which
+//! the server echoes in its reply or in the `error` it sends instead. See `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest signalling message the server reads, in bytes. SDP offers for two tracks are ~5 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Room names: 1..=MAX_ROOM_NAME_CHARS characters.
+pub const MAX_ROOM_NAME_CHARS: usize = 40;
+/// Display names: 1..=MAX_DISPLAY_NAME_CHARS characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 32;
+
+/// Request id chosen by the client, echoed in the reply.
+pub type RequestId = u64;
+/// Server-assigned id of one participant (one browser tab in one room).
+pub type ParticipantId = u64;
+
+/// What a participant shares with the room about their own devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MediaState {
+    /// Microphone off: the server forwards none of their audio.
+    pub mic_muted: bool,
+    /// Speaker off: they hear nothing (played locally; shown to others).
+    pub deafened: bool,
+    /// Camera off: the server forwards none of their video.
+    pub camera_off: bool,
+}
+
+/// A partial update of [`MediaState`]: absent fields keep their value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaStateChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mic_muted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deafened: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_off: Option<bool>,
+}
+
+impl MediaState {
+    pub fn apply(&mut self, change: MediaStateChange) {
+        if let Some(v) = change.mic_muted {
+            self.mic_muted = v;
+        }
+        if let Some(v) = change.deafened {
+            self.deafened = v;
+        }
+        if let Some(v) = change.camera_off {
+            self.camera_off = v;
+        }
+    }
+}
+
+/// One person in a room as everyone else sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: ParticipantId,
+    pub name: String,
+    #[serde(flatten)]
+    pub state: MediaState,
+}
+
+/// A room as the lobby lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub name: String,
+    pub participants: usize,
+    pub max_participants: usize,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Ask for the room list; answered by `rooms`.
+    ListRooms {
+        #[serde(default)]
+        id: Option<RequestId>,
+    },
+    /// Create an empty room; answered by `room_created`.
+    CreateRoom {
+        #[serde(default)]
+        id: Option<RequestId>,
+        room: String,
+    },
+    /// Enter a room; answered by `joined`. The client then sends its `offer`.
+    Join {
+        #[serde(default)]
+        id: Option<RequestId>,
+        room: String,
+        name: String,
+        #[serde(default)]
+        state: MediaState,
+    },
+    /// Leave the current room; answered by `left`.
+    Leave {
+        #[serde(default)]
+        id: Option<RequestId>,
+    },
+    /// The client's SDP offer (its own tracks); answered by `answer`.
+    Offer { sdp: String },
+    /// The client's answer to a server `offer` (other participants' tracks).
+    Answer { sdp: String },
+    /// Change mic/deafen/camera flags; everyone in the room gets `participant_updated`.
+    SetState {
+        #[serde(default)]
+        id: Option<RequestId>,
+        #[serde(flatten)]
+        change: MediaStateChange,
+    },
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message on every connection.
+    Welcome {
+        server_version: String,
+        max_participants: usize,
+    },
+    /// The room list: a reply to `list_rooms` (with its id) and pushed whenever counts change.
+    Rooms {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        rooms: Vec<RoomSummary>,
+    },
+    RoomCreated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: RoomSummary,
+    },
+    /// You are in `room` as participant `you`; `participants` are the others already there.
+    Joined {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+        you: ParticipantId,
+        participants: Vec<ParticipantInfo>,
+    },
+    Left {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+    },
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    /// A reply to `set_state` with your resulting flags.
+    StateSet {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        state: MediaState,
+    },
+    /// The server's answer to the client's offer.
+    Answer {
+        sdp: String,
+    },
+    /// A server offer: other participants' tracks came or went. The client replies with `answer`.
+    /// Each incoming track's stream id (msid) is the publishing participant's id.
+    Offer {
+        sdp: String,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Machine-readable error codes; `message` says the same for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a known message, or missing fields.
+    BadMessage,
+    /// The message is larger than [`MAX_MESSAGE_BYTES`].
+    MessageTooLarge,
+    InvalidRoomName,
+    InvalidName,
+    NoSuchRoom,
+    RoomExists,
+    RoomFull,
+    /// Joining while already in a room: leave first.
+    AlreadyInRoom,
+    /// The request needs a room and the client is in none.
+    NotInRoom,
+    /// An SDP that could not be used, or sent at the wrong time.
+    BadSdp,
+    /// Too many messages in a short time.
+    RateLimited,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::InvalidRoomName => "invalid_room_name",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::AlreadyInRoom => "already_in_room",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::BadSdp => "bad_sdp",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl ServerMessage {
+    pub fn error(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing these plain types cannot fail (no maps with non-string keys, no custom impls).
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"serialization failed"}"#.to_string()
+        })
+    }
+}
+
+impl ClientMessage {
+    /// Parses one client message, turning every failure into the error the client should get.
+    pub fn parse(text: &str) -> Result<ClientMessage, ServerMessage> {
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(ServerMessage::error(
+                None,
+                ErrorCode::MessageTooLarge,
+                format!("messages are limited to {MAX_MESSAGE_BYTES} bytes"),
+            ));
+        }
+        serde_json::from_str(text).map_err(|e| {
+            // Echo the id when the envelope was fine but the body was not.
+            let id = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|id| id.as_u64()));
+            ServerMessage::error(
+                id,
+                ErrorCode::BadMessage,
+                format!("unreadable message: {e}"),
+            )
+        })
+    }
+
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            ClientMessage::ListRooms { id }
+            | ClientMessage::CreateRoom { id, .. }
+            | ClientMessage::Join { id, .. }
+            | ClientMessage::Leave { id }
+            | ClientMessage::SetState { id, .. } => *id,
+            ClientMessage::Offer { .. } | ClientMessage::Answer { .. } => None,
+        }
+    }
+}
+
+/// Checks a room name: 1–40 characters of letters, digits, space, `-`, `_` and `.`, not blank at
+/// either end. Returns the name as it will be used.
+pub fn validate_room_name(name: &str) -> Result<&str, &'static str> {
+    let count = name.chars().count();
+    if count == 0 || count > MAX_ROOM_NAME_CHARS {
+        return Err("room names are 1 to 40 characters");
+    }
+    if name.trim() != name {
+        return Err("room names cannot start or end with a space");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+    {
+        return Err("room names may contain letters, digits, spaces, '-', '_' and '.'");
+    }
+    Ok(name)
+}
+
+/// Checks a display name: 1–32 characters, no control characters. Surrounding spaces are trimmed.
+pub fn validate_display_name(name: &str) -> Result<&str, &'static str> {
+    let name = name.trim();
+    let count = name.chars().count();
+    if count == 0 || count > MAX_DISPLAY_NAME_CHARS {
+        return Err("names are 1 to 32 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("names cannot contain control characters");
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_join_with_defaults() {
+        let m =
+            ClientMessage::parse(r#"{"type":"join","id":7,"room":"band","name":"Ann"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Join {
+                id: Some(7),
+                room: "band".into(),
+                name: "Ann".into(),
+                state: MediaState::default()
+            }
+        );
+    }
+
+    #[test]
+    fn set_state_is_partial() {
+        let m = ClientMessage::parse(r#"{"type":"set_state","mic_muted":true}"#).unwrap();
+        let ClientMessage::SetState { change, .. } = m else {
+            panic!("wrong variant")
+        };
+        let mut s = MediaState {
+            camera_off: true,
+            ..Default::default()
+        };
+        s.apply(change);
+        assert!(s.mic_muted && s.camera_off && !s.deafened);
+    }
+
+    #[test]
+    fn malformed_and_unknown_are_bad_message_with_id() {
+        for text in [
+            "{not json",
+            r#"{"type":"dance","id":3}"#,
+            r#"{"type":"join","id":3}"#,
+        ] {
+            match ClientMessage::parse(text) {
+                Err(ServerMessage::Error { code, .. }) => assert_eq!(code, ErrorCode::BadMessage),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let Err(ServerMessage::Error { id, .. }) =
+            ClientMessage::parse(r#"{"type":"dance","id":3}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(id, Some(3));
+    }
+
+    #[test]
+    fn oversized_is_refused() {
+        let big = format!(
+            r#"{{"type":"offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_MESSAGE_BYTES)
+        );
+        let Err(ServerMessage::Error { code, .. }) = ClientMessage::parse(&big) else {
+            panic!()
+        };
+        assert_eq!(code, ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn room_names() {
+        assert!(validate_room_name("band practice-2").is_ok());
+        assert!(validate_room_name("Küche").is_ok());
+        assert!(validate_room_name("").is_err());
+        assert!(validate_room_name(" x").is_err());
+        assert!(validate_room_name("a/b").is_err());
+        assert!(validate_room_name("<script>").is_err());
+        assert!(validate_room_name(&"x".repeat(41)).is_err());
+        assert!(validate_display_name("  Ann ").unwrap() == "Ann");
+        assert!(validate_display_name("a\u{7}").is_err());
+    }
+
+    #[test]
+    fn error_code_names_match_serde() {
+        let j = ServerMessage::error(Some(1), ErrorCode::RoomFull, "full").to_json();
+        assert!(j.contains(r#""code":"room_full""#), "{j}");
+        assert_eq!(ErrorCode::RoomFull.as_str(), "room_full");
+    }
+}

@@ -1,0 +1,64 @@
+//! Command-line flags (each with an environment variable) and their embedded defaults.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// parley: self-hosted group voice, video and text chat in one binary.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// Where parley keeps its database, certificate and recordings.
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./parley-data")]
+    pub data_dir: PathBuf,
+
+    /// Plain-HTTP listener, meant for the person at the machine (browsers allow media on localhost).
+    #[arg(long, env = "PARLEY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// HTTPS listener for everyone else (phones and laptops on the LAN). Use "off" to disable.
+    #[arg(long, env = "PARLEY_HTTPS_ADDR", default_value = "0.0.0.0:8443", value_parser = parse_optional_addr)]
+    pub https_addr: OptionalAddr,
+
+    /// PEM certificate for HTTPS; without it parley makes a self-signed one in the data dir.
+    #[arg(long, env = "PARLEY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching --tls-cert.
+    #[arg(long, env = "PARLEY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// UDP port for all media (WebRTC) traffic.
+    #[arg(long, env = "PARLEY_MEDIA_PORT", default_value_t = 8443)]
+    pub media_port: u16,
+
+    /// Local addresses to receive media on (repeatable). Default: every IPv4 address of this machine.
+    #[arg(long = "media-bind", env = "PARLEY_MEDIA_BIND", value_delimiter = ',')]
+    pub media_bind: Vec<IpAddr>,
+
+    /// Public address to advertise for media, e.g. the router's address when the media port is forwarded.
+    #[arg(long, env = "PARLEY_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+
+    /// Most people in one room.
+    #[arg(long, env = "PARLEY_MAX_PARTICIPANTS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_participants: u16,
+
+    /// Room that exists from the start, so a first visitor has somewhere to go. Empty for none.
+    #[arg(long, env = "PARLEY_DEFAULT_ROOM", default_value = "General")]
+    pub default_room: String,
+}
+
+/// A listen address, or "off".
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("{s}: {e} (expected ADDR:PORT or off)"))
+}

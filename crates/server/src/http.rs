@@ -1,0 +1,51 @@
+//! HTTP routes: the embedded web client and the signalling WebSocket.
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rust_embed::RustEmbed;
+
+use crate::{signalling, AppState};
+
+/// The browser client, compiled into the binary.
+#[derive(RustEmbed)]
+#[folder = "../../web/"]
+struct WebAssets;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(signalling::upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(|| async { asset("index.html") }))
+        .route(
+            "/{*path}",
+            get(|Path(path): Path<String>| async move { asset(&path) }),
+        )
+        .with_state(state)
+}
+
+fn asset(path: &str) -> Response {
+    let Some(file) = WebAssets::get(path) else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let mut response = Response::new(Body::from(file.data.into_owned()));
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    // The client changes with the binary: always revalidate.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; media-src 'self' blob: mediastream:; img-src 'self' data: blob:; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'"),
+    );
+    response
+}

@@ -1,0 +1,553 @@
+//! parley's sans-IO media core.
+//!
+//! [`Sfu`] holds every room of one worker, the participants' WebRTC connections ([`Peer`]) and the
+//! signalling state. It is fed with client messages, received datagrams and the time, and hands back
+//! datagrams to send and messages for clients. It never touches a socket or reads a clock, so it is
+//! deterministic and testable without a network.
+
+mod peer;
+mod room;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use parley_proto::{ClientMessage, ErrorCode, MediaStateChange, ParticipantId, ServerMessage};
+use str0m::media::KeyframeRequestKind;
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+
+pub use peer::{Peer, PeerEvent, TrackSource, Transmit};
+pub use room::{Refusal, Room, Rooms, TrackKind};
+
+/// A signalling connection (one browser tab). When it joins a room, it is the participant of the same id.
+pub type SessionId = ParticipantId;
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    pub max_participants: usize,
+    /// Media addresses to offer, as `(advertised, local socket)`.
+    pub candidates: Vec<(SocketAddr, SocketAddr)>,
+    pub server_version: String,
+}
+
+/// Counters for operators (exported later as metrics).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SfuCounters {
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    pub dropped_muted_packets: u64,
+    pub unrouted_datagrams: u64,
+}
+
+pub struct Sfu {
+    config: SfuConfig,
+    rooms: Rooms,
+    sessions: BTreeSet<SessionId>,
+    peers: HashMap<ParticipantId, Peer>,
+    /// Remote address → participant, learned from ICE so later datagrams skip the search.
+    routes: HashMap<SocketAddr, ParticipantId>,
+    signals: Vec<(SessionId, ServerMessage)>,
+    transmits: Vec<Transmit>,
+    /// Events waiting to be acted on, in order, tagged with the participant they came from.
+    queue: VecDeque<(ParticipantId, PeerEvent)>,
+    scratch_events: Vec<PeerEvent>,
+    scratch_ids: Vec<ParticipantId>,
+    counters: SfuCounters,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Sfu {
+        Sfu {
+            rooms: Rooms::new(config.max_participants),
+            config,
+            sessions: BTreeSet::new(),
+            peers: HashMap::new(),
+            routes: HashMap::new(),
+            signals: Vec::new(),
+            transmits: Vec::new(),
+            queue: VecDeque::new(),
+            scratch_events: Vec::new(),
+            scratch_ids: Vec::new(),
+            counters: SfuCounters::default(),
+        }
+    }
+
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+
+    pub fn counters(&self) -> SfuCounters {
+        self.counters
+    }
+
+    /// Creates a room outside of signalling (start-up defaults, tests).
+    pub fn create_room(&mut self, name: &str) -> Result<(), Refusal> {
+        self.rooms.create(name).map(|_| ())
+    }
+
+    /// Datagrams to send, in order.
+    pub fn drain_transmits(&mut self) -> std::vec::Drain<'_, Transmit> {
+        self.transmits.drain(..)
+    }
+
+    /// Messages for clients, in order.
+    pub fn drain_signals(&mut self) -> std::vec::Drain<'_, (SessionId, ServerMessage)> {
+        self.signals.drain(..)
+    }
+
+    /// The next time [`Sfu::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.values().map(Peer::next_timeout).min()
+    }
+
+    pub fn connect(&mut self, session: SessionId) {
+        self.sessions.insert(session);
+        self.signal(
+            session,
+            ServerMessage::Welcome {
+                server_version: self.config.server_version.clone(),
+                max_participants: self.rooms.max_participants(),
+            },
+        );
+        self.signal(
+            session,
+            ServerMessage::Rooms {
+                id: None,
+                rooms: self.rooms.summary(),
+            },
+        );
+    }
+
+    /// The signalling connection closed: the participant leaves its room.
+    pub fn disconnect(&mut self, session: SessionId, now: Instant) {
+        self.leave_room(session, now);
+        self.sessions.remove(&session);
+    }
+
+    /// Tells the session a message it sent could not be read.
+    pub fn reject(&mut self, session: SessionId, error: ServerMessage) {
+        self.signal(session, error);
+    }
+
+    pub fn handle_message(&mut self, session: SessionId, message: ClientMessage, now: Instant) {
+        let id = message.request_id();
+        match message {
+            ClientMessage::ListRooms { .. } => {
+                let rooms = self.rooms.summary();
+                self.signal(session, ServerMessage::Rooms { id, rooms });
+            }
+            ClientMessage::CreateRoom { room, .. } => match self.rooms.create(&room) {
+                Ok(room) => {
+                    tracing::info!(room = %room.name, session, "room created");
+                    self.signal(session, ServerMessage::RoomCreated { id, room });
+                    self.broadcast_rooms();
+                }
+                Err(r) => self.refuse(session, id, r),
+            },
+            ClientMessage::Join {
+                room, name, state, ..
+            } => self.join(session, id, &room, &name, state, now),
+            ClientMessage::Leave { .. } => match self.leave_room(session, now) {
+                Some(room) => self.signal(session, ServerMessage::Left { id, room }),
+                None => self.refuse(session, id, not_in_room()),
+            },
+            ClientMessage::Offer { sdp } => {
+                let Some(peer) = self.peers.get_mut(&session) else {
+                    return self.refuse(session, None, not_in_room());
+                };
+                match peer.accept_offer(&sdp) {
+                    Ok(answer) => {
+                        self.signal(session, ServerMessage::Answer { sdp: answer });
+                        self.drive(session, now);
+                    }
+                    Err(e) => self.refuse(session, None, bad_sdp(e.0)),
+                }
+            }
+            ClientMessage::Answer { sdp } => {
+                let Some(peer) = self.peers.get_mut(&session) else {
+                    return self.refuse(session, None, not_in_room());
+                };
+                match peer.accept_answer(&sdp) {
+                    Ok(opened) => {
+                        // New video subscribers need a keyframe before they can show anything.
+                        for (source, kind) in opened {
+                            if kind == TrackKind::Video {
+                                self.request_keyframe(source, KeyframeRequestKind::Pli, now);
+                            }
+                        }
+                        self.drive(session, now);
+                    }
+                    Err(e) => {
+                        self.refuse(session, None, bad_sdp(e.0));
+                        // A rolled-back negotiation is offered again.
+                        self.drive(session, now);
+                    }
+                }
+            }
+            ClientMessage::SetState { change, .. } => self.set_state(session, id, change, now),
+        }
+        self.process_queue(now);
+    }
+
+    fn join(
+        &mut self,
+        session: SessionId,
+        id: Option<u64>,
+        room: &str,
+        name: &str,
+        state: parley_proto::MediaState,
+        now: Instant,
+    ) {
+        let me = match self.rooms.join(session, room, name, state) {
+            Ok(me) => me,
+            Err(r) => return self.refuse(session, id, r),
+        };
+        let Some(joined_room) = self.rooms.room_of(session) else {
+            return;
+        };
+        let room_name = joined_room.name().to_string();
+        let others: Vec<_> = joined_room
+            .members()
+            .iter()
+            .filter(|m| m.id != session)
+            .cloned()
+            .collect();
+        let mut peer = Peer::new(session, &self.config.candidates, now);
+        for other in &others {
+            if let Some(p) = self.peers.get(&other.id) {
+                for (mid, kind) in p.published() {
+                    peer.subscribe(
+                        TrackSource {
+                            publisher: other.id,
+                            mid,
+                        },
+                        kind,
+                    );
+                }
+            }
+        }
+        self.peers.insert(session, peer);
+        tracing::info!(room = %room_name, participant = session, name = %me.name, "join");
+        for other in &others {
+            self.signal(
+                other.id,
+                ServerMessage::ParticipantJoined {
+                    participant: me.clone(),
+                },
+            );
+        }
+        self.signal(
+            session,
+            ServerMessage::Joined {
+                id,
+                room: room_name,
+                you: session,
+                participants: others,
+            },
+        );
+        self.broadcast_rooms();
+    }
+
+    /// Removes `participant` from its room and tells the others. Returns the room's name.
+    fn leave_room(&mut self, participant: ParticipantId, now: Instant) -> Option<String> {
+        let (room, remaining) = self.rooms.leave(participant)?;
+        if let Some(mut peer) = self.peers.remove(&participant) {
+            peer.close();
+        }
+        self.routes.retain(|_, p| *p != participant);
+        self.queue.retain(|(p, _)| *p != participant);
+        tracing::info!(room = %room, participant, "leave");
+        for other in remaining {
+            if let Some(peer) = self.peers.get_mut(&other) {
+                peer.unsubscribe_all_of(participant);
+            }
+            self.signal(
+                other,
+                ServerMessage::ParticipantLeft {
+                    participant_id: participant,
+                },
+            );
+            self.drive(other, now);
+        }
+        self.broadcast_rooms();
+        Some(room)
+    }
+
+    fn set_state(
+        &mut self,
+        session: SessionId,
+        id: Option<u64>,
+        change: MediaStateChange,
+        now: Instant,
+    ) {
+        let before = self
+            .rooms
+            .room_of(session)
+            .and_then(|r| r.member(session))
+            .map(|m| m.state);
+        let updated = match self.rooms.set_state(session, change) {
+            Ok(u) => u,
+            Err(r) => return self.refuse(session, id, r),
+        };
+        self.signal(
+            session,
+            ServerMessage::StateSet {
+                id,
+                state: updated.state,
+            },
+        );
+        if let Some(room) = self.rooms.room_of(session) {
+            let others: Vec<_> = room
+                .members()
+                .iter()
+                .map(|m| m.id)
+                .filter(|m| *m != session)
+                .collect();
+            for other in others {
+                self.signal(
+                    other,
+                    ServerMessage::ParticipantUpdated {
+                        participant: updated.clone(),
+                    },
+                );
+            }
+        }
+        // Camera back on: receivers need a fresh keyframe.
+        if before.is_some_and(|b| b.camera_off) && !updated.state.camera_off {
+            let video: Vec<_> = self
+                .peers
+                .get(&session)
+                .map(|p| {
+                    p.published()
+                        .filter(|(_, k)| *k == TrackKind::Video)
+                        .map(|(m, _)| m)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for mid in video {
+                self.request_keyframe(
+                    TrackSource {
+                        publisher: session,
+                        mid,
+                    },
+                    KeyframeRequestKind::Pli,
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Feeds one received datagram. Returns false when it belongs to no participant.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Ok(contents) = data.try_into() else {
+            self.counters.unrouted_datagrams += 1;
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let known = self
+            .routes
+            .get(&source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.accepts(&input)));
+        let target = known.or_else(|| {
+            self.peers
+                .values()
+                .find(|p| p.accepts(&input))
+                .map(Peer::id)
+        });
+        let Some(id) = target else {
+            self.counters.unrouted_datagrams += 1;
+            return false;
+        };
+        self.routes.insert(source, id);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.handle_input(input);
+        }
+        self.drive(id, now);
+        self.process_queue(now);
+        true
+    }
+
+    /// Advances every connection whose timer is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.scratch_ids);
+        due.clear();
+        due.extend(
+            self.peers
+                .values()
+                .filter(|p| p.next_timeout() <= now)
+                .map(Peer::id),
+        );
+        for id in &due {
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.handle_input(Input::Timeout(now));
+            }
+            self.drive(*id, now);
+        }
+        self.scratch_ids = due;
+        self.process_queue(now);
+    }
+
+    /// Polls one peer and queues what it reports.
+    fn drive(&mut self, id: ParticipantId, _now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.scratch_events);
+        peer.drive(&mut self.transmits, &mut events);
+        self.queue.extend(events.drain(..).map(|e| (id, e)));
+        self.scratch_events = events;
+    }
+
+    fn process_queue(&mut self, now: Instant) {
+        while let Some((from, event)) = self.queue.pop_front() {
+            match event {
+                PeerEvent::TrackPublished { mid, kind } => {
+                    let source = TrackSource {
+                        publisher: from,
+                        mid,
+                    };
+                    let others: Vec<_> = self
+                        .rooms
+                        .room_of(from)
+                        .map(|r| {
+                            r.members()
+                                .iter()
+                                .map(|m| m.id)
+                                .filter(|m| *m != from)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for other in others {
+                        if let Some(peer) = self.peers.get_mut(&other) {
+                            peer.subscribe(source, kind);
+                        }
+                        self.drive(other, now);
+                    }
+                }
+                PeerEvent::Media {
+                    mid,
+                    kind,
+                    params,
+                    packet,
+                } => self.forward(from, mid, kind, params, packet, now),
+                PeerEvent::KeyframeWanted { source, kind } => {
+                    self.request_keyframe(source, kind, now)
+                }
+                PeerEvent::Offer(sdp) => self.signal(from, ServerMessage::Offer { sdp }),
+                PeerEvent::Gone => {
+                    if let Some(room) = self.leave_room(from, now) {
+                        self.signal(
+                            from,
+                            ServerMessage::error(
+                                None,
+                                ErrorCode::Internal,
+                                "media connection lost",
+                            ),
+                        );
+                        self.signal(from, ServerMessage::Left { id: None, room });
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward(
+        &mut self,
+        publisher: ParticipantId,
+        mid: str0m::media::Mid,
+        kind: TrackKind,
+        params: str0m::format::PayloadParams,
+        packet: str0m::rtp::RtpPacket,
+        now: Instant,
+    ) {
+        let Some(room) = self.rooms.room_of(publisher) else {
+            return;
+        };
+        let forwarded = room.is_forwarded(publisher, kind);
+        let mut targets = std::mem::take(&mut self.scratch_ids);
+        targets.clear();
+        targets.extend(room.forward_targets(publisher, kind));
+        let Some(peer) = self.peers.get_mut(&publisher) else {
+            self.scratch_ids = targets;
+            return;
+        };
+        let seq_no = peer.rewrite_seq(mid, packet.seq_no, forwarded);
+        if !forwarded {
+            self.counters.dropped_muted_packets += 1;
+        }
+        let source = TrackSource { publisher, mid };
+        for &target in &targets {
+            if let Some(peer) = self.peers.get_mut(&target) {
+                peer.forward(source, params, &packet, seq_no);
+                self.counters.forwarded_packets += 1;
+                self.counters.forwarded_bytes += packet.payload.len() as u64;
+            }
+        }
+        for &target in &targets {
+            self.drive(target, now);
+        }
+        self.scratch_ids = targets;
+    }
+
+    fn request_keyframe(&mut self, source: TrackSource, kind: KeyframeRequestKind, now: Instant) {
+        if let Some(peer) = self.peers.get_mut(&source.publisher) {
+            peer.request_keyframe(source.mid, kind, now);
+            self.drive(source.publisher, now);
+        }
+    }
+
+    fn signal(&mut self, session: SessionId, message: ServerMessage) {
+        self.signals.push((session, message));
+    }
+
+    fn refuse(&mut self, session: SessionId, id: Option<u64>, refusal: Refusal) {
+        self.signal(
+            session,
+            ServerMessage::error(id, refusal.code, refusal.message),
+        );
+    }
+
+    fn broadcast_rooms(&mut self) {
+        let rooms = self.rooms.summary();
+        let sessions: Vec<_> = self.sessions.iter().copied().collect();
+        for s in sessions {
+            self.signal(
+                s,
+                ServerMessage::Rooms {
+                    id: None,
+                    rooms: rooms.clone(),
+                },
+            );
+        }
+    }
+}
+
+fn not_in_room() -> Refusal {
+    Refusal {
+        code: ErrorCode::NotInRoom,
+        message: "you are not in a room".into(),
+    }
+}
+
+fn bad_sdp(detail: String) -> Refusal {
+    Refusal {
+        code: ErrorCode::BadSdp,
+        message: format!("could not use that SDP: {detail}"),
+    }
+}

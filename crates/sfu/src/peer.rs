@@ -1,0 +1,497 @@
+//! One participant's WebRTC connection: a str0m `Rtc` in RTP mode plus the bookkeeping of which tracks
+//! it publishes (tracks in) and which other participants' tracks it receives (tracks out).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use parley_proto::ParticipantId;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::Protocol;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::room::TrackKind;
+
+/// A datagram to send, produced by the core and sent by the shell.
+#[derive(Debug)]
+pub struct Transmit {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// Where a forwarded track comes from: the publisher and the mid of the track in its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackSource {
+    pub publisher: ParticipantId,
+    pub mid: Mid,
+}
+
+/// What a peer reports to the room core after being driven.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// The client offered a new track of its own.
+    TrackPublished { mid: Mid, kind: TrackKind },
+    /// An RTP packet of one of the client's own tracks, with the codec its payload type stands for.
+    Media {
+        mid: Mid,
+        kind: TrackKind,
+        params: PayloadParams,
+        packet: RtpPacket,
+    },
+    /// A subscriber asked for a keyframe of a track it receives from `source`.
+    KeyframeWanted {
+        source: TrackSource,
+        kind: KeyframeRequestKind,
+    },
+    /// A server offer to send to the client.
+    Offer(String),
+    /// The connection is closed or lost.
+    Gone,
+}
+
+#[derive(Debug)]
+struct TrackIn {
+    mid: Mid,
+    kind: TrackKind,
+    /// Packets not forwarded (muted) so far: subtracted from sequence numbers so receivers see no gap.
+    dropped: u64,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    ToOpen,
+    Negotiating(Mid),
+    Open(Mid),
+    ToStop(Mid),
+    NegotiatingStop(Mid),
+}
+
+#[derive(Debug)]
+struct TrackOut {
+    source: TrackSource,
+    kind: TrackKind,
+    state: OutState,
+    /// Publisher payload type → our payload type, learned on first use.
+    pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+impl TrackOut {
+    fn mid(&self) -> Option<Mid> {
+        match self.state {
+            OutState::ToOpen => None,
+            OutState::Negotiating(m)
+            | OutState::Open(m)
+            | OutState::ToStop(m)
+            | OutState::NegotiatingStop(m) => Some(m),
+        }
+    }
+}
+
+/// Why the client's SDP could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpRefusal(pub String);
+
+pub struct Peer {
+    id: ParticipantId,
+    rtc: Rtc,
+    /// The client's own offer has been answered: server offers may follow.
+    negotiated: bool,
+    pending: Option<SdpPendingOffer>,
+    tracks_in: Vec<TrackIn>,
+    tracks_out: Vec<TrackOut>,
+    next_timeout: Instant,
+    gone: bool,
+}
+
+/// Keyframe requests to one publisher's track are sent at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+
+impl Peer {
+    /// A connection for participant `id`, reachable at each of `candidates`
+    /// (`(advertised, local socket)`: equal for host candidates, different behind 1:1 NAT).
+    pub fn new(id: ParticipantId, candidates: &[(SocketAddr, SocketAddr)], now: Instant) -> Peer {
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(now);
+        for &(advertised, local) in candidates {
+            let candidate = if advertised == local {
+                Candidate::host(local, Protocol::Udp)
+            } else {
+                Candidate::server_reflexive(advertised, local, Protocol::Udp)
+            };
+            match candidate {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%advertised, "unusable media address: {e}"),
+            }
+        }
+        Peer {
+            id,
+            rtc,
+            negotiated: false,
+            pending: None,
+            tracks_in: Vec::new(),
+            tracks_out: Vec::new(),
+            next_timeout: now,
+            gone: false,
+        }
+    }
+
+    pub fn id(&self) -> ParticipantId {
+        self.id
+    }
+
+    pub fn next_timeout(&self) -> Instant {
+        self.next_timeout
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+
+    /// Whether a received datagram belongs to this connection (ICE credentials or known remote address).
+    pub fn accepts(&self, input: &Input) -> bool {
+        !self.gone && self.rtc.accepts(input)
+    }
+
+    /// The tracks this participant publishes.
+    pub fn published(&self) -> impl Iterator<Item = (Mid, TrackKind)> + '_ {
+        self.tracks_in.iter().map(|t| (t.mid, t.kind))
+    }
+
+    pub fn handle_input(&mut self, input: Input) {
+        if self.gone {
+            return;
+        }
+        if let Err(e) = self.rtc.handle_input(input) {
+            tracing::info!(participant = self.id, "connection failed: {e}");
+            self.close();
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.gone = true;
+        self.rtc.disconnect();
+    }
+
+    /// Applies the client's offer and returns the answer to send back.
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, SdpRefusal> {
+        if self.pending.is_some() {
+            return Err(SdpRefusal(
+                "an offer from the server is waiting for your answer".into(),
+            ));
+        }
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SdpRefusal(e.to_string()))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SdpRefusal(e.to_string()))?;
+        self.negotiated = true;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Applies the client's answer to our last offer. Returns the sources of tracks that just opened.
+    pub fn accept_answer(
+        &mut self,
+        sdp: &str,
+    ) -> Result<Vec<(TrackSource, TrackKind)>, SdpRefusal> {
+        let Some(pending) = self.pending.take() else {
+            return Err(SdpRefusal("there is no server offer to answer".into()));
+        };
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SdpRefusal(e.to_string()));
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.pending = Some(pending);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+            // The pending offer is consumed; roll every negotiating track back so we offer again.
+            for t in &mut self.tracks_out {
+                match t.state {
+                    OutState::Negotiating(_) => t.state = OutState::ToOpen,
+                    OutState::NegotiatingStop(m) => t.state = OutState::ToStop(m),
+                    _ => {}
+                }
+            }
+            return Err(SdpRefusal(e.to_string()));
+        }
+        let mut opened = Vec::new();
+        for t in &mut self.tracks_out {
+            if let OutState::Negotiating(m) = t.state {
+                t.state = OutState::Open(m);
+                opened.push((t.source, t.kind));
+            }
+        }
+        self.tracks_out
+            .retain(|t| !matches!(t.state, OutState::NegotiatingStop(_)));
+        Ok(opened)
+    }
+
+    /// Starts receiving `source`'s track (negotiated with the next server offer).
+    pub fn subscribe(&mut self, source: TrackSource, kind: TrackKind) {
+        if self.tracks_out.iter().any(|t| t.source == source) {
+            return;
+        }
+        self.tracks_out.push(TrackOut {
+            source,
+            kind,
+            state: OutState::ToOpen,
+            pt_map: Vec::new(),
+        });
+    }
+
+    /// Stops receiving every track of `publisher`.
+    pub fn unsubscribe_all_of(&mut self, publisher: ParticipantId) {
+        self.tracks_out.retain_mut(|t| {
+            if t.source.publisher != publisher {
+                return true;
+            }
+            match t.state {
+                // Never offered: forget it.
+                OutState::ToOpen => false,
+                OutState::Open(m) | OutState::Negotiating(m) => {
+                    t.state = OutState::ToStop(m);
+                    true
+                }
+                OutState::ToStop(_) | OutState::NegotiatingStop(_) => true,
+            }
+        });
+    }
+
+    /// Writes a packet of `source`'s track to this subscriber. `seq_no` is already rewritten.
+    pub fn forward(
+        &mut self,
+        source: TrackSource,
+        params: PayloadParams,
+        packet: &RtpPacket,
+        seq_no: SeqNo,
+    ) {
+        let Some(track) = self.tracks_out.iter_mut().find(|t| t.source == source) else {
+            return;
+        };
+        let OutState::Open(mid) = track.state else {
+            return;
+        };
+        let in_pt = packet.header.payload_type;
+        let out_pt = match track.pt_map.iter().find(|(p, _)| *p == in_pt) {
+            Some((_, out)) => *out,
+            None => {
+                let out = self.rtc.codec_config().match_params(params).map(|p| p.pt());
+                track.pt_map.push((in_pt, out));
+                out
+            }
+        };
+        // A codec this subscriber did not accept: nothing we can send it.
+        let Some(out_pt) = out_pt else { return };
+        let is_video = track.kind == TrackKind::Video;
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            return;
+        };
+        let ext = &packet.header.ext_vals;
+        let ext_vals = ExtensionValues {
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation,
+            ..Default::default()
+        };
+        stream.write_rtp(
+            RtpWrite::new(
+                out_pt,
+                seq_no,
+                packet.header.timestamp,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(ext_vals)
+            .nackable(is_video),
+        );
+    }
+
+    /// Counts a packet of our track `mid` that was not forwarded; returns the sequence number to forward
+    /// a packet with instead (when `forwarded`).
+    pub fn rewrite_seq(&mut self, mid: Mid, seq_no: SeqNo, forwarded: bool) -> SeqNo {
+        let Some(t) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
+            return seq_no;
+        };
+        if !forwarded {
+            t.dropped += 1;
+        }
+        (*seq_no).wrapping_sub(t.dropped).into()
+    }
+
+    /// Asks the client for a keyframe of its own track `mid` (throttled).
+    pub fn request_keyframe(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant) {
+        let Some(t) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
+            return;
+        };
+        if t.kind != TrackKind::Video {
+            return;
+        }
+        if t.last_keyframe_request
+            .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None).as_mut() {
+            rx.request_keyframe(kind);
+            t.last_keyframe_request = Some(now);
+        }
+    }
+
+    /// Creates a server offer when tracks are waiting to be added or removed, and none is in flight.
+    fn negotiate_if_needed(&mut self) -> Option<String> {
+        if !self.negotiated || self.pending.is_some() {
+            return None;
+        }
+        let mut change = self.rtc.sdp_api();
+        for t in &mut self.tracks_out {
+            match t.state {
+                OutState::ToOpen => {
+                    let kind = match t.kind {
+                        TrackKind::Audio => MediaKind::Audio,
+                        TrackKind::Video => MediaKind::Video,
+                    };
+                    // The stream id tells the client whose track this is.
+                    let stream_id = t.source.publisher.to_string();
+                    let track_id = format!("{}-{}", t.source.publisher, t.source.mid);
+                    let mid = change.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(stream_id),
+                        Some(track_id),
+                        None,
+                    );
+                    t.state = OutState::Negotiating(mid);
+                }
+                OutState::ToStop(mid) => {
+                    change.stop_media(mid);
+                    t.state = OutState::NegotiatingStop(mid);
+                }
+                _ => {}
+            }
+        }
+        if !change.has_changes() {
+            return None;
+        }
+        let (offer, pending) = change.apply()?;
+        self.pending = Some(pending);
+        Some(offer.to_sdp_string())
+    }
+
+    /// Runs the connection until it has nothing more to do now: datagrams go to `transmits`,
+    /// everything the room must act on goes to `events`.
+    pub fn drive(&mut self, transmits: &mut Vec<Transmit>, events: &mut Vec<PeerEvent>) {
+        if let Some(offer) = self.negotiate_if_needed() {
+            events.push(PeerEvent::Offer(offer));
+        }
+        loop {
+            if self.gone || !self.rtc.is_alive() {
+                if !self.gone {
+                    self.gone = true;
+                }
+                events.push(PeerEvent::Gone);
+                return;
+            }
+            let output = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::info!(participant = self.id, "connection error: {e}");
+                    self.close();
+                    continue;
+                }
+            };
+            match output {
+                Output::Timeout(t) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => transmits.push(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Output::Event(e) => self.handle_event(e, events),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event, events: &mut Vec<PeerEvent>) {
+        match event {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+                self.close();
+            }
+            Event::MediaAdded(added) => {
+                // Only the client's own (sending) tracks are published; our send-only tracks are not.
+                if added.direction == Direction::RecvOnly {
+                    let kind = match added.kind {
+                        MediaKind::Audio => TrackKind::Audio,
+                        MediaKind::Video => TrackKind::Video,
+                    };
+                    if !self.tracks_in.iter().any(|t| t.mid == added.mid) {
+                        self.tracks_in.push(TrackIn {
+                            mid: added.mid,
+                            kind,
+                            dropped: 0,
+                            last_keyframe_request: None,
+                        });
+                        events.push(PeerEvent::TrackPublished {
+                            mid: added.mid,
+                            kind,
+                        });
+                    }
+                }
+            }
+            Event::RtpPacket(packet) => {
+                let ssrc = packet.header.ssrc;
+                let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                    return;
+                };
+                let Some(track) = self.tracks_in.iter().find(|t| t.mid == mid) else {
+                    return;
+                };
+                let kind = track.kind;
+                let pt = packet.header.payload_type;
+                let Some(params) = self
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.pt() == pt)
+                    .copied()
+                else {
+                    return;
+                };
+                events.push(PeerEvent::Media {
+                    mid,
+                    kind,
+                    params,
+                    packet,
+                });
+            }
+            Event::KeyframeRequest(req) => {
+                if let Some(t) = self.tracks_out.iter().find(|t| t.mid() == Some(req.mid)) {
+                    events.push(PeerEvent::KeyframeWanted {
+                        source: t.source,
+                        kind: req.kind,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,787 @@
+// parley's browser client: name screen, lobby, room. The server is the authority for who is where;
+// this file renders what it says and drives the media session (call.js) over the signalling socket.
+
+import { Signal, ServerError, signalUrl } from './signal.js';
+import { prefs, checkDisplayName } from './prefs.js';
+import { LocalMedia, deviceErrorText } from './media.js';
+import { Call } from './call.js';
+import { Tile, initials, hueFor } from './tiles.js';
+import { audioContext, meterPosition } from './levels.js';
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  app: $('app'),
+  conn: $('conn'),
+  connLabel: document.querySelector('#conn .conn-label'),
+  meChip: $('me-chip'),
+  meName: $('me-name'),
+  meAvatar: $('me-avatar'),
+  roomsToggle: $('rooms-toggle'),
+  topbarRoom: $('topbar-room'),
+  roomTitle: $('room-title'),
+  roomCount: $('room-count'),
+  nameForm: $('name-form'),
+  nameInput: $('name-input'),
+  nameError: $('name-error'),
+  lobbyClose: $('lobby-close'),
+  inRoomNote: $('in-room-note'),
+  inRoomName: $('in-room-name'),
+  lobbyLeave: $('lobby-leave'),
+  createForm: $('create-form'),
+  createInput: $('create-room-input'),
+  createSubmit: $('create-room-submit'),
+  createError: $('create-error'),
+  roomList: $('room-list'),
+  roomsEmpty: $('rooms-empty'),
+  tiles: $('tiles'),
+  micToggle: $('mic-toggle'),
+  speakerToggle: $('speaker-toggle'),
+  cameraToggle: $('camera-toggle'),
+  leave: $('leave'),
+  toasts: $('toasts'),
+  roomItemTpl: $('room-item-tpl'),
+};
+
+const app = {
+  name: prefs.name,
+  state: prefs.state, // this tab's MediaState (mic_muted, deafened, camera_off)
+  maxParticipants: 16,
+  rooms: [],
+  roomsKnown: false,
+  room: null, // name of the room we are in
+  me: null, // our participant id (number) in that room
+  joining: null, // name of the room a join is under way for
+  participants: new Map(), // id (string) -> ParticipantInfo, the others in the room
+  tiles: new Map(), // id (string) -> Tile, including our own
+  local: null, // LocalMedia while in a room
+  call: null, // Call while in a room
+  pendingOffers: [], // server offers that arrived before the Call existed
+  busy: new Set(), // controls with an operation under way
+};
+
+const signal = new Signal(signalUrl());
+
+// ---------------------------------------------------------------------------------------------------------
+// Views
+
+function setView(view) {
+  ui.app.dataset.view = view;
+  document.body.dataset.view = view;
+  const inRoom = view === 'room';
+  ui.roomsToggle.hidden = !inRoom;
+  ui.topbarRoom.hidden = !inRoom;
+  if (!inRoom) setRoomsOpen(false);
+  ui.meChip.hidden = !app.name || view === 'name';
+  ui.meChip.disabled = inRoom;
+  ui.meChip.title = inRoom ? 'Leave the room to change your name' : 'Change your name';
+  document.title = inRoom && app.room ? `${app.room} · parley` : 'parley';
+}
+
+function setRoomsOpen(open) {
+  ui.app.classList.toggle('rooms-open', open);
+  ui.roomsToggle.setAttribute('aria-expanded', String(open));
+}
+
+function showNameScreen() {
+  ui.nameInput.value = app.name;
+  ui.nameError.hidden = true;
+  setView('name');
+  ui.nameInput.focus();
+}
+
+function showLobby() {
+  setView('lobby');
+  renderRooms();
+}
+
+function renderMe() {
+  ui.meName.textContent = app.name;
+  ui.meAvatar.textContent = initials(app.name);
+  ui.meAvatar.style.setProperty('--hue', String(hueFor(app.name)));
+}
+
+ui.nameForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const res = checkDisplayName(ui.nameInput.value);
+  if (res.error) {
+    ui.nameError.textContent = res.error;
+    ui.nameError.hidden = false;
+    ui.nameInput.focus();
+    return;
+  }
+  app.name = res.name;
+  prefs.name = res.name;
+  renderMe();
+  showLobby();
+});
+
+ui.meChip.addEventListener('click', () => {
+  if (!app.room && !app.joining) showNameScreen();
+});
+
+ui.roomsToggle.addEventListener('click', () => setRoomsOpen(!ui.app.classList.contains('rooms-open')));
+ui.lobbyClose.addEventListener('click', () => setRoomsOpen(false));
+
+// ---------------------------------------------------------------------------------------------------------
+// Toasts: every server error is shown here (role=alert), dismissable.
+
+const ERROR_TITLES = {
+  bad_message: 'Request rejected',
+  message_too_large: 'Request too large',
+  invalid_room_name: 'Invalid room name',
+  invalid_name: 'Invalid name',
+  no_such_room: 'Room not found',
+  room_exists: 'Room already exists',
+  room_full: 'Room is full',
+  already_in_room: 'Already in a room',
+  not_in_room: 'Not in a room',
+  bad_sdp: 'Media negotiation failed',
+  internal: 'Server error',
+};
+
+function toast(message, { title = '', code = '', kind = 'error', action = null, timeout = 12_000 } = {}) {
+  const el = document.createElement('div');
+  el.className = `toast ${kind}`;
+  el.setAttribute('role', kind === 'error' ? 'alert' : 'status');
+  el.dataset.testid = 'toast';
+  if (code) el.dataset.code = code;
+  const body = document.createElement('div');
+  body.className = 'toast-body';
+  if (title) {
+    const t = document.createElement('strong');
+    t.className = 'toast-title';
+    t.textContent = title;
+    body.appendChild(t);
+  }
+  const p = document.createElement('p');
+  p.className = 'toast-msg';
+  p.textContent = message;
+  body.appendChild(p);
+  el.appendChild(body);
+  const close = () => {
+    clearTimeout(timer);
+    el.remove();
+  };
+  if (action) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'btn small toast-action';
+    b.textContent = action.label;
+    b.addEventListener('click', () => {
+      close();
+      action.run();
+    });
+    el.appendChild(b);
+  }
+  const x = document.createElement('button');
+  x.type = 'button';
+  x.className = 'icon-btn toast-close';
+  x.dataset.testid = 'toast-dismiss';
+  x.setAttribute('aria-label', 'Dismiss');
+  x.textContent = '×';
+  x.addEventListener('click', close);
+  el.appendChild(x);
+  ui.toasts.appendChild(el);
+  while (ui.toasts.children.length > 4) ui.toasts.firstElementChild.remove();
+  const timer = timeout ? setTimeout(close, timeout) : null;
+  return el;
+}
+
+function serverErrorToast(msg) {
+  const opts = { title: ERROR_TITLES[msg.code] || 'Error', code: msg.code || '' };
+  if (msg.code === 'already_in_room' && app.room) {
+    opts.action = { label: 'Leave current room', run: () => leaveRoom() };
+    opts.timeout = 20_000;
+  }
+  toast(msg.message || msg.code || 'The server refused the request.', opts);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Connection
+
+function setConn(state, label) {
+  ui.conn.dataset.state = state;
+  ui.connLabel.textContent = label;
+}
+
+signal.addEventListener('open', () => {
+  setConn('online', 'Connected');
+});
+
+signal.addEventListener('reconnecting', () => {
+  setConn('offline', 'Reconnecting…');
+});
+
+signal.addEventListener('close', () => {
+  app.roomsKnown = false;
+  if (app.room || app.joining) {
+    teardownRoom();
+    showLobby();
+    toast('The connection to the server was lost. You left the room; reconnecting…', {
+      title: 'Disconnected',
+      code: 'disconnected',
+    });
+  }
+  renderRooms();
+});
+
+signal.addEventListener('message', (ev) => handleMessage(ev.detail));
+
+function handleMessage(msg) {
+  switch (msg.type) {
+    case 'welcome':
+      if (Number.isFinite(msg.max_participants)) app.maxParticipants = msg.max_participants;
+      break;
+    case 'rooms':
+      app.rooms = Array.isArray(msg.rooms) ? msg.rooms : [];
+      app.roomsKnown = true;
+      renderRooms();
+      break;
+    case 'participant_joined':
+      if (app.room && msg.participant) addParticipant(msg.participant);
+      break;
+    case 'participant_updated':
+      if (app.room && msg.participant) updateParticipant(msg.participant);
+      break;
+    case 'participant_left':
+      if (app.room) removeParticipant(msg.participant_id);
+      break;
+    case 'offer':
+      if (!app.room) break;
+      if (app.call) app.call.handleOffer(msg.sdp).catch((err) => mediaError(err));
+      else app.pendingOffers.push(msg.sdp);
+      break;
+    case 'answer':
+      if (app.call) app.call.handleAnswer(msg.sdp);
+      break;
+    case 'left':
+      // Our own leave tears down at once; a `left` we did not ask for means the server removed us.
+      if (app.room && msg.room === app.room && !app.joining && msg.id == null) {
+        teardownRoom();
+        showLobby();
+        toast(`You are no longer in ${msg.room}.`, { title: 'Left the room', kind: 'info' });
+      }
+      break;
+    case 'error':
+      serverErrorToast(msg);
+      break;
+    default:
+      break; // joined, room_created, state_set: answered through signal.request()
+  }
+}
+
+function mediaError(err) {
+  if (!app.call || app.call.closed) return;
+  console.error('[parley] media', err);
+  toast(err && err.message ? err.message : String(err), { title: 'Media problem', code: 'media' });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Lobby
+
+function renderRooms() {
+  const list = ui.roomList;
+  const byName = new Map();
+  for (const li of list.children) byName.set(li.dataset.room, li);
+  const seen = new Set();
+  let prev = null;
+  for (const r of app.rooms) {
+    if (!r || typeof r.name !== 'string') continue;
+    seen.add(r.name);
+    let li = byName.get(r.name);
+    if (!li) {
+      li = ui.roomItemTpl.content.firstElementChild.cloneNode(true);
+      li.dataset.room = r.name;
+      li.querySelector('.room-name').textContent = r.name;
+      const btn = li.querySelector('.join');
+      btn.addEventListener('click', () => joinRoom(li.dataset.room));
+    }
+    const max = Number.isFinite(r.max_participants) ? r.max_participants : app.maxParticipants;
+    const count = Number.isFinite(r.participants) ? r.participants : 0;
+    li.querySelector('.count').textContent = String(count);
+    li.querySelector('.max').textContent = ` / ${max}`;
+    li.dataset.count = String(count);
+    const here = app.room === r.name;
+    li.classList.toggle('current', here);
+    li.querySelector('.here').hidden = !here;
+    li.querySelector('.last').hidden = here || !!app.room || prefs.lastRoom !== r.name;
+    const btn = li.querySelector('.join');
+    const full = count >= max;
+    // While in a room there is no Join: the note above the list offers "Leave current room" instead.
+    btn.hidden = !!app.room;
+    btn.disabled = full || !!app.joining || !signal.connected;
+    btn.textContent = app.joining === r.name ? 'Joining…' : full ? 'Full' : 'Join';
+    btn.setAttribute('aria-label', full ? `${r.name} is full` : `Join ${r.name}`);
+    const want = prev ? prev.nextSibling : list.firstChild;
+    if (want !== li) list.insertBefore(li, want);
+    prev = li;
+  }
+  for (const [name, li] of byName) if (!seen.has(name)) li.remove();
+
+  ui.roomsEmpty.hidden = app.rooms.length > 0;
+  ui.roomsEmpty.textContent = signal.connected ? 'No rooms yet. Create the first one.' : 'Connecting to the server…';
+  if (!app.roomsKnown && !signal.connected) ui.roomsEmpty.hidden = false;
+
+  ui.inRoomNote.hidden = !app.room;
+  ui.inRoomName.textContent = app.room || '';
+  ui.createSubmit.disabled = !signal.connected;
+
+  if (app.room) {
+    const r = app.rooms.find((x) => x.name === app.room);
+    const n = r ? r.participants : app.participants.size + 1;
+    ui.roomCount.textContent = `${n} ${n === 1 ? 'person' : 'people'}`;
+  }
+}
+
+ui.createForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const room = ui.createInput.value.trim();
+  ui.createError.hidden = true;
+  if (!room) {
+    ui.createError.textContent = 'Please type a room name.';
+    ui.createError.hidden = false;
+    ui.createInput.focus();
+    return;
+  }
+  ui.createSubmit.disabled = true;
+  try {
+    const reply = await signal.request({ type: 'create_room', room });
+    ui.createInput.value = '';
+    const created = reply.room && reply.room.name ? reply.room.name : room;
+    if (!app.room && !app.joining) joinRoom(created);
+    else toast(`Room ${created} was created.`, { kind: 'info', timeout: 4000 });
+  } catch (err) {
+    // The server's own words (a toast shows them too, like every server error).
+    ui.createError.textContent = err.message;
+    ui.createError.hidden = false;
+    if (!(err instanceof ServerError)) toast(err.message, { title: 'Could not create the room' });
+  } finally {
+    ui.createSubmit.disabled = !signal.connected;
+  }
+});
+
+ui.lobbyLeave.addEventListener('click', () => leaveRoom());
+
+// ---------------------------------------------------------------------------------------------------------
+// Room
+
+async function joinRoom(room) {
+  if (app.room) {
+    toast(`You are in ${app.room}. Leave it first to join ${room}.`, {
+      title: 'Already in a room',
+      code: 'already_in_room',
+      action: { label: 'Leave current room', run: () => leaveRoom() },
+    });
+    return;
+  }
+  if (app.joining) return;
+  if (!app.name) {
+    showNameScreen();
+    return;
+  }
+  app.joining = room;
+  renderRooms();
+  audioContext(); // created inside the click, so the browser lets it run
+
+  const want = { ...app.state };
+  const local = new LocalMedia();
+  // Devices open while the server admits us: both take a while, neither needs the other.
+  const media = local.acquire({ audio: true, video: !want.camera_off });
+  let joined;
+  try {
+    joined = await signal.request({ type: 'join', room, name: app.name, state: want });
+  } catch (err) {
+    app.joining = null;
+    media.then(() => local.stop());
+    renderRooms();
+    if (!(err instanceof ServerError)) toast(err.message, { title: `Could not join ${room}` });
+    return;
+  }
+
+  app.joining = null;
+  app.room = joined.room || room;
+  app.me = joined.you;
+  app.local = local;
+  app.pendingOffers = [];
+  prefs.lastRoom = app.room;
+  ui.roomTitle.textContent = app.room;
+  ui.tiles.replaceChildren();
+
+  const me = new Tile({ id: String(joined.you), name: app.name, self: true });
+  me.setInfo(app.state);
+  app.tiles.set(me.id, me);
+  ui.tiles.appendChild(me.el);
+  for (const p of joined.participants || []) addParticipant(p);
+  updateControls();
+  setView('room');
+  renderRooms();
+
+  const { audioError, videoError } = await media;
+  if (app.local !== local) {
+    local.stop(); // left (or lost the connection) while the devices were opening
+    return;
+  }
+  if (audioError && !app.state.mic_muted) {
+    toast(deviceErrorText(audioError, 'microphone'), { title: 'Microphone unavailable', code: 'device' });
+    setState({ mic_muted: true }, { persist: false });
+  }
+  if (videoError && !app.state.camera_off) {
+    toast(deviceErrorText(videoError, 'camera'), { title: 'Camera unavailable', code: 'device' });
+    setState({ camera_off: true }, { persist: false });
+  }
+  if (local.audioTrack) local.audioTrack.enabled = !app.state.mic_muted;
+  if (app.state.camera_off) local.stopVideo(); // turned off while it was opening
+  refreshSelfTile();
+
+  const call = new Call(signal, local);
+  app.call = call;
+  call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
+  call.addEventListener('connectionstate', (ev) => {
+    if (ev.detail === 'failed' && app.call === call) {
+      const again = app.room;
+      toast('The media connection to the server failed.', {
+        title: 'Connection problem',
+        code: 'ice_failed',
+        action: { label: 'Rejoin', run: () => leaveRoom().then(() => joinRoom(again)) },
+        timeout: 0,
+      });
+    }
+  });
+  call.start({ sendAudio: !app.state.mic_muted, sendVideo: !app.state.camera_off }).catch((err) => mediaError(err));
+  for (const sdp of app.pendingOffers.splice(0)) call.handleOffer(sdp).catch((err) => mediaError(err));
+}
+
+/** Leaves the room: tells the server, closes the media session and goes back to the lobby. */
+async function leaveRoom() {
+  if (!app.room) return;
+  const wasIn = app.room;
+  teardownRoom();
+  showLobby();
+  try {
+    await signal.request({ type: 'leave' });
+  } catch (err) {
+    if (!(err instanceof ServerError)) console.warn('[parley] leave', wasIn, err.message);
+  }
+}
+
+/** Local clean-up only: peer connection closed, devices released, tiles gone. */
+function teardownRoom() {
+  if (app.call) app.call.close();
+  app.call = null;
+  if (app.local) app.local.stop();
+  app.local = null;
+  for (const t of app.tiles.values()) t.destroy();
+  app.tiles.clear();
+  app.participants.clear();
+  app.pendingOffers = [];
+  app.room = null;
+  app.me = null;
+  app.joining = null;
+  ui.tiles.replaceChildren();
+  ui.tiles.dataset.count = '0';
+}
+
+function addParticipant(p) {
+  const id = String(p.id);
+  if (app.me != null && id === String(app.me)) return;
+  app.participants.set(id, p);
+  let tile = app.tiles.get(id);
+  if (!tile) {
+    tile = new Tile({ id, name: p.name });
+    tile.onAutoplayBlocked = offerSoundUnlock;
+    tile.setDeafened(app.state.deafened);
+    app.tiles.set(id, tile);
+    ui.tiles.appendChild(tile.el);
+  }
+  tile.setInfo(p);
+  refreshRemote(id);
+  layoutTiles();
+  renderRooms();
+}
+
+function updateParticipant(p) {
+  const id = String(p.id);
+  if (app.me != null && id === String(app.me)) return; // our own flags: state_set and local state
+  if (!app.participants.has(id)) {
+    addParticipant(p);
+    return;
+  }
+  app.participants.set(id, p);
+  const tile = app.tiles.get(id);
+  if (tile) tile.setInfo(p);
+}
+
+function removeParticipant(pid) {
+  const id = String(pid);
+  app.participants.delete(id);
+  const tile = app.tiles.get(id);
+  if (tile && !tile.self) {
+    tile.destroy();
+    app.tiles.delete(id);
+  }
+  if (app.call) app.call.forget(id);
+  layoutTiles();
+  renderRooms();
+}
+
+/** Attaches whatever tracks we currently receive from `pid` to their tile (if the tile exists yet). */
+function refreshRemote(pid) {
+  const id = String(pid);
+  const tile = app.tiles.get(id);
+  if (!tile || tile.self || !app.call) return;
+  const e = app.call.remote.get(id) || { audio: null, video: null };
+  tile.setAudioTrack(e.audio);
+  tile.setVideoTrack(e.video);
+}
+
+function refreshSelfTile() {
+  const tile = app.me != null ? app.tiles.get(String(app.me)) : null;
+  if (!tile) return;
+  tile.setInfo(app.state);
+  const local = app.local;
+  tile.setVideoTrack(local && !app.state.camera_off ? local.videoTrack : null);
+  tile.setAudioTrack(local ? local.audioTrack : null);
+}
+
+/** Picks the column count that makes 16:9 tiles as large as the stage allows, and sizes them. */
+function layoutTiles() {
+  const n = app.tiles.size;
+  ui.tiles.dataset.count = String(n);
+  if (n === 0) return;
+  const style = getComputedStyle(ui.tiles);
+  const gap = parseFloat(style.columnGap) || 8;
+  const W = ui.tiles.clientWidth - (parseFloat(style.paddingLeft) || 0) - (parseFloat(style.paddingRight) || 0);
+  const H = ui.tiles.clientHeight - (parseFloat(style.paddingTop) || 0) - (parseFloat(style.paddingBottom) || 0);
+  if (W <= 0 || H <= 0) return;
+  let best = 0;
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * (16 / 9));
+    if (w > best) best = w;
+  }
+  // Never smaller than a thumbnail a phone can show; the stage scrolls past that.
+  const width = Math.max(Math.min(best, W), Math.min(W, 150));
+  ui.tiles.style.setProperty('--tile-w', `${Math.floor(width)}px`);
+}
+
+new ResizeObserver(() => layoutTiles()).observe(ui.tiles);
+
+let soundUnlockShown = false;
+function offerSoundUnlock() {
+  if (soundUnlockShown) return;
+  soundUnlockShown = true;
+  toast('Your browser blocked sound from starting by itself.', {
+    title: 'Sound is paused',
+    kind: 'info',
+    timeout: 0,
+    action: {
+      label: 'Play sound',
+      run: () => {
+        soundUnlockShown = false;
+        audioContext();
+        for (const t of app.tiles.values()) t.resume();
+      },
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Controls
+
+function setState(change, { persist = true } = {}) {
+  app.state = { ...app.state, ...change };
+  if (persist) {
+    const saved = prefs.state;
+    prefs.state = { ...saved, ...change };
+  }
+  updateControls();
+  if ('deafened' in change) for (const t of app.tiles.values()) if (!t.self) t.setDeafened(app.state.deafened);
+  refreshSelfTile();
+  if (app.room) signal.request({ type: 'set_state', ...change }).catch(() => {});
+}
+
+function updateControls() {
+  const s = app.state;
+  const set = (btn, off, offLabel, onLabel) => {
+    btn.setAttribute('aria-pressed', String(off));
+    btn.classList.toggle('is-off', off);
+    btn.querySelector('.ctl-label').textContent = off ? offLabel : onLabel;
+    btn.title = off ? offLabel : onLabel;
+  };
+  set(ui.micToggle, s.mic_muted, 'Unmute', 'Mute');
+  set(ui.speakerToggle, s.deafened, 'Undeafen', 'Deafen');
+  set(ui.cameraToggle, s.camera_off, 'Start video', 'Stop video');
+}
+
+async function exclusive(key, fn) {
+  if (app.busy.has(key)) return;
+  app.busy.add(key);
+  try {
+    await fn();
+  } catch (err) {
+    console.error('[parley]', key, err);
+    toast(err && err.message ? err.message : String(err), { title: 'Something went wrong', code: 'client' });
+  } finally {
+    app.busy.delete(key);
+  }
+}
+
+ui.micToggle.addEventListener('click', () =>
+  exclusive('mic', async () => {
+    const mute = !app.state.mic_muted;
+    const local = app.local;
+    if (!local) {
+      setState({ mic_muted: mute });
+      return;
+    }
+    if (mute) {
+      // Stop sending first, so nothing leaves after the button says muted.
+      if (app.call) await app.call.setSending('audio', null);
+      if (local.audioTrack) local.audioTrack.enabled = false;
+    } else {
+      let track;
+      try {
+        track = await local.startAudio();
+      } catch (err) {
+        toast(deviceErrorText(err, 'microphone'), { title: 'Microphone unavailable', code: 'device' });
+        return;
+      }
+      if (app.local !== local) return;
+      track.enabled = true;
+      if (app.call) await app.call.setSending('audio', track);
+    }
+    setState({ mic_muted: mute });
+  }),
+);
+
+ui.speakerToggle.addEventListener('click', () => {
+  audioContext();
+  setState({ deafened: !app.state.deafened });
+});
+
+ui.cameraToggle.addEventListener('click', () =>
+  exclusive('camera', async () => {
+    const off = !app.state.camera_off;
+    const local = app.local;
+    if (!local) {
+      setState({ camera_off: off });
+      return;
+    }
+    if (off) {
+      if (app.call) await app.call.setSending('video', null);
+      local.stopVideo(); // camera light off
+    } else {
+      let track;
+      try {
+        track = await local.startVideo();
+      } catch (err) {
+        toast(deviceErrorText(err, 'camera'), { title: 'Camera unavailable', code: 'device' });
+        return;
+      }
+      if (app.local !== local) {
+        return;
+      }
+      if (app.call) await app.call.setSending('video', track);
+    }
+    setState({ camera_off: off });
+  }),
+);
+
+ui.leave.addEventListener('click', () => leaveRoom());
+
+// ---------------------------------------------------------------------------------------------------------
+// Level meters
+
+function drawMeters() {
+  for (const tile of app.tiles.values()) {
+    const muted = tile.self ? app.state.mic_muted : tile.info.mic_muted;
+    const rms = muted ? 0 : tile.level();
+    tile.meterFill.style.transform = `scaleX(${meterPosition(rms).toFixed(3)})`;
+    tile.el.classList.toggle('speaking', rms > 0.03);
+  }
+  requestAnimationFrame(drawMeters);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Test and debugging hooks
+
+window.parley = {
+  /** The current RTCPeerConnection, or null outside a room. */
+  get pc() {
+    return app.call ? app.call.pc : null;
+  },
+  /** Our participant id in the current room, or null. */
+  get me() {
+    return app.me;
+  },
+  /** The current room's name, or null. */
+  get room() {
+    return app.room;
+  },
+  /** Our MediaState. */
+  get state() {
+    return { ...app.state };
+  },
+  get name() {
+    return app.name;
+  },
+  /** The others in the room, as the server described them. */
+  get participants() {
+    return [...app.participants.values()].map((p) => ({ ...p }));
+  },
+  get rooms() {
+    return app.rooms.map((r) => ({ ...r }));
+  },
+  /** RMS level (0..1) of the audio received from participant `id`, measured by a Web Audio AnalyserNode. */
+  remoteLevel(id) {
+    const tile = app.tiles.get(String(id));
+    return tile && !tile.self ? tile.level() : 0;
+  },
+  /** RMS level (0..1) of our own microphone (0 while muted). */
+  localLevel() {
+    const tile = app.me != null ? app.tiles.get(String(app.me)) : null;
+    return tile && !app.state.mic_muted ? tile.level() : 0;
+  },
+  /** The tracks we receive, by publisher: [{id, kind, trackId, muted}]. */
+  remoteTracks() {
+    if (!app.call) return [];
+    const out = [];
+    for (const [id, e] of app.call.remote) {
+      for (const kind of ['audio', 'video']) {
+        const t = e[kind];
+        if (t) out.push({ id, kind, trackId: t.id, muted: t.muted, readyState: t.readyState });
+      }
+    }
+    return out;
+  },
+  /** The RTCRtpReceiver carrying `kind` ('audio' | 'video') from participant `id`, or null. */
+  receiver(id, kind) {
+    return app.call ? app.call.receiverFor(id, kind) : null;
+  },
+  /** Sends a raw signalling message on this tab's socket (replies and errors reach the UI as usual). */
+  send(msg) {
+    return signal.send(msg);
+  },
+  get connected() {
+    return signal.connected;
+  },
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Start
+
+window.addEventListener('pagehide', () => signal.close());
+window.addEventListener('pageshow', (ev) => {
+  if (ev.persisted) signal.connect(); // back from the back/forward cache
+});
+updateControls();
+if (app.name) {
+  renderMe();
+  showLobby();
+} else {
+  showNameScreen();
+}
+setConn('connecting', 'Connecting…');
+signal.connect();
+requestAnimationFrame(drawMeters);

@@ -1,0 +1,127 @@
+// The local microphone and camera. One MediaStream holds whatever tracks are live; the camera track is
+// stopped (light off) when the camera is turned off and asked for again when it is turned on. The mic
+// track stays open while muted (disabled, so it records silence) to make unmuting instant.
+
+const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+const VIDEO_CONSTRAINTS = {
+  width: { ideal: 640 },
+  height: { ideal: 360 },
+  frameRate: { ideal: 24, max: 30 },
+};
+
+function gum(constraints) {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    return Promise.reject(Object.assign(new Error('This browser cannot use a microphone or camera here'), { name: 'NotSupportedError' }));
+  }
+  return navigator.mediaDevices.getUserMedia(constraints);
+}
+
+/** A short sentence for people about why a device could not be used. */
+export function deviceErrorText(err, what) {
+  switch (err && err.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return `Access to the ${what} was blocked. Allow it in the browser's site settings.`;
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return `No ${what} was found.`;
+    case 'NotReadableError':
+    case 'AbortError':
+      return `The ${what} is in use by another program or could not be started.`;
+    case 'NotSupportedError':
+      return `This browser cannot use a ${what} on this page (it needs HTTPS or localhost).`;
+    default:
+      return `The ${what} could not be started${err && err.message ? `: ${err.message}` : '.'}`;
+  }
+}
+
+export class LocalMedia {
+  constructor() {
+    this.stream = new MediaStream();
+    this.audioTrack = null;
+    this.videoTrack = null;
+  }
+
+  /**
+   * Opens the devices asked for. Falls back to whichever of audio / video works; never throws.
+   * Returns {audioError, videoError} for the devices that could not be opened.
+   */
+  async acquire({ audio = true, video = true } = {}) {
+    const result = { audioError: null, videoError: null };
+    if (!audio && !video) return result;
+    try {
+      const s = await gum({ audio: audio ? AUDIO_CONSTRAINTS : false, video: video ? VIDEO_CONSTRAINTS : false });
+      for (const t of s.getTracks()) this.adopt(t);
+      return result;
+    } catch (err) {
+      if (!(audio && video)) {
+        if (audio) result.audioError = err;
+        else result.videoError = err;
+        return result;
+      }
+    }
+    // Both together failed: try each on its own so one missing device does not cost the other.
+    try {
+      await this.startAudio();
+    } catch (err) {
+      result.audioError = err;
+    }
+    try {
+      await this.startVideo();
+    } catch (err) {
+      result.videoError = err;
+    }
+    return result;
+  }
+
+  adopt(track) {
+    if (track.kind === 'audio') {
+      if (this.audioTrack) this.dropTrack(this.audioTrack);
+      this.audioTrack = track;
+    } else {
+      if (this.videoTrack) this.dropTrack(this.videoTrack);
+      this.videoTrack = track;
+    }
+    this.stream.addTrack(track);
+    track.addEventListener('ended', () => {
+      // The device went away (unplugged, revoked): forget it.
+      if (this.audioTrack === track) this.audioTrack = null;
+      if (this.videoTrack === track) this.videoTrack = null;
+      this.stream.removeTrack(track);
+    });
+  }
+
+  dropTrack(track) {
+    track.stop();
+    this.stream.removeTrack(track);
+    if (this.audioTrack === track) this.audioTrack = null;
+    if (this.videoTrack === track) this.videoTrack = null;
+  }
+
+  /** Opens the microphone if it is not open yet; throws the getUserMedia error. */
+  async startAudio() {
+    if (this.audioTrack && this.audioTrack.readyState === 'live') return this.audioTrack;
+    const s = await gum({ audio: AUDIO_CONSTRAINTS, video: false });
+    this.adopt(s.getAudioTracks()[0]);
+    return this.audioTrack;
+  }
+
+  /** Opens the camera if it is not open yet; throws the getUserMedia error. */
+  async startVideo() {
+    if (this.videoTrack && this.videoTrack.readyState === 'live') return this.videoTrack;
+    const s = await gum({ audio: false, video: VIDEO_CONSTRAINTS });
+    this.adopt(s.getVideoTracks()[0]);
+    return this.videoTrack;
+  }
+
+  stopVideo() {
+    if (this.videoTrack) this.dropTrack(this.videoTrack);
+  }
+
+  stop() {
+    for (const t of this.stream.getTracks()) t.stop();
+    this.stream = new MediaStream();
+    this.audioTrack = null;
+    this.videoTrack = null;
+  }
+}

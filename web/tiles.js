@@ -1,0 +1,146 @@
+// One tile per participant: video (or an avatar with initials), name, state icons and a level meter.
+// Names come from other people: they are only ever set with textContent.
+
+import { LevelMeter } from './levels.js';
+
+const tpl = () => document.getElementById('tile-tpl');
+
+/** Up to two initials from a display name ("Ann Lee" -> "AL", "bo" -> "B"). */
+export function initials(name) {
+  const words = String(name || '').trim().split(/\s+/).filter(Boolean);
+  if (words.length === 0) return '?';
+  const first = (w) => Array.from(w)[0] || '';
+  const s = words.length === 1 ? first(words[0]) : first(words[0]) + first(words[words.length - 1]);
+  return s.toLocaleUpperCase();
+}
+
+/** A stable hue for a name, so a person keeps their avatar colour. */
+export function hueFor(name) {
+  let h = 0;
+  for (const ch of String(name || '')) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return h % 360;
+}
+
+export class Tile {
+  /**
+   * @param {{id: string, name: string, self?: boolean}} opts
+   */
+  constructor({ id, name, self = false }) {
+    this.id = String(id);
+    this.self = self;
+    this.info = { name, mic_muted: false, deafened: false, camera_off: false };
+    this.videoTrack = null;
+    this.audioTrack = null;
+    this.audioEl = null;
+    this.meter = null;
+    this.deafened = false;
+    this.onAutoplayBlocked = null;
+
+    const el = tpl().content.firstElementChild.cloneNode(true);
+    this.el = el;
+    el.dataset.participantId = this.id;
+    if (self) el.classList.add('self');
+    this.video = el.querySelector('.tile-video');
+    this.avatar = el.querySelector('.avatar');
+    this.initialsEl = el.querySelector('.initials');
+    this.nameEl = el.querySelector('.tile-name');
+    this.meterFill = el.querySelector('.meter-fill');
+    this.icons = {
+      mic_muted: el.querySelector('[data-testid="icon-mic-muted"]'),
+      deafened: el.querySelector('[data-testid="icon-deafened"]'),
+      camera_off: el.querySelector('[data-testid="icon-camera-off"]'),
+    };
+    this.video.muted = true; // video elements never play sound; audio has its own element
+    this.video.addEventListener('loadeddata', () => this.refreshVideo());
+    this.video.addEventListener('resize', () => this.refreshVideo());
+    this.setInfo({ name });
+  }
+
+  /** Name and mic / deafen / camera flags, as the server reports them. */
+  setInfo(info) {
+    Object.assign(this.info, info);
+    const name = this.info.name || '';
+    this.nameEl.textContent = this.self ? `${name} (you)` : name;
+    this.el.setAttribute('aria-label', this.self ? `${name} (you)` : name);
+    this.initialsEl.textContent = initials(name);
+    this.avatar.style.setProperty('--hue', String(hueFor(name)));
+    for (const [flag, icon] of Object.entries(this.icons)) {
+      const on = !!this.info[flag];
+      icon.hidden = !on;
+      this.el.classList.toggle(flag.replace('_', '-'), on);
+    }
+    this.refreshVideo();
+  }
+
+  setVideoTrack(track) {
+    if (track === this.videoTrack) {
+      this.refreshVideo();
+      return;
+    }
+    this.videoTrack = track || null;
+    this.video.srcObject = track ? new MediaStream([track]) : null;
+    if (track) this.video.play().catch(() => {});
+    this.refreshVideo();
+  }
+
+  /** Shows the video only when there is a live, unmuted track and the camera is on. */
+  refreshVideo() {
+    const t = this.videoTrack;
+    const show = !!t && t.readyState === 'live' && !t.muted && !this.info.camera_off;
+    this.el.classList.toggle('has-video', show);
+  }
+
+  /** Remote tiles: plays the track in an <audio> element and measures it. Own tile: measures only. */
+  setAudioTrack(track) {
+    if (track === this.audioTrack) return;
+    this.audioTrack = track || null;
+    if (this.meter) this.meter.close();
+    this.meter = null;
+    if (!track) {
+      if (this.audioEl) this.audioEl.srcObject = null;
+      return;
+    }
+    const stream = new MediaStream([track]);
+    if (!this.self) {
+      if (!this.audioEl) {
+        this.audioEl = document.createElement('audio');
+        this.audioEl.autoplay = true;
+        this.audioEl.className = 'tile-audio';
+        this.el.appendChild(this.audioEl);
+      }
+      this.audioEl.muted = this.deafened;
+      this.audioEl.srcObject = stream;
+      this.audioEl.play().catch((err) => {
+        if (err && err.name === 'NotAllowedError' && this.onAutoplayBlocked) this.onAutoplayBlocked();
+      });
+    }
+    this.meter = new LevelMeter(stream);
+  }
+
+  setDeafened(deafened) {
+    this.deafened = deafened;
+    if (this.audioEl) this.audioEl.muted = deafened;
+  }
+
+  /** Retries playback after the browser blocked autoplay. */
+  resume() {
+    if (this.audioEl && this.audioEl.srcObject) this.audioEl.play().catch(() => {});
+    if (this.video.srcObject) this.video.play().catch(() => {});
+  }
+
+  /** Current RMS level of this participant's audio, 0..1. */
+  level() {
+    return this.meter ? this.meter.level() : 0;
+  }
+
+  destroy() {
+    if (this.meter) this.meter.close();
+    this.meter = null;
+    if (this.audioEl) {
+      this.audioEl.srcObject = null;
+      this.audioEl.remove();
+    }
+    this.video.srcObject = null;
+    this.el.remove();
+  }
+}

@@ -30,6 +30,8 @@ pub struct TrackSource {
 }
 
 /// What a peer reports to the room core after being driven.
+// Media is by far the most frequent variant; boxing it would cost an allocation per packet.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PeerEvent {
     /// The client offered a new track of its own.
@@ -435,25 +437,23 @@ impl Peer {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
                 self.close();
             }
-            Event::MediaAdded(added) => {
-                // Only the client's own (sending) tracks are published; our send-only tracks are not.
-                if added.direction == Direction::RecvOnly {
-                    let kind = match added.kind {
-                        MediaKind::Audio => TrackKind::Audio,
-                        MediaKind::Video => TrackKind::Video,
-                    };
-                    if !self.tracks_in.iter().any(|t| t.mid == added.mid) {
-                        self.tracks_in.push(TrackIn {
-                            mid: added.mid,
-                            kind,
-                            dropped: 0,
-                            last_keyframe_request: None,
-                        });
-                        events.push(PeerEvent::TrackPublished {
-                            mid: added.mid,
-                            kind,
-                        });
-                    }
+            // Only the client's own (sending) tracks are published; our send-only tracks are not.
+            Event::MediaAdded(added) if added.direction == Direction::RecvOnly => {
+                let kind = match added.kind {
+                    MediaKind::Audio => TrackKind::Audio,
+                    MediaKind::Video => TrackKind::Video,
+                };
+                if !self.tracks_in.iter().any(|t| t.mid == added.mid) {
+                    self.tracks_in.push(TrackIn {
+                        mid: added.mid,
+                        kind,
+                        dropped: 0,
+                        last_keyframe_request: None,
+                    });
+                    events.push(PeerEvent::TrackPublished {
+                        mid: added.mid,
+                        kind,
+                    });
                 }
             }
             Event::RtpPacket(packet) => {

@@ -1,0 +1,367 @@
+//! Signalling over a real WebSocket against a running `parley` process.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Server {
+    child: Child,
+    http: SocketAddr,
+    _data: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(tag: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!(
+        "parley-test-{tag}-{}-{}",
+        std::process::id(),
+        free_tcp_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
+
+fn start(extra: &[&str]) -> Server {
+    let data = temp_dir("sig");
+    let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--data-dir")
+        .arg(&data.0)
+        .args(["--http-addr", &http.to_string()])
+        .args(["--https-addr", "off"])
+        .args(["--media-port", &free_udp_port().to_string()])
+        .args(["--media-bind", "127.0.0.1"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("parley starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(Instant::now() < deadline, "parley did not listen on {http}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server {
+        child,
+        http,
+        _data: data,
+    }
+}
+
+async fn connect(server: &Server) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.http))
+        .await
+        .expect("websocket connects");
+    assert_eq!(next_of(&mut ws, "welcome").await["type"], "welcome");
+    next_of(&mut ws, "rooms").await;
+    ws
+}
+
+/// The next JSON message, skipping pings.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).expect("server sends JSON");
+        }
+    }
+}
+
+/// The next message of `kind`, skipping pushed room lists.
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = next(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+        assert!(
+            v["type"] == "rooms" || v["type"] == "welcome",
+            "expected {kind}, got {v}"
+        );
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+async fn still_works(ws: &mut Ws) {
+    send(ws, json!({"type": "list_rooms", "id": 999})).await;
+    let v = next_of(ws, "rooms").await;
+    assert_eq!(v["id"], 999, "{v}");
+}
+
+#[tokio::test]
+async fn malformed_json_gets_error_and_socket_stays() {
+    let server = start(&[]);
+    let mut ws = connect(&server).await;
+    ws.send(Message::Text("{this is not json".into()))
+        .await
+        .unwrap();
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(e["code"], "bad_message");
+    assert!(e["message"].as_str().unwrap().len() > 5);
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(next_of(&mut ws, "error").await["code"], "bad_message");
+    still_works(&mut ws).await;
+}
+
+#[tokio::test]
+async fn unknown_type_and_missing_fields_echo_the_id() {
+    let server = start(&[]);
+    let mut ws = connect(&server).await;
+    send(&mut ws, json!({"type": "teleport", "id": 41})).await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("bad_message"), Some(41))
+    );
+    send(&mut ws, json!({"type": "join", "id": 42})).await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("bad_message"), Some(42))
+    );
+    still_works(&mut ws).await;
+}
+
+#[tokio::test]
+async fn oversized_message_is_refused_and_socket_stays() {
+    let server = start(&[]);
+    let mut ws = connect(&server).await;
+    let huge = "x".repeat(200 * 1024);
+    send(
+        &mut ws,
+        json!({"type": "create_room", "id": 5, "room": huge}),
+    )
+    .await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(e["code"], "message_too_large");
+    still_works(&mut ws).await;
+}
+
+#[tokio::test]
+async fn joining_a_second_room_is_refused() {
+    let server = start(&[]);
+    let mut ws = connect(&server).await;
+    for (id, room) in [(1, "alpha"), (2, "beta")] {
+        send(
+            &mut ws,
+            json!({"type": "create_room", "id": id, "room": room}),
+        )
+        .await;
+        assert_eq!(next_of(&mut ws, "room_created").await["room"]["name"], room);
+    }
+    send(
+        &mut ws,
+        json!({"type": "join", "id": 3, "room": "alpha", "name": "Ann"}),
+    )
+    .await;
+    let joined = next_of(&mut ws, "joined").await;
+    assert_eq!(joined["room"], "alpha");
+    send(
+        &mut ws,
+        json!({"type": "join", "id": 4, "room": "beta", "name": "Ann"}),
+    )
+    .await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("already_in_room"), Some(4))
+    );
+    // Still in alpha, and leaving then joining beta works.
+    send(&mut ws, json!({"type": "leave", "id": 5})).await;
+    assert_eq!(next_of(&mut ws, "left").await["room"], "alpha");
+    send(
+        &mut ws,
+        json!({"type": "join", "id": 6, "room": "beta", "name": "Ann"}),
+    )
+    .await;
+    assert_eq!(next_of(&mut ws, "joined").await["room"], "beta");
+}
+
+#[tokio::test]
+async fn bad_room_names_and_missing_rooms() {
+    let server = start(&[]);
+    let mut ws = connect(&server).await;
+    send(
+        &mut ws,
+        json!({"type": "create_room", "id": 1, "room": "../../etc"}),
+    )
+    .await;
+    assert_eq!(next_of(&mut ws, "error").await["code"], "invalid_room_name");
+    send(
+        &mut ws,
+        json!({"type": "join", "id": 2, "room": "nowhere", "name": "Ann"}),
+    )
+    .await;
+    assert_eq!(next_of(&mut ws, "error").await["code"], "no_such_room");
+    send(&mut ws, json!({"type": "offer", "sdp": "v=0"})).await;
+    assert_eq!(next_of(&mut ws, "error").await["code"], "not_in_room");
+    send(
+        &mut ws,
+        json!({"type": "join", "id": 3, "room": "General", "name": "Ann"}),
+    )
+    .await;
+    next_of(&mut ws, "joined").await;
+    send(&mut ws, json!({"type": "offer", "sdp": "this is no sdp"})).await;
+    assert_eq!(next_of(&mut ws, "error").await["code"], "bad_sdp");
+    still_works(&mut ws).await;
+}
+
+#[tokio::test]
+async fn room_full_and_leave_on_close() {
+    let server = start(&["--max-participants", "2"]);
+    let mut a = connect(&server).await;
+    let mut b = connect(&server).await;
+    let mut c = connect(&server).await;
+    send(
+        &mut a,
+        json!({"type": "join", "id": 1, "room": "General", "name": "A"}),
+    )
+    .await;
+    let me_a = next_of(&mut a, "joined").await["you"].clone();
+    send(
+        &mut b,
+        json!({"type": "join", "id": 1, "room": "General", "name": "B"}),
+    )
+    .await;
+    let joined_b = next_of(&mut b, "joined").await;
+    assert_eq!(joined_b["participants"][0]["name"], "A");
+    let me_b = joined_b["you"].clone();
+    assert_eq!(
+        next_of(&mut a, "participant_joined").await["participant"]["id"],
+        me_b
+    );
+
+    send(
+        &mut c,
+        json!({"type": "join", "id": 1, "room": "General", "name": "C"}),
+    )
+    .await;
+    let e = next_of(&mut c, "error").await;
+    assert_eq!(e["code"], "room_full");
+
+    // State changes reach the other member.
+    send(
+        &mut b,
+        json!({"type": "set_state", "id": 2, "mic_muted": true}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut b, "state_set").await["state"]["mic_muted"],
+        true
+    );
+    let upd = next_of(&mut a, "participant_updated").await;
+    assert_eq!(
+        (
+            upd["participant"]["id"].clone(),
+            upd["participant"]["mic_muted"].clone()
+        ),
+        (me_b.clone(), json!(true))
+    );
+
+    // B closes its socket: A learns it left, and C can now join.
+    b.close(None).await.unwrap();
+    drop(b);
+    assert_eq!(
+        next_of(&mut a, "participant_left").await["participant_id"],
+        me_b
+    );
+    send(
+        &mut c,
+        json!({"type": "join", "id": 2, "room": "General", "name": "C"}),
+    )
+    .await;
+    let joined_c = next_of(&mut c, "joined").await;
+    assert_eq!(joined_c["participants"][0]["id"], me_a);
+}
+
+#[tokio::test]
+async fn room_counts_are_pushed_to_the_lobby() {
+    let server = start(&[]);
+    let mut watcher = connect(&server).await;
+    let mut a = connect(&server).await;
+    send(
+        &mut a,
+        json!({"type": "join", "room": "General", "name": "A"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = next(&mut watcher).await;
+        if v["type"] == "rooms" && v["rooms"][0]["participants"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no room count update");
+    }
+}
+
+#[test]
+fn port_in_use_gives_a_clear_message() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let data = temp_dir("port");
+    let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--data-dir")
+        .arg(&data.0)
+        .args(["--http-addr", &addr.to_string(), "--https-addr", "off"])
+        .args([
+            "--media-port",
+            &free_udp_port().to_string(),
+            "--media-bind",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already in use") && err.contains("--http-addr"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test of parley: formatting, lints, unit and integration tests, and the end-to-end tests in
+# headless Chromium. Installs what a fresh machine lacks first (Debian packages, npm modules) and skips
+# what is already there, so a warm machine starts testing at once.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+
+echo "== cargo build (release)"
+cargo build --release --workspace --all-targets
+
+echo "== cargo clippy"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+echo "== cargo test"
+cargo test --release --workspace
+
+echo "== end-to-end (headless Chromium)"
+cd e2e
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+  npm ci --no-audit --no-fund
+fi
+npm test

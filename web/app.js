@@ -56,7 +56,7 @@ const app = {
   tiles: new Map(), // id (string) -> Tile, including our own
   local: null, // LocalMedia while in a room
   call: null, // Call while in a room
-  pendingOffers: [], // server offers that arrived before the Call existed
+  mediaReady: Promise.resolve(), // settles when the devices asked for at join time are open (or failed)
   busy: new Set(), // controls with an operation under way
 };
 
@@ -248,9 +248,7 @@ function handleMessage(msg) {
       if (app.room) removeParticipant(msg.participant_id);
       break;
     case 'offer':
-      if (!app.room) break;
-      if (app.call) app.call.handleOffer(msg.sdp).catch((err) => mediaError(err));
-      else app.pendingOffers.push(msg.sdp);
+      if (app.room && app.call) app.call.handleOffer(msg.sdp).catch((err) => mediaError(err));
       break;
     case 'answer':
       if (app.call) app.call.handleAnswer(msg.sdp);
@@ -386,13 +384,18 @@ async function joinRoom(room) {
 
   const want = { ...app.state };
   const local = new LocalMedia();
-  // Devices open while the server admits us: both take a while, neither needs the other.
+  // Devices open and the peer connection gathers its candidates while the server admits us: none of
+  // the three needs the others, and together they are most of the time to first sound.
   const media = local.acquire({ audio: true, video: !want.camera_off });
+  const call = new Call(signal, local);
+  const prepared = call.prepare();
+  prepared.catch(() => {}); // reported through sendOffer()
   let joined;
   try {
     joined = await signal.request({ type: 'join', room, name: app.name, state: want });
   } catch (err) {
     app.joining = null;
+    call.close();
     media.then(() => local.stop());
     renderRooms();
     if (!(err instanceof ServerError)) toast(err.message, { title: `Could not join ${room}` });
@@ -403,10 +406,25 @@ async function joinRoom(room) {
   app.room = joined.room || room;
   app.me = joined.you;
   app.local = local;
-  app.pendingOffers = [];
+  app.call = call;
   prefs.lastRoom = app.room;
   ui.roomTitle.textContent = app.room;
   ui.tiles.replaceChildren();
+
+  call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
+  call.addEventListener('connectionstate', (ev) => {
+    if (ev.detail === 'failed' && app.call === call) {
+      const again = app.room;
+      toast('The media connection to the server failed.', {
+        title: 'Connection problem',
+        code: 'ice_failed',
+        action: { label: 'Rejoin', run: () => leaveRoom().then(() => joinRoom(again)) },
+        timeout: 0,
+      });
+    }
+  });
+  call.sendOffer().catch((err) => mediaError(err));
+  app.mediaReady = media.then(() => {});
 
   const me = new Tile({ id: String(joined.you), name: app.name, self: true });
   me.setInfo(app.state);
@@ -430,26 +448,14 @@ async function joinRoom(room) {
     toast(deviceErrorText(videoError, 'camera'), { title: 'Camera unavailable', code: 'device' });
     setState({ camera_off: true }, { persist: false });
   }
-  if (local.audioTrack) local.audioTrack.enabled = !app.state.mic_muted;
   if (app.state.camera_off) local.stopVideo(); // turned off while it was opening
+  if (local.audioTrack) local.audioTrack.enabled = !app.state.mic_muted;
   refreshSelfTile();
-
-  const call = new Call(signal, local);
-  app.call = call;
-  call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
-  call.addEventListener('connectionstate', (ev) => {
-    if (ev.detail === 'failed' && app.call === call) {
-      const again = app.room;
-      toast('The media connection to the server failed.', {
-        title: 'Connection problem',
-        code: 'ice_failed',
-        action: { label: 'Rejoin', run: () => leaveRoom().then(() => joinRoom(again)) },
-        timeout: 0,
-      });
-    }
-  });
-  call.start({ sendAudio: !app.state.mic_muted, sendVideo: !app.state.camera_off }).catch((err) => mediaError(err));
-  for (const sdp of app.pendingOffers.splice(0)) call.handleOffer(sdp).catch((err) => mediaError(err));
+  // Toggles made while the devices were opening have already set app.state; send what it says.
+  await Promise.all([
+    call.setSending('audio', app.state.mic_muted ? null : local.audioTrack),
+    call.setSending('video', app.state.camera_off ? null : local.videoTrack),
+  ]).catch((err) => mediaError(err));
 }
 
 /** Leaves the room: tells the server, closes the media session and goes back to the lobby. */
@@ -474,7 +480,7 @@ function teardownRoom() {
   for (const t of app.tiles.values()) t.destroy();
   app.tiles.clear();
   app.participants.clear();
-  app.pendingOffers = [];
+  app.mediaReady = Promise.resolve();
   app.room = null;
   app.me = null;
   app.joining = null;
@@ -629,6 +635,7 @@ async function exclusive(key, fn) {
 
 ui.micToggle.addEventListener('click', () =>
   exclusive('mic', async () => {
+    await app.mediaReady;
     const mute = !app.state.mic_muted;
     const local = app.local;
     if (!local) {
@@ -662,6 +669,7 @@ ui.speakerToggle.addEventListener('click', () => {
 
 ui.cameraToggle.addEventListener('click', () =>
   exclusive('camera', async () => {
+    await app.mediaReady;
     const off = !app.state.camera_off;
     const local = app.local;
     if (!local) {

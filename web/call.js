@@ -9,24 +9,6 @@
 // receiver's track when the server recycles an m-line for someone else, so a track's owner can change.
 
 const ANSWER_TIMEOUT_MS = 10_000;
-const GATHER_TIMEOUT_MS = 1_000;
-
-/** Resolves when ICE gathering is complete, or after `ms` (the SDP then carries what was gathered). */
-function iceGathered(pc, ms) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', check);
-      resolve();
-    };
-    const check = () => {
-      if (pc.iceGatheringState === 'complete') done();
-    };
-    const timer = setTimeout(done, ms);
-    pc.addEventListener('icegatheringstatechange', check);
-  });
-}
 
 export class Call extends EventTarget {
   /**
@@ -50,15 +32,17 @@ export class Call extends EventTarget {
     this.watchedTracks = new WeakSet();
   }
 
-  /** Creates the peer connection and sends the one client offer. `sendAudio` / `sendVideo`: attach the tracks now. */
-  start({ sendAudio, sendVideo }) {
+  /**
+   * Creates the peer connection with its two sendonly transceivers (no tracks yet: `setSending` attaches
+   * them when the devices are open) and prepares the one client offer. Can run
+   * while the `join` request is still out; `sendOffer` sends it once the server has said `joined`.
+   */
+  prepare() {
     const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
     const stream = this.local.stream;
-    const audio = sendAudio && this.local.audioTrack ? this.local.audioTrack : 'audio';
-    const video = sendVideo && this.local.videoTrack ? this.local.videoTrack : 'video';
-    this.audioTx = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
-    this.videoTx = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream] });
+    this.audioTx = pc.addTransceiver('audio', { direction: 'sendonly', streams: [stream] });
+    this.videoTx = pc.addTransceiver('video', { direction: 'sendonly', streams: [stream] });
 
     pc.addEventListener('track', (ev) => this.onTrack(ev));
     pc.addEventListener('connectionstatechange', () => {
@@ -66,11 +50,18 @@ export class Call extends EventTarget {
     });
 
     return this.enqueue(async () => {
+      // The offer goes without waiting for ICE gathering: the server is ICE-lite and learns our
+      // address from our connectivity checks (a peer-reflexive candidate), so our candidates would
+      // only add the gathering time to the join.
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
-      // No trickle ICE in the protocol: send the offer with the candidates gathered so far.
-      await iceGathered(pc, GATHER_TIMEOUT_MS);
-      if (this.closed) return;
+    });
+  }
+
+  /** Sends the prepared offer and applies the server's answer. Server offers queue up behind it. */
+  sendOffer() {
+    return this.enqueue(async () => {
+      const pc = this.pc;
       const answered = new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           this.answerWaiter = null;

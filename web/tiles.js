@@ -66,7 +66,7 @@ export class Tile {
     this.avatar.style.setProperty('--hue', String(hueFor(name)));
     for (const [flag, icon] of Object.entries(this.icons)) {
       const on = !!this.info[flag];
-      icon.hidden = !on;
+      icon.toggleAttribute('hidden', !on); // SVG elements have no .hidden property
       this.el.classList.toggle(flag.replace('_', '-'), on);
     }
     this.refreshVideo();

@@ -1,0 +1,394 @@
+// Test harness: a real parley server on free loopback ports, Debian's headless Chromium with fake
+// devices (a 440 Hz tone as the microphone), and small helpers to drive the client and read WebRTC stats.
+//
+// The server binary is NOT built here: build it first (`cargo build --release -p parley`) or point
+// PARLEY_BIN at one. PARLEY_E2E_WEB_FROM_DISK=1 serves web/ from the work tree instead of the copy
+// embedded in the binary (handy while editing the client); signalling and media still go to the server.
+
+import { spawn, spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const REPO = path.resolve(here, '..', '..');
+export const BIN = process.env.PARLEY_BIN || path.join(REPO, 'target', 'release', 'parley');
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export { sleep };
+
+// ---------------------------------------------------------------------------------------------------------
+// Ports and files
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket('udp4');
+    sock.on('error', reject);
+    sock.bind(0, '127.0.0.1', () => {
+      const { port } = sock.address();
+      sock.close(() => resolve(port));
+    });
+  });
+}
+
+/** Distinct free ports: [http, https, media(udp)]. */
+async function freePorts() {
+  for (;;) {
+    const http = await freeTcpPort();
+    const https = await freeTcpPort();
+    const media = await freeUdpPort();
+    if (http !== https) return { http, https, media };
+  }
+}
+
+/** A temp dir removed by the returned cleanup. */
+export function tempDir(prefix) {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+let toneCache = null;
+/** A 30 s, 48 kHz, 16-bit mono 440 Hz sine WAV (Chromium loops it as the fake microphone). */
+export function toneWav() {
+  if (toneCache && fs.existsSync(toneCache)) return toneCache;
+  const dir = tempDir('parley-e2e-media-');
+  const file = path.join(dir, 'tone440.wav');
+  const r = spawnSync('sox', ['-n', '-r', '48000', '-c', '1', '-b', '16', file, 'synth', '30', 'sine', '440', 'vol', '0.5'], {
+    encoding: 'utf8',
+  });
+  if (r.status !== 0 || !fs.existsSync(file)) {
+    throw new Error(`sox could not make the test tone (apt-get install sox): ${r.error || r.stderr}`);
+  }
+  toneCache = file;
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  return file;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Server
+
+/**
+ * Starts `parley` on free loopback ports with a fresh data dir. Resolves once HTTP answers.
+ * @returns {Promise<{url: string, ports: object, logs: () => string, stop: () => Promise<void>}>}
+ */
+export async function startServer({ extraArgs = [], timeoutMs = 20_000 } = {}) {
+  if (!fs.existsSync(BIN)) {
+    throw new Error(`no server binary at ${BIN}: build it first with \`cargo build --release -p parley\``);
+  }
+  const dataDir = tempDir('parley-e2e-data-');
+  const ports = await freePorts();
+  const args = [
+    '--data-dir', dataDir,
+    '--http-addr', `127.0.0.1:${ports.http}`,
+    '--https-addr', `127.0.0.1:${ports.https}`,
+    '--media-port', String(ports.media),
+    '--media-bind', '127.0.0.1',
+    ...extraArgs,
+  ];
+  const child = spawn(BIN, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' },
+  });
+  const lines = [];
+  const keep = (buf) => {
+    for (const l of String(buf).split('\n')) if (l.trim()) lines.push(l);
+    if (lines.length > 400) lines.splice(0, lines.length - 400);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on('exit', (code, sig) => {
+      exited = { code, sig };
+      resolve();
+    });
+  });
+  const killOnExit = () => {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+  };
+  process.on('exit', killOnExit);
+
+  const url = `http://127.0.0.1:${ports.http}`;
+  const stop = async () => {
+    process.off('exit', killOnExit);
+    if (!exited) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+      await exitPromise;
+      clearTimeout(t);
+    }
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  };
+  const logs = () => lines.join('\n');
+
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited) {
+      await stop();
+      throw new Error(`parley exited during start-up (${JSON.stringify(exited)}):\n${logs()}`);
+    }
+    try {
+      const res = await fetch(`${url}/`, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`parley did not answer on ${url} within ${timeoutMs} ms:\n${logs()}`);
+    }
+    await sleep(100);
+  }
+  return { url, ports, dataDir, logs, stop, child };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Browser
+
+export function chromiumArgs(audioFile) {
+  return [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    '--allow-loopback-in-peer-connection',
+    '--autoplay-policy=no-user-gesture-required',
+    `--use-file-for-fake-audio-capture=${audioFile}`,
+    // Several "visible" pages share two cores: keep timers and rendering running in all of them.
+    '--disable-background-timer-throttling',
+    '--disable-renderer-backgrounding',
+    '--disable-backgrounding-occluded-windows',
+    // Pages fulfilled by page.route() have no address space, so Chromium would block their WebSocket to
+    // 127.0.0.1 as a local-network request: only when serving web/ from disk.
+    ...(process.env.PARLEY_E2E_WEB_FROM_DISK ? ['--disable-features=LocalNetworkAccessChecks'] : []),
+  ];
+}
+
+/** One headless Chromium; each participant gets its own context (fresh storage, own fake devices). */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: chromiumArgs(toneWav()),
+    timeout: 30_000,
+  });
+}
+
+/**
+ * Opens the client in a fresh context, types `name` and waits for the lobby.
+ * The returned page has `page.logs` (console lines and page errors) for failure reports.
+ */
+export async function openClient(browser, url, name, { viewport = { width: 1280, height: 800 }, pages = [] } = {}) {
+  const context = await browser.newContext({ viewport, permissions: ['microphone', 'camera'] });
+  const page = await context.newPage();
+  page.logs = [];
+  pages.push(page);
+  page.setDefaultTimeout(15_000);
+  page.on('console', (m) => page.logs.push(`[${name} console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => page.logs.push(`[${name} pageerror] ${e.stack || e.message}`));
+  if (process.env.PARLEY_E2E_WEB_FROM_DISK) await serveWebFromDisk(page, url);
+  await page.goto(url);
+  await page.locator('[data-testid="name-input"]').fill(name);
+  await page.locator('[data-testid="name-submit"]').click();
+  await page.locator('[data-testid="create-room-input"]').waitFor({ state: 'visible' });
+  await waitFor(() => page.evaluate(() => window.parley && window.parley.connected), {
+    what: `${name}: signalling connected`,
+  });
+  return page;
+}
+
+async function serveWebFromDisk(page, url) {
+  const web = path.join(REPO, 'web');
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
+  await page.route(`${url}/**`, async (route) => {
+    const u = new URL(route.request().url());
+    if (u.pathname === '/ws') return route.continue();
+    const rel = u.pathname === '/' ? 'index.html' : u.pathname.slice(1);
+    const file = path.join(web, rel);
+    if (!file.startsWith(web) || !fs.existsSync(file)) return route.continue();
+    return route.fulfill({ status: 200, contentType: types[path.extname(file)] || 'application/octet-stream', body: fs.readFileSync(file) });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Waiting
+
+/**
+ * Polls `fn` until it returns a truthy value (which is returned) or `timeout` ms pass (then throws with
+ * `what` and the last value seen).
+ */
+export async function waitFor(fn, { timeout = 10_000, interval = 100, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > deadline) {
+      const seen = lastErr ? `error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
+      throw new Error(`timed out after ${timeout} ms waiting for ${what} (${seen})`);
+    }
+    await sleep(interval);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Client actions
+
+export function roomItem(page, room) {
+  return page.locator(`li[data-room="${room}"]`);
+}
+
+/** Creates `room` with the lobby form; the client joins it right away when not in a room. */
+export async function createRoom(page, room) {
+  await page.locator('[data-testid="create-room-input"]').fill(room);
+  await page.locator('[data-testid="create-room-submit"]').click();
+}
+
+/** Clicks Join on `room` in the lobby and returns the click time (ms, Date.now()). */
+export async function clickJoin(page, room) {
+  const btn = roomItem(page, room).locator('[data-testid="join-room"]');
+  await btn.waitFor({ state: 'visible' });
+  await waitFor(() => btn.isEnabled(), { what: `Join ${room} enabled` });
+  const t0 = Date.now();
+  await btn.click();
+  return t0;
+}
+
+export async function waitInRoom(page, room, timeout = 10_000) {
+  await waitFor(() => page.evaluate((r) => window.parley.room === r && window.parley.pc !== null, room), {
+    timeout,
+    what: `in room ${room} with a peer connection`,
+  });
+  return page.evaluate(() => window.parley.me);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Stats
+
+/**
+ * Per remote track: {id (publisher), kind, bytes, packets, frames} from the receiver's inbound-rtp stats.
+ */
+export function inbound(page) {
+  return page.evaluate(async () => {
+    const p = window.parley;
+    if (!p || !p.pc) return [];
+    const out = [];
+    for (const t of p.remoteTracks()) {
+      const r = p.receiver(t.id, t.kind);
+      if (!r) continue;
+      const stats = await r.getStats();
+      const s = { id: String(t.id), kind: t.kind, bytes: 0, packets: 0, frames: 0, rtp: 0 };
+      stats.forEach((v) => {
+        if (v.type !== 'inbound-rtp') return;
+        s.rtp += 1;
+        s.bytes += v.bytesReceived || 0;
+        s.packets += v.packetsReceived || 0;
+        s.frames += v.framesDecoded || 0;
+      });
+      out.push(s);
+    }
+    return out;
+  });
+}
+
+/** Every inbound-rtp and outbound-rtp entry of the page's peer connection (no app bookkeeping involved). */
+export function rawRtpStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.parley && window.parley.pc;
+    if (!pc) return { inbound: [], outbound: [], connectionState: null };
+    const stats = await pc.getStats();
+    const inboundRtp = [];
+    const outboundRtp = [];
+    stats.forEach((v) => {
+      if (v.type === 'inbound-rtp') {
+        inboundRtp.push({ kind: v.kind, ssrc: v.ssrc, bytes: v.bytesReceived || 0, packets: v.packetsReceived || 0, frames: v.framesDecoded || 0 });
+      }
+      if (v.type === 'outbound-rtp') {
+        outboundRtp.push({ kind: v.kind, ssrc: v.ssrc, bytes: v.bytesSent || 0, packets: v.packetsSent || 0 });
+      }
+    });
+    return { inbound: inboundRtp, outbound: outboundRtp, connectionState: pc.connectionState };
+  });
+}
+
+export function find(stats, id, kind) {
+  return stats.find((s) => s.id === String(id) && s.kind === kind);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Set-up / tear-down for one test
+
+/**
+ * Starts a server and a browser for test context `t` and registers their clean-up. On failure, call
+ * `env.report()` to print the server log and the pages' console output.
+ */
+export async function setup(t) {
+  const server = await startServer();
+  let browser;
+  try {
+    browser = await launchBrowser();
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  const pages = [];
+  const env = {
+    server,
+    browser,
+    url: server.url,
+    pages,
+    async client(name, opts) {
+      return openClient(browser, server.url, name, { ...opts, pages });
+    },
+    report() {
+      const out = ['----- parley server log (tail) -----', server.logs().split('\n').slice(-80).join('\n')];
+      for (const p of pages) if (p.logs.length) out.push(p.logs.slice(-40).join('\n'));
+      return out.join('\n');
+    },
+  };
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    await server.stop();
+  });
+  return env;
+}
+
+/** Runs `body`; on failure prints the server log and browser console before rethrowing. */
+export async function withReport(env, body) {
+  try {
+    return await body();
+  } catch (err) {
+    console.error(env.report());
+    throw err;
+  }
+}

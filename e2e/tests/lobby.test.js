@@ -1,0 +1,103 @@
+// Lobby and room-switching behaviour: server errors reach the UI, one room at a time, remembered name.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { clickJoin, createRoom, roomItem, setup, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+
+test('joining a second room while in one shows already_in_room and offers to leave', { timeout: 60_000 }, async (t) => {
+  const env = await setup(t);
+  await withReport(env, async () => {
+    const a = await env.client('Ann');
+    await createRoom(a, 'one');
+    await waitInRoom(a, 'one');
+    // Creating while in a room only creates it.
+    await createRoom(a, 'two');
+    await roomItem(a, 'two').waitFor();
+    assert.equal(await a.evaluate(() => window.parley.room), 'one');
+
+    // The UI offers no Join while in a room: it leads to "Leave current room" instead.
+    assert.equal(await roomItem(a, 'two').locator('[data-testid="join-room"]').isVisible(), false, 'no Join button while in a room');
+    assert.equal(await a.locator('[data-testid="lobby-leave"]').isVisible(), true, 'Leave current room is offered');
+
+    // A join sent anyway (on the client's own socket) is refused, and the refusal is shown.
+    await a.evaluate(() => window.parley.send({ type: 'join', id: 9001, room: 'two', name: 'Ann' }));
+    const alert = a.locator('[role="alert"][data-code="already_in_room"]');
+    await alert.waitFor({ state: 'visible', timeout: 5000 });
+    const text = (await alert.locator('.toast-msg').textContent()).trim();
+    assert.ok(text.length > 0, 'the server message is shown');
+    t.diagnostic(`already_in_room message: ${text}`);
+    assert.equal(await alert.getByRole('button', { name: 'Leave current room' }).isVisible(), true);
+    assert.equal(await a.evaluate(() => window.parley.room), 'one', 'still in the first room');
+
+    // The banner is dismissable.
+    await alert.locator('[data-testid="toast-dismiss"]').click();
+    await alert.waitFor({ state: 'detached', timeout: 2000 });
+
+    // Leaving brings the Join buttons back, and then the other room can be joined.
+    await a.locator('[data-testid="lobby-leave"]').click();
+    await waitFor(() => a.evaluate(() => window.parley.room === null), { what: 'A left the room' });
+    await clickJoin(a, 'two');
+    await waitInRoom(a, 'two');
+    assert.equal(await roomItem(a, 'two').locator('.here').isVisible(), true, 'the list marks the current room');
+  });
+});
+
+test('lobby: server errors for create, live counts, remembered name and room', { timeout: 60_000 }, async (t) => {
+  const env = await setup(t);
+  await withReport(env, async () => {
+    const [a, b] = await Promise.all([env.client('Ann'), env.client('Bo')]);
+
+    // Invalid name: the server's message appears under the form and in an alert.
+    await createRoom(a, 'bad/name');
+    const invalid = a.locator('[role="alert"][data-code="invalid_room_name"]');
+    await invalid.waitFor({ state: 'visible', timeout: 5000 });
+    const formError = a.locator('[data-testid="create-room-error"]');
+    await formError.waitFor({ state: 'visible' });
+    assert.equal((await formError.textContent()).trim(), (await invalid.locator('.toast-msg').textContent()).trim());
+
+    // B makes a room; A's list shows it, then the count changes live when B joins (B auto-joins it).
+    await createRoom(b, 'live');
+    await waitInRoom(b, 'live');
+    await waitFor(async () => (await roomItem(a, 'live').locator('.count').textContent()) === '1', {
+      what: "A's list shows 1 person in live",
+    });
+
+    // A second create of the same name is refused with room_exists.
+    await createRoom(a, 'live');
+    await a.locator('[role="alert"][data-code="room_exists"]').waitFor({ state: 'visible', timeout: 5000 });
+    assert.equal(await a.evaluate(() => window.parley.room), null, 'A did not join anything');
+
+    // B leaves: the count drops at A without a reload.
+    await b.locator('[data-testid="leave"]').click();
+    await waitFor(async () => (await roomItem(a, 'live').locator('.count').textContent()) === '0', {
+      what: "A's list shows 0 people in live",
+    });
+
+    // The name and the last room are remembered: a reload skips the name screen.
+    await b.reload();
+    await b.locator('[data-testid="create-room-input"]').waitFor({ state: 'visible' });
+    assert.equal(await b.locator('[data-testid="name-input"]').isVisible(), false, 'name screen skipped');
+    assert.equal((await b.locator('#me-name').textContent()).trim(), 'Bo');
+    await roomItem(b, 'live').locator('.last').waitFor({ state: 'visible' });
+    // ... and can be changed.
+    await b.locator('[data-testid="change-name"]').click();
+    assert.equal(await b.locator('[data-testid="name-input"]').inputValue(), 'Bo');
+    await b.locator('[data-testid="name-input"]').fill('Bea');
+    await b.locator('[data-testid="name-submit"]').click();
+    assert.equal((await b.locator('#me-name').textContent()).trim(), 'Bea');
+
+    // Names are text, never markup.
+    const evil = '<img src=x onerror=alert(1)>';
+    await b.locator('[data-testid="change-name"]').click();
+    await b.locator('[data-testid="name-input"]').fill(evil);
+    await b.locator('[data-testid="name-submit"]').click();
+    await clickJoin(b, 'live');
+    await waitInRoom(b, 'live');
+    await clickJoin(a, 'live');
+    const idB = await b.evaluate(() => window.parley.me);
+    await waitInRoom(a, 'live');
+    const nameAtA = a.locator(`.tile[data-participant-id="${idB}"] .tile-name`);
+    await waitFor(async () => (await nameAtA.textContent()) === evil, { what: 'the name shown as text at A' });
+    assert.equal(await a.locator('.tile img').count(), 0, 'no element was made from the name');
+  });
+});

@@ -172,7 +172,7 @@ function toast(message, { title = '', code = '', kind = 'error', action = null, 
       close();
       action.run();
     });
-    el.appendChild(b);
+    body.appendChild(b);
   }
   const x = document.createElement('button');
   x.type = 'button';

@@ -83,15 +83,16 @@ export function toneWav() {
 // Server
 
 /**
- * Starts `parley` on free loopback ports with a fresh data dir. Resolves once HTTP answers.
+ * Starts `parley` on free loopback ports (or the given `ports`) with a fresh data dir. Resolves once
+ * HTTP answers.
  * @returns {Promise<{url: string, ports: object, logs: () => string, stop: () => Promise<void>}>}
  */
-export async function startServer({ extraArgs = [], timeoutMs = 20_000 } = {}) {
+export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = null } = {}) {
   if (!fs.existsSync(BIN)) {
     throw new Error(`no server binary at ${BIN}: build it first with \`cargo build --release -p parley\``);
   }
   const dataDir = tempDir('parley-e2e-data-');
-  const ports = await freePorts();
+  ports = ports || (await freePorts());
   const args = [
     '--data-dir', dataDir,
     '--http-addr', `127.0.0.1:${ports.http}`,
@@ -370,15 +371,24 @@ export async function setup(t) {
     async client(name, opts) {
       return openClient(browser, server.url, name, { ...opts, pages });
     },
+    /** Stops the server (the pages lose their sockets). */
+    async stopServer() {
+      await env.server.stop();
+    },
+    /** Starts a fresh server (empty state) on the same ports. */
+    async startServerAgain() {
+      env.server = await startServer({ ports: server.ports });
+      return env.server;
+    },
     report() {
-      const out = ['----- parley server log (tail) -----', server.logs().split('\n').slice(-80).join('\n')];
+      const out = ['----- parley server log (tail) -----', env.server.logs().split('\n').slice(-80).join('\n')];
       for (const p of pages) if (p.logs.length) out.push(p.logs.slice(-40).join('\n'));
       return out.join('\n');
     },
   };
   t.after(async () => {
     await browser.close().catch(() => {});
-    await server.stop();
+    await env.server.stop();
   });
   return env;
 }

@@ -19,7 +19,7 @@ async function firstAudio(page, fromId, t0, timeout = 15_000) {
   return Date.now() - t0;
 }
 
-test('three participants in one room: media flows, mute and leave propagate', { timeout: 60_000 }, async (t) => {
+test('three participants in one room: media flows; mute, camera, deafen and leave propagate', { timeout: 60_000 }, async (t) => {
   const env = await setup(t);
   await withReport(env, async () => {
     const [a, b, c] = await Promise.all([env.client('Ann'), env.client('Bo'), env.client('Cy')]);
@@ -133,6 +133,37 @@ test('three participants in one room: media flows, mute and leave propagate', { 
     const bAtC0 = find(m0[1], idB, 'audio');
     const bAtC1 = find(m1[1], idB, 'audio');
     assert.ok(bAtC1.bytes > bAtC0.bytes, "C still receives B's audio");
+
+    // B turns the camera off: the others show the avatar and the icon, and B's video stops arriving.
+    await b.locator('[data-testid="camera-toggle"]').click();
+    for (const p of [a, c]) {
+      await p.locator(`[data-participant-id="${idB}"] [data-testid="icon-camera-off"]`).waitFor({ state: 'visible', timeout: 3000 });
+      await p.locator(`[data-participant-id="${idB}"] .avatar`).waitFor({ state: 'visible', timeout: 3000 });
+    }
+    await waitFor(() => b.evaluate(() => window.parley.pc.getTransceivers().every((t) => t.direction !== 'sendonly' || t.receiver.track.kind !== 'video' || t.sender.track === null)), {
+      timeout: 3000,
+      what: 'B sends no video track',
+    });
+    await sleep(500);
+    const cam0 = find(await inbound(a), idB, 'video');
+    await sleep(1500);
+    const cam1 = find(await inbound(a), idB, 'video');
+    assert.equal(cam1.bytes, cam0.bytes, `A: no video bytes from B with the camera off (${cam0.bytes} -> ${cam1.bytes})`);
+    // ... and back on: video flows and is decoded again.
+    await b.locator('[data-testid="camera-toggle"]').click();
+    await a.locator(`[data-participant-id="${idB}"] [data-testid="icon-camera-off"]`).waitFor({ state: 'hidden', timeout: 3000 });
+    await waitFor(async () => {
+      const s = find(await inbound(a), idB, 'video');
+      return s && s.bytes > cam1.bytes && s.frames > find(after[0], idB, 'video').frames;
+    }, { timeout: 5000, what: "A decodes B's video again after camera on" });
+
+    // B deafens: the others see it, B's remote playback is muted locally.
+    await b.locator('[data-testid="speaker-toggle"]').click();
+    await a.locator(`[data-participant-id="${idB}"] [data-testid="icon-deafened"]`).waitFor({ state: 'visible', timeout: 3000 });
+    const playback = await b.evaluate(() => [...document.querySelectorAll('.tile audio')].map((el) => el.muted));
+    assert.ok(playback.length >= 1 && playback.every((m) => m), `B's remote audio elements are muted (${playback})`);
+    await b.locator('[data-testid="speaker-toggle"]').click();
+    await a.locator(`[data-participant-id="${idB}"] [data-testid="icon-deafened"]`).waitFor({ state: 'hidden', timeout: 3000 });
 
     // C leaves: its tile disappears at A and B; C is back in the lobby with no peer connection.
     await c.locator('[data-testid="leave"]').click();

@@ -11,6 +11,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_ROOM_NAME_CHARS: usize = 40;
 /// Display names: 1..=MAX_DISPLAY_NAME_CHARS characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 32;
+/// Chat messages: at most this many characters (the default; operators may change it).
+pub const MAX_CHAT_CHARS: usize = 4000;
+/// Chat history pages hold at most this many messages.
+pub const MAX_HISTORY_PAGE: u32 = 100;
 
 /// Request id chosen by the client, echoed in the reply.
 pub type RequestId = u64;
@@ -71,6 +75,19 @@ pub struct RoomSummary {
     pub max_participants: usize,
 }
 
+/// One chat message as stored and shown. `text` is plain text: clients never interpret it as HTML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Increases with every message on this server: pages are cut by it.
+    pub id: i64,
+    pub room: String,
+    pub author_id: ParticipantId,
+    pub author: String,
+    pub text: String,
+    /// Unix time in milliseconds, from the server's clock.
+    pub sent_at_ms: i64,
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -104,6 +121,22 @@ pub enum ClientMessage {
     Offer { sdp: String },
     /// The client's answer to a server `offer` (other participants' tracks).
     Answer { sdp: String },
+    /// Say something in your room; everyone there (you too, with your `id`) gets `chat`.
+    ChatSend {
+        #[serde(default)]
+        id: Option<RequestId>,
+        text: String,
+    },
+    /// Your room's messages older than `before` (a message id; newest when absent), newest first;
+    /// answered by `chat_history`.
+    ChatHistory {
+        #[serde(default)]
+        id: Option<RequestId>,
+        #[serde(default)]
+        before: Option<i64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
     /// Change mic/deafen/camera flags; everyone in the room gets `participant_updated`.
     SetState {
         #[serde(default)]
@@ -133,12 +166,13 @@ pub enum ServerMessage {
         id: Option<RequestId>,
         room: RoomSummary,
     },
-    /// You are in `room` as participant `you`; `participants` are the others already there.
+    /// You are in `room` as participant `you` called `name`; `participants` are the others already there.
     Joined {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         room: String,
         you: ParticipantId,
+        name: String,
         participants: Vec<ParticipantInfo>,
     },
     Left {
@@ -160,6 +194,20 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         state: MediaState,
+    },
+    /// A chat message in your room. `id` is set only in the copy sent to its author.
+    Chat {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        message: ChatMessage,
+    },
+    /// A page of history, newest first; `has_more` when older messages exist.
+    ChatHistory {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+        messages: Vec<ChatMessage>,
+        has_more: bool,
     },
     /// The server's answer to the client's offer.
     Answer {
@@ -199,6 +247,10 @@ pub enum ErrorCode {
     BadSdp,
     /// Too many messages in a short time.
     RateLimited,
+    /// A chat message longer than [`MAX_CHAT_CHARS`].
+    MessageTooLong,
+    /// A chat message with nothing but spaces.
+    EmptyMessage,
     Internal,
 }
 
@@ -216,6 +268,8 @@ impl ErrorCode {
             ErrorCode::NotInRoom => "not_in_room",
             ErrorCode::BadSdp => "bad_sdp",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MessageTooLong => "message_too_long",
+            ErrorCode::EmptyMessage => "empty_message",
             ErrorCode::Internal => "internal",
         }
     }
@@ -267,7 +321,9 @@ impl ClientMessage {
             | ClientMessage::CreateRoom { id, .. }
             | ClientMessage::Join { id, .. }
             | ClientMessage::Leave { id }
-            | ClientMessage::SetState { id, .. } => *id,
+            | ClientMessage::SetState { id, .. }
+            | ClientMessage::ChatSend { id, .. }
+            | ClientMessage::ChatHistory { id, .. } => *id,
             ClientMessage::Offer { .. } | ClientMessage::Answer { .. } => None,
         }
     }
@@ -303,6 +359,24 @@ pub fn validate_display_name(name: &str) -> Result<&str, &'static str> {
         return Err("names cannot contain control characters");
     }
     Ok(name)
+}
+
+/// Checks a chat message: not blank, at most `max_chars` characters. Keeps the text as written.
+pub fn validate_chat_text(text: &str, max_chars: usize) -> Result<&str, (ErrorCode, String)> {
+    if text.trim().is_empty() {
+        return Err((
+            ErrorCode::EmptyMessage,
+            "empty messages are not sent".into(),
+        ));
+    }
+    let count = text.chars().count();
+    if count > max_chars {
+        return Err((
+            ErrorCode::MessageTooLong,
+            format!("messages are limited to {max_chars} characters (this one has {count})"),
+        ));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -381,6 +455,36 @@ mod tests {
         assert!(validate_room_name(&"x".repeat(41)).is_err());
         assert!(validate_display_name("  Ann ").unwrap() == "Ann");
         assert!(validate_display_name("a\u{7}").is_err());
+    }
+
+    #[test]
+    fn chat_text_limits() {
+        let max = MAX_CHAT_CHARS;
+        assert!(validate_chat_text("hi <script>", max).is_ok());
+        assert_eq!(
+            validate_chat_text(" \n\t", max).unwrap_err().0,
+            ErrorCode::EmptyMessage
+        );
+        assert!(validate_chat_text(&"é".repeat(max), max).is_ok());
+        assert_eq!(
+            validate_chat_text(&"é".repeat(max + 1), max).unwrap_err().0,
+            ErrorCode::MessageTooLong
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused() {
+        let r = ClientMessage::parse(r#"{"type":"chat_send","text":"bad \ud800 text"}"#);
+        assert!(
+            matches!(
+                r,
+                Err(ServerMessage::Error {
+                    code: ErrorCode::BadMessage,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -45,6 +45,18 @@ pub struct Config {
     #[arg(long, env = "PARLEY_MAX_PARTICIPANTS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub max_participants: u16,
 
+    /// Longest chat message, in characters.
+    #[arg(long, env = "PARLEY_CHAT_MAX_CHARS", default_value_t = parley_proto::MAX_CHAT_CHARS as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub chat_max_chars: u32,
+
+    /// Chat messages each participant may send per second, on average.
+    #[arg(long, env = "PARLEY_CHAT_RATE", default_value_t = 5.0)]
+    pub chat_rate: f64,
+
+    /// Chat messages a participant may send in a quick burst.
+    #[arg(long, env = "PARLEY_CHAT_BURST", default_value_t = 10.0)]
+    pub chat_burst: f64,
+
     /// Room that exists from the start, so a first visitor has somewhere to go. Empty for none.
     #[arg(long, env = "PARLEY_DEFAULT_ROOM", default_value = "General")]
     pub default_room: String,

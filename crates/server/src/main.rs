@@ -5,6 +5,7 @@ mod http;
 mod media;
 mod net;
 mod signalling;
+mod store;
 mod tls;
 
 use std::net::SocketAddr;
@@ -16,7 +17,8 @@ use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
-use crate::media::{Command, MediaWorker};
+use crate::media::{Command, Limits, MediaWorker};
+use crate::store::Store;
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -60,12 +62,22 @@ async fn run(config: Config) -> Result<()> {
     } else {
         config.media_bind.clone()
     };
+    let store = std::sync::Arc::new(Store::open(&config.data_dir)?);
+    let limits = Limits {
+        max_participants: usize::from(config.max_participants),
+        chat_max_chars: config.chat_max_chars as usize,
+        chat_rate: parley_sfu::RateLimit {
+            per_second: config.chat_rate,
+            burst: config.chat_burst,
+        },
+    };
     let worker = MediaWorker::bind(
         &media_ips,
         config.media_port,
         config.public_ip,
-        usize::from(config.max_participants),
+        limits,
         config.default_room.clone(),
+        store,
     )?;
     let media_addrs = worker.addresses();
 
@@ -94,7 +106,7 @@ async fn run(config: Config) -> Result<()> {
     };
 
     let (commands, command_rx) = mpsc::unbounded_channel();
-    let _media_thread = worker.spawn(command_rx)?;
+    let _media_thread = worker.spawn(command_rx, commands.clone())?;
     let app = http::router(AppState { commands });
 
     println!("parley {} is running", env!("CARGO_PKG_VERSION"));

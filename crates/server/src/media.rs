@@ -9,8 +9,12 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use parley_proto::{ClientMessage, ServerMessage};
-use parley_sfu::{SessionId, Sfu, SfuConfig};
+use std::sync::Arc;
+
+use parley_proto::{ChatMessage, ClientMessage, ErrorCode, RequestId, ServerMessage};
+use parley_sfu::{RateLimit, SessionId, Sfu, SfuConfig, StoreRequest};
+
+use crate::store::{now_ms, Store};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -28,12 +32,26 @@ pub enum Command {
     Disconnect {
         session: SessionId,
     },
+    /// The store thread saved a chat message.
+    ChatSaved {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        message: ChatMessage,
+    },
+}
+
+/// Limits the operator can set.
+pub struct Limits {
+    pub max_participants: usize,
+    pub chat_max_chars: usize,
+    pub chat_rate: RateLimit,
 }
 
 pub struct MediaWorker {
     sockets: Vec<std::net::UdpSocket>,
     config: SfuConfig,
     default_room: String,
+    store: Arc<Store>,
 }
 
 /// Largest datagram we read; WebRTC packets stay under ~1200 bytes.
@@ -47,8 +65,9 @@ impl MediaWorker {
         ips: &[IpAddr],
         port: u16,
         public_ip: Option<IpAddr>,
-        max_participants: usize,
+        limits: Limits,
         default_room: String,
+        store: Arc<Store>,
     ) -> Result<MediaWorker> {
         let mut sockets = Vec::new();
         let mut candidates = Vec::new();
@@ -87,11 +106,14 @@ impl MediaWorker {
         Ok(MediaWorker {
             sockets,
             config: SfuConfig {
-                max_participants,
+                max_participants: limits.max_participants,
                 candidates,
                 server_version: env!("CARGO_PKG_VERSION").to_string(),
+                chat_max_chars: limits.chat_max_chars,
+                chat_rate: limits.chat_rate,
             },
             default_room,
+            store,
         })
     }
 
@@ -103,6 +125,7 @@ impl MediaWorker {
     pub fn spawn(
         self,
         commands: mpsc::UnboundedReceiver<Command>,
+        loopback: mpsc::UnboundedSender<Command>,
     ) -> Result<std::thread::JoinHandle<()>> {
         let handle = std::thread::Builder::new()
             .name("parley-media".into())
@@ -117,24 +140,36 @@ impl MediaWorker {
                         return;
                     }
                 };
-                if let Err(e) = runtime.block_on(self.run(commands)) {
+                if let Err(e) = runtime.block_on(self.run(commands, loopback)) {
                     tracing::error!("media worker stopped: {e:#}");
                 }
             })?;
         Ok(handle)
     }
 
-    async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<()> {
+    async fn run(
+        self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        loopback: mpsc::UnboundedSender<Command>,
+    ) -> Result<()> {
         let mut sfu = Sfu::new(self.config);
-        if !self.default_room.is_empty() {
-            if let Err(e) = sfu.create_room(&self.default_room) {
-                tracing::warn!(
+        let stored = self.store.rooms().context("loading rooms")?;
+        for name in &stored {
+            if let Err(e) = sfu.create_room(name) {
+                tracing::warn!("stored room {name:?} skipped: {}", e.message);
+            }
+        }
+        if !self.default_room.is_empty() && !stored.contains(&self.default_room) {
+            match sfu.create_room(&self.default_room) {
+                Ok(()) => self.store.add_room(&self.default_room, now_ms())?,
+                Err(e) => tracing::warn!(
                     "default room {:?} not created: {}",
                     self.default_room,
                     e.message
-                );
+                ),
             }
         }
+        let store_jobs = spawn_store_thread(self.store.clone(), loopback)?;
         let sockets: Vec<(SocketAddr, UdpSocket)> = self
             .sockets
             .into_iter()
@@ -164,6 +199,9 @@ impl MediaWorker {
                         Command::Disconnect { session } => {
                             sfu.disconnect(session, now);
                             outboxes.remove(&session);
+                        }
+                        Command::ChatSaved { session, request_id, message } => {
+                            sfu.chat_saved(session, request_id, message);
                         }
                     }
                 }
@@ -205,6 +243,16 @@ impl MediaWorker {
                     }
                 }
             }
+            for request in sfu.drain_store_requests() {
+                let reply_to = match &request {
+                    StoreRequest::LoadHistory { session, .. }
+                    | StoreRequest::SaveChat { session, .. } => outboxes.get(session).cloned(),
+                    StoreRequest::CreateRoom { .. } => None,
+                };
+                if store_jobs.send((request, reply_to)).is_err() {
+                    tracing::error!("the store thread is gone");
+                }
+            }
             for (session, message) in sfu.drain_signals() {
                 if let Some(outbox) = outboxes.get(&session) {
                     // A closed outbox means the connection is going; its Disconnect follows.
@@ -213,6 +261,84 @@ impl MediaWorker {
             }
         }
     }
+}
+
+type StoreJob = (StoreRequest, Option<mpsc::UnboundedSender<ServerMessage>>);
+
+/// SQLite work runs on its own thread, one job at a time, so chat keeps its order and the media
+/// worker never waits for a disk.
+fn spawn_store_thread(
+    store: Arc<Store>,
+    loopback: mpsc::UnboundedSender<Command>,
+) -> Result<std::sync::mpsc::Sender<StoreJob>> {
+    let (jobs, queue) = std::sync::mpsc::channel::<StoreJob>();
+    std::thread::Builder::new()
+        .name("parley-store".into())
+        .spawn(move || {
+            for (request, reply_to) in queue {
+                let failed = |reply_to: &Option<mpsc::UnboundedSender<ServerMessage>>,
+                              id,
+                              what: &str| {
+                    if let Some(outbox) = reply_to {
+                        let _ = outbox.send(ServerMessage::error(id, ErrorCode::Internal, what));
+                    }
+                };
+                match request {
+                    StoreRequest::CreateRoom { name } => {
+                        if let Err(e) = store.add_room(&name, now_ms()) {
+                            tracing::error!(room = %name, "room not saved: {e:#}");
+                        }
+                    }
+                    StoreRequest::SaveChat {
+                        session,
+                        request_id,
+                        room,
+                        author_id,
+                        author,
+                        text,
+                    } => match store.add_chat(&room, author_id, &author, &text, now_ms()) {
+                        Ok(message) => {
+                            let _ = loopback.send(Command::ChatSaved {
+                                session,
+                                request_id,
+                                message,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::error!(room = %room, "chat message not saved: {e:#}");
+                            failed(
+                                &reply_to,
+                                request_id,
+                                "the message could not be saved; try again",
+                            );
+                        }
+                    },
+                    StoreRequest::LoadHistory {
+                        request_id,
+                        room,
+                        before,
+                        limit,
+                        ..
+                    } => match store.history(&room, before, limit) {
+                        Ok((messages, has_more)) => {
+                            if let Some(outbox) = &reply_to {
+                                let _ = outbox.send(ServerMessage::ChatHistory {
+                                    id: request_id,
+                                    room,
+                                    messages,
+                                    has_more,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(room = %room, "history not read: {e:#}");
+                            failed(&reply_to, request_id, "history could not be read");
+                        }
+                    },
+                }
+            }
+        })?;
+    Ok(jobs)
 }
 
 /// Waits for a datagram on any socket: (socket index, length, source).

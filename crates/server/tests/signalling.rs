@@ -1,136 +1,15 @@
 //! Signalling over a real WebSocket against a running `parley` process.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use common::*;
+use futures_util::SinkExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-struct Server {
-    child: Child,
-    http: SocketAddr,
-    _data: TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "parley-test-{tag}-{}-{}",
-        std::process::id(),
-        free_tcp_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
-
-fn start(extra: &[&str]) -> Server {
-    let data = temp_dir("sig");
-    let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_parley"))
-        .arg("--data-dir")
-        .arg(&data.0)
-        .args(["--http-addr", &http.to_string()])
-        .args(["--https-addr", "off"])
-        .args(["--media-port", &free_udp_port().to_string()])
-        .args(["--media-bind", "127.0.0.1"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("parley starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(Instant::now() < deadline, "parley did not listen on {http}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server {
-        child,
-        http,
-        _data: data,
-    }
-}
-
-async fn connect(server: &Server) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.http))
-        .await
-        .expect("websocket connects");
-    assert_eq!(next_of(&mut ws, "welcome").await["type"], "welcome");
-    next_of(&mut ws, "rooms").await;
-    ws
-}
-
-/// The next JSON message, skipping pings.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).expect("server sends JSON");
-        }
-    }
-}
-
-/// The next message of `kind`, skipping pushed room lists.
-async fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let v = next(ws).await;
-        if v["type"] == kind {
-            return v;
-        }
-        assert!(
-            v["type"] == "rooms" || v["type"] == "welcome",
-            "expected {kind}, got {v}"
-        );
-    }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-async fn still_works(ws: &mut Ws) {
-    send(ws, json!({"type": "list_rooms", "id": 999})).await;
-    let v = next_of(ws, "rooms").await;
-    assert_eq!(v["id"], 999, "{v}");
-}
 
 #[tokio::test]
 async fn malformed_json_gets_error_and_socket_stays() {

@@ -6,18 +6,23 @@
 //! deterministic and testable without a network.
 
 mod peer;
+mod rate;
 mod room;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use parley_proto::{ClientMessage, ErrorCode, MediaStateChange, ParticipantId, ServerMessage};
+use parley_proto::{
+    validate_chat_text, ChatMessage, ClientMessage, ErrorCode, MediaStateChange, ParticipantId,
+    RequestId, ServerMessage, MAX_HISTORY_PAGE,
+};
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
 pub use peer::{Peer, PeerEvent, TrackSource, Transmit};
+pub use rate::{RateLimit, TokenBucket};
 pub use room::{Refusal, Room, Rooms, TrackKind};
 
 /// A signalling connection (one browser tab). When it joins a room, it is the participant of the same id.
@@ -29,6 +34,50 @@ pub struct SfuConfig {
     /// Media addresses to offer, as `(advertised, local socket)`.
     pub candidates: Vec<(SocketAddr, SocketAddr)>,
     pub server_version: String,
+    /// Longest chat message, in characters.
+    pub chat_max_chars: usize,
+    /// Chat messages per participant.
+    pub chat_rate: RateLimit,
+}
+
+impl SfuConfig {
+    pub fn new(candidates: Vec<(SocketAddr, SocketAddr)>) -> SfuConfig {
+        SfuConfig {
+            max_participants: 16,
+            candidates,
+            server_version: String::new(),
+            chat_max_chars: parley_proto::MAX_CHAT_CHARS,
+            chat_rate: RateLimit {
+                per_second: 5.0,
+                burst: 10.0,
+            },
+        }
+    }
+}
+
+/// Durable work the core asks the shell to do; the shell reports back (e.g. [`Sfu::chat_saved`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRequest {
+    CreateRoom {
+        name: String,
+    },
+    /// Store this message, then call [`Sfu::chat_saved`] with it.
+    SaveChat {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        author_id: ParticipantId,
+        author: String,
+        text: String,
+    },
+    /// Answer `session` with `chat_history` for `room`.
+    LoadHistory {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        before: Option<i64>,
+        limit: u32,
+    },
 }
 
 /// Counters for operators (exported later as metrics).
@@ -49,6 +98,8 @@ pub struct Sfu {
     routes: HashMap<SocketAddr, ParticipantId>,
     signals: Vec<(SessionId, ServerMessage)>,
     transmits: Vec<Transmit>,
+    store_requests: Vec<StoreRequest>,
+    chat_buckets: HashMap<ParticipantId, TokenBucket>,
     /// Events waiting to be acted on, in order, tagged with the participant they came from.
     queue: VecDeque<(ParticipantId, PeerEvent)>,
     scratch_events: Vec<PeerEvent>,
@@ -66,6 +117,8 @@ impl Sfu {
             routes: HashMap::new(),
             signals: Vec::new(),
             transmits: Vec::new(),
+            store_requests: Vec::new(),
+            chat_buckets: HashMap::new(),
             queue: VecDeque::new(),
             scratch_events: Vec::new(),
             scratch_ids: Vec::new(),
@@ -81,9 +134,108 @@ impl Sfu {
         self.counters
     }
 
-    /// Creates a room outside of signalling (start-up defaults, tests).
+    /// Creates a room outside of signalling (rooms loaded at start-up, defaults, tests).
     pub fn create_room(&mut self, name: &str) -> Result<(), Refusal> {
         self.rooms.create(name).map(|_| ())
+    }
+
+    /// Durable work to do, in order.
+    pub fn drain_store_requests(&mut self) -> std::vec::Drain<'_, StoreRequest> {
+        self.store_requests.drain(..)
+    }
+
+    /// A chat message was stored: everyone in its room gets it, the author with its request id.
+    pub fn chat_saved(
+        &mut self,
+        session: SessionId,
+        request_id: Option<RequestId>,
+        message: ChatMessage,
+    ) {
+        let members: Vec<_> = self
+            .rooms
+            .room(&message.room)
+            .map(|r| r.members().iter().map(|m| m.id).collect())
+            .unwrap_or_default();
+        for member in members {
+            if member != session {
+                self.signal(
+                    member,
+                    ServerMessage::Chat {
+                        id: None,
+                        message: message.clone(),
+                    },
+                );
+            }
+        }
+        if self.sessions.contains(&session) {
+            self.signal(
+                session,
+                ServerMessage::Chat {
+                    id: request_id,
+                    message,
+                },
+            );
+        }
+    }
+
+    fn chat_send(&mut self, session: SessionId, id: Option<RequestId>, text: String, now: Instant) {
+        let Some(room) = self.rooms.room_of(session) else {
+            return self.refuse(session, id, not_in_room());
+        };
+        let Some(me) = room.member(session) else {
+            return self.refuse(session, id, not_in_room());
+        };
+        let (room, author) = (room.name().to_string(), me.name.clone());
+        if let Err((code, message)) = validate_chat_text(&text, self.config.chat_max_chars) {
+            return self.refuse(session, id, Refusal { code, message });
+        }
+        let limit = self.config.chat_rate;
+        let bucket = self
+            .chat_buckets
+            .entry(session)
+            .or_insert_with(|| TokenBucket::full(limit));
+        if !bucket.take(limit, now) {
+            let message = format!(
+                "slow down: at most {} messages a second (bursts of {})",
+                limit.per_second, limit.burst
+            );
+            return self.refuse(
+                session,
+                id,
+                Refusal {
+                    code: ErrorCode::RateLimited,
+                    message,
+                },
+            );
+        }
+        self.store_requests.push(StoreRequest::SaveChat {
+            session,
+            request_id: id,
+            room,
+            author_id: session,
+            author,
+            text,
+        });
+    }
+
+    fn chat_history(
+        &mut self,
+        session: SessionId,
+        id: Option<RequestId>,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) {
+        let Some(room) = self.rooms.room_of(session) else {
+            return self.refuse(session, id, not_in_room());
+        };
+        let room = room.name().to_string();
+        self.store_requests.push(StoreRequest::LoadHistory {
+            session,
+            request_id: id,
+            room,
+            before,
+            limit: limit.unwrap_or(MAX_HISTORY_PAGE).clamp(1, MAX_HISTORY_PAGE),
+        });
     }
 
     /// Datagrams to send, in order.
@@ -123,6 +275,7 @@ impl Sfu {
     pub fn disconnect(&mut self, session: SessionId, now: Instant) {
         self.leave_room(session, now);
         self.sessions.remove(&session);
+        self.chat_buckets.remove(&session);
     }
 
     /// Tells the session a message it sent could not be read.
@@ -140,6 +293,9 @@ impl Sfu {
             ClientMessage::CreateRoom { room, .. } => match self.rooms.create(&room) {
                 Ok(room) => {
                     tracing::info!(room = %room.name, session, "room created");
+                    self.store_requests.push(StoreRequest::CreateRoom {
+                        name: room.name.clone(),
+                    });
                     self.signal(session, ServerMessage::RoomCreated { id, room });
                     self.broadcast_rooms();
                 }
@@ -186,6 +342,10 @@ impl Sfu {
                 }
             }
             ClientMessage::SetState { change, .. } => self.set_state(session, id, change, now),
+            ClientMessage::ChatSend { text, .. } => self.chat_send(session, id, text, now),
+            ClientMessage::ChatHistory { before, limit, .. } => {
+                self.chat_history(session, id, before, limit)
+            }
         }
         self.process_queue(now);
     }
@@ -243,6 +403,7 @@ impl Sfu {
                 id,
                 room: room_name,
                 you: session,
+                name: me.name.clone(),
                 participants: others,
             },
         );

@@ -35,11 +35,7 @@ struct Net {
 impl Net {
     fn new() -> Net {
         let server: SocketAddr = SERVER.parse().unwrap();
-        let mut sfu = Sfu::new(SfuConfig {
-            max_participants: 16,
-            candidates: vec![(server, server)],
-            server_version: "test".into(),
-        });
+        let mut sfu = Sfu::new(SfuConfig::new(vec![(server, server)]));
         sfu.create_room("band").unwrap();
         sfu.create_room("other").unwrap();
         Net {

@@ -122,6 +122,9 @@ ui.meChip.addEventListener('click', () => {
 
 ui.roomsToggle.addEventListener('click', () => setRoomsOpen(!ui.app.classList.contains('rooms-open')));
 ui.lobbyClose.addEventListener('click', () => setRoomsOpen(false));
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape' && ui.app.classList.contains('rooms-open')) setRoomsOpen(false);
+});
 
 // ---------------------------------------------------------------------------------------------------------
 // Toasts: every server error is shown here (role=alert), dismissable.

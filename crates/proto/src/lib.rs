@@ -58,6 +58,17 @@ impl MediaState {
     }
 }
 
+/// How someone takes part in a room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Hears, sees, speaks and is shown as a tile.
+    #[default]
+    Member,
+    /// Receive-only (a wall screen): sees and hears everyone, sends nothing, shown as a viewer, not a tile.
+    Viewer,
+}
+
 /// One person in a room as everyone else sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
@@ -65,6 +76,15 @@ pub struct ParticipantInfo {
     pub name: String,
     #[serde(flatten)]
     pub state: MediaState,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// One participant's voice level for meters, 0 (silent) to 100 (loudest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Level {
+    pub id: ParticipantId,
+    pub level: u8,
 }
 
 /// A room as the lobby lists it.
@@ -111,6 +131,8 @@ pub enum ClientMessage {
         name: String,
         #[serde(default)]
         state: MediaState,
+        #[serde(default)]
+        role: Role,
     },
     /// Leave the current room; answered by `left`.
     Leave {
@@ -174,6 +196,16 @@ pub enum ServerMessage {
         you: ParticipantId,
         name: String,
         participants: Vec<ParticipantInfo>,
+        /// Who is speaking now, if anyone has yet.
+        active_speaker: Option<ParticipantId>,
+    },
+    /// The dominant speaker changed (`null`: nobody, e.g. they muted).
+    ActiveSpeaker {
+        participant_id: Option<ParticipantId>,
+    },
+    /// Voice levels of the room, at most 10 times a second while anyone makes a sound.
+    Levels {
+        levels: Vec<Level>,
     },
     Left {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -393,7 +425,8 @@ mod tests {
                 id: Some(7),
                 room: "band".into(),
                 name: "Ann".into(),
-                state: MediaState::default()
+                state: MediaState::default(),
+                role: Role::Member,
             }
         );
     }

@@ -57,6 +57,18 @@ pub struct Config {
     #[arg(long, env = "PARLEY_CHAT_BURST", default_value_t = 10.0)]
     pub chat_burst: f64,
 
+    /// Active speaker: audio at or above this level counts as voice (-dBov; smaller is louder).
+    #[arg(long, env = "PARLEY_SPEAKER_VOICE_LEVEL", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=127))]
+    pub speaker_voice_level: u8,
+
+    /// Active speaker: milliseconds of continuous talk before someone takes over (coughs are shorter).
+    #[arg(long, env = "PARLEY_SPEAKER_MIN_SPEECH_MS", default_value_t = 400)]
+    pub speaker_min_speech_ms: u64,
+
+    /// Active speaker: least milliseconds between two switches.
+    #[arg(long, env = "PARLEY_SPEAKER_HOLD_MS", default_value_t = 1000)]
+    pub speaker_hold_ms: u64,
+
     /// Room that exists from the start, so a first visitor has somewhere to go. Empty for none.
     #[arg(long, env = "PARLEY_DEFAULT_ROOM", default_value = "General")]
     pub default_room: String,

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use rust_embed::RustEmbed;
 
-use crate::{signalling, AppState};
+use crate::{metrics, signalling, AppState};
 
 /// The browser client, compiled into the binary.
 #[derive(RustEmbed)]
@@ -19,6 +19,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(signalling::upgrade))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::prometheus))
+        .route("/api/status", get(metrics::status))
+        .route("/api/debug", get(metrics::debug))
+        .route("/status", get(|| async { asset("status.html") }))
+        .route("/viewer/{room}", get(|| async { asset("viewer.html") }))
         .route("/", get(|| async { asset("index.html") }))
         .route(
             "/{*path}",

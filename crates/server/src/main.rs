@@ -3,6 +3,7 @@
 mod config;
 mod http;
 mod media;
+mod metrics;
 mod net;
 mod signalling;
 mod store;
@@ -24,6 +25,8 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub commands: mpsc::UnboundedSender<Command>,
+    /// Messages refused before they reached the core (unreadable, too large, too many).
+    pub signalling_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,12 @@ async fn run(config: Config) -> Result<()> {
             per_second: config.chat_rate,
             burst: config.chat_burst,
         },
+        speaker: parley_sfu::SpeakerConfig {
+            voice_level: config.speaker_voice_level,
+            min_speech: std::time::Duration::from_millis(config.speaker_min_speech_ms),
+            hold: std::time::Duration::from_millis(config.speaker_hold_ms),
+            ..Default::default()
+        },
     };
     let worker = MediaWorker::bind(
         &media_ips,
@@ -107,7 +116,10 @@ async fn run(config: Config) -> Result<()> {
 
     let (commands, command_rx) = mpsc::unbounded_channel();
     let _media_thread = worker.spawn(command_rx, commands.clone())?;
-    let app = http::router(AppState { commands });
+    let app = http::router(AppState {
+        commands,
+        signalling_errors: Default::default(),
+    });
 
     println!("parley {} is running", env!("CARGO_PKG_VERSION"));
     println!("  on this machine:  http://{}", config.http_addr);

@@ -12,7 +12,11 @@ use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 
 use parley_proto::{ChatMessage, ClientMessage, ErrorCode, RequestId, ServerMessage};
-use parley_sfu::{RateLimit, SessionId, Sfu, SfuConfig, StoreRequest};
+use parley_sfu::{
+    PeerDebug, RateLimit, RoomStatus, SessionId, Sfu, SfuConfig, SfuCounters, SfuGauges,
+    SpeakerConfig, StoreRequest,
+};
+use tokio::sync::oneshot;
 
 use crate::store::{now_ms, Store};
 use tokio::io::ReadBuf;
@@ -32,6 +36,10 @@ pub enum Command {
     Disconnect {
         session: SessionId,
     },
+    /// A copy of the live state, for status pages and metrics.
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
     /// The store thread saved a chat message.
     ChatSaved {
         session: SessionId,
@@ -40,11 +48,19 @@ pub enum Command {
     },
 }
 
+pub struct Snapshot {
+    pub rooms: Vec<RoomStatus>,
+    pub peers: Vec<PeerDebug>,
+    pub counters: SfuCounters,
+    pub gauges: SfuGauges,
+}
+
 /// Limits the operator can set.
 pub struct Limits {
     pub max_participants: usize,
     pub chat_max_chars: usize,
     pub chat_rate: RateLimit,
+    pub speaker: SpeakerConfig,
 }
 
 pub struct MediaWorker {
@@ -111,6 +127,7 @@ impl MediaWorker {
                 server_version: env!("CARGO_PKG_VERSION").to_string(),
                 chat_max_chars: limits.chat_max_chars,
                 chat_rate: limits.chat_rate,
+                speaker: limits.speaker,
             },
             default_room,
             store,
@@ -199,6 +216,14 @@ impl MediaWorker {
                         Command::Disconnect { session } => {
                             sfu.disconnect(session, now);
                             outboxes.remove(&session);
+                        }
+                        Command::Snapshot { reply } => {
+                            let _ = reply.send(Snapshot {
+                                rooms: sfu.status(),
+                                peers: sfu.debug(),
+                                counters: sfu.counters(),
+                                gauges: sfu.gauges(),
+                            });
                         }
                         Command::ChatSaved { session, request_id, message } => {
                             sfu.chat_saved(session, request_id, message);

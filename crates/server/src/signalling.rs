@@ -59,6 +59,7 @@ async fn serve(socket: WebSocket, state: AppState) {
                 let text = match frame {
                     Message::Text(t) => t,
                     Message::Binary(_) => {
+                        state.signalling_errors.fetch_add(1, Ordering::Relaxed);
                         let _ = outbox.send(ServerMessage::error(None, ErrorCode::BadMessage, "binary frames are not part of the protocol: send JSON text"));
                         continue;
                     }
@@ -69,6 +70,7 @@ async fn serve(socket: WebSocket, state: AppState) {
                 refilled = Instant::now();
                 tokens = (tokens + elapsed * RATE_PER_SECOND).min(RATE_BURST);
                 if tokens < 1.0 {
+                    state.signalling_errors.fetch_add(1, Ordering::Relaxed);
                     let _ = outbox.send(ServerMessage::error(None, ErrorCode::RateLimited, "too many messages: slow down"));
                     continue;
                 }
@@ -81,6 +83,7 @@ async fn serve(socket: WebSocket, state: AppState) {
                     }
                     Err(error) => {
                         tracing::debug!(session, "bad message: {error:?}");
+                        state.signalling_errors.fetch_add(1, Ordering::Relaxed);
                         let _ = outbox.send(error);
                     }
                 }

@@ -8,22 +8,25 @@
 mod peer;
 mod rate;
 mod room;
+mod speaker;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use parley_proto::{
-    validate_chat_text, ChatMessage, ClientMessage, ErrorCode, MediaStateChange, ParticipantId,
-    RequestId, ServerMessage, MAX_HISTORY_PAGE,
+    validate_chat_text, ChatMessage, ClientMessage, ErrorCode, Level, MediaStateChange,
+    ParticipantId, ParticipantInfo, RequestId, Role, ServerMessage, MAX_HISTORY_PAGE,
 };
+use serde::Serialize;
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
-pub use peer::{Peer, PeerEvent, TrackSource, Transmit};
+pub use peer::{Peer, PeerDebug, PeerEvent, TrackSource, Transmit};
 pub use rate::{RateLimit, TokenBucket};
 pub use room::{Refusal, Room, Rooms, TrackKind};
+pub use speaker::{SpeakerConfig, SpeakerDetector, SPEAKER_TICK};
 
 /// A signalling connection (one browser tab). When it joins a room, it is the participant of the same id.
 pub type SessionId = ParticipantId;
@@ -38,6 +41,16 @@ pub struct SfuConfig {
     pub chat_max_chars: usize,
     /// Chat messages per participant.
     pub chat_rate: RateLimit,
+    pub speaker: SpeakerConfig,
+}
+
+/// A room as `/api/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomStatus {
+    pub name: String,
+    pub max_participants: usize,
+    pub active_speaker: Option<ParticipantId>,
+    pub participants: Vec<ParticipantInfo>,
 }
 
 impl SfuConfig {
@@ -51,6 +64,7 @@ impl SfuConfig {
                 per_second: 5.0,
                 burst: 10.0,
             },
+            speaker: SpeakerConfig::default(),
         }
     }
 }
@@ -80,13 +94,25 @@ pub enum StoreRequest {
     },
 }
 
-/// Counters for operators (exported later as metrics).
+/// Counters for operators, exported as metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SfuCounters {
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
     pub dropped_muted_packets: u64,
     pub unrouted_datagrams: u64,
+    /// Requests refused with an `error`.
+    pub refusals: u64,
+    pub speaker_switches: u64,
+}
+
+/// What is live now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SfuGauges {
+    pub rooms: usize,
+    pub participants: usize,
+    pub tracks: usize,
+    pub speaker_switches: u64,
 }
 
 pub struct Sfu {
@@ -100,6 +126,11 @@ pub struct Sfu {
     transmits: Vec<Transmit>,
     store_requests: Vec<StoreRequest>,
     chat_buckets: HashMap<ParticipantId, TokenBucket>,
+    /// Dominant-speaker state per room with people in it.
+    speakers: HashMap<String, SpeakerDetector>,
+    /// Rooms whose last `levels` message had a sound in it (so silence is sent once).
+    loud_rooms: BTreeSet<String>,
+    next_speaker_tick: Instant,
     /// Events waiting to be acted on, in order, tagged with the participant they came from.
     queue: VecDeque<(ParticipantId, PeerEvent)>,
     scratch_events: Vec<PeerEvent>,
@@ -109,6 +140,11 @@ pub struct Sfu {
 
 impl Sfu {
     pub fn new(config: SfuConfig) -> Sfu {
+        Sfu::new_at(config, Instant::now())
+    }
+
+    /// A core whose clock starts at `now` (tests drive a fake clock).
+    pub fn new_at(config: SfuConfig, now: Instant) -> Sfu {
         Sfu {
             rooms: Rooms::new(config.max_participants),
             config,
@@ -119,6 +155,9 @@ impl Sfu {
             transmits: Vec::new(),
             store_requests: Vec::new(),
             chat_buckets: HashMap::new(),
+            speakers: HashMap::new(),
+            loud_rooms: BTreeSet::new(),
+            next_speaker_tick: now,
             queue: VecDeque::new(),
             scratch_events: Vec::new(),
             scratch_ids: Vec::new(),
@@ -250,7 +289,53 @@ impl Sfu {
 
     /// The next time [`Sfu::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers.values().map(Peer::next_timeout).min()
+        let peers = self.peers.values().map(Peer::next_timeout).min();
+        if self.peers.is_empty() {
+            return peers;
+        }
+        Some(peers.map_or(self.next_speaker_tick, |p| p.min(self.next_speaker_tick)))
+    }
+
+    /// Every room with people in it, for status pages.
+    pub fn status(&self) -> Vec<RoomStatus> {
+        self.rooms
+            .summary()
+            .into_iter()
+            .filter_map(|summary| {
+                let room = self.rooms.room(&summary.name)?;
+                Some(RoomStatus {
+                    active_speaker: self.speakers.get(&summary.name).and_then(|d| d.current()),
+                    participants: room.members().to_vec(),
+                    name: summary.name,
+                    max_participants: summary.max_participants,
+                })
+            })
+            .collect()
+    }
+
+    /// Connection details of every participant, for `/api/debug`.
+    pub fn debug(&self) -> Vec<PeerDebug> {
+        let mut all: Vec<_> = self
+            .peers
+            .values()
+            .map(|p| {
+                let mut d = p.debug();
+                d.room = self.rooms.room_of(p.id()).map(|r| r.name().to_string());
+                d
+            })
+            .collect();
+        all.sort_by_key(|d| d.participant_id);
+        all
+    }
+
+    /// Counts of what is live now: rooms, participants, published tracks.
+    pub fn gauges(&self) -> SfuGauges {
+        SfuGauges {
+            rooms: self.rooms.summary().len(),
+            participants: self.peers.len(),
+            tracks: self.peers.values().map(|p| p.published().count()).sum(),
+            speaker_switches: self.counters.speaker_switches,
+        }
     }
 
     pub fn connect(&mut self, session: SessionId) {
@@ -302,8 +387,12 @@ impl Sfu {
                 Err(r) => self.refuse(session, id, r),
             },
             ClientMessage::Join {
-                room, name, state, ..
-            } => self.join(session, id, &room, &name, state, now),
+                room,
+                name,
+                state,
+                role,
+                ..
+            } => self.join(session, id, (&room, &name, role), state, now),
             ClientMessage::Leave { .. } => match self.leave_room(session, now) {
                 Some(room) => self.signal(session, ServerMessage::Left { id, room }),
                 None => self.refuse(session, id, not_in_room()),
@@ -354,12 +443,11 @@ impl Sfu {
         &mut self,
         session: SessionId,
         id: Option<u64>,
-        room: &str,
-        name: &str,
+        (room, name, role): (&str, &str, Role),
         state: parley_proto::MediaState,
         now: Instant,
     ) {
-        let me = match self.rooms.join(session, room, name, state) {
+        let me = match self.rooms.join(session, room, name, state, role) {
             Ok(me) => me,
             Err(r) => return self.refuse(session, id, r),
         };
@@ -367,6 +455,7 @@ impl Sfu {
             return;
         };
         let room_name = joined_room.name().to_string();
+        let active_speaker = self.speakers.get(&room_name).and_then(|d| d.current());
         let others: Vec<_> = joined_room
             .members()
             .iter()
@@ -405,6 +494,7 @@ impl Sfu {
                 you: session,
                 name: me.name.clone(),
                 participants: others,
+                active_speaker,
             },
         );
         self.broadcast_rooms();
@@ -419,6 +509,7 @@ impl Sfu {
         self.routes.retain(|_, p| *p != participant);
         self.queue.retain(|(p, _)| *p != participant);
         tracing::info!(room = %room, participant, "leave");
+        self.forget_speaker(&room, participant, now);
         for other in remaining {
             if let Some(peer) = self.peers.get_mut(&other) {
                 peer.unsubscribe_all_of(participant);
@@ -472,6 +563,11 @@ impl Sfu {
                         participant: updated.clone(),
                     },
                 );
+            }
+        }
+        if updated.state.mic_muted {
+            if let Some(room) = self.rooms.room_of(session).map(|r| r.name().to_string()) {
+                self.forget_speaker(&room, session, now);
             }
         }
         // Camera back on: receivers need a fresh keyframe.
@@ -561,6 +657,7 @@ impl Sfu {
             self.drive(*id, now);
         }
         self.scratch_ids = due;
+        self.speaker_tick(now);
         self.process_queue(now);
     }
 
@@ -652,6 +749,20 @@ impl Sfu {
         if !forwarded {
             self.counters.dropped_muted_packets += 1;
         }
+        if forwarded && kind == TrackKind::Audio {
+            if let Some(level) = packet.header.ext_vals.audio_level {
+                let room = room.name();
+                let detector = match self.speakers.get_mut(room) {
+                    Some(d) => d,
+                    None => self
+                        .speakers
+                        .entry(room.to_string())
+                        .or_insert_with(|| SpeakerDetector::new(self.config.speaker)),
+                };
+                // RFC 6464 carries -dBov; str0m gives it as a negative number.
+                detector.on_level(publisher, level.unsigned_abs().min(127), now);
+            }
+        }
         let source = TrackSource { publisher, mid };
         for &target in &targets {
             if let Some(peer) = self.peers.get_mut(&target) {
@@ -677,7 +788,89 @@ impl Sfu {
         self.signals.push((session, message));
     }
 
+    /// `who` can no longer be the speaker of `room` (muted or gone).
+    fn forget_speaker(&mut self, room: &str, who: ParticipantId, now: Instant) {
+        let Some(detector) = self.speakers.get_mut(room) else {
+            return;
+        };
+        if let Some(next) = detector.remove(who, now) {
+            self.counters.speaker_switches += 1;
+            self.announce_speaker(room, next);
+        }
+    }
+
+    fn announce_speaker(&mut self, room: &str, speaker: Option<ParticipantId>) {
+        let members: Vec<_> = self
+            .rooms
+            .room(room)
+            .map(|r| r.members().iter().map(|m| m.id).collect())
+            .unwrap_or_default();
+        for m in members {
+            self.signal(
+                m,
+                ServerMessage::ActiveSpeaker {
+                    participant_id: speaker,
+                },
+            );
+        }
+    }
+
+    /// Every 100 ms: speaker decisions and the rooms' `levels`.
+    fn speaker_tick(&mut self, now: Instant) {
+        if now < self.next_speaker_tick {
+            return;
+        }
+        self.next_speaker_tick = now + SPEAKER_TICK;
+        let rooms: Vec<String> = self.speakers.keys().cloned().collect();
+        for room in rooms {
+            let Some(members) = self
+                .rooms
+                .room(&room)
+                .filter(|r| !r.members().is_empty())
+                .map(|r| r.members().iter().map(|m| m.id).collect::<Vec<_>>())
+            else {
+                self.speakers.remove(&room);
+                self.loud_rooms.remove(&room);
+                continue;
+            };
+            let Some(detector) = self.speakers.get_mut(&room) else {
+                continue;
+            };
+            let changed = detector.tick(now);
+            let mut levels: Vec<Level> = detector
+                .meters()
+                .map(|(id, m)| Level {
+                    id,
+                    level: (m * 100.0).round().clamp(0.0, 100.0) as u8,
+                })
+                .collect();
+            levels.sort_by_key(|l| l.id);
+            if let Some(speaker) = changed {
+                self.counters.speaker_switches += 1;
+                self.announce_speaker(&room, Some(speaker));
+            }
+            let loud = levels.iter().any(|l| l.level > 0);
+            // Send while there is sound, and once more when it stops.
+            if loud || self.loud_rooms.contains(&room) {
+                for &m in &members {
+                    self.signal(
+                        m,
+                        ServerMessage::Levels {
+                            levels: levels.clone(),
+                        },
+                    );
+                }
+            }
+            if loud {
+                self.loud_rooms.insert(room);
+            } else {
+                self.loud_rooms.remove(&room);
+            }
+        }
+    }
+
     fn refuse(&mut self, session: SessionId, id: Option<u64>, refusal: Refusal) {
+        self.counters.refusals += 1;
         self.signal(
             session,
             ServerMessage::error(id, refusal.code, refusal.message),

@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use parley_proto::ParticipantId;
+use serde::Serialize;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::Protocol;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::stats::PeerStats;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::room::TrackKind;
@@ -93,6 +95,25 @@ impl TrackOut {
     }
 }
 
+/// One connection as `/api/debug` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerDebug {
+    pub participant_id: ParticipantId,
+    pub room: Option<String>,
+    pub ice_state: String,
+    /// The selected candidate pair.
+    pub local_address: Option<SocketAddr>,
+    pub remote_address: Option<SocketAddr>,
+    pub bitrate_in_bps: u64,
+    pub bitrate_out_bps: u64,
+    /// Fraction of packets lost, as reported by RTCP (0..=1).
+    pub loss_in: Option<f32>,
+    pub loss_out: Option<f32>,
+    pub rtt_ms: Option<f64>,
+    pub tracks_published: usize,
+    pub tracks_received: usize,
+}
+
 /// Why the client's SDP could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdpRefusal(pub String);
@@ -107,6 +128,10 @@ pub struct Peer {
     tracks_out: Vec<TrackOut>,
     next_timeout: Instant,
     gone: bool,
+    ice_state: IceConnectionState,
+    /// The last two stats reports, for rates.
+    stats: Option<PeerStats>,
+    rates: (u64, u64),
 }
 
 /// Keyframe requests to one publisher's track are sent at most this often.
@@ -123,6 +148,7 @@ impl Peer {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         for &(advertised, local) in candidates {
             let candidate = if advertised == local {
@@ -146,11 +172,43 @@ impl Peer {
             tracks_out: Vec::new(),
             next_timeout: now,
             gone: false,
+            ice_state: IceConnectionState::New,
+            stats: None,
+            rates: (0, 0),
         }
     }
 
     pub fn id(&self) -> ParticipantId {
         self.id
+    }
+
+    pub fn debug(&self) -> PeerDebug {
+        let pair = self
+            .stats
+            .as_ref()
+            .and_then(|s| s.selected_candidate_pair.as_ref());
+        PeerDebug {
+            participant_id: self.id,
+            room: None,
+            ice_state: format!("{:?}", self.ice_state).to_lowercase(),
+            local_address: pair.map(|p| p.local.addr),
+            remote_address: pair.map(|p| p.remote.addr),
+            bitrate_in_bps: self.rates.0,
+            bitrate_out_bps: self.rates.1,
+            loss_in: self.stats.as_ref().and_then(|s| s.ingress_loss_fraction),
+            loss_out: self.stats.as_ref().and_then(|s| s.egress_loss_fraction),
+            rtt_ms: self
+                .stats
+                .as_ref()
+                .and_then(|s| s.rtt)
+                .map(|d| d.as_secs_f64() * 1000.0),
+            tracks_published: self.tracks_in.len(),
+            tracks_received: self
+                .tracks_out
+                .iter()
+                .filter(|t| matches!(t.state, OutState::Open(_)))
+                .count(),
+        }
     }
 
     pub fn next_timeout(&self) -> Instant {
@@ -434,8 +492,30 @@ impl Peer {
 
     fn handle_event(&mut self, event: Event, events: &mut Vec<PeerEvent>) {
         match event {
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
-                self.close();
+            Event::IceConnectionStateChange(state) => {
+                self.ice_state = state;
+                if state == IceConnectionState::Disconnected {
+                    self.close();
+                }
+            }
+            Event::Closed => self.close(),
+            Event::PeerStats(stats) => {
+                if let Some(prev) = &self.stats {
+                    let secs = stats
+                        .timestamp
+                        .saturating_duration_since(prev.timestamp)
+                        .as_secs_f64();
+                    if secs > 0.0 {
+                        let rate = |now: u64, before: u64| {
+                            (now.saturating_sub(before) as f64 * 8.0 / secs) as u64
+                        };
+                        self.rates = (
+                            rate(stats.peer_bytes_rx, prev.peer_bytes_rx),
+                            rate(stats.peer_bytes_tx, prev.peer_bytes_tx),
+                        );
+                    }
+                }
+                self.stats = Some(stats);
             }
             // Only the client's own (sending) tracks are published; our send-only tracks are not.
             Event::MediaAdded(added) if added.direction == Direction::RecvOnly => {

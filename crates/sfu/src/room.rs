@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use parley_proto::{
     validate_display_name, validate_room_name, ErrorCode, MediaState, MediaStateChange,
-    ParticipantId, ParticipantInfo, RoomSummary,
+    ParticipantId, ParticipantInfo, Role, RoomSummary,
 };
 
 /// Why a membership change was refused; becomes an `error` message for that client.
@@ -125,7 +125,7 @@ impl Rooms {
     fn summary_of(&self, name: &str) -> Option<RoomSummary> {
         self.rooms.get(name).map(|r| RoomSummary {
             name: r.name.clone(),
-            participants: r.members.len(),
+            participants: r.members.iter().filter(|m| m.role == Role::Member).count(),
             max_participants: self.max_participants,
         })
     }
@@ -147,6 +147,7 @@ impl Rooms {
         room: &str,
         display_name: &str,
         state: MediaState,
+        role: Role,
     ) -> Result<ParticipantInfo, Refusal> {
         if let Some(current) = self.located.get(&id) {
             return Err(Refusal::new(
@@ -165,16 +166,23 @@ impl Rooms {
                 format!("there is no room called {room_name}"),
             )
         })?;
-        if room.members.len() >= max {
+        // Members and viewers each have their own capacity: a wall screen never takes a seat.
+        let same_role = room.members.iter().filter(|m| m.role == role).count();
+        if same_role >= max {
+            let what = match role {
+                Role::Member => "full",
+                Role::Viewer => "full of viewers",
+            };
             return Err(Refusal::new(
                 ErrorCode::RoomFull,
-                format!("{room_name} is full ({max} of {max})"),
+                format!("{room_name} is {what} ({max} of {max})"),
             ));
         }
         let info = ParticipantInfo {
             id,
             name: display_name.to_string(),
             state,
+            role,
         };
         room.members.push(info.clone());
         self.located.insert(id, room_name.to_string());
@@ -224,8 +232,10 @@ mod tests {
     #[test]
     fn join_lists_members_in_order_and_counts() {
         let mut r = rooms_with(&["band"], 16);
-        r.join(1, "band", "Ann", MediaState::default()).unwrap();
-        r.join(2, "band", " Bo ", MediaState::default()).unwrap();
+        r.join(1, "band", "Ann", MediaState::default(), Role::Member)
+            .unwrap();
+        r.join(2, "band", " Bo ", MediaState::default(), Role::Member)
+            .unwrap();
         let room = r.room("band").unwrap();
         let names: Vec<_> = room.members().iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["Ann", "Bo"]);
@@ -235,26 +245,53 @@ mod tests {
     #[test]
     fn one_room_at_a_time() {
         let mut r = rooms_with(&["a", "b"], 16);
-        r.join(1, "a", "Ann", MediaState::default()).unwrap();
-        let e = r.join(1, "b", "Ann", MediaState::default()).unwrap_err();
+        r.join(1, "a", "Ann", MediaState::default(), Role::Member)
+            .unwrap();
+        let e = r
+            .join(1, "b", "Ann", MediaState::default(), Role::Member)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::AlreadyInRoom);
         assert!(r.room("b").unwrap().members().is_empty());
         // After leaving, the other room can be joined.
         r.leave(1).unwrap();
-        r.join(1, "b", "Ann", MediaState::default()).unwrap();
+        r.join(1, "b", "Ann", MediaState::default(), Role::Member)
+            .unwrap();
         assert_eq!(r.room_of(1).unwrap().name(), "b");
     }
 
     #[test]
     fn room_full_refuses_the_next() {
         let mut r = rooms_with(&["a"], 2);
-        r.join(1, "a", "A", MediaState::default()).unwrap();
-        r.join(2, "a", "B", MediaState::default()).unwrap();
-        let e = r.join(3, "a", "C", MediaState::default()).unwrap_err();
+        r.join(1, "a", "A", MediaState::default(), Role::Member)
+            .unwrap();
+        r.join(2, "a", "B", MediaState::default(), Role::Member)
+            .unwrap();
+        let e = r
+            .join(3, "a", "C", MediaState::default(), Role::Member)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::RoomFull);
         assert!(r.room_of(3).is_none());
         r.leave(1);
-        r.join(3, "a", "C", MediaState::default()).unwrap();
+        r.join(3, "a", "C", MediaState::default(), Role::Member)
+            .unwrap();
+    }
+
+    #[test]
+    fn viewers_have_their_own_capacity_and_are_not_counted() {
+        let mut r = rooms_with(&["a"], 1);
+        r.join(1, "a", "A", MediaState::default(), Role::Member)
+            .unwrap();
+        r.join(2, "a", "Wall", MediaState::default(), Role::Viewer)
+            .unwrap();
+        assert_eq!(r.summary()[0].participants, 1);
+        let e = r
+            .join(3, "a", "Wall 2", MediaState::default(), Role::Viewer)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::RoomFull);
+        let e = r
+            .join(4, "a", "B", MediaState::default(), Role::Member)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::RoomFull);
     }
 
     #[test]
@@ -265,9 +302,13 @@ mod tests {
             r.create("../etc").unwrap_err().code,
             ErrorCode::InvalidRoomName
         );
-        let e = r.join(1, "nope", "A", MediaState::default()).unwrap_err();
+        let e = r
+            .join(1, "nope", "A", MediaState::default(), Role::Member)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::NoSuchRoom);
-        let e = r.join(1, "a", "   ", MediaState::default()).unwrap_err();
+        let e = r
+            .join(1, "a", "   ", MediaState::default(), Role::Member)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidName);
         assert!(r.room_of(1).is_none());
     }
@@ -275,8 +316,10 @@ mod tests {
     #[test]
     fn leave_cleans_up() {
         let mut r = rooms_with(&["a"], 4);
-        r.join(1, "a", "A", MediaState::default()).unwrap();
-        r.join(2, "a", "B", MediaState::default()).unwrap();
+        r.join(1, "a", "A", MediaState::default(), Role::Member)
+            .unwrap();
+        r.join(2, "a", "B", MediaState::default(), Role::Member)
+            .unwrap();
         let (name, remaining) = r.leave(1).unwrap();
         assert_eq!(name, "a");
         assert_eq!(remaining, vec![2]);
@@ -300,14 +343,17 @@ mod tests {
     fn forwarding_never_returns_to_sender_and_skips_muted() {
         let mut r = rooms_with(&["a", "b"], 8);
         for (id, room) in [(1, "a"), (2, "a"), (3, "a"), (4, "b")] {
-            r.join(id, room, "x", MediaState::default()).unwrap();
+            r.join(id, room, "x", MediaState::default(), Role::Member)
+                .unwrap();
         }
+        r.join(5, "a", "wall", MediaState::default(), Role::Viewer)
+            .unwrap();
         let room = r.room("a").unwrap();
         let audio: Vec<_> = room.forward_targets(1, TrackKind::Audio).collect();
         assert_eq!(
             audio,
-            vec![2, 3],
-            "never back to the sender, never to another room"
+            vec![2, 3, 5],
+            "never back to the sender, never to another room, viewers included"
         );
 
         r.set_state(
@@ -320,7 +366,7 @@ mod tests {
         .unwrap();
         let room = r.room("a").unwrap();
         assert_eq!(room.forward_targets(1, TrackKind::Audio).count(), 0);
-        assert_eq!(room.forward_targets(1, TrackKind::Video).count(), 2);
+        assert_eq!(room.forward_targets(1, TrackKind::Video).count(), 3);
 
         r.set_state(
             2,
@@ -335,7 +381,7 @@ mod tests {
         assert_eq!(
             room.forward_targets(2, TrackKind::Audio)
                 .collect::<Vec<_>>(),
-            vec![1, 3]
+            vec![1, 3, 5]
         );
         assert!(
             !room.is_forwarded(99, TrackKind::Audio),

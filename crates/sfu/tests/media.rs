@@ -58,6 +58,7 @@ impl Net {
                 room: room.into(),
                 name: format!("p{id}"),
                 state: MediaState::default(),
+                role: Default::default(),
             },
             self.now,
         );

@@ -1,0 +1,134 @@
+//! `/metrics` in the Prometheus text format, and the JSON status endpoints.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tokio::sync::oneshot;
+
+use crate::media::{Command, Snapshot};
+use crate::AppState;
+
+async fn snapshot(state: &AppState) -> Option<Snapshot> {
+    let (reply, answer) = oneshot::channel();
+    state.commands.send(Command::Snapshot { reply }).ok()?;
+    tokio::time::timeout(std::time::Duration::from_secs(2), answer)
+        .await
+        .ok()?
+        .ok()
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the media worker is not answering",
+    )
+        .into_response()
+}
+
+/// Rooms, their participants and flags, and the active speaker.
+pub async fn status(State(state): State<AppState>) -> Response {
+    match snapshot(&state).await {
+        Some(s) => Json(serde_json::json!({ "rooms": s.rooms })).into_response(),
+        None => unavailable(),
+    }
+}
+
+/// Per connection: ICE state, selected pair, bitrates, loss, RTT.
+pub async fn debug(State(state): State<AppState>) -> Response {
+    match snapshot(&state).await {
+        Some(s) => Json(serde_json::json!({ "participants": s.peers })).into_response(),
+        None => unavailable(),
+    }
+}
+
+pub async fn prometheus(State(state): State<AppState>) -> Response {
+    let Some(s) = snapshot(&state).await else {
+        return unavailable();
+    };
+    let signalling_errors = state.signalling_errors.load(Ordering::Relaxed) + s.counters.refusals;
+    let rows: [(&str, &str, &str, u64); 10] = [
+        (
+            "parley_rooms",
+            "gauge",
+            "Rooms that exist.",
+            s.gauges.rooms as u64,
+        ),
+        (
+            "parley_participants",
+            "gauge",
+            "Participants connected to a room.",
+            s.gauges.participants as u64,
+        ),
+        (
+            "parley_tracks",
+            "gauge",
+            "Tracks being published.",
+            s.gauges.tracks as u64,
+        ),
+        (
+            "parley_forwarded_packets_total",
+            "counter",
+            "RTP packets forwarded to subscribers.",
+            s.counters.forwarded_packets,
+        ),
+        (
+            "parley_forwarded_bytes_total",
+            "counter",
+            "RTP payload bytes forwarded to subscribers.",
+            s.counters.forwarded_bytes,
+        ),
+        (
+            "parley_dropped_muted_packets_total",
+            "counter",
+            "RTP packets not forwarded because the track was muted.",
+            s.counters.dropped_muted_packets,
+        ),
+        (
+            "parley_unrouted_datagrams_total",
+            "counter",
+            "Datagrams that belonged to no participant.",
+            s.counters.unrouted_datagrams,
+        ),
+        (
+            "parley_signalling_errors_total",
+            "counter",
+            "Signalling messages answered with an error.",
+            signalling_errors,
+        ),
+        (
+            "parley_active_speaker_switches_total",
+            "counter",
+            "Changes of a room's active speaker.",
+            s.counters.speaker_switches,
+        ),
+        (
+            "parley_viewers",
+            "gauge",
+            "Receive-only viewers connected to a room.",
+            s.rooms
+                .iter()
+                .flat_map(|r| &r.participants)
+                .filter(|p| p.role == parley_proto::Role::Viewer)
+                .count() as u64,
+        ),
+    ];
+    let mut body = String::new();
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            body,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -7,6 +7,7 @@ import { LocalMedia, deviceErrorText } from './media.js';
 import { Call } from './call.js';
 import { Tile, initials, hueFor } from './tiles.js';
 import { audioContext, meterPosition } from './levels.js';
+import { ChatPanel } from './chat.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -39,6 +40,10 @@ const ui = {
   speakerToggle: $('speaker-toggle'),
   cameraToggle: $('camera-toggle'),
   leave: $('leave'),
+  room: $('room'),
+  chatToggle: $('chat-toggle'),
+  chatUnread: $('chat-unread'),
+  chatClose: $('chat-close'),
   toasts: $('toasts'),
   roomItemTpl: $('room-item-tpl'),
 };
@@ -140,6 +145,9 @@ const ERROR_TITLES = {
   already_in_room: 'Already in a room',
   not_in_room: 'Not in a room',
   bad_sdp: 'Media negotiation failed',
+  rate_limited: 'Slow down',
+  message_too_long: 'Message too long',
+  empty_message: 'Empty message',
   internal: 'Server error',
 };
 
@@ -263,6 +271,9 @@ function handleMessage(msg) {
         showLobby();
         toast(`You are no longer in ${msg.room}.`, { title: 'Left the room', kind: 'info' });
       }
+      break;
+    case 'chat':
+      if (app.room && msg.message) chat.add(msg.message);
       break;
     case 'error':
       serverErrorToast(msg);
@@ -429,7 +440,8 @@ async function joinRoom(room) {
   call.sendOffer().catch((err) => mediaError(err));
   app.mediaReady = media.then(() => {});
 
-  const me = new Tile({ id: String(joined.you), name: app.name, self: true });
+  chat.reset(app.room);
+  const me = new Tile({ id: String(joined.you), name: joined.name || app.name, self: true });
   me.setInfo(app.state);
   app.tiles.set(me.id, me);
   ui.tiles.appendChild(me.el);
@@ -489,6 +501,8 @@ function teardownRoom() {
   app.joining = null;
   ui.tiles.replaceChildren();
   ui.tiles.dataset.count = '0';
+  setChatOpen(false);
+  chat.reset(null);
 }
 
 function addParticipant(p) {
@@ -702,6 +716,32 @@ ui.cameraToggle.addEventListener('click', () =>
 ui.leave.addEventListener('click', () => leaveRoom());
 
 // ---------------------------------------------------------------------------------------------------------
+// Chat
+
+const chat = new ChatPanel({
+  signal,
+  me: () => app.me,
+  onUnread: (n) => {
+    ui.chatUnread.hidden = n === 0;
+    ui.chatUnread.textContent = n > 99 ? '99+' : String(n);
+    ui.chatToggle.setAttribute('aria-label', n ? `Chat, ${n} unread` : 'Chat');
+  },
+  onError: (err) => toast(err.message, { title: 'Chat', code: 'chat' }),
+});
+
+function setChatOpen(open) {
+  ui.room.classList.toggle('chat-open', open);
+  ui.chatToggle.setAttribute('aria-pressed', String(open));
+  ui.chatToggle.classList.toggle('is-active', open);
+  chat.setOpen(open);
+  layoutTiles();
+  if (open && window.matchMedia('(min-width: 760px)').matches) chat.focus();
+}
+
+ui.chatToggle.addEventListener('click', () => setChatOpen(!ui.room.classList.contains('chat-open')));
+ui.chatClose.addEventListener('click', () => setChatOpen(false));
+
+// ---------------------------------------------------------------------------------------------------------
 // Level meters
 
 function drawMeters() {
@@ -769,6 +809,14 @@ window.parley = {
   /** The RTCRtpReceiver carrying `kind` ('audio' | 'video') from participant `id`, or null. */
   receiver(id, kind) {
     return app.call ? app.call.receiverFor(id, kind) : null;
+  },
+  /** Chat messages shown in the room, oldest first: [{id, author, text}]. */
+  get chat() {
+    return [...document.querySelectorAll('#chat-list .chat-msg')].map((li) => ({
+      id: Number(li.dataset.id),
+      author: li.querySelector('.chat-author').textContent,
+      text: li.querySelector('.chat-text').textContent,
+    }));
   },
   /** Sends a raw signalling message on this tab's socket (replies and errors reach the UI as usual). */
   send(msg) {

@@ -57,7 +57,9 @@ const app = {
   room: null, // name of the room we are in
   me: null, // our participant id (number) in that room
   joining: null, // name of the room a join is under way for
-  participants: new Map(), // id (string) -> ParticipantInfo, the others in the room
+  participants: new Map(), // id (string) -> ParticipantInfo, the others in the room (members)
+  viewers: new Map(), // id (string) -> ParticipantInfo of receive-only wall screens (no tile)
+  activeSpeaker: null, // id (string) of the room's dominant speaker, as the server decides it
   tiles: new Map(), // id (string) -> Tile, including our own
   local: null, // LocalMedia while in a room
   call: null, // Call while in a room
@@ -258,6 +260,9 @@ function handleMessage(msg) {
     case 'participant_left':
       if (app.room) removeParticipant(msg.participant_id);
       break;
+    case 'active_speaker':
+      if (app.room) setActiveSpeaker(msg.participant_id);
+      break;
     case 'offer':
       if (app.room && app.call) app.call.handleOffer(msg.sdp).catch((err) => mediaError(err));
       break;
@@ -342,7 +347,8 @@ function renderRooms() {
   if (app.room) {
     const r = app.rooms.find((x) => x.name === app.room);
     const n = r ? r.participants : app.participants.size + 1;
-    ui.roomCount.textContent = `${n} ${n === 1 ? 'person' : 'people'}`;
+    const v = app.viewers.size;
+    ui.roomCount.textContent = `${n} ${n === 1 ? 'person' : 'people'}${v ? ` · ${v} ${v === 1 ? 'screen' : 'screens'}` : ''}`;
   }
 }
 
@@ -446,6 +452,7 @@ async function joinRoom(room) {
   app.tiles.set(me.id, me);
   ui.tiles.appendChild(me.el);
   for (const p of joined.participants || []) addParticipant(p);
+  setActiveSpeaker(joined.active_speaker);
   updateControls();
   setView('room');
   renderRooms();
@@ -495,6 +502,8 @@ function teardownRoom() {
   for (const t of app.tiles.values()) t.destroy();
   app.tiles.clear();
   app.participants.clear();
+  app.viewers.clear();
+  app.activeSpeaker = null;
   app.mediaReady = Promise.resolve();
   app.room = null;
   app.me = null;
@@ -508,6 +517,12 @@ function teardownRoom() {
 function addParticipant(p) {
   const id = String(p.id);
   if (app.me != null && id === String(app.me)) return;
+  if (p.role === 'viewer') {
+    // A wall screen: it receives everything and sends nothing, so it gets no tile.
+    app.viewers.set(id, p);
+    renderRooms();
+    return;
+  }
   app.participants.set(id, p);
   let tile = app.tiles.get(id);
   if (!tile) {
@@ -526,6 +541,7 @@ function addParticipant(p) {
 function updateParticipant(p) {
   const id = String(p.id);
   if (app.me != null && id === String(app.me)) return; // our own flags: state_set and local state
+  if (p.role === 'viewer') return;
   if (!app.participants.has(id)) {
     addParticipant(p);
     return;
@@ -538,6 +554,8 @@ function updateParticipant(p) {
 function removeParticipant(pid) {
   const id = String(pid);
   app.participants.delete(id);
+  app.viewers.delete(id);
+  if (app.activeSpeaker === id) setActiveSpeaker(null);
   const tile = app.tiles.get(id);
   if (tile && !tile.self) {
     tile.destroy();
@@ -567,25 +585,58 @@ function refreshSelfTile() {
   tile.setAudioTrack(local ? local.audioTrack : null);
 }
 
-/** Picks the column count that makes 16:9 tiles as large as the stage allows, and sizes them. */
+/** The largest 16:9 tile width that fits `n` tiles into W x H, and the rows it takes. */
+function fitTiles(n, W, H, gap) {
+  let best = { width: 0, rows: 1 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * (16 / 9));
+    if (w > best.width) best = { width: w, rows };
+  }
+  return best;
+}
+
+/**
+ * Sizes the tiles as large as the stage allows. From three people on, the active speaker (someone else)
+ * is shown large with the others in a strip below.
+ */
 function layoutTiles() {
   const n = app.tiles.size;
   ui.tiles.dataset.count = String(n);
+  const speaker = app.activeSpeaker ? app.tiles.get(app.activeSpeaker) : null;
+  const featured = n >= 3 && !!speaker && !speaker.self;
+  ui.tiles.classList.toggle('featured', featured);
+  for (const t of app.tiles.values()) t.el.classList.toggle('active-speaker', t === speaker);
   if (n === 0) return;
   const style = getComputedStyle(ui.tiles);
   const gap = parseFloat(style.columnGap) || 8;
   const W = ui.tiles.clientWidth - (parseFloat(style.paddingLeft) || 0) - (parseFloat(style.paddingRight) || 0);
   const H = ui.tiles.clientHeight - (parseFloat(style.paddingTop) || 0) - (parseFloat(style.paddingBottom) || 0);
   if (W <= 0 || H <= 0) return;
-  let best = 0;
-  for (let cols = 1; cols <= n; cols++) {
-    const rows = Math.ceil(n / cols);
-    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * (16 / 9));
-    if (w > best) best = w;
+  const minW = Math.min(W, 150); // never smaller than a thumbnail a phone can show; the stage scrolls past that
+  if (!featured) {
+    const { width } = fitTiles(n, W, H, gap);
+    ui.tiles.style.setProperty('--tile-w', `${Math.floor(Math.max(Math.min(width, W), minW))}px`);
+    return;
   }
-  // Never smaller than a thumbnail a phone can show; the stage scrolls past that.
-  const width = Math.max(Math.min(best, W), Math.min(W, 150));
-  ui.tiles.style.setProperty('--tile-w', `${Math.floor(width)}px`);
+  // The strip gets about a quarter of the height and the speaker the rest; when the speaker is as wide
+  // as the stage (phones), the strip may use whatever height is left.
+  let strip = fitTiles(n - 1, W, H * 0.26, gap);
+  const stripHeight = (st) => st.rows * st.width * (9 / 16) + (st.rows - 1) * gap;
+  let big = Math.min(W, (H - stripHeight(strip) - 2 * gap) * (16 / 9));
+  const spare = H - big * (9 / 16) - 2 * gap;
+  if (spare > H * 0.26) {
+    strip = fitTiles(n - 1, W, Math.min(spare, H * 0.45), gap);
+    big = Math.min(W, (H - stripHeight(strip) - 2 * gap) * (16 / 9));
+  }
+  const small = Math.max(Math.min(strip.width, W), Math.min(W, 120));
+  ui.tiles.style.setProperty('--tile-w-small', `${Math.floor(small)}px`);
+  ui.tiles.style.setProperty('--tile-w', `${Math.floor(Math.max(big, minW))}px`);
+}
+
+function setActiveSpeaker(pid) {
+  app.activeSpeaker = pid == null ? null : String(pid);
+  layoutTiles();
 }
 
 new ResizeObserver(() => layoutTiles()).observe(ui.tiles);
@@ -809,6 +860,10 @@ window.parley = {
   /** The RTCRtpReceiver carrying `kind` ('audio' | 'video') from participant `id`, or null. */
   receiver(id, kind) {
     return app.call ? app.call.receiverFor(id, kind) : null;
+  },
+  /** The room's active speaker (participant id) as the server last said, or null. */
+  get activeSpeaker() {
+    return app.activeSpeaker == null ? null : Number(app.activeSpeaker);
   },
   /** Chat messages shown in the room, oldest first: [{id, author, text}]. */
   get chat() {

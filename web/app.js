@@ -5,7 +5,7 @@ import { Signal, ServerError, signalUrl } from './signal.js';
 import { prefs, checkDisplayName } from './prefs.js';
 import { LocalMedia, deviceErrorText } from './media.js';
 import { Call } from './call.js';
-import { Tile, initials, hueFor } from './tiles.js';
+import { Tile, initials, hueFor, layoutStage } from './tiles.js';
 import { audioContext, meterPosition } from './levels.js';
 import { ChatPanel } from './chat.js';
 
@@ -585,53 +585,11 @@ function refreshSelfTile() {
   tile.setAudioTrack(local ? local.audioTrack : null);
 }
 
-/** The largest 16:9 tile width that fits `n` tiles into W x H, and the rows it takes. */
-function fitTiles(n, W, H, gap) {
-  let best = { width: 0, rows: 1 };
-  for (let cols = 1; cols <= n; cols++) {
-    const rows = Math.ceil(n / cols);
-    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * (16 / 9));
-    if (w > best.width) best = { width: w, rows };
-  }
-  return best;
-}
-
-/**
- * Sizes the tiles as large as the stage allows. From three people on, the active speaker (someone else)
- * is shown large with the others in a strip below.
- */
+/** Sizes the tiles; from three people on, the active speaker (someone else) is shown large. */
 function layoutTiles() {
-  const n = app.tiles.size;
-  ui.tiles.dataset.count = String(n);
   const speaker = app.activeSpeaker ? app.tiles.get(app.activeSpeaker) : null;
-  const featured = n >= 3 && !!speaker && !speaker.self;
-  ui.tiles.classList.toggle('featured', featured);
-  for (const t of app.tiles.values()) t.el.classList.toggle('active-speaker', t === speaker);
-  if (n === 0) return;
-  const style = getComputedStyle(ui.tiles);
-  const gap = parseFloat(style.columnGap) || 8;
-  const W = ui.tiles.clientWidth - (parseFloat(style.paddingLeft) || 0) - (parseFloat(style.paddingRight) || 0);
-  const H = ui.tiles.clientHeight - (parseFloat(style.paddingTop) || 0) - (parseFloat(style.paddingBottom) || 0);
-  if (W <= 0 || H <= 0) return;
-  const minW = Math.min(W, 150); // never smaller than a thumbnail a phone can show; the stage scrolls past that
-  if (!featured) {
-    const { width } = fitTiles(n, W, H, gap);
-    ui.tiles.style.setProperty('--tile-w', `${Math.floor(Math.max(Math.min(width, W), minW))}px`);
-    return;
-  }
-  // The strip gets about a quarter of the height and the speaker the rest; when the speaker is as wide
-  // as the stage (phones), the strip may use whatever height is left.
-  let strip = fitTiles(n - 1, W, H * 0.26, gap);
-  const stripHeight = (st) => st.rows * st.width * (9 / 16) + (st.rows - 1) * gap;
-  let big = Math.min(W, (H - stripHeight(strip) - 2 * gap) * (16 / 9));
-  const spare = H - big * (9 / 16) - 2 * gap;
-  if (spare > H * 0.26) {
-    strip = fitTiles(n - 1, W, Math.min(spare, H * 0.45), gap);
-    big = Math.min(W, (H - stripHeight(strip) - 2 * gap) * (16 / 9));
-  }
-  const small = Math.max(Math.min(strip.width, W), Math.min(W, 120));
-  ui.tiles.style.setProperty('--tile-w-small', `${Math.floor(small)}px`);
-  ui.tiles.style.setProperty('--tile-w', `${Math.floor(Math.max(big, minW))}px`);
+  const n = app.tiles.size;
+  layoutStage(ui.tiles, [...app.tiles.values()], n >= 3 && speaker && !speaker.self ? speaker : null);
 }
 
 function setActiveSpeaker(pid) {

@@ -13,7 +13,7 @@ const ANSWER_TIMEOUT_MS = 10_000;
 export class Call extends EventTarget {
   /**
    * @param {{send: (msg: object) => boolean}} signal the signalling connection
-   * @param {import('./media.js').LocalMedia} local
+   * @param {import('./media.js').LocalMedia | null} local null for a receive-only viewer
    */
   constructor(signal, local) {
     super();
@@ -37,12 +37,19 @@ export class Call extends EventTarget {
    * them when the devices are open) and prepares the one client offer. Can run
    * while the `join` request is still out; `sendOffer` sends it once the server has said `joined`.
    */
-  prepare() {
+  prepare({ receiveOnly = false } = {}) {
     const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
-    const stream = this.local.stream;
-    this.audioTx = pc.addTransceiver('audio', { direction: 'sendonly', streams: [stream] });
-    this.videoTx = pc.addTransceiver('video', { direction: 'sendonly', streams: [stream] });
+    if (receiveOnly) {
+      // A viewer publishes nothing: recvonly m-lines only carry the transport (the server's own offers
+      // add everyone's tracks), and the server publishes no tracks for them.
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+    } else {
+      const stream = this.local.stream;
+      this.audioTx = pc.addTransceiver('audio', { direction: 'sendonly', streams: [stream] });
+      this.videoTx = pc.addTransceiver('video', { direction: 'sendonly', streams: [stream] });
+    }
 
     pc.addEventListener('track', (ev) => this.onTrack(ev));
     pc.addEventListener('connectionstatechange', () => {

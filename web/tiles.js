@@ -144,3 +144,50 @@ export class Tile {
     this.el.remove();
   }
 }
+
+/** The largest 16:9 tile width that fits `n` tiles into W x H, and the rows it takes. */
+function fitTiles(n, W, H, gap) {
+  let best = { width: 0, rows: 1 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * (16 / 9));
+    if (w > best.width) best = { width: w, rows };
+  }
+  return best;
+}
+
+/**
+ * Sizes the 16:9 tiles in `container` (a wrapping flex box) as large as it allows. With a `featured`
+ * tile, that one is shown large and the others in a strip below (CSS: `.featured`, `.active-speaker`).
+ */
+export function layoutStage(container, tiles, featured = null) {
+  const n = tiles.length;
+  container.dataset.count = String(n);
+  container.classList.toggle('featured', !!featured && n > 1);
+  for (const t of tiles) t.el.classList.toggle('active-speaker', t === featured);
+  if (n === 0) return;
+  const style = getComputedStyle(container);
+  const gap = parseFloat(style.columnGap) || 8;
+  const W = container.clientWidth - (parseFloat(style.paddingLeft) || 0) - (parseFloat(style.paddingRight) || 0);
+  const H = container.clientHeight - (parseFloat(style.paddingTop) || 0) - (parseFloat(style.paddingBottom) || 0);
+  if (W <= 0 || H <= 0) return;
+  const minW = Math.min(W, 150); // never smaller than a thumbnail a phone can show; the stage scrolls past that
+  if (!featured || n === 1) {
+    const { width } = fitTiles(n, W, H, gap);
+    container.style.setProperty('--tile-w', `${Math.floor(Math.max(Math.min(width, W), minW))}px`);
+    return;
+  }
+  // The strip gets about a quarter of the height and the speaker the rest; when the speaker is as wide
+  // as the stage (phones), the strip may use whatever height is left.
+  const stripHeight = (st) => st.rows * st.width * (9 / 16) + (st.rows - 1) * gap;
+  let strip = fitTiles(n - 1, W, H * 0.26, gap);
+  let big = Math.min(W, (H - stripHeight(strip) - 2 * gap) * (16 / 9));
+  const spare = H - big * (9 / 16) - 2 * gap;
+  if (spare > H * 0.26) {
+    strip = fitTiles(n - 1, W, Math.min(spare, H * 0.45), gap);
+    big = Math.min(W, (H - stripHeight(strip) - 2 * gap) * (16 / 9));
+  }
+  const small = Math.max(Math.min(strip.width, W), Math.min(W, 120));
+  container.style.setProperty('--tile-w-small', `${Math.floor(small)}px`);
+  container.style.setProperty('--tile-w', `${Math.floor(Math.max(big, minW))}px`);
+}

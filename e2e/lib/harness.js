@@ -223,13 +223,30 @@ export async function openClient(browser, url, name, { viewport = { width: 1280,
   return page;
 }
 
+/** Opens another page of the web client (e.g. /status, /viewer/<room>) in a fresh context. */
+export async function openPage(browser, url, pathname, { label = pathname, viewport = { width: 1280, height: 720 }, pages = [] } = {}) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.logs = [];
+  pages.push(page);
+  page.setDefaultTimeout(15_000);
+  page.on('console', (m) => page.logs.push(`[${label} console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => page.logs.push(`[${label} pageerror] ${e.stack || e.message}`));
+  if (process.env.PARLEY_E2E_WEB_FROM_DISK) await serveWebFromDisk(page, url);
+  await page.goto(url + pathname);
+  return page;
+}
+
 async function serveWebFromDisk(page, url) {
   const web = path.join(REPO, 'web');
   const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
   await page.route(`${url}/**`, async (route) => {
     const u = new URL(route.request().url());
     if (u.pathname === '/ws') return route.continue();
-    const rel = u.pathname === '/' ? 'index.html' : u.pathname.slice(1);
+    const rel = u.pathname === '/' ? 'index.html'
+      : u.pathname === '/status' ? 'status.html'
+      : u.pathname.startsWith('/viewer/') ? 'viewer.html'
+      : u.pathname.slice(1);
     const file = path.join(web, rel);
     if (!file.startsWith(web) || !fs.existsSync(file)) return route.continue();
     return route.fulfill({ status: 200, contentType: types[path.extname(file)] || 'application/octet-stream', body: fs.readFileSync(file) });
@@ -370,6 +387,9 @@ export async function setup(t) {
     pages,
     async client(name, opts) {
       return openClient(browser, server.url, name, { ...opts, pages });
+    },
+    async page(pathname, opts) {
+      return openPage(browser, server.url, pathname, { ...opts, pages });
     },
     /** Stops the server (the pages lose their sockets). */
     async stopServer() {

@@ -1,0 +1,272 @@
+// The wall screen at /viewer/<room>: joins as a receive-only `viewer` (docs/protocol.md), shows the active
+// speaker large with everyone else below, plays the room's sound, and keeps itself connected unattended
+// (rejoins after a dropped connection, waits for a room that does not exist yet).
+
+import { Signal, ServerError, signalUrl } from './signal.js';
+import { Call } from './call.js';
+import { Tile, layoutStage } from './tiles.js';
+import { audioContext, meterPosition } from './levels.js';
+
+const RETRY_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  tiles: $('tiles'),
+  message: $('wall-message'),
+  messageTitle: $('wall-message-title'),
+  messageDetail: $('wall-message-detail'),
+  room: $('wall-room'),
+  conn: $('conn'),
+  connLabel: document.querySelector('#conn .conn-label'),
+  sound: $('wall-sound'),
+};
+
+const prefix = '/viewer/';
+const room = (() => {
+  const raw = location.pathname.startsWith(prefix) ? location.pathname.slice(prefix.length) : '';
+  try {
+    return decodeURIComponent(raw).replace(/\/+$/, '');
+  } catch {
+    return raw;
+  }
+})();
+const name = (new URLSearchParams(location.search).get('name') || 'Wall screen').trim().slice(0, 32) || 'Wall screen';
+
+const wall = {
+  me: null,
+  inRoom: false,
+  joining: false,
+  call: null,
+  tiles: new Map(), // participant id (string) -> Tile, members only
+  activeSpeaker: null,
+  retryTimer: null,
+};
+
+const signal = new Signal(signalUrl());
+
+function say(title, detail = '') {
+  ui.messageTitle.textContent = title;
+  ui.messageDetail.textContent = detail;
+  refreshMessage();
+}
+
+function refreshMessage() {
+  const empty = wall.tiles.size === 0;
+  ui.message.hidden = wall.inRoom && !empty;
+  if (wall.inRoom && empty) {
+    ui.messageTitle.textContent = `Nobody is in ${room} yet`;
+    ui.messageDetail.textContent = 'People appear here as soon as they join.';
+  }
+}
+
+function setConn(state, label) {
+  ui.conn.dataset.state = state;
+  ui.connLabel.textContent = label;
+}
+
+function retryLater() {
+  clearTimeout(wall.retryTimer);
+  wall.retryTimer = setTimeout(join, RETRY_MS);
+}
+
+async function join() {
+  clearTimeout(wall.retryTimer);
+  if (!room) {
+    say('No room chosen', 'Open /viewer/<room name> to show a room on this screen.');
+    return;
+  }
+  if (wall.inRoom || wall.joining || !signal.connected) return;
+  wall.joining = true;
+  say(`Joining ${room}…`);
+  let joined;
+  try {
+    joined = await signal.request({ type: 'join', room, name, role: 'viewer' });
+  } catch (err) {
+    wall.joining = false;
+    if (err instanceof ServerError && err.code === 'no_such_room') {
+      say(`Waiting for ${room}`, 'The room does not exist yet; this screen joins as soon as it does.');
+    } else {
+      say(`Cannot show ${room}`, err.message);
+    }
+    if (signal.connected) retryLater();
+    return;
+  }
+  wall.joining = false;
+  wall.inRoom = true;
+  wall.me = joined.you;
+  const call = new Call(signal, null);
+  wall.call = call;
+  call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
+  call.prepare({ receiveOnly: true }).catch(() => {});
+  call.sendOffer().catch((err) => console.error('[parley] viewer media', err));
+  for (const p of joined.participants || []) addParticipant(p);
+  setActiveSpeaker(joined.active_speaker);
+  refreshMessage();
+}
+
+function leftRoom(reason) {
+  if (wall.call) wall.call.close();
+  wall.call = null;
+  for (const t of wall.tiles.values()) t.destroy();
+  wall.tiles.clear();
+  wall.inRoom = false;
+  wall.joining = false;
+  wall.me = null;
+  wall.activeSpeaker = null;
+  layout();
+  say(reason);
+}
+
+function addParticipant(p) {
+  const id = String(p.id);
+  if (p.role === 'viewer' || id === String(wall.me)) return;
+  let tile = wall.tiles.get(id);
+  if (!tile) {
+    tile = new Tile({ id, name: p.name });
+    tile.onAutoplayBlocked = () => {
+      ui.sound.hidden = false;
+    };
+    wall.tiles.set(id, tile);
+    ui.tiles.appendChild(tile.el);
+  }
+  tile.setInfo(p);
+  refreshRemote(id);
+  layout();
+  refreshMessage();
+}
+
+function removeParticipant(pid) {
+  const id = String(pid);
+  const tile = wall.tiles.get(id);
+  if (tile) tile.destroy();
+  wall.tiles.delete(id);
+  if (wall.call) wall.call.forget(id);
+  if (wall.activeSpeaker === id) wall.activeSpeaker = null;
+  layout();
+  refreshMessage();
+}
+
+function refreshRemote(pid) {
+  const tile = wall.tiles.get(String(pid));
+  if (!tile || !wall.call) return;
+  const e = wall.call.remote.get(String(pid)) || { audio: null, video: null };
+  tile.setAudioTrack(e.audio);
+  tile.setVideoTrack(e.video);
+}
+
+function setActiveSpeaker(pid) {
+  wall.activeSpeaker = pid == null ? null : String(pid);
+  layout();
+}
+
+/** The active speaker large whenever there is one; everyone in a grid otherwise. */
+function layout() {
+  const speaker = wall.activeSpeaker ? wall.tiles.get(wall.activeSpeaker) || null : null;
+  layoutStage(ui.tiles, [...wall.tiles.values()], speaker);
+}
+
+signal.addEventListener('open', () => {
+  setConn('online', 'Connected');
+  join();
+});
+signal.addEventListener('reconnecting', () => setConn('offline', 'Reconnecting…'));
+signal.addEventListener('close', () => {
+  clearTimeout(wall.retryTimer);
+  leftRoom('Connection lost. Reconnecting…');
+});
+signal.addEventListener('message', (ev) => {
+  const msg = ev.detail;
+  switch (msg.type) {
+    case 'participant_joined':
+    case 'participant_updated':
+      if (wall.inRoom && msg.participant) addParticipant(msg.participant);
+      break;
+    case 'participant_left':
+      if (wall.inRoom) removeParticipant(msg.participant_id);
+      break;
+    case 'active_speaker':
+      if (wall.inRoom) setActiveSpeaker(msg.participant_id);
+      break;
+    case 'offer':
+      if (wall.call) wall.call.handleOffer(msg.sdp).catch((err) => console.error('[parley] viewer media', err));
+      break;
+    case 'answer':
+      if (wall.call) wall.call.handleAnswer(msg.sdp);
+      break;
+    case 'left':
+      if (wall.inRoom) {
+        leftRoom(`No longer showing ${room}`);
+        retryLater();
+      }
+      break;
+    case 'error':
+      console.warn('[parley] server error', msg.code, msg.message);
+      break;
+    default:
+      break;
+  }
+});
+
+ui.sound.addEventListener('click', () => {
+  ui.sound.hidden = true;
+  audioContext();
+  for (const t of wall.tiles.values()) t.resume();
+});
+
+new ResizeObserver(() => layout()).observe(ui.tiles);
+
+function drawMeters() {
+  for (const tile of wall.tiles.values()) {
+    const rms = tile.info.mic_muted ? 0 : tile.level();
+    tile.meterFill.style.transform = `scaleX(${meterPosition(rms).toFixed(3)})`;
+    tile.el.classList.toggle('speaking', rms > 0.03);
+  }
+  requestAnimationFrame(drawMeters);
+}
+
+window.parley = {
+  get pc() {
+    return wall.call ? wall.call.pc : null;
+  },
+  get me() {
+    return wall.me;
+  },
+  get room() {
+    return wall.inRoom ? room : null;
+  },
+  get activeSpeaker() {
+    return wall.activeSpeaker == null ? null : Number(wall.activeSpeaker);
+  },
+  get participants() {
+    return [...wall.tiles.values()].map((t) => ({ id: Number(t.id), ...t.info }));
+  },
+  remoteLevel(id) {
+    const tile = wall.tiles.get(String(id));
+    return tile ? tile.level() : 0;
+  },
+  remoteTracks() {
+    if (!wall.call) return [];
+    const out = [];
+    for (const [id, e] of wall.call.remote) {
+      for (const kind of ['audio', 'video']) {
+        const t = e[kind];
+        if (t) out.push({ id, kind, trackId: t.id, muted: t.muted, readyState: t.readyState });
+      }
+    }
+    return out;
+  },
+  receiver(id, kind) {
+    return wall.call ? wall.call.receiverFor(id, kind) : null;
+  },
+  get connected() {
+    return signal.connected;
+  },
+};
+
+ui.room.textContent = room;
+document.title = room ? `${room} · parley wall screen` : 'parley wall screen';
+say('Connecting…');
+setConn('connecting', 'Connecting…');
+window.addEventListener('pagehide', () => signal.close());
+signal.connect();
+requestAnimationFrame(drawMeters);

@@ -24,6 +24,12 @@ struct Client {
     /// Audio frames received, by stream id (the publisher's participant id).
     received: HashMap<String, usize>,
     timeout: Instant,
+    /// The last `active_speaker` this client was told.
+    speaker: Option<ParticipantId>,
+    /// Loudest meter level seen per participant in `levels` messages.
+    meters: HashMap<ParticipantId, u8>,
+    /// Level (-dBov) this client's audio carries in its RTP header extension.
+    talk_level: i8,
 }
 
 struct Net {
@@ -73,6 +79,9 @@ impl Net {
             pending: Some(pending),
             received: HashMap::new(),
             timeout: self.now,
+            speaker: None,
+            meters: HashMap::new(),
+            talk_level: -127,
         });
         self.sfu.handle_message(
             id,
@@ -189,6 +198,13 @@ impl Net {
             ServerMessage::Error { code, message, .. } => {
                 panic!("unexpected error {code:?}: {message}")
             }
+            ServerMessage::ActiveSpeaker { participant_id } => c.speaker = participant_id,
+            ServerMessage::Levels { levels } => {
+                for l in levels {
+                    let m = c.meters.entry(l.id).or_default();
+                    *m = (*m).max(l.level);
+                }
+            }
             _ => {}
         }
     }
@@ -209,8 +225,14 @@ impl Net {
                 continue;
             };
             let time = MediaTime::new(frame * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+            let voiced = c.talk_level > -60;
             // Errors before DTLS is up are expected: nothing can be sent yet.
-            let _ = writer.write(pt, now, time, vec![0xf8u8, 0xff, 0xfe]);
+            let _ = writer.audio_level(c.talk_level, voiced).write(
+                pt,
+                now,
+                time,
+                vec![0xf8u8, 0xff, 0xfe],
+            );
         }
     }
 }
@@ -311,4 +333,44 @@ fn muted_audio_is_not_forwarded_and_leavers_stop() {
     talk_for(&mut net, Duration::from_secs(1));
     assert_eq!(got(&mut net, 1, 3), before);
     assert_eq!(net.sfu.rooms().room("band").unwrap().members().len(), 2);
+}
+
+#[test]
+fn the_loud_participant_becomes_active_speaker_for_everyone() {
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    net.join(3, "band");
+    talk_for(&mut net, Duration::from_secs(1));
+    net.client(2).talk_level = -20;
+    talk_for(&mut net, Duration::from_secs(2));
+    for at in [1, 2, 3] {
+        assert_eq!(net.client(at).speaker, Some(2), "speaker as seen by {at}");
+    }
+    let meters = net.client(1).meters.clone();
+    assert!(meters.get(&2).copied().unwrap_or(0) > 50, "{meters:?}");
+    assert_eq!(meters.get(&3).copied().unwrap_or(0), 0, "{meters:?}");
+
+    // Turn-taking: 2 stops, 3 talks.
+    net.client(2).talk_level = -127;
+    net.client(3).talk_level = -25;
+    talk_for(&mut net, Duration::from_secs(2));
+    assert_eq!(net.client(1).speaker, Some(3));
+
+    // The speaker mutes: nobody is speaker any more.
+    let now = net.now;
+    net.sfu.handle_message(
+        3,
+        ClientMessage::SetState {
+            id: None,
+            change: MediaStateChange {
+                mic_muted: Some(true),
+                ..Default::default()
+            },
+        },
+        now,
+    );
+    talk_for(&mut net, Duration::from_millis(300));
+    assert_eq!(net.client(1).speaker, None);
+    assert!(net.sfu.gauges().speaker_switches >= 3);
 }

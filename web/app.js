@@ -404,8 +404,9 @@ async function joinRoom(room) {
 
   const want = { ...app.state };
   const local = new LocalMedia();
-  // Devices open and the peer connection gathers its candidates while the server admits us: none of
-  // the three needs the others, and together they are most of the time to first sound.
+  // The devices open and the peer connection prepares its offer while the server admits us: none of
+  // the three needs the others. Tracks join the transceivers (replaceTrack) whenever the devices are
+  // ready, even after a slow permission prompt.
   const media = local.acquire({ audio: true, video: !want.camera_off });
   const call = new Call(signal, local);
   const prepared = call.prepare();

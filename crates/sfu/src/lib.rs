@@ -131,6 +131,10 @@ pub struct Sfu {
     /// Rooms whose last `levels` message had a sound in it (so silence is sent once).
     loud_rooms: BTreeSet<String>,
     next_speaker_tick: Instant,
+    /// Subscribers written to and not yet driven (see [`Sfu::drain_transmits`]).
+    dirty: Vec<ParticipantId>,
+    /// The latest time any input carried.
+    now: Instant,
     /// Events waiting to be acted on, in order, tagged with the participant they came from.
     queue: VecDeque<(ParticipantId, PeerEvent)>,
     scratch_events: Vec<PeerEvent>,
@@ -158,6 +162,8 @@ impl Sfu {
             speakers: HashMap::new(),
             loud_rooms: BTreeSet::new(),
             next_speaker_tick: now,
+            dirty: Vec::new(),
+            now,
             queue: VecDeque::new(),
             scratch_events: Vec::new(),
             scratch_ids: Vec::new(),
@@ -278,8 +284,31 @@ impl Sfu {
     }
 
     /// Datagrams to send, in order.
+    ///
+    /// Subscribers that were written to since the last call are driven first: forwarding a burst of
+    /// received packets polls each subscriber once, not once per packet.
     pub fn drain_transmits(&mut self) -> std::vec::Drain<'_, Transmit> {
+        self.flush();
         self.transmits.drain(..)
+    }
+
+    /// Drives every peer with pending writes, and acts on what that produces.
+    fn flush(&mut self) {
+        let now = self.now;
+        while !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            for &id in &dirty {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.dirty = false;
+                }
+                self.drive(id, now);
+            }
+            dirty.clear();
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+            }
+            self.process_queue(now);
+        }
     }
 
     /// Messages for clients, in order.
@@ -358,6 +387,7 @@ impl Sfu {
 
     /// The signalling connection closed: the participant leaves its room.
     pub fn disconnect(&mut self, session: SessionId, now: Instant) {
+        self.now = self.now.max(now);
         self.leave_room(session, now);
         self.sessions.remove(&session);
         self.chat_buckets.remove(&session);
@@ -369,6 +399,7 @@ impl Sfu {
     }
 
     pub fn handle_message(&mut self, session: SessionId, message: ClientMessage, now: Instant) {
+        self.now = self.now.max(now);
         let id = message.request_id();
         match message {
             ClientMessage::ListRooms { .. } => {
@@ -603,6 +634,7 @@ impl Sfu {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
+        self.now = self.now.max(now);
         let Ok(contents) = data.try_into() else {
             self.counters.unrouted_datagrams += 1;
             return false;
@@ -642,6 +674,7 @@ impl Sfu {
 
     /// Advances every connection whose timer is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         let mut due = std::mem::take(&mut self.scratch_ids);
         due.clear();
         due.extend(
@@ -769,10 +802,11 @@ impl Sfu {
                 peer.forward(source, params, &packet, seq_no);
                 self.counters.forwarded_packets += 1;
                 self.counters.forwarded_bytes += packet.payload.len() as u64;
+                if !peer.dirty {
+                    peer.dirty = true;
+                    self.dirty.push(target);
+                }
             }
-        }
-        for &target in &targets {
-            self.drive(target, now);
         }
         self.scratch_ids = targets;
     }

@@ -129,6 +129,8 @@ pub struct Peer {
     next_timeout: Instant,
     gone: bool,
     ice_state: IceConnectionState,
+    /// Written to since last driven (the core drives it before sending).
+    pub(crate) dirty: bool,
     /// The last two stats reports, for rates.
     stats: Option<PeerStats>,
     rates: (u64, u64),
@@ -173,6 +175,7 @@ impl Peer {
             next_timeout: now,
             gone: false,
             ice_state: IceConnectionState::New,
+            dirty: false,
             stats: None,
             rates: (0, 0),
         }

@@ -8,6 +8,7 @@ mod net;
 mod signalling;
 mod store;
 mod tls;
+mod udp;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

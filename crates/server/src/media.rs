@@ -14,12 +14,12 @@ use std::sync::Arc;
 use parley_proto::{ChatMessage, ClientMessage, ErrorCode, RequestId, ServerMessage};
 use parley_sfu::{
     PeerDebug, RateLimit, RoomStatus, SessionId, Sfu, SfuConfig, SfuCounters, SfuGauges,
-    SpeakerConfig, StoreRequest,
+    SpeakerConfig, StoreRequest, Transmit,
 };
 use tokio::sync::oneshot;
 
 use crate::store::{now_ms, Store};
-use tokio::io::ReadBuf;
+use crate::udp;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -70,10 +70,8 @@ pub struct MediaWorker {
     store: Arc<Store>,
 }
 
-/// Largest datagram we read; WebRTC packets stay under ~1200 bytes.
-const RECV_BUFFER: usize = 2048;
-/// Datagrams read in one go before the worker sends what they produced.
-const RECV_BATCH: usize = 64;
+/// Batches read in one go before the worker sends what they produced and checks its timers.
+const RECV_ROUNDS: usize = 4;
 
 impl MediaWorker {
     /// Binds the media port on each address. Fails with a clear message when the port is taken.
@@ -101,6 +99,7 @@ impl MediaWorker {
                 Err(e) => return Err(e).with_context(|| format!("binding media socket {addr}")),
             };
             socket.set_nonblocking(true)?;
+            udp::enlarge_buffers(&socket);
             let local = socket.local_addr()?;
             candidates.push((local, local));
             sockets.push(socket);
@@ -196,7 +195,8 @@ impl MediaWorker {
             })
             .collect::<Result<_>>()?;
         let mut outboxes: HashMap<SessionId, mpsc::UnboundedSender<ServerMessage>> = HashMap::new();
-        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut batch = udp::RecvBatch::default();
+        let mut outgoing: Vec<Transmit> = Vec::with_capacity(1024);
 
         loop {
             let deadline = sfu
@@ -230,18 +230,21 @@ impl MediaWorker {
                         }
                     }
                 }
-                received = recv_any(&sockets, &mut buf) => {
-                    let (index, n, source) = received;
-                    let now = Instant::now();
+                index = readable_any(&sockets) => {
                     let local = sockets[index].0;
-                    sfu.handle_datagram(now, source, local, &buf[..n]);
-                    // Drain what else is waiting before sending, so transmits go out in bursts.
-                    for _ in 1..RECV_BATCH {
-                        match sockets[index].1.try_recv_from(&mut buf) {
-                            Ok((n, source)) => {
-                                sfu.handle_datagram(Instant::now(), source, local, &buf[..n]);
+                    // Drain what is waiting (bounded, so timers still run) before sending, so the
+                    // transmits it causes leave in batches.
+                    for _ in 0..RECV_ROUNDS {
+                        match udp::recv_batch(&sockets[index].1, &mut batch) {
+                            Ok(_) => {
+                                let now = Instant::now();
+                                for (source, data) in batch.iter() {
+                                    sfu.handle_datagram(now, source, local, data);
+                                }
                             }
-                            Err(_) => break,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            // ICMP errors (port unreachable from a closed browser) surface here.
+                            Err(e) => tracing::trace!("media recv error: {e}"),
                         }
                     }
                 }
@@ -251,22 +254,30 @@ impl MediaWorker {
             if sfu.poll_timeout().is_some_and(|t| t <= now) {
                 sfu.handle_timeout(now);
             }
-            for t in sfu.drain_transmits() {
-                let socket = sockets
-                    .iter()
-                    .find(|(local, _)| *local == t.source)
-                    .or_else(|| {
-                        sockets
-                            .iter()
-                            .find(|(local, _)| local.ip() == t.source.ip())
-                    })
-                    .unwrap_or(&sockets[0]);
-                // UDP: a full send buffer drops the datagram, as the network would.
-                if let Err(e) = socket.1.try_send_to(&t.contents, t.destination) {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        tracing::debug!(destination = %t.destination, "send failed: {e}");
+            outgoing.extend(sfu.drain_transmits());
+            if !outgoing.is_empty() {
+                if sockets.len() == 1 {
+                    udp::send_batch(
+                        &sockets[0].1,
+                        outgoing.iter().map(|t| (t.destination, &t.contents[..])),
+                    );
+                } else {
+                    for (i, (local, socket)) in sockets.iter().enumerate() {
+                        let mine = |t: &&Transmit| {
+                            t.source == *local
+                                || (t.source.ip() == local.ip()) // same address, other port: still ours
+                                || (i == 0 && !sockets.iter().any(|(l, _)| l.ip() == t.source.ip()))
+                        };
+                        udp::send_batch(
+                            socket,
+                            outgoing
+                                .iter()
+                                .filter(mine)
+                                .map(|t| (t.destination, &t.contents[..])),
+                        );
                     }
                 }
+                outgoing.clear();
             }
             for request in sfu.drain_store_requests() {
                 let reply_to = match &request {
@@ -366,22 +377,12 @@ fn spawn_store_thread(
     Ok(jobs)
 }
 
-/// Waits for a datagram on any socket: (socket index, length, source).
-async fn recv_any(
-    sockets: &[(SocketAddr, UdpSocket)],
-    buf: &mut [u8],
-) -> (usize, usize, SocketAddr) {
+/// Waits until any socket has datagrams; returns its index.
+async fn readable_any(sockets: &[(SocketAddr, UdpSocket)]) -> usize {
     poll_fn(|cx| {
         for (i, (_, socket)) in sockets.iter().enumerate() {
-            let mut read = ReadBuf::new(buf);
-            match socket.poll_recv_from(cx, &mut read) {
-                Poll::Ready(Ok(source)) => return Poll::Ready((i, read.filled().len(), source)),
-                // ICMP errors (port unreachable from a closed browser) surface here: keep reading.
-                Poll::Ready(Err(e)) => {
-                    tracing::trace!("media recv error: {e}");
-                    cx.waker().wake_by_ref();
-                }
-                Poll::Pending => {}
+            if socket.poll_recv_ready(cx).is_ready() {
+                return Poll::Ready(i);
             }
         }
         Poll::Pending

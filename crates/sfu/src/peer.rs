@@ -81,6 +81,8 @@ struct TrackOut {
     state: OutState,
     /// Publisher payload type → our payload type, learned on first use.
     pt_map: Vec<(Pt, Option<Pt>)>,
+    /// A packet has been forwarded on this track.
+    forwarding: bool,
 }
 
 impl TrackOut {
@@ -261,6 +263,7 @@ impl Peer {
             .accept_offer(offer)
             .map_err(|e| SdpRefusal(e.to_string()))?;
         self.negotiated = true;
+        tracing::debug!(participant = self.id, "client offer answered");
         Ok(answer.to_sdp_string())
     }
 
@@ -291,6 +294,7 @@ impl Peer {
             }
             return Err(SdpRefusal(e.to_string()));
         }
+        tracing::debug!(participant = self.id, "server offer answered");
         let mut opened = Vec::new();
         for t in &mut self.tracks_out {
             if let OutState::Negotiating(m) = t.state {
@@ -313,6 +317,7 @@ impl Peer {
             kind,
             state: OutState::ToOpen,
             pt_map: Vec::new(),
+            forwarding: false,
         });
     }
 
@@ -364,6 +369,10 @@ impl Peer {
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return;
         };
+        if !track.forwarding {
+            track.forwarding = true;
+            tracing::debug!(participant = self.id, from = source.publisher, kind = ?track.kind, "first packet forwarded");
+        }
         let ext = &packet.header.ext_vals;
         let ext_vals = ExtensionValues {
             audio_level: ext.audio_level,
@@ -453,6 +462,7 @@ impl Peer {
         }
         let (offer, pending) = change.apply()?;
         self.pending = Some(pending);
+        tracing::debug!(participant = self.id, "server offer sent");
         Some(offer.to_sdp_string())
     }
 
@@ -502,6 +512,7 @@ impl Peer {
                 }
             }
             Event::Closed => self.close(),
+            Event::Connected => tracing::debug!(participant = self.id, "media connected (DTLS up)"),
             Event::PeerStats(stats) => {
                 if let Some(prev) = &self.stats {
                     let secs = stats

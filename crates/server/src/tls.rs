@@ -58,3 +58,32 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_is_made_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("parley-tls-{}", std::process::id()));
+        let first = ensure_certificate(&dir).unwrap();
+        assert!(first.generated);
+        let cert = std::fs::read_to_string(&first.cert).unwrap();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        let key_mode = std::fs::metadata(&first.key).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            key_mode.permissions().mode() & 0o077,
+            0,
+            "the key is private"
+        );
+        let second = ensure_certificate(&dir).unwrap();
+        assert!(!second.generated);
+        assert_eq!(
+            std::fs::read_to_string(&second.cert).unwrap(),
+            cert,
+            "same certificate after restart"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,48 @@
+// The LAN path: the page over HTTPS with the self-signed certificate (as a phone would use it, after
+// accepting the warning once), signalling over wss://, media flowing both ways.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createRoom, clickJoin, inbound, setup, sleep, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+
+async function openOverHttps(env, url, name) {
+  const browser = env.browser;
+  // ignoreHTTPSErrors stands in for the person accepting the self-signed certificate.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: ['microphone', 'camera'] });
+  const page = await context.newPage();
+  page.logs = [];
+  env.pages.push(page);
+  page.on('console', (m) => page.logs.push(`[${name} console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => page.logs.push(`[${name} pageerror] ${e.stack || e.message}`));
+  await page.goto(url);
+  await page.locator('[data-testid="name-input"]').fill(name);
+  await page.locator('[data-testid="name-submit"]').click();
+  await waitFor(() => page.evaluate(() => window.parley && window.parley.connected), { what: `${name}: wss connected` });
+  return page;
+}
+
+test('a call over the HTTPS address with the self-signed certificate', { timeout: 60_000 }, async (t) => {
+  const env = await setup(t);
+  await withReport(env, async () => {
+    const httpsUrl = `https://127.0.0.1:${env.server.ports.https}`;
+    const a = await openOverHttps(env, httpsUrl, 'Laptop');
+    const b = await openOverHttps(env, httpsUrl, 'Phone');
+    assert.equal(await a.evaluate(() => window.isSecureContext), true, 'HTTPS is a secure context');
+    assert.match(await a.evaluate(() => location.protocol), /^https:$/);
+
+    await createRoom(a, 'lan');
+    await waitInRoom(a, 'lan');
+    await clickJoin(b, 'lan');
+    await waitInRoom(b, 'lan');
+
+    for (const [name, page] of [['Laptop', a], ['Phone', b]]) {
+      const audio = await waitFor(
+        async () => (await inbound(page)).find((s) => s.kind === 'audio' && s.bytes > 0),
+        { timeout: 15_000, what: `${name} receives audio over HTTPS/wss` },
+      );
+      await sleep(1500);
+      const later = (await inbound(page)).find((s) => s.kind === 'audio' && s.id === audio.id);
+      assert.ok(later && later.bytes > audio.bytes, `${name}: audio keeps flowing`);
+    }
+  });
+});

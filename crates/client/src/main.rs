@@ -1,0 +1,367 @@
+//! `parley-client`: a headless participant for parley. Plays audio into a room, records a room, or loads a
+//! server with many participants. See `docs/client.md`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use parley_client::audio::{AudioSource, OggOpusSource, SyntheticVoice, WavSource};
+use parley_client::call::CallConfig;
+use parley_client::load::{self, LoadConfig};
+use parley_client::session::{ClientConfig, Session, SessionEnd};
+use parley_client::video::SyntheticVp8;
+use parley_client::ClientError;
+use parley_proto::{MediaState, Role};
+use tracing_subscriber::EnvFilter;
+
+/// A headless parley participant: bots that play or record, and a load generator.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join a room and publish audio from a file or a synthetic voice (and optionally synthetic video).
+    Play(PlayArgs),
+    /// Join a room and write everyone's audio to one Ogg/Opus file per speaker.
+    Record(RecordArgs),
+    /// Run many participants in rooms of a given size and print what they received.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The server's plain-HTTP address (as printed by parley), or ws://HOST:PORT/ws.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Room to join.
+    #[arg(long, default_value = "General")]
+    room: String,
+    /// Create the room first when it does not exist.
+    #[arg(long)]
+    create: bool,
+    /// Local address for the media (UDP) socket.
+    #[arg(long, default_value = "127.0.0.1")]
+    local_ip: IpAddr,
+    /// Stop after this many seconds (default: until the audio ends, or Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Member,
+    Viewer,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Member => Role::Member,
+            RoleArg::Viewer => Role::Viewer,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct PlayArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Display name.
+    #[arg(long, default_value = "Bot")]
+    name: String,
+    /// Audio to play: a 16-bit PCM WAV file (48 kHz is sent as is; other rates are resampled) or an
+    /// Ogg/Opus file (.opus/.ogg, sent without re-encoding).
+    #[arg(long, conflicts_with = "synthetic")]
+    file: Option<PathBuf>,
+    /// Play a synthetic voice instead of a file: talk spurts and silences (DTX).
+    #[arg(long)]
+    synthetic: bool,
+    /// Share of time the synthetic voice talks (0 to 1).
+    #[arg(long, default_value_t = 0.5)]
+    talk: f64,
+    /// Seed of the synthetic voice and video.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Start again at the end of the file.
+    #[arg(long = "loop")]
+    looping: bool,
+    /// Also publish synthetic VP8 video.
+    #[arg(long)]
+    video: bool,
+    /// Synthetic video bitrate, kbit/s.
+    #[arg(long, default_value_t = 500)]
+    video_kbps: u32,
+    /// Synthetic video frame rate.
+    #[arg(long, default_value_t = 15)]
+    video_fps: u32,
+    /// Join with the microphone muted.
+    #[arg(long)]
+    muted: bool,
+    /// Also record the others to this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Display name.
+    #[arg(long, default_value = "Recorder")]
+    name: String,
+    /// Directory for the recordings (`<participant id>-<name>.opus`).
+    #[arg(long, default_value = "recordings")]
+    out: PathBuf,
+    /// `viewer` (receive-only, not shown as a tile) or `member`.
+    #[arg(long, value_enum, default_value_t = RoleArg::Viewer)]
+    role: RoleArg,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// The server's plain-HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Number of rooms.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Participants per room.
+    #[arg(long, default_value_t = 4)]
+    room_size: usize,
+    /// Seconds of media once everyone has joined.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Rooms are PREFIX-1, PREFIX-2, … (created when missing).
+    #[arg(long, default_value = "load")]
+    room_prefix: String,
+    /// Share of time each participant talks (0 to 1).
+    #[arg(long, default_value_t = 0.5)]
+    talk: f64,
+    /// Also publish synthetic VP8 video from every participant.
+    #[arg(long)]
+    video: bool,
+    /// Synthetic video bitrate, kbit/s.
+    #[arg(long, default_value_t = 500)]
+    video_kbps: u32,
+    /// Synthetic video frame rate.
+    #[arg(long, default_value_t = 15)]
+    video_fps: u32,
+    /// Milliseconds between two joins.
+    #[arg(long, default_value_t = 20)]
+    join_interval_ms: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Local address for the media sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    local_ip: IpAddr,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("parley_client=info,warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    parley_client::clock::epoch();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("parley-client: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Play(args) => play(args).await,
+            Command::Record(args) => record(args).await,
+            Command::Load(args) => load(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley-client: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
+    if !(0.0..=86_400.0).contains(&s) {
+        anyhow::bail!("{what} must be between 0 and 86400 seconds");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn open_audio(args: &PlayArgs) -> anyhow::Result<Box<dyn AudioSource>> {
+    if let Some(path) = &args.file {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let source: Box<dyn AudioSource> = match ext.as_str() {
+            "wav" | "wave" => Box::new(WavSource::open(path, args.looping)?),
+            "opus" | "ogg" | "oga" => Box::new(OggOpusSource::open(path, args.looping)?),
+            _ => {
+                // Sniff the content.
+                let head = std::fs::read(path)
+                    .map(|b| b.get(..4).map(<[u8]>::to_vec).unwrap_or_default())
+                    .map_err(|e| ClientError::io(format!("reading {}", path.display()), e))?;
+                match head.as_slice() {
+                    b"RIFF" => Box::new(WavSource::open(path, args.looping)?),
+                    b"OggS" => Box::new(OggOpusSource::open(path, args.looping)?),
+                    _ => anyhow::bail!(
+                        "{}: not a WAV or Ogg/Opus file",
+                        path.display()
+                    ),
+                }
+            }
+        };
+        return Ok(source);
+    }
+    if args.synthetic {
+        return Ok(Box::new(SyntheticVoice::encoded(args.seed, args.talk)?));
+    }
+    anyhow::bail!("choose what to play: --file FILE or --synthetic")
+}
+
+/// Runs a session until it ends by itself, the duration passes or Ctrl-C.
+async fn run_session(mut session: Session, duration: Option<Duration>) -> anyhow::Result<SessionEnd> {
+    enum Why {
+        Ended(Result<SessionEnd, ClientError>),
+        Stop,
+    }
+    let why = {
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = session.wait() => Why::Ended(r),
+            _ = timer => Why::Stop,
+            _ = tokio::signal::ctrl_c() => Why::Stop,
+        }
+    };
+    let end = match why {
+        Why::Ended(r) => r?,
+        Why::Stop => session.leave().await?,
+    };
+    Ok(end)
+}
+
+fn print_end(end: &SessionEnd) {
+    print!("{}", end.stats.report());
+    for path in &end.recordings {
+        println!("  recorded: {}", path.display());
+    }
+    println!("  ended: {}", end.reason);
+}
+
+async fn play(args: PlayArgs) -> anyhow::Result<()> {
+    let audio = open_audio(&args)?;
+    let duration = args.common.duration.map(|d| seconds(d, "--duration")).transpose()?;
+    let mut config = ClientConfig::new(&args.common.server, &args.common.room, &args.name);
+    config.create_room = args.common.create;
+    config.local_ip = args.common.local_ip;
+    config.state = MediaState {
+        mic_muted: args.muted,
+        camera_off: !args.video,
+        ..Default::default()
+    };
+    config.leave_when_audio_ends = true;
+    config.call = CallConfig {
+        role: Role::Member,
+        audio: Some(audio),
+        video: args
+            .video
+            .then(|| SyntheticVp8::new(args.seed, args.video_fps, args.video_kbps.saturating_mul(1000))),
+        probe: false,
+        record_dir: args.out.clone(),
+    };
+    let session = Session::join(config).await?;
+    println!(
+        "joined {} as {} (participant {}), {} others there",
+        session.room,
+        session.name,
+        session.you,
+        session.participants.len()
+    );
+    let end = run_session(session, duration).await?;
+    print_end(&end);
+    Ok(())
+}
+
+async fn record(args: RecordArgs) -> anyhow::Result<()> {
+    let duration = args.common.duration.map(|d| seconds(d, "--duration")).transpose()?;
+    let mut config = ClientConfig::new(&args.common.server, &args.common.room, &args.name);
+    config.create_room = args.common.create;
+    config.local_ip = args.common.local_ip;
+    config.role = args.role.into();
+    config.state = MediaState {
+        mic_muted: true,
+        camera_off: true,
+        ..Default::default()
+    };
+    config.call = CallConfig {
+        role: args.role.into(),
+        audio: None,
+        video: None,
+        probe: false,
+        record_dir: Some(args.out.clone()),
+    };
+    let session = Session::join(config).await?;
+    println!(
+        "recording {} as {} (participant {}) to {}",
+        session.room,
+        session.name,
+        session.you,
+        args.out.display()
+    );
+    let end = run_session(session, duration).await?;
+    print_end(&end);
+    Ok(())
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let mut config = LoadConfig::new(
+        &args.server,
+        args.rooms,
+        args.room_size,
+        seconds(args.duration, "--duration")?,
+    );
+    config.room_prefix = args.room_prefix;
+    config.talk_fraction = args.talk.clamp(0.0, 1.0);
+    config.video = args.video;
+    config.video_bitrate_bps = args.video_kbps.saturating_mul(1000);
+    config.video_fps = args.video_fps;
+    config.join_interval = Duration::from_millis(args.join_interval_ms);
+    config.seed = args.seed;
+    config.local_ip = args.local_ip;
+    let summary = load::run(config).await?;
+    print!("{}", summary.report());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| ClientError::io(format!("writing {}", path.display()), e))?;
+        println!("summary written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! parley's load benchmark. Starts the server, drives it with `parley-client load` on loopback, samples
+//! the server's CPU and memory from /proc, measures a plain UDP fan-out in the same run, and prints a
+//! markdown table (also written to `bench/results.md` and `bench/results.csv`).
+//!
+//! Run: `cargo build --release --workspace && target/release/parley-bench` (`--quick` for a short run).
+
+mod fanout;
+mod procstat;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(
+    about = "parley load benchmark: prints participants held, CPU, memory, latency and join time"
+)]
+struct Args {
+    /// Shorter runs and fewer steps (for a quick look; figures are noisier).
+    #[arg(long)]
+    quick: bool,
+    /// Seconds of media per step.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Where the tables go (`results.md`, `results.csv`).
+    #[arg(long, default_value = "bench")]
+    out: PathBuf,
+    #[arg(long, default_value = "target/release/parley")]
+    server_bin: PathBuf,
+    #[arg(long, default_value = "target/release/parley-client")]
+    client_bin: PathBuf,
+}
+
+/// What `parley-client load --json` writes (the fields we use).
+#[derive(Debug, Deserialize)]
+struct LoadSummary {
+    totals: Totals,
+}
+
+#[derive(Debug, Deserialize)]
+struct Totals {
+    participants: usize,
+    connected: usize,
+    streams_received: usize,
+    streams_expected: usize,
+    loss_percent: f64,
+    latency_ms: Percentiles,
+    join_ms: Percentiles,
+    own_media_received: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Percentiles {
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// One step of one scenario, measured.
+struct Row {
+    scenario: &'static str,
+    step: String,
+    participants: usize,
+    connected: usize,
+    streams: usize,
+    streams_expected: usize,
+    loss_percent: f64,
+    forwarded_pps: f64,
+    server_cpu_percent: f64,
+    client_cpu_percent: f64,
+    pps_per_core: f64,
+    cpu_per_100_audio_streams: Option<f64>,
+    rss_per_participant_kib: f64,
+    latency_p50: Option<f64>,
+    latency_p99: Option<f64>,
+    join_p50: Option<f64>,
+    join_p99: Option<f64>,
+    own_media: u64,
+}
+
+impl Row {
+    fn held(&self) -> bool {
+        self.connected == self.participants && self.loss_percent < 1.0 && self.own_media == 0
+    }
+}
+
+struct Server {
+    child: Child,
+    http: String,
+    data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn free_port_tcp() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn free_port_udp() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_server(bin: &Path) -> Result<Server> {
+    let data = std::env::temp_dir().join(format!("parley-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let http = format!("127.0.0.1:{}", free_port_tcp()?);
+    let child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--http-addr", &http, "--https-addr", "off"])
+        .args([
+            "--media-port",
+            &free_port_udp()?.to_string(),
+            "--media-bind",
+            "127.0.0.1",
+        ])
+        .args(["--max-participants", "1000"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release --workspace)",
+                bin.display()
+            )
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&http).is_err() {
+        if Instant::now() > deadline {
+            bail!("the server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Server { child, http, data })
+}
+
+/// Reads one counter from `/metrics` with a bare HTTP/1.0 request.
+fn metric(http: &str, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(http).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {http}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+struct Step<'a> {
+    scenario: &'static str,
+    label: String,
+    rooms: usize,
+    room_size: usize,
+    talk: f64,
+    video: bool,
+    extra: &'a [&'a str],
+}
+
+fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<Row> {
+    let pid = server.child.id();
+    let rss_idle = procstat::process_rss(pid).unwrap_or(0);
+    let json = std::env::temp_dir().join(format!(
+        "parley-bench-{}-{}.json",
+        std::process::id(),
+        step.label
+    ));
+    let mut cmd = Command::new(&args.client_bin);
+    cmd.arg("load")
+        .args(["--server", &format!("http://{}", server.http)])
+        .args([
+            "--rooms",
+            &step.rooms.to_string(),
+            "--room-size",
+            &step.room_size.to_string(),
+        ])
+        .args([
+            "--duration",
+            &duration.to_string(),
+            "--talk",
+            &step.talk.to_string(),
+        ])
+        .args([
+            "--room-prefix",
+            &format!("{}-{}", step.scenario, step.label),
+        ])
+        .arg("--json")
+        .arg(&json)
+        .args(step.extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if step.video {
+        cmd.arg("--video");
+    }
+    let mut client = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", args.client_bin.display()))?;
+    let client_pid = client.id();
+
+    // Sample during the media phase only: wait until the server has everyone, then measure.
+    let participants = step.rooms * step.room_size;
+    let join_deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&server.http, "parley_participants").unwrap_or(0.0) < participants as f64 {
+        if Instant::now() > join_deadline || client.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // negotiation settles
+    let stop = Arc::new(AtomicBool::new(false));
+    let rss_peak = Arc::new(AtomicU64::new(rss_idle));
+    let sampler = {
+        let stop = stop.clone();
+        let rss_peak = rss_peak.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(r) = procstat::process_rss(pid) {
+                    rss_peak.fetch_max(r, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let measure = (duration - 2.5).max(1.0);
+    let fwd0 = metric(&server.http, "parley_forwarded_packets_total").unwrap_or(0.0);
+    let cpu0 = procstat::process_cpu(pid).unwrap_or_default();
+    let ccpu0 = procstat::process_cpu(client_pid).unwrap_or_default();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(measure));
+    let wall = t0.elapsed().as_secs_f64();
+    let fwd1 = metric(&server.http, "parley_forwarded_packets_total").unwrap_or(0.0);
+    let cpu1 = procstat::process_cpu(pid).unwrap_or_default();
+    let ccpu1 = procstat::process_cpu(client_pid).unwrap_or_default();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let status = client.wait()?;
+    if !status.success() {
+        bail!(
+            "parley-client load failed ({status}) in {} {}",
+            step.scenario,
+            step.label
+        );
+    }
+    let summary: LoadSummary = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let _ = std::fs::remove_file(&json);
+    let t = summary.totals;
+    let server_cpu = (cpu1 - cpu0).as_secs_f64();
+    let forwarded = fwd1 - fwd0;
+    let audio_streams = if step.video {
+        None
+    } else {
+        Some(t.streams_received)
+    };
+    Ok(Row {
+        scenario: step.scenario,
+        step: step.label.clone(),
+        participants: t.participants,
+        connected: t.connected,
+        streams: t.streams_received,
+        streams_expected: t.streams_expected,
+        loss_percent: t.loss_percent,
+        forwarded_pps: forwarded / wall,
+        server_cpu_percent: 100.0 * server_cpu / wall,
+        client_cpu_percent: 100.0 * (ccpu1 - ccpu0).as_secs_f64() / wall,
+        pps_per_core: forwarded / server_cpu.max(1e-9),
+        cpu_per_100_audio_streams: audio_streams
+            .filter(|s| *s > 0)
+            .map(|s| 100.0 * (100.0 * server_cpu / wall) / s as f64),
+        rss_per_participant_kib: (rss_peak.load(Ordering::Relaxed).saturating_sub(rss_idle)) as f64
+            / 1024.0
+            / participants.max(1) as f64,
+        latency_p50: t.latency_ms.p50,
+        latency_p99: t.latency_ms.p99,
+        join_p50: t.join_ms.p50,
+        join_p99: t.join_ms.p99,
+        own_media: t.own_media_received,
+    })
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let duration = args.duration.unwrap_or(if args.quick { 6.0 } else { 12.0 });
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    eprintln!("parley-bench: {cores} cores, {duration} s per step");
+    let server = start_server(&args.server_bin)?;
+    let mut rows: Vec<Row> = Vec::new();
+
+    // (a) audio rooms of 10, everyone talking half the time: add rooms until something gives.
+    let room_steps: &[usize] = if args.quick {
+        &[1, 4]
+    } else {
+        &[1, 2, 4, 8, 12, 16, 24]
+    };
+    for &rooms in room_steps {
+        let step = Step {
+            scenario: "a-audio-rooms-of-10",
+            label: format!("{rooms}x10"),
+            rooms,
+            room_size: 10,
+            talk: 0.5,
+            video: false,
+            extra: &[],
+        };
+        let row = run_step(&args, &server, &step, duration)?;
+        eprintln!(
+            "  {} {}: held={} cpu={:.0}%",
+            row.scenario,
+            row.step,
+            row.held(),
+            row.server_cpu_percent
+        );
+        let stop = !row.held() || row.server_cpu_percent > 95.0;
+        rows.push(row);
+        if stop {
+            break;
+        }
+    }
+
+    // (b) one large room: one speaker, N listeners.
+    let listener_steps: &[usize] = if args.quick {
+        &[20]
+    } else {
+        &[25, 50, 100, 200]
+    };
+    for &listeners in listener_steps {
+        let step = Step {
+            scenario: "b-one-speaker",
+            label: format!("1+{listeners}"),
+            rooms: 1,
+            room_size: listeners + 1,
+            talk: 1.0,
+            video: false,
+            extra: &["--speakers", "1"],
+        };
+        let row = run_step(&args, &server, &step, duration)?;
+        eprintln!(
+            "  {} {}: held={} cpu={:.0}%",
+            row.scenario,
+            row.step,
+            row.held(),
+            row.server_cpu_percent
+        );
+        let stop = !row.held();
+        rows.push(row);
+        if stop {
+            break;
+        }
+    }
+
+    // (c) video rooms of 6 at ~500 kbit/s each.
+    let video_steps: &[usize] = if args.quick { &[1] } else { &[1, 2, 4] };
+    for &rooms in video_steps {
+        let step = Step {
+            scenario: "c-video-rooms-of-6",
+            label: format!("{rooms}x6"),
+            rooms,
+            room_size: 6,
+            talk: 0.5,
+            video: true,
+            extra: &["--video-kbps", "500"],
+        };
+        let row = run_step(&args, &server, &step, duration)?;
+        eprintln!(
+            "  {} {}: held={} cpu={:.0}%",
+            row.scenario,
+            row.step,
+            row.held(),
+            row.server_cpu_percent
+        );
+        let stop = !row.held();
+        rows.push(row);
+        if stop {
+            break;
+        }
+    }
+    drop(server);
+
+    // The physical reference: as many packets as the busiest audio step forwarded, raw.
+    let reference = fanout::run(
+        1,
+        20_000,
+        100,
+        9,
+        Duration::from_secs_f64(duration.min(8.0)),
+    )?;
+    let best = rows
+        .iter()
+        .filter(|r| r.held())
+        .map(|r| r.pps_per_core)
+        .fold(0.0f64, f64::max);
+
+    let mut md = String::new();
+    md.push_str(&format!(
+        "# parley benchmark\n\n{cores} cores; load generator and server on the same machine (loopback); {duration} s per step.\n\n"
+    ));
+    md.push_str("| scenario | step | connected | streams | loss % | forwarded pkt/s | server CPU % | client CPU % | fwd pkt/s per core | server CPU % per 100 audio streams | server RSS KiB / participant | latency p50 ms | latency p99 ms | join p50 ms | join p99 ms | held (<1% loss) |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    let mut csv = String::from("scenario,step,participants,connected,streams,streams_expected,loss_percent,forwarded_pps,server_cpu_percent,client_cpu_percent,pps_per_core,cpu_per_100_audio_streams,rss_per_participant_kib,latency_p50_ms,latency_p99_ms,join_p50_ms,join_p99_ms,held\n");
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {}/{} | {}/{} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.step,
+            r.connected,
+            r.participants,
+            r.streams,
+            r.streams_expected,
+            r.loss_percent,
+            r.forwarded_pps,
+            r.server_cpu_percent,
+            r.client_cpu_percent,
+            r.pps_per_core,
+            opt(r.cpu_per_100_audio_streams, 1),
+            r.rss_per_participant_kib,
+            opt(r.latency_p50, 2),
+            opt(r.latency_p99, 2),
+            opt(r.join_p50, 0),
+            opt(r.join_p99, 0),
+            if r.held() { "yes" } else { "no" },
+        ));
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{:.3},{:.0},{:.1},{:.1},{:.0},{},{:.1},{},{},{},{},{}\n",
+            r.scenario,
+            r.step,
+            r.participants,
+            r.connected,
+            r.streams,
+            r.streams_expected,
+            r.loss_percent,
+            r.forwarded_pps,
+            r.server_cpu_percent,
+            r.client_cpu_percent,
+            r.pps_per_core,
+            opt(r.cpu_per_100_audio_streams, 2),
+            r.rss_per_participant_kib,
+            opt(r.latency_p50, 3),
+            opt(r.latency_p99, 3),
+            opt(r.join_p50, 1),
+            opt(r.join_p99, 1),
+            r.held()
+        ));
+    }
+    md.push_str(&format!(
+        "\n**Reference (plain UDP fan-out, sendmmsg, no crypto, same run):** {:.0} packets/s per core \
+         ({} in, {} out in {:.1} s, {:.2} CPU-s; {} arrived at the receivers).\n\n\
+         **parley's best forwarding rate with SRTP in and out (held steps):** {:.0} packets/s per core = {:.0}% of the raw fan-out.\n",
+        reference.packets_per_core_second(),
+        reference.packets_in,
+        reference.packets_out,
+        reference.wall.as_secs_f64(),
+        reference.cpu.as_secs_f64(),
+        reference.received_by_sinks,
+        best,
+        100.0 * best / reference.packets_per_core_second().max(1.0),
+    ));
+    md.push_str("\nCPU % is of one core (100 = one core busy). \"client CPU\" is the load generator, which runs on the same 2 cores and does the SRTP work of every simulated participant; the server's media path runs on one worker thread.\n");
+    println!("{md}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("results.md"), &md)?;
+    std::fs::write(args.out.join("results.csv"), &csv)?;
+    eprintln!("written to {}", args.out.join("results.md").display());
+    Ok(())
+}

@@ -135,8 +135,8 @@ pub struct Pcm {
 /// Reads a 16-bit PCM WAV file (mono or stereo). Other rates than 48 kHz are resampled (linear
 /// interpolation, 8–192 kHz accepted).
 pub fn read_wav(path: &Path) -> Result<Pcm, ClientError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| ClientError::io(format!("reading {}", path.display()), e))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| ClientError::io(format!("reading {}", path.display()), e))?;
     parse_wav(&bytes).map_err(|why| ClientError::Media(format!("{}: {why}", path.display())))
 }
 
@@ -347,8 +347,8 @@ pub struct OggOpusSource {
 
 impl OggOpusSource {
     pub fn open(path: &Path, looping: bool) -> Result<OggOpusSource, ClientError> {
-        let file =
-            File::open(path).map_err(|e| ClientError::io(format!("opening {}", path.display()), e))?;
+        let file = File::open(path)
+            .map_err(|e| ClientError::io(format!("opening {}", path.display()), e))?;
         let bad = |why: String| ClientError::Media(format!("{}: {why}", path.display()));
         let mut reader = ogg::PacketReader::new(BufReader::new(file));
         let mut serial = None;
@@ -539,8 +539,8 @@ impl SyntheticVoice {
             let syllable = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 4.0 * secs).sin();
             // A slow pitch wobble, as in speech.
             let f = self.f0 * (1.0 + 0.05 * (2.0 * std::f64::consts::PI * 1.5 * secs).sin());
-            self.phase = (self.phase + 2.0 * std::f64::consts::PI * f / rate)
-                % (2.0 * std::f64::consts::PI);
+            self.phase =
+                (self.phase + 2.0 * std::f64::consts::PI * f / rate) % (2.0 * std::f64::consts::PI);
             let p = self.phase;
             let tone = p.sin() + 0.5 * (2.0 * p).sin() + 0.25 * (3.0 * p).sin();
             let noise = self.rng.range(-1.0, 1.0) * 0.08;
@@ -616,8 +616,7 @@ pub fn make_probe(data: &mut Vec<u8>, send_nanos: u64) {
 
 /// The send time of a probe packet, if `data` is one.
 pub fn read_probe(data: &[u8]) -> Option<u64> {
-    if data.len() < PROBE_MIN_LEN || data[0] != PROBE_TOC || data[9..PROBE_MIN_LEN] != PROBE_MAGIC
-    {
+    if data.len() < PROBE_MIN_LEN || data[0] != PROBE_TOC || data[9..PROBE_MIN_LEN] != PROBE_MAGIC {
         return None;
     }
     Some(u64::from_be_bytes(data[1..9].try_into().ok()?))
@@ -630,7 +629,9 @@ mod tests {
     #[test]
     fn levels() {
         assert_eq!(level_dbov(&[0; 960]), 127);
-        let full: Vec<i16> = (0..960).map(|i| if i % 2 == 0 { 32767 } else { -32767 }).collect();
+        let full: Vec<i16> = (0..960)
+            .map(|i| if i % 2 == 0 { 32767 } else { -32767 })
+            .collect();
         assert_eq!(level_dbov(&full), 0);
         let quiet: Vec<i16> = full.iter().map(|s| s / 100).collect();
         assert_eq!(level_dbov(&quiet), 40);
@@ -659,7 +660,9 @@ mod tests {
     fn synthetic_voice_is_deterministic_and_has_silences() {
         let run = |seed| {
             let mut v = SyntheticVoice::new(seed, 0.5, SyntheticEncoding::Placeholder(40));
-            (0..1000).map(|_| v.next_frame().unwrap()).collect::<Vec<_>>()
+            (0..1000)
+                .map(|_| v.next_frame().unwrap())
+                .collect::<Vec<_>>()
         };
         let a = run(7);
         assert_eq!(a, run(7));
@@ -669,7 +672,10 @@ mod tests {
             .filter(|f| matches!(f, AudioFrame::Packet { .. }))
             .count();
         assert!(matches!(a[0], AudioFrame::Packet { .. }), "starts talking");
-        assert!((200..800).contains(&talking), "{talking} of 1000 frames talk");
+        assert!(
+            (200..800).contains(&talking),
+            "{talking} of 1000 frames talk"
+        );
         for f in &a {
             if let AudioFrame::Packet { level, .. } = f {
                 assert!(*level < 60, "voice level {level}");

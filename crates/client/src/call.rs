@@ -6,7 +6,7 @@
 //! time ([`Call::handle_timeout`]); it hands back datagrams ([`Call::drain_transmits`]) and signalling
 //! ([`Call::pop_signal`]). It never touches a socket or reads a clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -74,6 +74,8 @@ pub struct Call {
     joined_at: Instant,
     you: ParticipantId,
     names: HashMap<ParticipantId, String>,
+    /// Participants who left: their recordings are closed and not reopened by late packets.
+    departed: HashSet<ParticipantId>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     audio_pt: Option<Pt>,
@@ -167,6 +169,7 @@ impl Call {
             joined_at,
             you: joined.you,
             names,
+            departed: HashSet::new(),
             audio_mid,
             video_mid,
             audio_pt: None,
@@ -207,7 +210,7 @@ impl Call {
         self.active_speaker
     }
 
-    /// The names of the others in the room.
+    /// The names of the others in the room (and of those who left).
     pub fn participants(&self) -> &HashMap<ParticipantId, String> {
         &self.names
     }
@@ -294,7 +297,8 @@ impl Call {
                 self.names.insert(participant.id, participant.name.clone());
             }
             ServerMessage::ParticipantLeft { participant_id } => {
-                self.names.remove(participant_id);
+                // The name stays known: packets still in flight are counted under it.
+                self.departed.insert(*participant_id);
                 if let Some(r) = &mut self.recorder {
                     r.close(*participant_id);
                 }
@@ -446,7 +450,8 @@ impl Call {
                 }
             };
             clock.rtp += u64::from(samples);
-            clock.next += Duration::from_micros(u64::from(samples) * 1_000_000 / u64::from(SAMPLE_RATE));
+            clock.next +=
+                Duration::from_micros(u64::from(samples) * 1_000_000 / u64::from(SAMPLE_RATE));
         }
     }
 
@@ -549,7 +554,12 @@ impl Call {
                     .media(m.mid)
                     .map(|x| x.stream_id().to_string())
                     .unwrap_or_default();
-                tracing::debug!(participant = self.you, "track {:?} {:?} from {stream}", m.kind, m.direction);
+                tracing::debug!(
+                    participant = self.you,
+                    "track {:?} {:?} from {stream}",
+                    m.kind,
+                    m.direction
+                );
             }
             Event::KeyframeRequest(r) => {
                 if Some(r.mid) == self.video_mid {
@@ -602,6 +612,9 @@ impl Call {
                     .latency
                     .push(d.network_time.saturating_duration_since(sent_at));
             }
+        }
+        if self.departed.contains(&publisher) {
+            return;
         }
         if let Some(r) = &mut self.recorder {
             let rtp = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer();

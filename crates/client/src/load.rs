@@ -182,11 +182,18 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
     let mut joining = Vec::with_capacity(total);
     for i in 0..config.room_size {
         for r in 0..config.rooms {
-            let mut client = ClientConfig::new(&config.server, &room_name(r), &format!("load-{}-{}", r + 1, i + 1));
+            let mut client = ClientConfig::new(
+                &config.server,
+                &room_name(r),
+                &format!("load-{}-{}", r + 1, i + 1),
+            );
             client.create_room = true;
             client.role = Role::Member;
             client.local_ip = config.local_ip;
-            let seed = config.seed.wrapping_mul(1_000_003).wrapping_add((r * 10_000 + i) as u64);
+            let seed = config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add((r * 10_000 + i) as u64);
             client.call = CallConfig {
                 role: Role::Member,
                 audio: Some(Box::new(SyntheticVoice::new(
@@ -216,7 +223,10 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
         members.push(Member { room, outcome });
     }
     let started = Instant::now();
-    tracing::info!("everyone joined; media for {} s", config.duration.as_secs_f64());
+    tracing::info!(
+        "everyone joined; media for {} s",
+        config.duration.as_secs_f64()
+    );
     tokio::time::sleep(config.duration).await;
 
     // Read everyone's figures before anyone leaves (leaving renegotiates the others).
@@ -241,7 +251,10 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
         .map(|r| RoomSummary {
             room: room_name(r),
             summary: summarise(
-                results.iter().filter(|(room, _)| *room == r).map(|(_, s)| s),
+                results
+                    .iter()
+                    .filter(|(room, _)| *room == r)
+                    .map(|(_, s)| s),
                 config.video,
             ),
         })

@@ -226,10 +226,7 @@ fn open_audio(args: &PlayArgs) -> anyhow::Result<Box<dyn AudioSource>> {
                 match head.as_slice() {
                     b"RIFF" => Box::new(WavSource::open(path, args.looping)?),
                     b"OggS" => Box::new(OggOpusSource::open(path, args.looping)?),
-                    _ => anyhow::bail!(
-                        "{}: not a WAV or Ogg/Opus file",
-                        path.display()
-                    ),
+                    _ => anyhow::bail!("{}: not a WAV or Ogg/Opus file", path.display()),
                 }
             }
         };
@@ -242,7 +239,10 @@ fn open_audio(args: &PlayArgs) -> anyhow::Result<Box<dyn AudioSource>> {
 }
 
 /// Runs a session until it ends by itself, the duration passes or Ctrl-C.
-async fn run_session(mut session: Session, duration: Option<Duration>) -> anyhow::Result<SessionEnd> {
+async fn run_session(
+    mut session: Session,
+    duration: Option<Duration>,
+) -> anyhow::Result<SessionEnd> {
     enum Why {
         Ended(Result<SessionEnd, ClientError>),
         Stop,
@@ -277,7 +277,11 @@ fn print_end(end: &SessionEnd) {
 
 async fn play(args: PlayArgs) -> anyhow::Result<()> {
     let audio = open_audio(&args)?;
-    let duration = args.common.duration.map(|d| seconds(d, "--duration")).transpose()?;
+    let duration = args
+        .common
+        .duration
+        .map(|d| seconds(d, "--duration"))
+        .transpose()?;
     let mut config = ClientConfig::new(&args.common.server, &args.common.room, &args.name);
     config.create_room = args.common.create;
     config.local_ip = args.common.local_ip;
@@ -290,9 +294,13 @@ async fn play(args: PlayArgs) -> anyhow::Result<()> {
     config.call = CallConfig {
         role: Role::Member,
         audio: Some(audio),
-        video: args
-            .video
-            .then(|| SyntheticVp8::new(args.seed, args.video_fps, args.video_kbps.saturating_mul(1000))),
+        video: args.video.then(|| {
+            SyntheticVp8::new(
+                args.seed,
+                args.video_fps,
+                args.video_kbps.saturating_mul(1000),
+            )
+        }),
         probe: false,
         record_dir: args.out.clone(),
     };
@@ -310,7 +318,11 @@ async fn play(args: PlayArgs) -> anyhow::Result<()> {
 }
 
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
-    let duration = args.common.duration.map(|d| seconds(d, "--duration")).transpose()?;
+    let duration = args
+        .common
+        .duration
+        .map(|d| seconds(d, "--duration"))
+        .transpose()?;
     let mut config = ClientConfig::new(&args.common.server, &args.common.room, &args.name);
     config.create_room = args.common.create;
     config.local_ip = args.common.local_ip;

@@ -310,7 +310,8 @@ mod tests {
         }
         rec.finish();
         let path = dir.join("3-Bo_x.opus");
-        let mut reader = ogg::PacketReader::new(std::io::BufReader::new(File::open(&path).unwrap()));
+        let mut reader =
+            ogg::PacketReader::new(std::io::BufReader::new(File::open(&path).unwrap()));
         let head = reader.read_packet().unwrap().unwrap();
         assert_eq!(&head.data[..8], b"OpusHead");
         let tags = reader.read_packet().unwrap().unwrap();

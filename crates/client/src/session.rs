@@ -197,7 +197,9 @@ impl Session {
         };
         let socket = UdpSocket::bind(SocketAddr::new(config.local_ip, 0))
             .await
-            .map_err(|e| ClientError::io(format!("binding a UDP socket on {}", config.local_ip), e))?;
+            .map_err(|e| {
+                ClientError::io(format!("binding a UDP socket on {}", config.local_ip), e)
+            })?;
         let local_addr = socket
             .local_addr()
             .map_err(|e| ClientError::io("reading the UDP socket's address", e))?;
@@ -574,8 +576,14 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(ws_url("http://127.0.0.1:8080").unwrap(), "ws://127.0.0.1:8080/ws");
-        assert_eq!(ws_url("http://127.0.0.1:8080/").unwrap(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/ws"
+        );
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080/").unwrap(),
+            "ws://127.0.0.1:8080/ws"
+        );
         assert_eq!(ws_url("127.0.0.1:8080").unwrap(), "ws://127.0.0.1:8080/ws");
         assert_eq!(ws_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
         assert!(ws_url("https://h:1").is_err());

@@ -273,10 +273,7 @@ impl CallStats {
             ));
         }
         if !self.latency.is_empty() {
-            out.push_str(&format!(
-                "  latency: {}\n",
-                self.latency.percentiles()
-            ));
+            out.push_str(&format!("  latency: {}\n", self.latency.percentiles()));
         }
         if self.own_media_received > 0 {
             out.push_str(&format!(

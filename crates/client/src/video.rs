@@ -132,7 +132,10 @@ mod tests {
         let bps = bits as f64 / 10.0;
         assert!((450_000.0..550_000.0).contains(&bps), "{bps}");
         // Width and height fields.
-        assert_eq!(u16::from_le_bytes([frames[0].data[6], frames[0].data[7]]), 640);
+        assert_eq!(
+            u16::from_le_bytes([frames[0].data[6], frames[0].data[7]]),
+            640
+        );
         v.request_keyframe();
         assert!(v.next_frame().keyframe);
     }

@@ -1,0 +1,367 @@
+//! The client against the real `parley` binary of this workspace, over loopback: audio flows to the others
+//! (never back to its sender) and is recorded to a decodable Ogg/Opus file, muting stops it, a refused join
+//! shows the server's code, and a small load run connects everyone with little loss.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use parley_client::audio::{wav_bytes, SyntheticVoice, WavSource};
+use parley_client::call::CallConfig;
+use parley_client::load::{self, LoadConfig};
+use parley_client::session::{ClientConfig, Session};
+use parley_client::ClientError;
+use parley_proto::{ErrorCode, MediaStateChange};
+
+/// The servers of these tests share two cores: one test at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+struct Server {
+    child: Child,
+    http: SocketAddr,
+    data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// `target/release/parley` next to this test binary (`target/release/deps/…`), else under the workspace.
+fn server_binary() -> PathBuf {
+    let name = format!("parley{}", std::env::consts::EXE_SUFFIX);
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|dir| dir.join(&name)));
+    let candidates = [
+        beside,
+        Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/release")
+                .join(&name),
+        ),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if c.is_file() {
+            return c;
+        }
+    }
+    panic!(
+        "the parley server binary is missing: build it first with `cargo build --release -p parley` \
+         (the test command builds --workspace --all-targets)"
+    );
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "parley-client-test-{tag}-{}-{}",
+        std::process::id(),
+        free_tcp_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn start_server() -> Server {
+    let data = temp_dir("srv");
+    let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let child = Command::new(server_binary())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--http-addr", &http.to_string()])
+        .args(["--https-addr", "off"])
+        .args(["--media-port", &free_udp_port().to_string()])
+        .args(["--media-bind", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("parley starts");
+    let server = Server { child, http, data };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(Instant::now() < deadline, "parley did not listen on {http}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+fn url(server: &Server) -> String {
+    format!("http://{}", server.http)
+}
+
+/// A WAV file of a 440 Hz tone, `seconds` long, written by the test.
+fn tone_wav(dir: &Path, seconds: f64) -> PathBuf {
+    let samples: Vec<i16> = (0..(48_000.0 * seconds) as usize)
+        .map(|i| {
+            ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 48_000.0).sin() * 9_000.0) as i16
+        })
+        .collect();
+    let path = dir.join("tone.wav");
+    std::fs::write(&path, wav_bytes(&samples, 1, 48_000)).expect("WAV written");
+    path
+}
+
+fn player(server: &Server, room: &str, name: &str, wav: &Path) -> ClientConfig {
+    let mut c = ClientConfig::new(&url(server), room, name);
+    c.call = CallConfig {
+        audio: Some(Box::new(WavSource::open(wav, true).expect("WAV opens"))),
+        ..Default::default()
+    };
+    c
+}
+
+async fn packets_from(session: &Session, publisher: u64) -> u64 {
+    session
+        .stats()
+        .await
+        .expect("stats")
+        .audio_packets_from(publisher)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+#[test]
+fn audio_reaches_the_other_is_recorded_and_never_comes_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_server();
+    let dir = temp_dir("rec");
+    let wav = tone_wav(&dir, 2.0);
+    let out = dir.join("recordings");
+    runtime().block_on(async {
+        let mut a = Session::join(player(&server, "General", "Ann", &wav))
+            .await
+            .expect("A joins");
+        let mut b_config = ClientConfig::new(&url(&server), "General", "Bo ../x");
+        b_config.call = CallConfig {
+            audio: Some(Box::new(SyntheticVoice::encoded(5, 1.0).expect("encoder"))),
+            record_dir: Some(out.clone()),
+            ..Default::default()
+        };
+        let mut b = Session::join(b_config).await.expect("B joins");
+        assert_eq!(b.participants.len(), 1, "B sees A in the room");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        let b_stats = b.stats().await.expect("stats");
+        let from_a = b_stats.audio_packets_from(a.you);
+        assert!(
+            from_a > 100,
+            "B got {from_a} packets from A in 3 s:\n{}",
+            b_stats.report()
+        );
+        assert_eq!(b_stats.own_media_received, 0, "B received its own audio");
+        let a_stats = a.stats().await.expect("stats");
+        assert!(
+            a_stats.audio_packets_from(b.you) > 100,
+            "{}",
+            a_stats.report()
+        );
+        assert_eq!(a_stats.own_media_received, 0, "A received its own audio");
+        assert!(b_stats.join_time.is_some(), "join time measured");
+        assert!(
+            b_stats.streams.iter().all(|s| s.publisher == a.you),
+            "{:?}",
+            b_stats.streams
+        );
+
+        let a_end = a.leave().await.expect("A leaves");
+        assert!(a_end.stats.sent_audio_packets > 100);
+        let b_end = b.leave().await.expect("B leaves");
+        assert_eq!(b_end.recordings.len(), 1, "{:?}", b_end.recordings);
+    });
+
+    // One file, named by id and sanitized name.
+    let files: Vec<_> = std::fs::read_dir(&out)
+        .expect("recordings dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(name.ends_with("-Ann.opus"), "{name}");
+    let bytes = std::fs::read(&files[0]).expect("recording");
+    assert_eq!(&bytes[..4], b"OggS");
+    assert!(bytes.windows(8).any(|w| w == b"OpusHead"));
+
+    // It decodes to the tone (not silence).
+    let mut reader = ogg::PacketReader::new(std::io::Cursor::new(bytes));
+    let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).expect("decoder");
+    let mut pcm = vec![0i16; 5760];
+    let (mut packets, mut loud_frames) = (0, 0);
+    while let Some(p) = reader.read_packet().expect("readable Ogg") {
+        if p.data.starts_with(b"OpusHead") || p.data.starts_with(b"OpusTags") {
+            continue;
+        }
+        packets += 1;
+        let n = decoder
+            .decode(&p.data, &mut pcm, false)
+            .expect("decodable Opus");
+        if parley_client::audio::level_dbov(&pcm[..n]) < 30 {
+            loud_frames += 1;
+        }
+    }
+    assert!(packets > 100, "{packets} packets recorded");
+    assert!(
+        loud_frames > 80,
+        "{loud_frames} of {packets} frames are loud"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn muting_stops_forwarding_and_unmuting_resumes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_server();
+    let dir = temp_dir("mute");
+    let wav = tone_wav(&dir, 1.0);
+    runtime().block_on(async {
+        let mut a = Session::join(player(&server, "General", "Ann", &wav))
+            .await
+            .expect("A joins");
+        let mut b = Session::join(ClientConfig::new(&url(&server), "General", "Bo"))
+            .await
+            .expect("B joins");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            packets_from(&b, a.you).await > 30,
+            "audio flows before muting"
+        );
+
+        let state = a
+            .set_state(MediaStateChange {
+                mic_muted: Some(true),
+                ..Default::default()
+            })
+            .await
+            .expect("state_set");
+        assert!(state.mic_muted);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let muted_at = packets_from(&b, a.you).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let later = packets_from(&b, a.you).await;
+        assert_eq!(later, muted_at, "muted audio still reaches B");
+        let a_stats = a.stats().await.expect("stats");
+        assert!(
+            a_stats.sent_audio_packets > 120,
+            "A keeps sending while muted"
+        );
+
+        a.set_state(MediaStateChange {
+            mic_muted: Some(false),
+            ..Default::default()
+        })
+        .await
+        .expect("state_set");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let stats = b.stats().await.expect("stats");
+        let resumed = stats.audio_packets_from(a.you);
+        assert!(
+            resumed > later + 30,
+            "unmuted audio flows again: {resumed} after {later}"
+        );
+        // The server hides the muted stretch: no gap in sequence numbers, so no loss.
+        let stream = stats
+            .streams
+            .iter()
+            .find(|s| s.publisher == a.you)
+            .expect("A's stream");
+        assert_eq!(stream.lost, 0, "{}", stats.report());
+
+        a.leave().await.expect("A leaves");
+        b.leave().await.expect("B leaves");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_refused_join_carries_the_servers_code_and_message() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_server();
+    runtime().block_on(async {
+        let err = Session::join(ClientConfig::new(&url(&server), "Nowhere", "Ann"))
+            .await
+            .err()
+            .expect("joining a missing room fails");
+        assert_eq!(err.code(), Some(ErrorCode::NoSuchRoom), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("no_such_room"), "{text}");
+
+        let err = Session::join(ClientConfig::new(&url(&server), "General", "  "))
+            .await
+            .err()
+            .expect("a blank name fails");
+        assert_eq!(err.code(), Some(ErrorCode::InvalidName), "{err}");
+
+        // With create, the room is made first.
+        let mut c = ClientConfig::new(&url(&server), "Nowhere", "Ann");
+        c.create_room = true;
+        let mut s = Session::join(c).await.expect("joins the new room");
+        assert_eq!(s.room, "Nowhere");
+        s.leave().await.expect("leaves");
+
+        let err = Session::join(ClientConfig::new("127.0.0.1:1", "General", "Ann"))
+            .await
+            .err()
+            .expect("no server there");
+        assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+    });
+}
+
+#[test]
+fn a_small_load_run_connects_everyone_with_little_loss() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_server();
+    let summary = runtime().block_on(async {
+        let config = LoadConfig::new(&url(&server), 2, 3, Duration::from_secs(3));
+        load::run(config).await.expect("load run")
+    });
+    println!("{}", summary.report());
+    let t = &summary.totals;
+    assert_eq!(t.participants, 6, "{t:?}");
+    assert_eq!(t.connected, 6, "every participant connected: {t:?}");
+    assert!(t.failures.is_empty(), "{:?}", t.failures);
+    assert_eq!(t.streams_expected, 12);
+    assert_eq!(
+        t.streams_received, 12,
+        "everyone heard everyone else in the room"
+    );
+    assert!(t.loss_percent < 5.0, "loss {} %", t.loss_percent);
+    assert_eq!(t.own_media_received, 0);
+    assert!(t.latency_ms.count > 100, "{:?}", t.latency_ms);
+    assert!(
+        t.latency_ms.p50_ms.is_some_and(|p| p < 100.0),
+        "{:?}",
+        t.latency_ms
+    );
+    assert_eq!(t.join_ms.count, 6, "{:?}", t.join_ms);
+    for r in &summary.per_room {
+        assert_eq!(r.summary.connected, 3, "{}: {:?}", r.room, r.summary);
+        assert_eq!(r.summary.streams_received, 6, "{}", r.room);
+    }
+    let json = serde_json::to_value(&summary).expect("JSON");
+    assert_eq!(json["totals"]["connected"], 6);
+    assert!(json["totals"]["latency_ms"]["p99_ms"].is_number(), "{json}");
+}

@@ -58,7 +58,7 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5EED_0F_9A_41E7)
+        Rng(seed ^ 0x5EED_0F9A_41E7)
     }
 
     pub fn next_u64(&mut self) -> u64 {

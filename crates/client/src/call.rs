@@ -533,14 +533,12 @@ impl Call {
 
     fn handle_event(&mut self, event: Event, now: Instant) {
         match event {
-            Event::Connected => {
-                if !self.stats.connected {
-                    self.stats.connected = true;
-                    self.stats.connect_time = Some(now.saturating_duration_since(self.joined_at));
-                    tracing::debug!(participant = self.you, "media connected");
-                    self.audio_clock = Some(MediaClock { next: now, rtp: 0 });
-                    self.video_clock = Some(MediaClock { next: now, rtp: 0 });
-                }
+            Event::Connected if !self.stats.connected => {
+                self.stats.connected = true;
+                self.stats.connect_time = Some(now.saturating_duration_since(self.joined_at));
+                tracing::debug!(participant = self.you, "media connected");
+                self.audio_clock = Some(MediaClock { next: now, rtp: 0 });
+                self.video_clock = Some(MediaClock { next: now, rtp: 0 });
             }
             Event::IceConnectionStateChange(state) => {
                 tracing::debug!(participant = self.you, "ICE {state:?}");
@@ -561,11 +559,9 @@ impl Call {
                     m.direction
                 );
             }
-            Event::KeyframeRequest(r) => {
-                if Some(r.mid) == self.video_mid {
-                    if let Some(v) = &mut self.video {
-                        v.request_keyframe();
-                    }
+            Event::KeyframeRequest(r) if Some(r.mid) == self.video_mid => {
+                if let Some(v) = &mut self.video {
+                    v.request_keyframe();
                 }
             }
             Event::MediaData(d) => self.received(d),

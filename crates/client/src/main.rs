@@ -244,7 +244,7 @@ async fn run_session(
     duration: Option<Duration>,
 ) -> anyhow::Result<SessionEnd> {
     enum Why {
-        Ended(Result<SessionEnd, ClientError>),
+        Ended(Box<Result<SessionEnd, ClientError>>),
         Stop,
     }
     let why = {
@@ -255,13 +255,13 @@ async fn run_session(
             }
         };
         tokio::select! {
-            r = session.wait() => Why::Ended(r),
+            r = session.wait() => Why::Ended(Box::new(r)),
             _ = timer => Why::Stop,
             _ = tokio::signal::ctrl_c() => Why::Stop,
         }
     };
     let end = match why {
-        Why::Ended(r) => r?,
+        Why::Ended(r) => (*r)?,
         Why::Stop => session.leave().await?,
     };
     Ok(end)

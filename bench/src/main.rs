@@ -293,6 +293,32 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
     })
 }
 
+/// Runs growing steps until one is not held (loss, failed joins) or the server's worker is saturated.
+fn sweep<'a>(
+    args: &Args,
+    server: &Server,
+    duration: f64,
+    steps: impl Iterator<Item = Step<'a>>,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    for step in steps {
+        let row = run_step(args, server, &step, duration)?;
+        eprintln!(
+            "  {} {}: held={} server cpu={:.0}%",
+            row.scenario,
+            row.step,
+            row.held(),
+            row.server_cpu_percent
+        );
+        let stop = !row.held() || row.server_cpu_percent > 95.0;
+        rows.push(row);
+        if stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
@@ -313,30 +339,16 @@ fn main() -> Result<()> {
     } else {
         &[1, 2, 4, 8, 12, 16, 24]
     };
-    for &rooms in room_steps {
-        let step = Step {
-            scenario: "a-audio-rooms-of-10",
-            label: format!("{rooms}x10"),
-            rooms,
-            room_size: 10,
-            talk: 0.5,
-            video: false,
-            extra: &[],
-        };
-        let row = run_step(&args, &server, &step, duration)?;
-        eprintln!(
-            "  {} {}: held={} cpu={:.0}%",
-            row.scenario,
-            row.step,
-            row.held(),
-            row.server_cpu_percent
-        );
-        let stop = !row.held() || row.server_cpu_percent > 95.0;
-        rows.push(row);
-        if stop {
-            break;
-        }
-    }
+    let steps = room_steps.iter().map(|&rooms| Step {
+        scenario: "a-audio-rooms-of-10",
+        label: format!("{rooms}x10"),
+        rooms,
+        room_size: 10,
+        talk: 0.5,
+        video: false,
+        extra: &[],
+    });
+    sweep(&args, &server, duration, steps, &mut rows)?;
 
     // (b) one large room: one speaker, N listeners.
     let listener_steps: &[usize] = if args.quick {
@@ -344,57 +356,29 @@ fn main() -> Result<()> {
     } else {
         &[25, 50, 100, 200]
     };
-    for &listeners in listener_steps {
-        let step = Step {
-            scenario: "b-one-speaker",
-            label: format!("1+{listeners}"),
-            rooms: 1,
-            room_size: listeners + 1,
-            talk: 1.0,
-            video: false,
-            extra: &["--speakers", "1"],
-        };
-        let row = run_step(&args, &server, &step, duration)?;
-        eprintln!(
-            "  {} {}: held={} cpu={:.0}%",
-            row.scenario,
-            row.step,
-            row.held(),
-            row.server_cpu_percent
-        );
-        let stop = !row.held();
-        rows.push(row);
-        if stop {
-            break;
-        }
-    }
+    let steps = listener_steps.iter().map(|&listeners| Step {
+        scenario: "b-one-speaker",
+        label: format!("1+{listeners}"),
+        rooms: 1,
+        room_size: listeners + 1,
+        talk: 1.0,
+        video: false,
+        extra: &["--speakers", "1"],
+    });
+    sweep(&args, &server, duration, steps, &mut rows)?;
 
     // (c) video rooms of 6 at ~500 kbit/s each.
     let video_steps: &[usize] = if args.quick { &[1] } else { &[1, 2, 4] };
-    for &rooms in video_steps {
-        let step = Step {
-            scenario: "c-video-rooms-of-6",
-            label: format!("{rooms}x6"),
-            rooms,
-            room_size: 6,
-            talk: 0.5,
-            video: true,
-            extra: &["--video-kbps", "500"],
-        };
-        let row = run_step(&args, &server, &step, duration)?;
-        eprintln!(
-            "  {} {}: held={} cpu={:.0}%",
-            row.scenario,
-            row.step,
-            row.held(),
-            row.server_cpu_percent
-        );
-        let stop = !row.held();
-        rows.push(row);
-        if stop {
-            break;
-        }
-    }
+    let steps = video_steps.iter().map(|&rooms| Step {
+        scenario: "c-video-rooms-of-6",
+        label: format!("{rooms}x6"),
+        rooms,
+        room_size: 6,
+        talk: 0.5,
+        video: true,
+        extra: &["--video-kbps", "500"],
+    });
+    sweep(&args, &server, duration, steps, &mut rows)?;
     drop(server);
 
     // The physical reference: as many packets as the busiest audio step forwarded, raw.

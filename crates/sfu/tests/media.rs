@@ -8,6 +8,16 @@ use std::time::Duration;
 use parley_proto::{ClientMessage, MediaStateChange};
 use support::{got, talk_for, Net};
 
+fn set_mic_muted(net: &mut Net, who: u64, muted: bool) {
+    let now = net.now;
+    let change = MediaStateChange {
+        mic_muted: Some(muted),
+        ..Default::default()
+    };
+    net.sfu
+        .handle_message(who, ClientMessage::SetState { id: None, change }, now);
+}
+
 #[test]
 fn audio_reaches_everyone_else_in_the_room_only() {
     let mut net = Net::new();
@@ -41,18 +51,7 @@ fn muted_audio_is_not_forwarded_and_leavers_stop() {
     talk_for(&mut net, Duration::from_secs(2));
     assert!(got(&mut net, 2, 1) > 30);
 
-    let now = net.now;
-    net.sfu.handle_message(
-        1,
-        ClientMessage::SetState {
-            id: None,
-            change: MediaStateChange {
-                mic_muted: Some(true),
-                ..Default::default()
-            },
-        },
-        now,
-    );
+    set_mic_muted(&mut net, 1, true);
     talk_for(&mut net, Duration::from_millis(200));
     let (at2, at3) = (got(&mut net, 2, 1), got(&mut net, 3, 1));
     let from3 = got(&mut net, 2, 3);
@@ -62,18 +61,7 @@ fn muted_audio_is_not_forwarded_and_leavers_stop() {
     assert!(got(&mut net, 2, 3) > from3 + 30, "unmuted 3 keeps flowing");
 
     // Unmute: flows again, with contiguous sequence numbers.
-    let now = net.now;
-    net.sfu.handle_message(
-        1,
-        ClientMessage::SetState {
-            id: None,
-            change: MediaStateChange {
-                mic_muted: Some(false),
-                ..Default::default()
-            },
-        },
-        now,
-    );
+    set_mic_muted(&mut net, 1, false);
     talk_for(&mut net, Duration::from_secs(1));
     assert!(got(&mut net, 2, 1) > at2 + 30, "unmuted audio flows again");
 
@@ -109,18 +97,7 @@ fn the_loud_participant_becomes_active_speaker_for_everyone() {
     assert_eq!(net.client(1).speaker, Some(3));
 
     // The speaker mutes: nobody is speaker any more.
-    let now = net.now;
-    net.sfu.handle_message(
-        3,
-        ClientMessage::SetState {
-            id: None,
-            change: MediaStateChange {
-                mic_muted: Some(true),
-                ..Default::default()
-            },
-        },
-        now,
-    );
+    set_mic_muted(&mut net, 3, true);
     talk_for(&mut net, Duration::from_millis(300));
     assert_eq!(net.client(1).speaker, None);
     assert!(net.sfu.gauges().speaker_switches >= 3);

@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)   # builds libopus for parley-client
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   sudo_cmd=""

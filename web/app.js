@@ -5,9 +5,10 @@ import { Signal, ServerError, signalUrl } from './signal.js';
 import { prefs, checkDisplayName } from './prefs.js';
 import { LocalMedia, deviceErrorText } from './media.js';
 import { Call } from './call.js';
-import { Tile, initials, hueFor, layoutStage } from './tiles.js';
-import { audioContext, meterPosition } from './levels.js';
-import { ChatPanel } from './chat.js';
+import { Tile, initials, hueFor, layoutStage, setAudioOutput } from './tiles.js';
+import { audioContext, meterPosition, serverLevelPosition, ServerLevels } from './levels.js';
+import { ChatPanel, DEFAULT_MAX_CHARS } from './chat.js';
+import { DeviceSettings } from './settings.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -22,6 +23,8 @@ const ui = {
   topbarRoom: $('topbar-room'),
   roomTitle: $('room-title'),
   roomCount: $('room-count'),
+  viewToggle: $('view-toggle'),
+  settingsOpen: $('settings-open'),
   nameForm: $('name-form'),
   nameInput: $('name-input'),
   nameError: $('name-error'),
@@ -52,6 +55,7 @@ const app = {
   name: prefs.name,
   state: prefs.state, // this tab's MediaState (mic_muted, deafened, camera_off)
   maxParticipants: 16,
+  maxChatChars: DEFAULT_MAX_CHARS,
   rooms: [],
   roomsKnown: false,
   room: null, // name of the room we are in
@@ -60,6 +64,10 @@ const app = {
   participants: new Map(), // id (string) -> ParticipantInfo, the others in the room (members)
   viewers: new Map(), // id (string) -> ParticipantInfo of receive-only wall screens (no tile)
   activeSpeaker: null, // id (string) of the room's dominant speaker, as the server decides it
+  viewMode: prefs.viewMode, // 'speaker': one person large, the others in a strip; 'grid': all the same
+  featured: null, // id (string) of the person shown large in speaker view
+  levels: new ServerLevels(), // the others' voice levels, from the server
+  tabRoom: prefs.tabRoom, // the room this tab was in before a reload: joined again once
   tiles: new Map(), // id (string) -> Tile, including our own
   local: null, // LocalMedia while in a room
   call: null, // Call while in a room
@@ -78,6 +86,7 @@ function setView(view) {
   const inRoom = view === 'room';
   ui.roomsToggle.hidden = !inRoom;
   ui.topbarRoom.hidden = !inRoom;
+  ui.viewToggle.hidden = !inRoom;
   if (!inRoom) setRoomsOpen(false);
   ui.meChip.hidden = !app.name || view === 'name';
   ui.meChip.disabled = inRoom;
@@ -245,23 +254,36 @@ function handleMessage(msg) {
   switch (msg.type) {
     case 'welcome':
       if (Number.isFinite(msg.max_participants)) app.maxParticipants = msg.max_participants;
+      if (Number.isFinite(msg.max_chat_chars)) app.maxChatChars = msg.max_chat_chars;
       break;
     case 'rooms':
       app.rooms = Array.isArray(msg.rooms) ? msg.rooms : [];
       app.roomsKnown = true;
       renderRooms();
+      rejoinAfterReload();
       break;
     case 'participant_joined':
-      if (app.room && msg.participant) addParticipant(msg.participant);
+      if (app.room && msg.participant) {
+        addParticipant(msg.participant);
+        const p = msg.participant;
+        chat.system(p.role === 'viewer' ? `${p.name} joined as a viewer` : `${p.name} joined`);
+      }
       break;
     case 'participant_updated':
       if (app.room && msg.participant) updateParticipant(msg.participant);
       break;
     case 'participant_left':
-      if (app.room) removeParticipant(msg.participant_id);
+      if (app.room) {
+        const p = app.participants.get(String(msg.participant_id)) || app.viewers.get(String(msg.participant_id));
+        removeParticipant(msg.participant_id);
+        if (p) chat.system(`${p.name} left`);
+      }
       break;
     case 'active_speaker':
       if (app.room) setActiveSpeaker(msg.participant_id);
+      break;
+    case 'levels':
+      if (app.room) app.levels.update(msg.levels);
       break;
     case 'offer':
       if (app.room && app.call) app.call.handleOffer(msg.sdp).catch((err) => mediaError(err));
@@ -272,6 +294,7 @@ function handleMessage(msg) {
     case 'left':
       // Our own leave tears down at once; a `left` we did not ask for means the server removed us.
       if (app.room && msg.room === app.room && !app.joining && msg.id == null) {
+        prefs.tabRoom = '';
         teardownRoom();
         showLobby();
         toast(`You are no longer in ${msg.room}.`, { title: 'Left the room', kind: 'info' });
@@ -348,7 +371,7 @@ function renderRooms() {
     const r = app.rooms.find((x) => x.name === app.room);
     const n = r ? r.participants : app.participants.size + 1;
     const v = app.viewers.size;
-    ui.roomCount.textContent = `${n} ${n === 1 ? 'person' : 'people'}${v ? ` · ${v} ${v === 1 ? 'screen' : 'screens'}` : ''}`;
+    ui.roomCount.textContent = `${n} ${n === 1 ? 'person' : 'people'}${v ? ` · ${v} ${v === 1 ? 'viewer' : 'viewers'}` : ''}`;
   }
 }
 
@@ -403,7 +426,7 @@ async function joinRoom(room) {
   audioContext(); // created inside the click, so the browser lets it run
 
   const want = { ...app.state };
-  const local = new LocalMedia();
+  const local = new LocalMedia(prefs.devices);
   // The devices open and the peer connection prepares its offer while the server admits us: none of
   // the three needs the others. Tracks join the transceivers (replaceTrack) whenever the devices are
   // ready, even after a slow permission prompt.
@@ -429,6 +452,7 @@ async function joinRoom(room) {
   app.local = local;
   app.call = call;
   prefs.lastRoom = app.room;
+  prefs.tabRoom = app.room;
   ui.roomTitle.textContent = app.room;
   ui.tiles.replaceChildren();
 
@@ -485,6 +509,7 @@ async function joinRoom(room) {
 async function leaveRoom() {
   if (!app.room) return;
   const wasIn = app.room;
+  prefs.tabRoom = '';
   teardownRoom();
   showLobby();
   try {
@@ -505,6 +530,8 @@ function teardownRoom() {
   app.participants.clear();
   app.viewers.clear();
   app.activeSpeaker = null;
+  app.featured = null;
+  app.levels.clear();
   app.mediaReady = Promise.resolve();
   app.room = null;
   app.me = null;
@@ -586,16 +613,53 @@ function refreshSelfTile() {
   tile.setAudioTrack(local ? local.audioTrack : null);
 }
 
-/** Sizes the tiles; from three people on, the active speaker (someone else) is shown large. */
+/**
+ * Who is shown large in speaker view: the active speaker; while that is you (or nobody), whoever was
+ * shown before, else the first of the others. Nobody in grid view or when you are alone.
+ */
+function featuredTile() {
+  if (app.viewMode !== 'speaker') return null;
+  const other = (id) => {
+    const t = id ? app.tiles.get(id) : null;
+    return t && !t.self ? t : null;
+  };
+  const first = [...app.tiles.values()].find((t) => !t.self) || null;
+  return other(app.activeSpeaker) || other(app.featured) || first;
+}
+
 function layoutTiles() {
-  const speaker = app.activeSpeaker ? app.tiles.get(app.activeSpeaker) : null;
-  const n = app.tiles.size;
-  layoutStage(ui.tiles, [...app.tiles.values()], n >= 3 && speaker && !speaker.self ? speaker : null);
+  const featured = featuredTile();
+  app.featured = featured ? featured.id : null;
+  ui.tiles.dataset.viewMode = app.viewMode;
+  layoutStage(ui.tiles, [...app.tiles.values()], featured);
 }
 
 function setActiveSpeaker(pid) {
   app.activeSpeaker = pid == null ? null : String(pid);
+  for (const t of app.tiles.values()) t.el.classList.toggle('dominant', t.id === app.activeSpeaker);
   layoutTiles();
+}
+
+function setViewMode(mode) {
+  app.viewMode = mode;
+  prefs.viewMode = mode;
+  const grid = mode === 'grid';
+  ui.viewToggle.setAttribute('aria-pressed', String(grid));
+  ui.viewToggle.dataset.mode = mode;
+  ui.viewToggle.title = grid ? 'Grid view: click for speaker view' : 'Speaker view: click for grid view';
+  ui.viewToggle.setAttribute('aria-label', 'Grid view');
+  layoutTiles();
+}
+
+ui.viewToggle.addEventListener('click', () => setViewMode(app.viewMode === 'grid' ? 'speaker' : 'grid'));
+
+/** After a reload in a room, goes back into it once (when it still exists and we are not elsewhere). */
+function rejoinAfterReload() {
+  const room = app.tabRoom;
+  if (!room || !app.name || app.room || app.joining || !signal.connected) return;
+  app.tabRoom = '';
+  if (app.rooms.some((r) => r.name === room)) joinRoom(room);
+  else prefs.tabRoom = '';
 }
 
 new ResizeObserver(() => layoutTiles()).observe(ui.tiles);
@@ -731,12 +795,16 @@ ui.leave.addEventListener('click', () => leaveRoom());
 const chat = new ChatPanel({
   signal,
   me: () => app.me,
+  maxChars: () => app.maxChatChars,
   onUnread: (n) => {
     ui.chatUnread.hidden = n === 0;
     ui.chatUnread.textContent = n > 99 ? '99+' : String(n);
     ui.chatToggle.setAttribute('aria-label', n ? `Chat, ${n} unread` : 'Chat');
   },
-  onError: (err) => toast(err.message, { title: 'Chat', code: 'chat' }),
+  onError: (err) => toast(err.message, { title: ERROR_TITLES[err.code] || 'Chat', code: err.code || 'chat' }),
+  onCommand: (name) => {
+    if (name === 'leave') leaveRoom();
+  },
 });
 
 function setChatOpen(open) {
@@ -754,14 +822,40 @@ ui.chatClose.addEventListener('click', () => setChatOpen(false));
 // ---------------------------------------------------------------------------------------------------------
 // Level meters
 
+/** Own tile: the microphone through Web Audio. Everyone else: the server's levels. */
 function drawMeters() {
   for (const tile of app.tiles.values()) {
-    const muted = tile.self ? app.state.mic_muted : tile.info.mic_muted;
-    const rms = muted ? 0 : tile.level();
-    tile.meterFill.style.transform = `scaleX(${meterPosition(rms).toFixed(3)})`;
-    tile.el.classList.toggle('speaking', rms > 0.03);
+    if (tile.self) tile.showLevel(app.state.mic_muted ? 0 : meterPosition(tile.level()));
+    else tile.showLevel(tile.info.mic_muted ? 0 : serverLevelPosition(app.levels.get(tile.id)));
   }
   requestAnimationFrame(drawMeters);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Device settings (microphone, camera, speaker), remembered in prefs.devices
+
+const settings = new DeviceSettings({
+  onChange: (kind, deviceId) => useDevice(kind, deviceId),
+  onError: (err, what) => toast(deviceErrorText(err, what), { title: 'Device unavailable', code: 'device' }),
+});
+ui.settingsOpen.addEventListener('click', () => settings.show());
+setAudioOutput(prefs.devices.audiooutput);
+
+/** Switches to another microphone / camera / speaker now (when in use) and remembers it. */
+async function useDevice(kind, deviceId) {
+  if (kind === 'audiooutput') {
+    setAudioOutput(deviceId, app.tiles.values());
+  } else if (app.local) {
+    const local = app.local;
+    await app.mediaReady;
+    const track = await local.useDevice(kind, deviceId); // throws when that device cannot be opened
+    if (track && app.local === local && app.call) {
+      if (kind === 'audioinput' && !app.state.mic_muted) await app.call.setSending('audio', track);
+      if (kind === 'videoinput' && !app.state.camera_off) await app.call.setSending('video', track);
+      refreshSelfTile();
+    }
+  }
+  prefs.devices = { ...prefs.devices, [kind]: deviceId };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -824,13 +918,38 @@ window.parley = {
   get activeSpeaker() {
     return app.activeSpeaker == null ? null : Number(app.activeSpeaker);
   },
-  /** Chat messages shown in the room, oldest first: [{id, author, text}]. */
+  /**
+   * The chat lines shown in the room, oldest first: [{id, kind, author, text, shown}] with kind 'message',
+   * 'action' (/me) or 'system' (joins and leaves), `text` as sent and `shown` as displayed.
+   */
   get chat() {
-    return [...document.querySelectorAll('#chat-list .chat-msg')].map((li) => ({
-      id: Number(li.dataset.id),
-      author: li.querySelector('.chat-author').textContent,
-      text: li.querySelector('.chat-text').textContent,
-    }));
+    return chat.lineList();
+  },
+  /** Sends a chat message the way the Send button does (refusals shown in the panel); resolves true when sent. */
+  chatSend(text) {
+    return chat.send(text);
+  },
+  /** The latest server voice levels: {participant id: 0–100}. */
+  get levels() {
+    return app.levels.snapshot();
+  },
+  /** Where participant `id`'s level meter stands on screen, 0..1. */
+  meter(id) {
+    const tile = app.tiles.get(String(id));
+    return tile ? tile.meterShown : null;
+  },
+  /** 'speaker' or 'grid'. */
+  get viewMode() {
+    return app.viewMode;
+  },
+  /** The participant shown large in speaker view, or null. */
+  get featured() {
+    return app.featured == null ? null : Number(app.featured);
+  },
+  /** The device ids in use: {audioinput, videoinput} ('' when unknown). */
+  devicesInUse() {
+    const id = (t) => (t && t.getSettings().deviceId) || '';
+    return { audioinput: id(app.local && app.local.audioTrack), videoinput: id(app.local && app.local.videoTrack) };
   },
   /** Sends a raw signalling message on this tab's socket (replies and errors reach the UI as usual). */
   send(msg) {
@@ -849,6 +968,7 @@ window.addEventListener('pageshow', (ev) => {
   if (ev.persisted) signal.connect(); // back from the back/forward cache
 });
 updateControls();
+setViewMode(app.viewMode);
 if (app.name) {
   renderMe();
   showLobby();

@@ -1,6 +1,10 @@
-// Audio levels: each audio track goes through a Web Audio AnalyserNode (never to the speakers: playback is
-// the <audio> element's job). Chromium only feeds a remote WebRTC track into Web Audio while the same
-// stream is also attached to a media element, which the room view always does.
+// Audio levels for the meters.
+// - Your own microphone: a Web Audio AnalyserNode on the local track (LevelMeter).
+// - Everyone else: the server's `levels` messages (ServerLevels), taken from the RFC 6464 levels in the
+//   RTP headers, so meters move even while you are deafened and nothing is decoded for them.
+// Remote tracks also get a LevelMeter (never connected to the speakers: playback is the <audio>
+// element's job); Chromium only feeds a remote WebRTC track into Web Audio while the same stream is also
+// attached to a media element, which the room view always does.
 
 let ctx = null;
 
@@ -68,9 +72,59 @@ export class LevelMeter {
   }
 }
 
-/** Maps an RMS level to a 0..1 meter position on a rough dB scale (-60 dB .. 0 dB). */
+const METER_FLOOR_DB = -60; // the empty end of a meter
+
+/** Maps an RMS level to a 0..1 meter position on a dB scale (-60 dB .. 0 dB). */
 export function meterPosition(rms) {
   if (rms <= 0.001) return 0;
   const db = 20 * Math.log10(rms);
-  return Math.max(0, Math.min(1, (db + 60) / 60));
+  return Math.max(0, Math.min(1, (db - METER_FLOOR_DB) / -METER_FLOOR_DB));
+}
+
+/**
+ * Maps a server level (0–100, which is 100 × (1 − dBov / 127): 0 is silence at -127 dBov) to the same
+ * 0..1 meter position as meterPosition().
+ */
+export function serverLevelPosition(level) {
+  if (!(level > 0)) return 0;
+  const db = -127 * (1 - Math.min(level, 100) / 100);
+  return Math.max(0, Math.min(1, (db - METER_FLOOR_DB) / -METER_FLOOR_DB));
+}
+
+/** A meter position at or above this counts as talking (about -40 dB): the tile gets its ring. */
+export const SPEAKING_POSITION = 0.33;
+
+const LEVELS_STALE_MS = 1000; // the server sends ~10 a second while anyone makes a sound
+
+/** The room's latest `levels` message: participant id -> 0–100. */
+export class ServerLevels {
+  constructor() {
+    this.levels = new Map();
+    this.at = 0;
+  }
+
+  /** A `levels` message; whoever it leaves out (muted, not sending) is silent. */
+  update(list) {
+    this.levels.clear();
+    for (const l of Array.isArray(list) ? list : []) {
+      if (l && l.id != null && Number.isFinite(l.level)) this.levels.set(String(l.id), l.level);
+    }
+    this.at = performance.now();
+  }
+
+  /** The level of participant `id`, 0–100 (0 once the messages have stopped for a while). */
+  get(id) {
+    if (performance.now() - this.at > LEVELS_STALE_MS) return 0;
+    return this.levels.get(String(id)) || 0;
+  }
+
+  /** {id: level} of the latest message. */
+  snapshot() {
+    return Object.fromEntries(this.levels);
+  }
+
+  clear() {
+    this.levels.clear();
+    this.at = 0;
+  }
 }

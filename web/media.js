@@ -1,6 +1,8 @@
 // The local microphone and camera. One MediaStream holds whatever tracks are live; the camera track is
 // stopped (light off) when the camera is turned off and asked for again when it is turned on. The mic
-// track stays open while muted (disabled, so it records silence) to make unmuting instant.
+// track stays open while muted (disabled, so it records silence) to make unmuting instant. The chosen
+// devices (prefs.devices) are asked for as `ideal`, so a remembered device that is gone falls back to
+// the default; a device picked in the settings is asked for `exact`.
 
 const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 const VIDEO_CONSTRAINTS = {
@@ -35,11 +37,18 @@ export function deviceErrorText(err, what) {
   }
 }
 
+/** Constraints for `base` on device `deviceId` ('' = the default). */
+function onDevice(base, deviceId, how = 'ideal') {
+  return deviceId ? { ...base, deviceId: { [how]: deviceId } } : { ...base };
+}
+
 export class LocalMedia {
-  constructor() {
+  /** @param {{audioinput?: string, videoinput?: string}} devices the device ids to use ('' = default) */
+  constructor(devices = {}) {
     this.stream = new MediaStream();
     this.audioTrack = null;
     this.videoTrack = null;
+    this.devices = { audioinput: devices.audioinput || '', videoinput: devices.videoinput || '' };
   }
 
   /**
@@ -50,7 +59,10 @@ export class LocalMedia {
     const result = { audioError: null, videoError: null };
     if (!audio && !video) return result;
     try {
-      const s = await gum({ audio: audio ? AUDIO_CONSTRAINTS : false, video: video ? VIDEO_CONSTRAINTS : false });
+      const s = await gum({
+        audio: audio ? onDevice(AUDIO_CONSTRAINTS, this.devices.audioinput) : false,
+        video: video ? onDevice(VIDEO_CONSTRAINTS, this.devices.videoinput) : false,
+      });
       for (const t of s.getTracks()) this.adopt(t);
       return result;
     } catch (err) {
@@ -101,7 +113,7 @@ export class LocalMedia {
   /** Opens the microphone if it is not open yet; throws the getUserMedia error. */
   async startAudio() {
     if (this.audioTrack && this.audioTrack.readyState === 'live') return this.audioTrack;
-    const s = await gum({ audio: AUDIO_CONSTRAINTS, video: false });
+    const s = await gum({ audio: onDevice(AUDIO_CONSTRAINTS, this.devices.audioinput), video: false });
     this.adopt(s.getAudioTracks()[0]);
     return this.audioTrack;
   }
@@ -109,9 +121,32 @@ export class LocalMedia {
   /** Opens the camera if it is not open yet; throws the getUserMedia error. */
   async startVideo() {
     if (this.videoTrack && this.videoTrack.readyState === 'live') return this.videoTrack;
-    const s = await gum({ audio: false, video: VIDEO_CONSTRAINTS });
+    const s = await gum({ audio: false, video: onDevice(VIDEO_CONSTRAINTS, this.devices.videoinput) });
     this.adopt(s.getVideoTracks()[0]);
     return this.videoTrack;
+  }
+
+  /**
+   * Uses device `deviceId` for `kind` ('audioinput' | 'videoinput') from now on. When that kind is open,
+   * the new device is opened (exactly that one) and replaces the old track, which is stopped; resolves
+   * with the new track, or null when that kind is not open. Throws the getUserMedia error (the old track
+   * stays then).
+   */
+  async useDevice(kind, deviceId) {
+    const audio = kind === 'audioinput';
+    const old = audio ? this.audioTrack : this.videoTrack;
+    if (!old || old.readyState !== 'live') {
+      this.devices[kind] = deviceId || '';
+      return null;
+    }
+    const s = await gum(audio
+      ? { audio: onDevice(AUDIO_CONSTRAINTS, deviceId, 'exact'), video: false }
+      : { audio: false, video: onDevice(VIDEO_CONSTRAINTS, deviceId, 'exact') });
+    this.devices[kind] = deviceId || '';
+    const track = audio ? s.getAudioTracks()[0] : s.getVideoTracks()[0];
+    track.enabled = old.enabled;
+    this.adopt(track); // stops the old one
+    return track;
   }
 
   stopVideo() {

@@ -1,24 +1,50 @@
-// What the browser remembers between visits: the display name, the last room and the mic / speaker /
-// camera choices. localStorage can be unavailable (private modes, storage disabled): then nothing is kept.
+// What the browser remembers between visits: the display name, the last room, the mic / speaker /
+// camera switches and devices, and the view mode. localStorage can be unavailable (private modes, storage
+// disabled): then nothing is kept. The room this tab is in is kept for the tab only (sessionStorage), so
+// a reload goes back into it.
 
 const KEY_NAME = 'parley.name';
 const KEY_ROOM = 'parley.lastRoom';
 const KEY_STATE = 'parley.state';
+const KEY_VIEW = 'parley.viewMode';
+const KEY_DEVICES = 'parley.devices';
+const KEY_TAB_ROOM = 'parley.tabRoom';
 
-function read(key) {
+export const VIEW_MODES = ['speaker', 'grid'];
+/** The device kinds of enumerateDevices() that can be chosen. */
+export const DEVICE_KINDS = ['audioinput', 'videoinput', 'audiooutput'];
+
+function storage(kind) {
   try {
-    return window.localStorage.getItem(key);
+    return kind === 'session' ? window.sessionStorage : window.localStorage;
   } catch {
     return null;
   }
 }
 
-function write(key, value) {
+function read(key, kind = 'local') {
   try {
-    if (value == null) window.localStorage.removeItem(key);
-    else window.localStorage.setItem(key, value);
+    return storage(kind).getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function write(key, value, kind = 'local') {
+  try {
+    if (value == null) storage(kind).removeItem(key);
+    else storage(kind).setItem(key, value);
   } catch {
     // Storage full or disabled: the preference just is not remembered.
+  }
+}
+
+function readJson(key) {
+  try {
+    const v = JSON.parse(read(key) || '{}');
+    return v && typeof v === 'object' ? v : {};
+  } catch {
+    return {};
   }
 }
 
@@ -37,16 +63,34 @@ export const prefs = {
   },
   /** The remembered MediaState; every flag defaults to false. */
   get state() {
-    let s = {};
-    try {
-      s = JSON.parse(read(KEY_STATE) || '{}') || {};
-    } catch {
-      s = {};
-    }
+    const s = readJson(KEY_STATE);
     return { mic_muted: s.mic_muted === true, deafened: s.deafened === true, camera_off: s.camera_off === true };
   },
   set state(s) {
     write(KEY_STATE, JSON.stringify({ mic_muted: !!s.mic_muted, deafened: !!s.deafened, camera_off: !!s.camera_off }));
+  },
+  /** 'speaker' (the default: the active speaker large, the others in a strip) or 'grid'. */
+  get viewMode() {
+    const v = read(KEY_VIEW);
+    return VIEW_MODES.includes(v) ? v : 'speaker';
+  },
+  set viewMode(v) {
+    write(KEY_VIEW, VIEW_MODES.includes(v) ? v : null);
+  },
+  /** The chosen device id per kind ('' = the system default): {audioinput, videoinput, audiooutput}. */
+  get devices() {
+    const d = readJson(KEY_DEVICES);
+    return Object.fromEntries(DEVICE_KINDS.map((k) => [k, typeof d[k] === 'string' ? d[k] : '']));
+  },
+  set devices(d) {
+    write(KEY_DEVICES, JSON.stringify(Object.fromEntries(DEVICE_KINDS.map((k) => [k, (d && d[k]) || '']))));
+  },
+  /** The room this tab is in (kept across a reload of the tab, not for new tabs). */
+  get tabRoom() {
+    return read(KEY_TAB_ROOM, 'session') || '';
+  },
+  set tabRoom(v) {
+    write(KEY_TAB_ROOM, v || null, 'session');
   },
 };
 

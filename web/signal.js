@@ -3,7 +3,8 @@
 // - `request(msg)` gives the message an `id` and resolves with the reply that echoes it (or rejects with a
 //   ServerError when the server answers `error` with that id).
 // - Every message is also dispatched as a `message` event (detail = the parsed message), so pushes such as
-//   `rooms`, `participant_joined` or a server `offer` reach the app, and so does every `error`.
+//   `rooms`, `participant_joined` or a server `offer` reach the app, and so does every `error`, except the
+//   error answering a request made with `ownErrors: true` (its caller shows it in place).
 // - The socket reconnects by itself with a backoff; `open` / `close` events tell the app.
 
 export class ServerError extends Error {
@@ -96,8 +97,12 @@ export class Signal extends EventTarget {
       const p = this.pending.get(msg.id);
       this.pending.delete(msg.id);
       clearTimeout(p.timer);
-      if (msg.type === 'error') p.reject(new ServerError(msg));
-      else p.resolve(msg);
+      if (msg.type === 'error') {
+        p.reject(new ServerError(msg));
+        if (p.ownErrors) return;
+      } else {
+        p.resolve(msg);
+      }
     }
     this.dispatchEvent(new CustomEvent('message', { detail: msg }));
   }
@@ -109,8 +114,11 @@ export class Signal extends EventTarget {
     return true;
   }
 
-  /** Sends a request with a fresh id and resolves with the server's reply to it. */
-  request(msg, timeoutMs = REQUEST_TIMEOUT_MS) {
+  /**
+   * Sends a request with a fresh id and resolves with the server's reply to it. With `ownErrors` the
+   * caller shows a refusal itself: the `error` is not dispatched as a `message` event.
+   */
+  request(msg, { timeoutMs = REQUEST_TIMEOUT_MS, ownErrors = false } = {}) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       if (!this.send({ ...msg, id })) {
@@ -121,7 +129,7 @@ export class Signal extends EventTarget {
         this.pending.delete(id);
         reject(new Error(`The server did not answer ${msg.type}`));
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, ownErrors });
     });
   }
 

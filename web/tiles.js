@@ -1,9 +1,20 @@
 // One tile per participant: video (or an avatar with initials), name, state icons and a level meter.
 // Names come from other people: they are only ever set with textContent.
 
-import { LevelMeter } from './levels.js';
+import { LevelMeter, SPEAKING_POSITION } from './levels.js';
 
 const tpl = () => document.getElementById('tile-tpl');
+
+let audioOutput = ''; // the chosen speaker device ('' = the default), for every tile's <audio>
+
+/** Plays everyone's sound on output device `deviceId` ('' = default) where the browser can choose. */
+export function setAudioOutput(deviceId, tiles = []) {
+  audioOutput = deviceId || '';
+  for (const t of tiles) t.applyAudioOutput();
+}
+
+/** Whether this browser can choose the speaker device (HTMLMediaElement.setSinkId). */
+export const canChooseAudioOutput = typeof HTMLMediaElement !== 'undefined' && 'setSinkId' in HTMLMediaElement.prototype;
 
 /** Up to two initials from a display name ("Ann Lee" -> "AL", "bo" -> "B"). */
 export function initials(name) {
@@ -33,6 +44,7 @@ export class Tile {
     this.audioTrack = null;
     this.audioEl = null;
     this.meter = null;
+    this.meterShown = 0; // the level meter's position, 0..1
     this.deafened = false;
     this.onAutoplayBlocked = null;
 
@@ -107,6 +119,7 @@ export class Tile {
         this.audioEl.autoplay = true;
         this.audioEl.className = 'tile-audio';
         this.el.appendChild(this.audioEl);
+        this.applyAudioOutput();
       }
       this.audioEl.muted = this.deafened;
       this.audioEl.srcObject = stream;
@@ -115,6 +128,20 @@ export class Tile {
       });
     }
     this.meter = new LevelMeter(stream);
+  }
+
+  applyAudioOutput() {
+    const el = this.audioEl;
+    if (!el || !canChooseAudioOutput || el.sinkId === audioOutput) return;
+    el.setSinkId(audioOutput).catch((err) => console.warn('[parley] speaker device', err.name, err.message));
+  }
+
+  /** Shows a level on the meter (0..1); from about -40 dB on, the tile gets its "speaking" ring. */
+  showLevel(position) {
+    if (Math.abs(position - this.meterShown) < 0.005) return;
+    this.meterShown = position;
+    this.meterFill.style.transform = `scaleX(${position.toFixed(3)})`;
+    this.el.classList.toggle('speaking', position >= SPEAKING_POSITION);
   }
 
   setDeafened(deafened) {

@@ -1,11 +1,12 @@
-// The wall screen at /viewer/<room>: joins as a receive-only `viewer` (docs/protocol.md), shows the active
-// speaker large with everyone else below, plays the room's sound, and keeps itself connected unattended
-// (rejoins after a dropped connection, waits for a room that does not exist yet).
+// The wall screen at /viewer/<room>: joins as a receive-only `viewer` (docs/protocol.md), never asks for
+// a camera or microphone, shows only the active speaker (full screen, with their name), plays the room's
+// sound, and keeps itself connected unattended (rejoins after a dropped connection, waits for a room that
+// does not exist yet).
 
 import { Signal, ServerError, signalUrl } from './signal.js';
 import { Call } from './call.js';
 import { Tile, layoutStage } from './tiles.js';
-import { audioContext, meterPosition } from './levels.js';
+import { audioContext, serverLevelPosition, ServerLevels } from './levels.js';
 
 const RETRY_MS = 5000;
 
@@ -38,7 +39,9 @@ const wall = {
   joining: false,
   call: null,
   tiles: new Map(), // participant id (string) -> Tile, members only
-  activeSpeaker: null,
+  activeSpeaker: null, // as the server says (null: nobody, e.g. the speaker muted)
+  shown: null, // id of the one person on screen
+  levels: new ServerLevels(),
   retryTimer: null,
 };
 
@@ -113,6 +116,8 @@ function leftRoom(reason) {
   wall.joining = false;
   wall.me = null;
   wall.activeSpeaker = null;
+  wall.shown = null;
+  wall.levels.clear();
   layout();
   say(reason);
 }
@@ -159,10 +164,16 @@ function setActiveSpeaker(pid) {
   layout();
 }
 
-/** The active speaker large whenever there is one; everyone in a grid otherwise. */
+/**
+ * One person fills the screen: the active speaker; when there is none, whoever was shown before (else the
+ * first to join). The others' tiles stay (hidden) so their sound keeps playing.
+ */
 function layout() {
-  const speaker = wall.activeSpeaker ? wall.tiles.get(wall.activeSpeaker) || null : null;
-  layoutStage(ui.tiles, [...wall.tiles.values()], speaker);
+  const tile = (id) => (id ? wall.tiles.get(id) || null : null);
+  const shown = tile(wall.activeSpeaker) || tile(wall.shown) || wall.tiles.values().next().value || null;
+  wall.shown = shown ? shown.id : null;
+  for (const t of wall.tiles.values()) t.el.hidden = t !== shown;
+  layoutStage(ui.tiles, shown ? [shown] : [], shown);
 }
 
 signal.addEventListener('open', () => {
@@ -186,6 +197,9 @@ signal.addEventListener('message', (ev) => {
       break;
     case 'active_speaker':
       if (wall.inRoom) setActiveSpeaker(msg.participant_id);
+      break;
+    case 'levels':
+      if (wall.inRoom) wall.levels.update(msg.levels);
       break;
     case 'offer':
       if (wall.call) wall.call.handleOffer(msg.sdp).catch((err) => console.error('[parley] viewer media', err));
@@ -217,9 +231,7 @@ new ResizeObserver(() => layout()).observe(ui.tiles);
 
 function drawMeters() {
   for (const tile of wall.tiles.values()) {
-    const rms = tile.info.mic_muted ? 0 : tile.level();
-    tile.meterFill.style.transform = `scaleX(${meterPosition(rms).toFixed(3)})`;
-    tile.el.classList.toggle('speaking', rms > 0.03);
+    tile.showLevel(tile.info.mic_muted ? 0 : serverLevelPosition(wall.levels.get(tile.id)));
   }
   requestAnimationFrame(drawMeters);
 }
@@ -236,6 +248,14 @@ window.parley = {
   },
   get activeSpeaker() {
     return wall.activeSpeaker == null ? null : Number(wall.activeSpeaker);
+  },
+  /** The participant on screen, or null. */
+  get shown() {
+    return wall.shown == null ? null : Number(wall.shown);
+  },
+  /** The latest server voice levels: {participant id: 0–100}. */
+  get levels() {
+    return wall.levels.snapshot();
   },
   get participants() {
     return [...wall.tiles.values()].map((t) => ({ id: Number(t.id), ...t.info }));

@@ -1,5 +1,6 @@
 // Test harness: a real parley server on free loopback ports, Debian's headless Chromium with fake
-// devices (a 440 Hz tone as the microphone), and small helpers to drive the client and read WebRTC stats.
+// devices (a 440 Hz tone as the microphone, or any WAV per browser), and small helpers to drive the client
+// and read WebRTC stats.
 //
 // The server binary is NOT built here: build it first (`cargo build --release -p parley`) or point
 // PARLEY_BIN at one. PARLEY_E2E_WEB_FROM_DISK=1 serves web/ from the work tree instead of the copy
@@ -62,21 +63,33 @@ export function tempDir(prefix) {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-let toneCache = null;
+let mediaDir = null;
+const wavCache = new Map();
+
+/**
+ * A 48 kHz, 16-bit mono WAV made by sox from `effects` (the arguments after the output file), e.g.
+ * `['synth', '30', 'sine', '440', 'vol', '0.5']`; made once per process under `name`.
+ */
+export function makeWav(name, effects) {
+  const key = `${name}\n${effects.join(' ')}`;
+  if (wavCache.has(key) && fs.existsSync(wavCache.get(key))) return wavCache.get(key);
+  if (!mediaDir) {
+    mediaDir = tempDir('parley-e2e-media-');
+    const dir = mediaDir;
+    process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  }
+  const file = path.join(mediaDir, `${name}.wav`);
+  const r = spawnSync('sox', ['-n', '-r', '48000', '-c', '1', '-b', '16', file, ...effects], { encoding: 'utf8' });
+  if (r.status !== 0 || !fs.existsSync(file)) {
+    throw new Error(`sox could not make ${name}.wav (apt-get install sox): ${r.error || r.stderr}`);
+  }
+  wavCache.set(key, file);
+  return file;
+}
+
 /** A 30 s, 48 kHz, 16-bit mono 440 Hz sine WAV (Chromium loops it as the fake microphone). */
 export function toneWav() {
-  if (toneCache && fs.existsSync(toneCache)) return toneCache;
-  const dir = tempDir('parley-e2e-media-');
-  const file = path.join(dir, 'tone440.wav');
-  const r = spawnSync('sox', ['-n', '-r', '48000', '-c', '1', '-b', '16', file, 'synth', '30', 'sine', '440', 'vol', '0.5'], {
-    encoding: 'utf8',
-  });
-  if (r.status !== 0 || !fs.existsSync(file)) {
-    throw new Error(`sox could not make the test tone (apt-get install sox): ${r.error || r.stderr}`);
-  }
-  toneCache = file;
-  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
-  return file;
+  return makeWav('tone440', ['synth', '30', 'sine', '440', 'vol', '0.5']);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -190,12 +203,16 @@ export function chromiumArgs(audioFile) {
   ];
 }
 
-/** One headless Chromium; each participant gets its own context (fresh storage, own fake devices). */
-export async function launchBrowser() {
+/**
+ * One headless Chromium; each participant gets its own context (fresh storage, own fake devices). The fake
+ * microphone plays `audioFile` (default: the 440 Hz tone) in a loop in every page of this browser: give
+ * people who must sound different a browser each.
+ */
+export async function launchBrowser({ audioFile = toneWav() } = {}) {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: chromiumArgs(toneWav()),
+    args: chromiumArgs(audioFile),
     timeout: 30_000,
   });
 }
@@ -223,10 +240,14 @@ export async function openClient(browser, url, name, { viewport = { width: 1280,
   return page;
 }
 
-/** Opens another page of the web client (e.g. /status, /viewer/<room>) in a fresh context. */
-export async function openPage(browser, url, pathname, { label = pathname, viewport = { width: 1280, height: 720 }, pages = [] } = {}) {
+/**
+ * Opens another page of the web client (e.g. /status, /viewer/<room>) in a fresh context. `initScript`
+ * runs in the page before its own scripts (e.g. to watch getUserMedia).
+ */
+export async function openPage(browser, url, pathname, { label = pathname, viewport = { width: 1280, height: 720 }, pages = [], initScript = null } = {}) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
+  if (initScript) await page.addInitScript(initScript);
   page.logs = [];
   pages.push(page);
   page.setDefaultTimeout(15_000);
@@ -369,27 +390,37 @@ export function find(stats, id, kind) {
 /**
  * Starts a server and a browser for test context `t` and registers their clean-up. On failure, call
  * `env.report()` to print the server log and the pages' console output.
+ * - `serverArgs`: extra command-line flags for parley (e.g. `['--chat-burst', '500']`).
+ * - `audioFile`: the fake microphone of the first browser (default: the 440 Hz tone).
+ * `env.launchBrowser({audioFile})` starts more browsers (closed with the test); pass one as `browser` to
+ * `env.client` / `env.page`.
  */
-export async function setup(t) {
-  const server = await startServer();
+export async function setup(t, { serverArgs = [], audioFile } = {}) {
+  const server = await startServer({ extraArgs: serverArgs });
   let browser;
   try {
-    browser = await launchBrowser();
+    browser = await launchBrowser({ audioFile });
   } catch (err) {
     await server.stop();
     throw err;
   }
   const pages = [];
+  const browsers = [browser];
   const env = {
     server,
     browser,
     url: server.url,
     pages,
-    async client(name, opts) {
-      return openClient(browser, server.url, name, { ...opts, pages });
+    async launchBrowser(opts) {
+      const b = await launchBrowser(opts);
+      browsers.push(b);
+      return b;
     },
-    async page(pathname, opts) {
-      return openPage(browser, server.url, pathname, { ...opts, pages });
+    async client(name, { browser: b = browser, ...opts } = {}) {
+      return openClient(b, server.url, name, { ...opts, pages });
+    },
+    async page(pathname, { browser: b = browser, ...opts } = {}) {
+      return openPage(b, server.url, pathname, { ...opts, pages });
     },
     /** Stops the server (the pages lose their sockets). */
     async stopServer() {
@@ -397,7 +428,7 @@ export async function setup(t) {
     },
     /** Starts a fresh server (empty state) on the same ports. */
     async startServerAgain() {
-      env.server = await startServer({ ports: server.ports });
+      env.server = await startServer({ ports: server.ports, extraArgs: serverArgs });
       return env.server;
     },
     report() {
@@ -407,7 +438,7 @@ export async function setup(t) {
     },
   };
   t.after(async () => {
-    await browser.close().catch(() => {});
+    await Promise.all(browsers.map((b) => b.close().catch(() => {})));
     await env.server.stop();
   });
   return env;

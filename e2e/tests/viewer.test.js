@@ -28,7 +28,8 @@ test('wall screen: receives everyone, sends nothing, is no tile; status page lis
     }, { timeout: 15_000, what: 'the wall screen receives A and B' });
     for (const id of [idA, idB]) {
       await waitFor(() => wall.evaluate((pid) => window.parley.remoteLevel(pid) > 0, id), { timeout: 5000, what: `sound from ${id} on the wall` });
-      await wall.locator(`.tile[data-participant-id="${id}"].has-video`).waitFor({ timeout: 5000 });
+      // Only the person on screen is visible; the others' video is still there for when they speak.
+      await wall.locator(`.tile[data-participant-id="${id}"].has-video`).waitFor({ state: 'attached', timeout: 5000 });
     }
     assert.equal(await wall.locator('[data-testid="wall-message"]').isVisible(), false, 'no message over the tiles');
     const idW = await wall.evaluate(() => window.parley.me);
@@ -41,8 +42,8 @@ test('wall screen: receives everyone, sends nothing, is no tile; status page lis
       const ids = [...new Set((await page.evaluate(() => window.parley.remoteTracks())).map((x) => x.id))];
       assert.deepEqual(ids, [String(other)], `${name} receives tracks only from the other member`);
     }
-    await waitFor(async () => (await a.locator('[data-testid="room-count"]').textContent()).includes('1 screen'), {
-      what: 'A sees that a screen watches',
+    await waitFor(async () => (await a.locator('[data-testid="room-count"]').textContent()) === '2 people · 1 viewer', {
+      what: 'A sees that a viewer watches',
     });
     // The lobby count leaves the screen out.
     assert.equal(await a.locator('li[data-room="wall"] .count').textContent(), '2');
@@ -51,14 +52,17 @@ test('wall screen: receives everyone, sends nothing, is no tile; status page lis
     const speaker = await waitFor(() => wall.evaluate(() => window.parley.activeSpeaker), { timeout: 8000, what: 'an active speaker' });
     assert.ok([idA, idB].includes(speaker), `the speaker is a member (${speaker})`);
     await wall.locator(`.tile.active-speaker[data-participant-id="${speaker}"]`).waitFor({ timeout: 3000 });
+    assert.equal(await wall.locator('.tile:visible').count(), 1, 'the wall shows only the active speaker');
 
-    // The status page lists the room, the people, their flags and the screen.
-    await b.locator('[data-testid="mic-toggle"]').click();
+    // The status page lists the room, the people, their flags and the screen, and follows changes live.
     const status = await env.page('/status', { label: 'status' });
     const row = (id) => status.locator(`[data-room="wall"] tr[data-participant-id="${id}"]`);
     await row(idA).waitFor({ timeout: 5000 });
     assert.match(await row(idA).textContent(), /Ann/);
-    await waitFor(async () => (await row(idB).textContent()).includes('Muted'), { timeout: 5000, what: 'status shows B muted' });
     assert.match(await row(idW).textContent(), /Viewer/);
+    assert.doesNotMatch(await row(idB).textContent(), /Muted/);
+    await waitFor(async () => (await row(speaker).textContent()).includes('Speaking'), { timeout: 5000, what: 'status marks the speaker' });
+    await b.locator('[data-testid="mic-toggle"]').click();
+    await waitFor(async () => (await row(idB).textContent()).includes('Muted'), { timeout: 5000, what: 'status shows B muted' });
   });
 });

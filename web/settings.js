@@ -1,0 +1,85 @@
+// The device settings dialog: which microphone, camera and speaker to use. The choice is remembered
+// (prefs.devices) and applied by the app, at once when in a room.
+
+import { prefs } from './prefs.js';
+import { canChooseAudioOutput } from './tiles.js';
+
+const $ = (id) => document.getElementById(id);
+
+const KINDS = {
+  audioinput: { select: 'settings-mic', noun: 'Microphone', what: 'microphone' },
+  videoinput: { select: 'settings-camera', noun: 'Camera', what: 'camera' },
+  audiooutput: { select: 'settings-speaker', noun: 'Speaker', what: 'speaker' },
+};
+
+function option(value, label) {
+  const o = document.createElement('option');
+  o.value = value;
+  o.textContent = label;
+  return o;
+}
+
+export class DeviceSettings {
+  /**
+   * @param {{onChange: (kind: string, deviceId: string) => Promise<void>, onError: (err: Error, what: string) => void}} opts
+   * `onChange` switches to the device (and remembers it); when it throws, the choice is undone.
+   */
+  constructor({ onChange, onError }) {
+    this.onChange = onChange;
+    this.onError = onError;
+    this.dialog = $('settings');
+    this.note = $('settings-note');
+    this.selects = Object.fromEntries(Object.entries(KINDS).map(([kind, k]) => [kind, $(k.select)]));
+    $('settings-speaker-row').hidden = !canChooseAudioOutput;
+    for (const [kind, select] of Object.entries(this.selects)) {
+      select.addEventListener('change', () => this.choose(kind, select.value));
+    }
+    if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+      navigator.mediaDevices.addEventListener('devicechange', () => {
+        if (this.dialog.open) this.fill();
+      });
+    }
+  }
+
+  async show() {
+    await this.fill();
+    if (!this.dialog.open) this.dialog.showModal();
+  }
+
+  /** Lists the devices of each kind, the remembered one selected ('' = the system default). */
+  async fill() {
+    let devices = [];
+    try {
+      devices = navigator.mediaDevices ? await navigator.mediaDevices.enumerateDevices() : [];
+    } catch (err) {
+      console.warn('[parley] enumerateDevices', err);
+    }
+    const chosen = prefs.devices;
+    let unnamed = false;
+    for (const [kind, select] of Object.entries(this.selects)) {
+      const list = devices.filter((d) => d.kind === kind && d.deviceId && d.deviceId !== 'default');
+      select.replaceChildren(
+        option('', 'System default'),
+        ...list.map((d, i) => option(d.deviceId, d.label || `${KINDS[kind].noun} ${i + 1}`)),
+      );
+      select.value = list.some((d) => d.deviceId === chosen[kind]) ? chosen[kind] : '';
+      select.dataset.value = select.value;
+      if (devices.some((d) => d.kind === kind && !d.label)) unnamed = true;
+    }
+    this.note.hidden = !unnamed;
+  }
+
+  async choose(kind, deviceId) {
+    const select = this.selects[kind];
+    select.disabled = true;
+    try {
+      await this.onChange(kind, deviceId);
+      select.dataset.value = deviceId;
+    } catch (err) {
+      select.value = select.dataset.value || '';
+      this.onError(err, KINDS[kind].what);
+    } finally {
+      select.disabled = false;
+    }
+  }
+}

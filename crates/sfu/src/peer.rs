@@ -2,6 +2,7 @@
 //! it publishes (tracks in) and which other participants' tracks it receives (tracks out).
 
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use parley_proto::ParticipantId;
@@ -238,9 +239,20 @@ impl Peer {
         if self.gone {
             return;
         }
-        if let Err(e) = self.rtc.handle_input(input) {
-            tracing::info!(participant = self.id, "connection failed: {e}");
-            self.close();
+        // str0m panics only on its own bugs; one bad connection must not take the room down with it.
+        match catch_unwind(AssertUnwindSafe(|| self.rtc.handle_input(input))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::info!(participant = self.id, "connection failed: {e}");
+                self.close();
+            }
+            Err(_) => {
+                tracing::error!(
+                    participant = self.id,
+                    "connection dropped after a panic in str0m"
+                );
+                self.close();
+            }
         }
     }
 
@@ -257,10 +269,11 @@ impl Peer {
             ));
         }
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SdpRefusal(e.to_string()))?;
-        let answer = self
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
+        let answer = catch_unwind(AssertUnwindSafe(|| self.rtc.sdp_api().accept_offer(offer)))
+            .map_err(|_| {
+                self.gone = true;
+                SdpRefusal("the offer broke the connection".into())
+            })?
             .map_err(|e| SdpRefusal(e.to_string()))?;
         self.negotiated = true;
         tracing::debug!(participant = self.id, "client offer answered");
@@ -480,10 +493,18 @@ impl Peer {
                 events.push(PeerEvent::Gone);
                 return;
             }
-            let output = match self.rtc.poll_output() {
-                Ok(o) => o,
-                Err(e) => {
+            let output = match catch_unwind(AssertUnwindSafe(|| self.rtc.poll_output())) {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => {
                     tracing::info!(participant = self.id, "connection error: {e}");
+                    self.close();
+                    continue;
+                }
+                Err(_) => {
+                    tracing::error!(
+                        participant = self.id,
+                        "connection dropped after a panic in str0m"
+                    );
                     self.close();
                     continue;
                 }

@@ -531,23 +531,42 @@ impl SyntheticVoice {
     fn fill_pcm(&mut self) {
         let rate = f64::from(SAMPLE_RATE);
         let total = self.t + self.left;
+        let table = wavetable();
+        let mut syllable = 0.0;
+        let mut step = 0.0;
         for i in 0..FRAME_SAMPLES {
             let n = self.t + i as u64;
-            let secs = n as f64 / rate;
-            // 30 ms fades at both ends of the spurt, a 4 Hz syllable rhythm in between.
+            if i % 48 == 0 {
+                // Slow modulations, updated every millisecond: a 4 Hz syllable rhythm and a pitch wobble.
+                let secs = n as f64 / rate;
+                syllable = 0.6 + 0.4 * (std::f64::consts::TAU * 4.0 * secs).sin();
+                let f = self.f0 * (1.0 + 0.05 * (std::f64::consts::TAU * 1.5 * secs).sin());
+                step = f / rate;
+            }
+            // 30 ms fades at both ends of the spurt.
             let edge = ((n as f64).min(total.saturating_sub(n) as f64) / (0.03 * rate)).min(1.0);
-            let syllable = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 4.0 * secs).sin();
-            // A slow pitch wobble, as in speech.
-            let f = self.f0 * (1.0 + 0.05 * (2.0 * std::f64::consts::PI * 1.5 * secs).sin());
-            self.phase =
-                (self.phase + 2.0 * std::f64::consts::PI * f / rate) % (2.0 * std::f64::consts::PI);
-            let p = self.phase;
-            let tone = p.sin() + 0.5 * (2.0 * p).sin() + 0.25 * (3.0 * p).sin();
+            self.phase = (self.phase + step).fract();
+            let tone = table[(self.phase * WAVETABLE_LEN as f64) as usize % WAVETABLE_LEN];
             let noise = self.rng.range(-1.0, 1.0) * 0.08;
-            let s = 0.22 * edge * syllable * (tone / 1.75 + noise);
+            let s = 0.22 * edge * syllable * (tone + noise);
             self.pcm[i] = (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16;
         }
     }
+}
+
+const WAVETABLE_LEN: usize = 4096;
+
+/// One period of a buzzy tone (fundamental and two harmonics), normalised to ±1.
+fn wavetable() -> &'static [f64; WAVETABLE_LEN] {
+    static TABLE: std::sync::OnceLock<Box<[f64; WAVETABLE_LEN]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0.0; WAVETABLE_LEN]);
+        for (i, v) in t.iter_mut().enumerate() {
+            let p = std::f64::consts::TAU * i as f64 / WAVETABLE_LEN as f64;
+            *v = (p.sin() + 0.5 * (2.0 * p).sin() + 0.25 * (3.0 * p).sin()) / 1.75;
+        }
+        t
+    })
 }
 
 impl AudioSource for SyntheticVoice {

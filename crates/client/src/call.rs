@@ -354,9 +354,10 @@ impl Call {
 
     /// Time passed: sends the media that is due and runs str0m's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.send_audio(now);
-        self.send_video(now);
-        if now >= self.rtc_timeout {
+        let sent = self.send_audio(now) | self.send_video(now);
+        // After a write, str0m needs the current time to release the packet now rather than at its
+        // next timer.
+        if sent || now >= self.rtc_timeout {
             if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
                 self.fail(format!("connection failed: {e}"));
             }
@@ -379,12 +380,14 @@ impl Call {
         }
     }
 
-    fn send_audio(&mut self, now: Instant) {
+    /// Writes the audio that is due; true when something was written.
+    fn send_audio(&mut self, now: Instant) -> bool {
+        let mut sent = false;
         let (Some(mid), Some(source)) = (self.audio_mid, self.audio.as_mut()) else {
-            return;
+            return sent;
         };
         let Some(clock) = self.audio_clock.as_mut() else {
-            return;
+            return sent;
         };
         while clock.next <= now {
             let lag = now - clock.next;
@@ -397,7 +400,7 @@ impl Call {
             let Some(frame) = source.next_frame() else {
                 self.audio_ended = true;
                 self.audio_clock = None;
-                return;
+                return sent;
             };
             let samples = match frame {
                 AudioFrame::Silence { samples } => {
@@ -413,7 +416,7 @@ impl Call {
                         make_probe(&mut data, clock::nanos_since_epoch(now));
                     }
                     let Some(writer) = self.rtc.writer(mid) else {
-                        return;
+                        return sent;
                     };
                     let pt = match self.audio_pt {
                         Some(pt) => Some(pt),
@@ -424,7 +427,7 @@ impl Call {
                     };
                     let Some(pt) = pt else {
                         // The server did not accept Opus: nothing can be sent.
-                        return;
+                        return sent;
                     };
                     self.audio_pt = Some(pt);
                     let len = data.len();
@@ -440,6 +443,7 @@ impl Call {
                         );
                     match result {
                         Ok(()) => {
+                            sent = true;
                             self.stats.sent_audio_packets += 1;
                             self.stats.sent_audio_bytes += len as u64;
                         }
@@ -453,14 +457,17 @@ impl Call {
             clock.next +=
                 Duration::from_micros(u64::from(samples) * 1_000_000 / u64::from(SAMPLE_RATE));
         }
+        sent
     }
 
-    fn send_video(&mut self, now: Instant) {
+    /// Writes the video frames that are due; true when something was written.
+    fn send_video(&mut self, now: Instant) -> bool {
+        let mut sent = false;
         let (Some(mid), Some(video)) = (self.video_mid, self.video.as_mut()) else {
-            return;
+            return sent;
         };
         let Some(clock) = self.video_clock.as_mut() else {
-            return;
+            return sent;
         };
         let interval = video.frame_interval();
         while clock.next <= now {
@@ -472,7 +479,7 @@ impl Call {
             }
             let frame = video.next_frame();
             let Some(writer) = self.rtc.writer(mid) else {
-                return;
+                return sent;
             };
             let pt = match self.video_pt {
                 Some(pt) => Some(pt),
@@ -482,7 +489,7 @@ impl Call {
                     .map(|p| p.pt()),
             };
             let Some(pt) = pt else {
-                return;
+                return sent;
             };
             self.video_pt = Some(pt);
             let len = frame.data.len();
@@ -493,6 +500,7 @@ impl Call {
                 frame.data,
             ) {
                 Ok(()) => {
+                    sent = true;
                     self.stats.sent_video_frames += 1;
                     self.stats.sent_video_bytes += len as u64;
                 }
@@ -501,6 +509,7 @@ impl Call {
             clock.rtp += video.rtp_step();
             clock.next += interval;
         }
+        sent
     }
 
     fn drive(&mut self, now: Instant) {

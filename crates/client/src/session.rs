@@ -17,6 +17,7 @@ use parley_proto::{
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -135,7 +136,10 @@ impl Session {
     /// [`ClientError::Refused`] with the server's code and message.
     pub async fn join(config: ClientConfig) -> Result<Session, ClientError> {
         let url = ws_url(&config.server)?;
-        let connecting = tokio_tungstenite::connect_async(url.as_str());
+        // A small read buffer: tungstenite zeroes the free part of it on every read attempt.
+        let ws_config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+        let connecting =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true);
         let (ws, _) = tokio::time::timeout(REPLY_TIMEOUT, connecting)
             .await
             .map_err(|_| ClientError::Timeout(REPLY_TIMEOUT.as_secs(), "the connection"))?
@@ -217,9 +221,21 @@ impl Session {
             Instant::now(),
         )?;
         let (commands, command_rx) = mpsc::unbounded_channel();
+        // Reading the WebSocket in a task of its own keeps the media loop from polling it on every packet.
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            loop {
+                let item = next_message(&mut stream).await;
+                let end = item.is_err();
+                if incoming_tx.send(item).is_err() || end {
+                    return;
+                }
+            }
+        });
         let shell = Shell {
             sink,
-            stream,
+            incoming,
+            reader,
             socket,
             local: local_addr,
             call,
@@ -385,7 +401,9 @@ async fn next_reply(
 
 struct Shell {
     sink: WsSink,
-    stream: WsStream,
+    /// Server messages read by the reader task; an error ends the stream.
+    incoming: mpsc::UnboundedReceiver<Result<ServerMessage, ClientError>>,
+    reader: JoinHandle<()>,
     socket: UdpSocket,
     local: SocketAddr,
     call: Call,
@@ -421,7 +439,7 @@ impl Shell {
             let step = tokio::select! {
                 biased;
                 command = self.commands.recv() => self.command(command).await,
-                message = self.stream.next() => self.message(message),
+                message = self.incoming.recv() => self.message(message),
                 received = self.socket.recv_from(&mut buf) => {
                     match received {
                         Ok((n, source)) => {
@@ -461,6 +479,7 @@ impl Shell {
             let _ = reply.send(Err(ClientError::Ended));
         }
         let _ = self.sink.close().await;
+        self.reader.abort();
         Ok(SessionEnd {
             stats: self.call.stats().clone(),
             recordings: self.call.recordings(),
@@ -513,42 +532,30 @@ impl Shell {
         }
     }
 
-    fn message(
-        &mut self,
-        message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    ) -> Step {
-        match message {
-            None | Some(Ok(Message::Close(_))) => {
-                Step::End("the server closed the signalling connection".into())
+    fn message(&mut self, message: Option<Result<ServerMessage, ClientError>>) -> Step {
+        let m = match message {
+            None | Some(Err(ClientError::Closed)) => {
+                return Step::End("the server closed the signalling connection".into())
             }
-            Some(Err(e)) => Step::End(format!("signalling failed: {e}")),
-            Some(Ok(Message::Text(text))) => {
-                let m = match serde_json::from_str::<ServerMessage>(&text) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!("unreadable server message ({e}): {text}");
-                        return Step::Continue;
-                    }
-                };
-                if let Some(reply) = reply_id(&m).and_then(|id| self.pending.remove(&id)) {
-                    let result = match &m {
-                        ServerMessage::Error { code, message, .. } => Err(ClientError::Refused {
-                            code: *code,
-                            message: message.clone(),
-                        }),
-                        other => Ok(other.clone()),
-                    };
-                    let _ = reply.send(result);
-                    // A reply is not the call's business, unless it is about the room (state_set, chat).
-                    if matches!(m, ServerMessage::Error { .. }) {
-                        return Step::Continue;
-                    }
-                }
-                self.call.handle_server(&m, Instant::now());
-                Step::Continue
+            Some(Err(e)) => return Step::End(format!("signalling failed: {e}")),
+            Some(Ok(m)) => m,
+        };
+        if let Some(reply) = reply_id(&m).and_then(|id| self.pending.remove(&id)) {
+            let result = match &m {
+                ServerMessage::Error { code, message, .. } => Err(ClientError::Refused {
+                    code: *code,
+                    message: message.clone(),
+                }),
+                other => Ok(other.clone()),
+            };
+            let _ = reply.send(result);
+            // A refusal is the requester's business, not the call's.
+            if matches!(m, ServerMessage::Error { .. }) {
+                return Step::Continue;
             }
-            Some(Ok(_)) => Step::Continue,
         }
+        self.call.handle_server(&m, Instant::now());
+        Step::Continue
     }
 
     /// Tells the server we leave and waits briefly for `left`.
@@ -560,7 +567,7 @@ impl Shell {
             return;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Ok(m) = next_message(&mut self.stream).await {
+            while let Some(Ok(m)) = self.incoming.recv().await {
                 if matches!(m, ServerMessage::Left { .. }) {
                     break;
                 }

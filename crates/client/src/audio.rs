@@ -435,6 +435,10 @@ impl AudioSource for OggOpusSource {
         }
         let (data, samples, level) = self.packets[self.position].clone();
         self.position += 1;
+        if data.len() <= 1 {
+            // A frame without data (DTX or a filled gap): send nothing, as an encoder in DTX would.
+            return Some(AudioFrame::Silence { samples });
+        }
         Some(AudioFrame::Packet {
             data,
             samples,

@@ -327,6 +327,23 @@ mod tests {
         assert_eq!(packets, 20 + 50, "1 s of gap is 50 empty frames");
         assert_eq!(samples, 70 * 960);
         assert_eq!(last_gp, 312 + 70 * 960);
+
+        // The file plays back as it is, empty frames included (sent, then concealed by the receiver).
+        use crate::audio::{AudioFrame, AudioSource, OggOpusSource};
+        let mut source = OggOpusSource::open(&path, false).unwrap();
+        let mut frames = Vec::new();
+        while let Some(f) = source.next_frame() {
+            frames.push(f);
+        }
+        assert_eq!(frames.len(), 70);
+        let AudioFrame::Packet { samples, level, .. } = &frames[5] else {
+            panic!("a packet")
+        };
+        assert_eq!(*samples, 960);
+        assert!(*level < 40, "level of the tone: {level}");
+        assert!(OggOpusSource::open(&dir.join("missing.opus"), false).is_err());
+        std::fs::write(dir.join("not.opus"), b"OggS but not really").unwrap();
+        assert!(OggOpusSource::open(&dir.join("not.opus"), false).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -546,8 +546,15 @@ impl Call {
                 self.stats.connected = true;
                 self.stats.connect_time = Some(now.saturating_duration_since(self.joined_at));
                 tracing::debug!(participant = self.you, "media connected");
-                self.audio_clock = Some(MediaClock { next: now, rtp: 0 });
-                self.video_clock = Some(MediaClock { next: now, rtp: 0 });
+                // Media clocks start now, for the sources there are (a clock without a source would
+                // stay due for ever).
+                let start = MediaClock { next: now, rtp: 0 };
+                if self.audio.is_some() && self.audio_mid.is_some() {
+                    self.audio_clock = Some(start);
+                }
+                if self.video.is_some() && self.video_mid.is_some() {
+                    self.video_clock = Some(start);
+                }
             }
             Event::IceConnectionStateChange(state) => {
                 tracing::debug!(participant = self.you, "ICE {state:?}");

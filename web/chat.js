@@ -89,6 +89,8 @@ export class ChatPanel {
     this.newestId = 0;
     this.historyLoaded = false; // the first page is in: system lines can be placed
     this.pendingSystem = []; // system lines that came before the first page
+    this.sends = 0; // chat_send requests made so far
+    this.errorFrom = 0; // the request whose refusal is shown; only a later one's success clears it
     this.open = false;
     this.unread = 0;
     this.hasMore = false;
@@ -356,14 +358,17 @@ export class ChatPanel {
    */
   async send(text) {
     const gen = this.generation;
+    const seq = ++this.sends;
     try {
       const reply = await this.signal.request({ type: 'chat_send', text }, { ownErrors: true });
       if (this.generation !== gen) return null;
       if (reply.message) this.add(reply.message);
-      this.showError(null);
+      // Refusals can overtake earlier acceptances (those are saved first): only a newer success clears.
+      if (seq > this.errorFrom) this.showError(null);
       return true;
     } catch (err) {
       if (this.generation !== gen) return null;
+      this.errorFrom = Math.max(this.errorFrom, seq);
       if (this.open) this.showError(err);
       else this.onError(err);
       return false;

@@ -1,8 +1,9 @@
 // The local microphone and camera. One MediaStream holds whatever tracks are live; the camera track is
 // stopped (light off) when the camera is turned off and asked for again when it is turned on. The mic
 // track stays open while muted (disabled, so it records silence) to make unmuting instant. The chosen
-// devices (prefs.devices) are asked for as `ideal`, so a remembered device that is gone falls back to
-// the default; a device picked in the settings is asked for `exact`.
+// devices (prefs.devices) are asked for exactly when the browser lists them (Chromium does not honour an
+// `ideal` audio device), else the default is used, and the remembered one is tried again once the browser
+// shows device ids (after the first permission).
 
 const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 const VIDEO_CONSTRAINTS = {
@@ -37,9 +38,17 @@ export function deviceErrorText(err, what) {
   }
 }
 
-/** Constraints for `base` on device `deviceId` ('' = the default). */
-function onDevice(base, deviceId, how = 'ideal') {
-  return deviceId ? { ...base, deviceId: { [how]: deviceId } } : { ...base };
+/** Constraints for `base` on exactly device `deviceId` ('' = the default). */
+function onDevice(base, deviceId) {
+  return deviceId ? { ...base, deviceId: { exact: deviceId } } : { ...base };
+}
+
+async function listedDeviceIds() {
+  try {
+    return new Set((await navigator.mediaDevices.enumerateDevices()).map((d) => d.deviceId).filter(Boolean));
+  } catch {
+    return new Set();
+  }
 }
 
 export class LocalMedia {
@@ -60,10 +69,11 @@ export class LocalMedia {
     if (!audio && !video) return result;
     try {
       const s = await gum({
-        audio: audio ? onDevice(AUDIO_CONSTRAINTS, this.devices.audioinput) : false,
-        video: video ? onDevice(VIDEO_CONSTRAINTS, this.devices.videoinput) : false,
+        audio: audio ? onDevice(AUDIO_CONSTRAINTS, await this.listed('audioinput')) : false,
+        video: video ? onDevice(VIDEO_CONSTRAINTS, await this.listed('videoinput')) : false,
       });
       for (const t of s.getTracks()) this.adopt(t);
+      await this.useRemembered();
       return result;
     } catch (err) {
       if (!(audio && video)) {
@@ -110,18 +120,41 @@ export class LocalMedia {
     if (this.videoTrack === track) this.videoTrack = null;
   }
 
-  /** Opens the microphone if it is not open yet; throws the getUserMedia error. */
+  /** The remembered device of `kind` when the browser lists it, else '' (the default). */
+  async listed(kind) {
+    const id = this.devices[kind];
+    return id && (await listedDeviceIds()).has(id) ? id : '';
+  }
+
+  /**
+   * After a first permission the browser may list devices it hid before: switches open tracks to the
+   * remembered devices they are not on yet (keeping the current ones if that fails).
+   */
+  async useRemembered() {
+    const ids = await listedDeviceIds();
+    for (const [kind, track] of [['audioinput', this.audioTrack], ['videoinput', this.videoTrack]]) {
+      const want = this.devices[kind];
+      if (!track || !want || !ids.has(want) || track.getSettings().deviceId === want) continue;
+      await this.useDevice(kind, want).catch(() => {});
+    }
+  }
+
+  /** Opens the microphone if it is not open yet (the default one if the chosen one fails); throws the getUserMedia error. */
   async startAudio() {
     if (this.audioTrack && this.audioTrack.readyState === 'live') return this.audioTrack;
-    const s = await gum({ audio: onDevice(AUDIO_CONSTRAINTS, this.devices.audioinput), video: false });
+    const device = await this.listed('audioinput');
+    const s = await gum({ audio: onDevice(AUDIO_CONSTRAINTS, device), video: false })
+      .catch((err) => (device ? gum({ audio: AUDIO_CONSTRAINTS, video: false }) : Promise.reject(err)));
     this.adopt(s.getAudioTracks()[0]);
     return this.audioTrack;
   }
 
-  /** Opens the camera if it is not open yet; throws the getUserMedia error. */
+  /** Opens the camera if it is not open yet (the default one if the chosen one fails); throws the getUserMedia error. */
   async startVideo() {
     if (this.videoTrack && this.videoTrack.readyState === 'live') return this.videoTrack;
-    const s = await gum({ audio: false, video: onDevice(VIDEO_CONSTRAINTS, this.devices.videoinput) });
+    const device = await this.listed('videoinput');
+    const s = await gum({ audio: false, video: onDevice(VIDEO_CONSTRAINTS, device) })
+      .catch((err) => (device ? gum({ audio: false, video: VIDEO_CONSTRAINTS }) : Promise.reject(err)));
     this.adopt(s.getVideoTracks()[0]);
     return this.videoTrack;
   }
@@ -140,8 +173,8 @@ export class LocalMedia {
       return null;
     }
     const s = await gum(audio
-      ? { audio: onDevice(AUDIO_CONSTRAINTS, deviceId, 'exact'), video: false }
-      : { audio: false, video: onDevice(VIDEO_CONSTRAINTS, deviceId, 'exact') });
+      ? { audio: onDevice(AUDIO_CONSTRAINTS, deviceId), video: false }
+      : { audio: false, video: onDevice(VIDEO_CONSTRAINTS, deviceId) });
     this.devices[kind] = deviceId || '';
     const track = audio ? s.getAudioTracks()[0] : s.getVideoTracks()[0];
     track.enabled = old.enabled;

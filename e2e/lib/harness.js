@@ -258,7 +258,8 @@ export async function openPage(browser, url, pathname, { label = pathname, viewp
   return page;
 }
 
-async function serveWebFromDisk(page, url) {
+/** Serves web/ from the work tree to `page` for `url` (http or https origin); signalling goes to the server. */
+export async function serveWebFromDisk(page, url) {
   const web = path.join(REPO, 'web');
   const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
   await page.route(`${url}/**`, async (route) => {

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createRoom, clickJoin, inbound, setup, sleep, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+import { createRoom, clickJoin, inbound, serveWebFromDisk, setup, sleep, waitFor, waitInRoom, withReport } from '../lib/harness.js';
 
 async function openOverHttps(env, url, name) {
   const browser = env.browser;
@@ -14,6 +14,7 @@ async function openOverHttps(env, url, name) {
   env.pages.push(page);
   page.on('console', (m) => page.logs.push(`[${name} console.${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[${name} pageerror] ${e.stack || e.message}`));
+  if (process.env.PARLEY_E2E_WEB_FROM_DISK) await serveWebFromDisk(page, url);
   await page.goto(url);
   await page.locator('[data-testid="name-input"]').fill(name);
   await page.locator('[data-testid="name-submit"]').click();

@@ -1,0 +1,125 @@
+//! The HTTP side of a running `parley`: pages, status JSON, debug JSON, Prometheus metrics.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A bare HTTP/1.0 GET: (status, body).
+fn get(server: &Server, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(server.http).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn pages_are_served_and_nothing_else() {
+    let server = start(&[]);
+    for path in ["/", "/status", "/viewer/General", "/app.js"] {
+        let (status, body) = get(&server, path);
+        assert_eq!(status, 200, "{path}");
+        assert!(!body.is_empty(), "{path}");
+    }
+    for path in [
+        "/nope.js",
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/viewer/",
+    ] {
+        assert_eq!(get(&server, path).0, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn status_debug_and_metrics_describe_the_rooms() {
+    let server = start(&[]);
+    let mut ann = connect(&server).await;
+    send(&mut ann, json!({"type": "join", "id": 1, "room": "General", "name": "Ann", "state": {"mic_muted": true}})).await;
+    let ann_id = next_of(&mut ann, "joined").await["you"].clone();
+    let mut wall = connect(&server).await;
+    send(
+        &mut wall,
+        json!({"type": "join", "id": 1, "room": "General", "name": "Wall", "role": "viewer"}),
+    )
+    .await;
+    next_of(&mut wall, "joined").await;
+    // Ann sees the viewer arrive as a viewer.
+    let joined = next_of(&mut ann, "participant_joined").await;
+    assert_eq!(joined["participant"]["role"], "viewer");
+
+    let (status, body) = get(&server, "/api/status");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let room = v["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "General")
+        .unwrap()
+        .clone();
+    let people = room["participants"].as_array().unwrap();
+    assert_eq!(people.len(), 2);
+    let ann_row = people.iter().find(|p| p["id"] == ann_id).unwrap();
+    assert_eq!(
+        (
+            ann_row["name"].as_str(),
+            ann_row["mic_muted"].as_bool(),
+            ann_row["role"].as_str()
+        ),
+        (Some("Ann"), Some(true), Some("member"))
+    );
+    assert!(people.iter().any(|p| p["role"] == "viewer"));
+
+    let (status, body) = get(&server, "/api/debug");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let rows = v["participants"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .all(|r| r["ice_state"].is_string() && r["room"] == "General"));
+
+    // A refused request counts as a signalling error.
+    send(&mut ann, json!({"type": "nonsense"})).await;
+    next_of(&mut ann, "error").await;
+
+    let (status, body) = get(&server, "/metrics");
+    assert_eq!(status, 200);
+    let mut values = std::collections::HashMap::new();
+    for line in body.lines() {
+        if line.starts_with('#') {
+            assert!(
+                line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (name, value) = line.split_once(' ').unwrap();
+        values.insert(name.to_string(), value.parse::<f64>().unwrap());
+    }
+    assert_eq!(values["parley_participants"], 2.0);
+    assert_eq!(values["parley_viewers"], 1.0);
+    assert!(values["parley_rooms"] >= 1.0);
+    assert!(values["parley_signalling_errors_total"] >= 1.0);
+    for name in [
+        "parley_forwarded_packets_total",
+        "parley_active_speaker_switches_total",
+        "parley_tracks",
+    ] {
+        assert!(values.contains_key(name), "{name} missing");
+    }
+}

@@ -19,11 +19,12 @@ const ACTION_RE = /^\/me\s+(\S[\s\S]*)$/;
 
 const ERROR_TEXT = {
   rate_limited: 'You are sending messages too quickly. Wait a moment, then send again.',
-  message_too_long: 'That message is too long.',
+  message_too_long: 'That message is too long', // + the server's words: the limit and the length
   empty_message: 'Empty messages are not sent.',
   not_in_room: 'You are not in a room.',
   internal: 'The server could not save the message. Nothing was sent; try again.',
 };
+const WITH_DETAIL = new Set(['message_too_long']);
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
@@ -318,8 +319,8 @@ export class ChatPanel {
     }
     const code = err.code || 'client';
     const friendly = ERROR_TEXT[code];
-    // The server's own words add the detail (e.g. the limit and the length).
-    box.textContent = friendly && err.message && code !== 'rate_limited' ? `${friendly} (${err.message})` : friendly || err.message;
+    if (friendly && WITH_DETAIL.has(code) && err.message) box.textContent = `${friendly}: ${err.message}.`;
+    else box.textContent = friendly || err.message;
     box.dataset.code = code;
     box.hidden = false;
   }

@@ -20,6 +20,7 @@ const ui = {
   conn: $('conn'),
   connLabel: document.querySelector('#conn .conn-label'),
   sound: $('wall-sound'),
+  fullscreen: $('wall-fullscreen'),
 };
 
 const prefix = '/viewer/';
@@ -220,6 +221,25 @@ signal.addEventListener('message', (ev) => {
       break;
   }
 });
+
+// Full screen for a TV or projector (browsers allow it only from a click).
+ui.fullscreen.hidden = !document.fullscreenEnabled;
+ui.fullscreen.addEventListener('click', () => {
+  document.documentElement.requestFullscreen().catch((err) => console.warn('[parley] full screen', err.message));
+});
+document.addEventListener('fullscreenchange', () => {
+  ui.fullscreen.hidden = !!document.fullscreenElement || !document.fullscreenEnabled;
+});
+
+// The pointer hides when left alone, so nothing covers the picture.
+let idleTimer = null;
+function pointerMoved() {
+  document.body.classList.remove('idle');
+  clearTimeout(idleTimer);
+  idleTimer = setTimeout(() => document.body.classList.add('idle'), 3000);
+}
+document.addEventListener('pointermove', pointerMoved);
+pointerMoved();
 
 ui.sound.addEventListener('click', () => {
   ui.sound.hidden = true;

@@ -135,6 +135,9 @@ test('active speaker: views, wall screen, meters while deafened, /api/status and
     await waitFor(() => cy.evaluate((a) => window.parley.meter(a) > 0.5, idA), { timeout: 3000, what: "Ann's meter moves at deafened Cy" });
     await cyTile(idA, '.speaking').waitFor({ timeout: 2000 });
     assert.ok(await cy.evaluate((b) => window.parley.meter(b) < 0.1, idB), "silent Bo's meter stays down");
+    // Own meters come from the local microphone (Web Audio): Ann's moves, silent Cy's does not.
+    await waitFor(() => ann.evaluate((a) => window.parley.meter(a) > 0.5, idA), { timeout: 2000, what: "Ann's own meter moves" });
+    assert.ok(await cy.evaluate((c) => window.parley.meter(c) < 0.1, idC), "silent Cy's own meter stays down");
 
     // /api/status: everyone, with their flags; the wall as a viewer.
     const status = await getJson(`${env.url}/api/status`);

@@ -41,7 +41,7 @@ function render(status, debug) {
     ...[
       [rooms.length, rooms.length === 1 ? 'room' : 'rooms'],
       [people, people === 1 ? 'person' : 'people'],
-      [viewers, viewers === 1 ? 'wall screen' : 'wall screens'],
+      [viewers, viewers === 1 ? 'viewer' : 'viewers'],
     ].map(([n, label]) => {
       const box = el('div', 'stat');
       box.append(el('span', 'stat-n', String(n)), el('span', 'stat-label', label));

@@ -165,6 +165,13 @@ test('active speaker: views, wall screen, meters while deafened, /api/status and
     await waitFor(() => wall.evaluate((b) => window.parley.shown === b, idB), { timeout: 3000, what: 'the wall shows Bo' });
     await wall.locator(`.tile[data-participant-id="${idB}"].has-video`).waitFor({ timeout: 5000 });
     assert.equal(await wall.locator('.tile:visible .tile-name').textContent(), 'Bo');
+    // ... and his picture is live (the video plays on, it is not a frozen frame).
+    const videoTime = () => wall.evaluate((b) => {
+      const v = document.querySelector(`.tile[data-participant-id="${b}"] video`);
+      return v.paused ? -1 : v.currentTime;
+    }, idB);
+    const t0 = await videoTime();
+    await waitFor(async () => (await videoTime()) > t0 + 0.3 && t0 >= 0, { timeout: 3000, what: "Bo's video plays on the wall" });
     await waitFor(() => cy.evaluate((b) => window.parley.meter(b) > 0.5, idB), { timeout: 3000, what: "Bo's meter moves at deafened Cy" });
     await waitFor(() => cy.evaluate((a) => window.parley.meter(a) < 0.1, idA), { timeout: 3000, what: "silent Ann's meter falls at Cy" });
 

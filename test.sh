@@ -17,6 +17,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Binaries for the end-to-end tests come from wherever cargo builds (CI keeps its target dir warm elsewhere).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export PARLEY_BIN="$CARGO_TARGET_DIR/release/parley"
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 

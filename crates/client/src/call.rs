@@ -620,9 +620,10 @@ impl Call {
         if self.probe {
             if let Some(sent) = read_probe(&d.data) {
                 let sent_at = clock::instant_at(sent);
-                self.stats
-                    .latency
-                    .push(d.network_time.saturating_duration_since(sent_at));
+                self.stats.latency.push_at(
+                    clock::nanos_since_epoch(d.network_time),
+                    d.network_time.saturating_duration_since(sent_at),
+                );
             }
         }
         if self.departed.contains(&publisher) {

@@ -18,6 +18,8 @@ use crate::video::SyntheticVp8;
 
 /// Most participants one load run may start.
 pub const MAX_PARTICIPANTS: usize = 1000;
+/// Latency is measured from this long after the last join (or a quarter of the run, if shorter).
+const STEADY_AFTER: Duration = Duration::from_secs(1);
 /// Longest load run.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 
@@ -79,8 +81,11 @@ pub struct GroupSummary {
     pub bytes_received: u64,
     pub packets_lost: u64,
     pub loss_percent: f64,
-    /// One-way latency, publisher's send to subscriber's receive, through the server.
+    /// One-way latency, publisher's send to subscriber's receive, through the server, once everyone
+    /// has joined (steady state).
     pub latency_ms: Percentiles,
+    /// The same, including the join phase (connections being set up, renegotiations).
+    pub latency_with_joins_ms: Percentiles,
     /// Join request to first audio from someone else.
     pub join_ms: Percentiles,
     /// Join request to media connected.
@@ -223,6 +228,9 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
         members.push(Member { room, outcome });
     }
     let started = Instant::now();
+    // Latency counts in the steady state: from a moment after the last join, once its renegotiations
+    // are done.
+    let steady_from = clock::nanos_since_epoch(started + STEADY_AFTER.min(config.duration / 4));
     tracing::info!(
         "everyone joined; media for {} s",
         config.duration.as_secs_f64()
@@ -256,10 +264,11 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
                     .filter(|(room, _)| *room == r)
                     .map(|(_, s)| s),
                 config.video,
+                steady_from,
             ),
         })
         .collect();
-    let mut totals = summarise(results.iter().map(|(_, s)| s), config.video);
+    let mut totals = summarise(results.iter().map(|(_, s)| s), config.video, steady_from);
     // Streams only exist within a room.
     totals.streams_expected = per_room.iter().map(|r| r.summary.streams_expected).sum();
     Ok(LoadSummary {
@@ -274,9 +283,11 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
 }
 
 /// Adds up the figures of some participants (of one room, for `streams_expected` to be right).
+/// `steady_from` (nanoseconds since the process epoch) starts the steady-state latency window.
 pub fn summarise<'a>(
     results: impl Iterator<Item = &'a Result<CallStats, String>>,
     video: bool,
+    steady_from: u64,
 ) -> GroupSummary {
     let mut s = GroupSummary::default();
     let mut latency = Samples::default();
@@ -319,7 +330,8 @@ pub fn summarise<'a>(
     } else {
         s.packets_lost as f64 * 100.0 / expected as f64
     };
-    s.latency_ms = latency.percentiles();
+    s.latency_ms = latency.since(steady_from).percentiles();
+    s.latency_with_joins_ms = latency.percentiles();
     s.join_ms = join.percentiles();
     s.connect_ms = connect.percentiles();
     s

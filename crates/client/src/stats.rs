@@ -94,30 +94,50 @@ impl StreamStats {
 /// Durations collected for percentiles.
 #[derive(Debug, Clone, Default)]
 pub struct Samples {
-    values_us: Vec<u64>,
+    /// (when, in nanoseconds since the process epoch; the duration in microseconds)
+    values: Vec<(u64, u64)>,
     pub count: u64,
 }
 
 impl Samples {
-    pub fn push(&mut self, d: Duration) {
+    /// Adds a duration observed at `at` (nanoseconds since [`crate::clock::epoch`]).
+    pub fn push_at(&mut self, at: u64, d: Duration) {
         self.count += 1;
-        if self.values_us.len() < MAX_LATENCY_SAMPLES {
-            self.values_us
-                .push(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        if self.values.len() < MAX_LATENCY_SAMPLES {
+            self.values
+                .push((at, u64::try_from(d.as_micros()).unwrap_or(u64::MAX)));
         }
+    }
+
+    pub fn push(&mut self, d: Duration) {
+        self.push_at(0, d);
     }
 
     pub fn extend(&mut self, other: &Samples) {
         self.count += other.count;
-        self.values_us.extend_from_slice(&other.values_us);
+        self.values.extend_from_slice(&other.values);
+    }
+
+    /// Only the samples observed at or after `from` (nanoseconds since the process epoch).
+    pub fn since(&self, from: u64) -> Samples {
+        let values: Vec<_> = self
+            .values
+            .iter()
+            .copied()
+            .filter(|(at, _)| *at >= from)
+            .collect();
+        Samples {
+            count: values.len() as u64,
+            values,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values_us.is_empty()
+        self.values.is_empty()
     }
 
     pub fn percentiles(&self) -> Percentiles {
-        let mut v = self.values_us.clone();
+        let mut v: Vec<u64> = self.values.iter().map(|(_, d)| *d).collect();
         v.sort_unstable();
         let at = |p: f64| -> Option<f64> {
             if v.is_empty() {

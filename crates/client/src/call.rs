@@ -31,7 +31,8 @@ const MAX_MEDIA_LAG: Duration = Duration::from_millis(200);
 /// What a participant publishes and does with what it receives.
 #[derive(Default)]
 pub struct CallConfig {
-    /// `member` publishes, `viewer` only receives.
+    /// `member` publishes, `viewer` only receives ([`crate::Session::join`] sets it from the role it joins
+    /// with).
     pub role: Role,
     /// Audio to send (members only); `None` sends nothing (the track is still offered).
     pub audio: Option<Box<dyn AudioSource>>,
@@ -121,7 +122,8 @@ impl Call {
         rtc.add_local_candidate(candidate);
 
         let stream_id = joined.you.to_string();
-        let publish = joined_role_publishes(config.role);
+        // Viewers publish nothing.
+        let publish = config.role == Role::Member;
         let mut change = rtc.sdp_api();
         let (audio_mid, video_mid) = if publish {
             let audio = change.add_media(
@@ -639,8 +641,4 @@ impl Call {
             r.write(publisher, name, rtp, &d.data);
         }
     }
-}
-
-fn joined_role_publishes(role: Role) -> bool {
-    role == Role::Member
 }

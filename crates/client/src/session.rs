@@ -42,6 +42,7 @@ pub struct ClientConfig {
     pub name: String,
     /// Create the room first when it does not exist.
     pub create_room: bool,
+    /// `member` or `viewer` (receive-only); it also sets `call.role`.
     pub role: Role,
     /// Flags to join with.
     pub state: MediaState,
@@ -213,8 +214,11 @@ impl Session {
             joined.name.clone(),
             joined.participants.clone(),
         );
+        let mut call_config = config.call;
+        // The role joined with decides what the call offers.
+        call_config.role = config.role;
         let call = Call::new(
-            config.call,
+            call_config,
             joined,
             local_addr,
             join_started,

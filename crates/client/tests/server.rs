@@ -164,6 +164,10 @@ fn audio_reaches_the_other_is_recorded_and_never_comes_back() {
         };
         let mut b = Session::join(b_config).await.expect("B joins");
         assert_eq!(b.participants.len(), 1, "B sees A in the room");
+        // A receive-only viewer (a wall screen, or `record`'s default).
+        let mut c_config = ClientConfig::new(&url(&server), "General", "Wall");
+        c_config.role = parley_proto::Role::Viewer;
+        let mut c = Session::join(c_config).await.expect("C joins as a viewer");
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         let b_stats = b.stats().await.expect("stats");
@@ -187,6 +191,20 @@ fn audio_reaches_the_other_is_recorded_and_never_comes_back() {
             "{:?}",
             b_stats.streams
         );
+
+        let c_stats = c.stats().await.expect("stats");
+        assert!(
+            c_stats.audio_packets_from(a.you) > 100 && c_stats.audio_packets_from(b.you) > 100,
+            "the viewer hears both:\n{}",
+            c_stats.report()
+        );
+        assert_eq!(c_stats.sent_audio_packets, 0);
+        assert!(
+            a_stats.streams.iter().all(|s| s.publisher == b.you),
+            "A gets nothing from the viewer: {:?}",
+            a_stats.streams
+        );
+        c.leave().await.expect("C leaves");
 
         let a_end = a.leave().await.expect("A leaves");
         assert!(a_end.stats.sent_audio_packets > 100);

@@ -505,23 +505,34 @@ async function joinRoom(room) {
   ]).catch((err) => mediaError(err));
 }
 
-/** Leaves the room: tells the server, closes the media session and goes back to the lobby. */
+/**
+ * Leaves the room: back to the lobby with the devices released at once; the media session closes once
+ * the server has let us go (were it closed first, the server could see the media drop before the
+ * `leave` and remove us with a "media connection lost" error).
+ */
 async function leaveRoom() {
   if (!app.room) return;
   const wasIn = app.room;
+  const call = app.call;
   prefs.tabRoom = '';
-  teardownRoom();
+  teardownRoom({ keepCall: true });
   showLobby();
   try {
-    await signal.request({ type: 'leave' });
+    await signal.request({ type: 'leave' }, { ownErrors: true, timeoutMs: 3000 });
   } catch (err) {
+    // not_in_room: the server had removed us already; anything else: we are gone locally all the same.
     if (!(err instanceof ServerError)) console.warn('[parley] leave', wasIn, err.message);
+  } finally {
+    if (call) call.close();
   }
 }
 
-/** Local clean-up only: peer connection closed, devices released, tiles gone. */
-function teardownRoom() {
-  if (app.call) app.call.close();
+/**
+ * Local clean-up only: devices released, tiles gone, peer connection closed (unless `keepCall`: the
+ * caller closes it; it is no longer the room's).
+ */
+function teardownRoom({ keepCall = false } = {}) {
+  if (app.call && !keepCall) app.call.close();
   app.call = null;
   if (app.local) app.local.stop();
   app.local = null;

@@ -116,7 +116,7 @@ test('chat: both ways in < 200 ms, names and times, unread, text never markup, l
 
     // Markup is shown as the characters typed: no element, no script, no dialog.
     for (const x of XSS) await say(a, x);
-    await waitFor(async () => (await texts(b)).includes(XSS[1]), { what: 'B gets the markup messages' });
+    for (const page of [a, b]) await waitFor(async () => (await texts(page)).includes(XSS[1]), { what: 'the markup messages arrive' });
     for (const [name, page] of [['A', a], ['B', b]]) {
       const shown = (await lines(page)).filter((l) => XSS.includes(l.text)).map((l) => l.shown);
       assert.deepEqual(shown, XSS, `${name} shows the markup as text`);
@@ -151,6 +151,8 @@ test('chat: both ways in < 200 ms, names and times, unread, text never markup, l
     await waitFor(() => c.evaluate(() => window.parley.room === null), { what: 'C left' });
     await clickJoin(c, 'talk');
     await waitInRoom(c, 'talk');
+    // (The author's copy can come after the others': wait for it.)
+    await waitFor(async () => (await texts(a)).at(-1) === '/me waves', { what: "A's own /me" });
     const expected = await texts(a);
     assert.equal(expected.length, 6 + 1 + XSS.length + 2, 'A has every message once (and no blank one)');
     await waitFor(async () => (await texts(c)).length === expected.length, { what: 'C loads the history' });

@@ -143,10 +143,10 @@ impl LoadSummary {
                 format!("{}/{}", s.streams_received, s.streams_expected),
                 s.packets_received,
                 s.loss_percent,
-                ms(s.latency_ms.p50_ms),
-                ms(s.latency_ms.p99_ms),
-                ms(s.join_ms.p50_ms),
-                ms(s.join_ms.p99_ms),
+                ms(s.latency_ms.p50),
+                ms(s.latency_ms.p99),
+                ms(s.join_ms.p50),
+                ms(s.join_ms.p99),
             )
         };
         for r in &self.per_room {

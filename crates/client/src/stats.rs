@@ -150,9 +150,9 @@ impl Samples {
         };
         Percentiles {
             count: self.count,
-            p50_ms: at(50.0),
-            p99_ms: at(99.0),
-            max_ms: v.last().map(|&m| m as f64 / 1000.0),
+            p50: at(50.0),
+            p99: at(99.0),
+            max: v.last().map(|&m| m as f64 / 1000.0),
         }
     }
 }
@@ -161,9 +161,9 @@ impl Samples {
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
     pub count: u64,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub max_ms: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
 }
 
 impl std::fmt::Display for Percentiles {
@@ -172,9 +172,9 @@ impl std::fmt::Display for Percentiles {
         write!(
             f,
             "p50 {} p99 {} max {} (n={})",
-            ms(self.p50_ms),
-            ms(self.p99_ms),
-            ms(self.max_ms),
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
             self.count
         )
     }
@@ -334,9 +334,9 @@ mod tests {
             s.push(Duration::from_millis(ms));
         }
         let p = s.percentiles();
-        assert_eq!(p.p50_ms, Some(50.0));
-        assert_eq!(p.p99_ms, Some(99.0));
-        assert_eq!(p.max_ms, Some(100.0));
-        assert_eq!(Samples::default().percentiles().p50_ms, None);
+        assert_eq!(p.p50, Some(50.0));
+        assert_eq!(p.p99, Some(99.0));
+        assert_eq!(p.max, Some(100.0));
+        assert_eq!(Samples::default().percentiles().p50, None);
     }
 }

@@ -219,10 +219,17 @@ export async function launchBrowser({ audioFile = toneWav() } = {}) {
 
 /**
  * Opens the client in a fresh context, types `name` and waits for the lobby.
+ * `state` ({mic_muted, deafened, camera_off}) is remembered before the first load, as if chosen on an
+ * earlier visit (e.g. camera_off to spare the CPU in tests about something else).
  * The returned page has `page.logs` (console lines and page errors) for failure reports.
  */
-export async function openClient(browser, url, name, { viewport = { width: 1280, height: 800 }, pages = [] } = {}) {
+export async function openClient(browser, url, name, { viewport = { width: 1280, height: 800 }, pages = [], state = null } = {}) {
   const context = await browser.newContext({ viewport, permissions: ['microphone', 'camera'] });
+  if (state) {
+    await context.addInitScript((s) => {
+      if (location.pathname === '/' && localStorage.getItem('parley.state') === null) localStorage.setItem('parley.state', s);
+    }, JSON.stringify(state));
+  }
   const page = await context.newPage();
   page.logs = [];
   pages.push(page);

@@ -12,7 +12,8 @@ test('chat history: a late joiner gets the last 100 messages, scrolling up loads
   // A generous chat rate, so 130 messages go quickly (the connection limit of 50/s, bursts of 100, still applies).
   const env = await setup(t, { serverArgs: ['--chat-rate', '1000', '--chat-burst', '1000'] });
   await withReport(env, async () => {
-    const [a, b] = await Promise.all([env.client('Ann'), env.client('Bo')]);
+    const state = { camera_off: true }; // text only: spare the CPU
+    const [a, b] = await Promise.all([env.client('Ann', { state }), env.client('Bo', { state })]);
     await createRoom(a, 'log');
     await waitInRoom(a, 'log');
     const total = 130;
@@ -54,7 +55,7 @@ test('chat history: a late joiner gets the last 100 messages, scrolling up loads
 test('chat limits: counter near 4000, nothing blank or too long is sent, server refusals shown in the panel', { timeout: 60_000 }, async (t) => {
   const env = await setup(t);
   await withReport(env, async () => {
-    const a = await env.client('Ann');
+    const a = await env.client('Ann', { state: { camera_off: true } });
     await createRoom(a, 'limits');
     await waitInRoom(a, 'limits');
     await a.locator('[data-testid="chat-toggle"]').click();

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { clickJoin, createRoom, setup, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+import { clickJoin, createRoom, find, inbound, setup, waitFor, waitInRoom, withReport } from '../lib/harness.js';
 
 const input = (page) => page.locator('[data-testid="chat-input"]');
 
@@ -57,7 +57,9 @@ async function assertInert(page, name, dialogs) {
 test('chat: both ways in < 200 ms, names and times, unread, text never markup, links, /me, system lines, history, /leave', { timeout: 60_000 }, async (t) => {
   const env = await setup(t);
   await withReport(env, async () => {
-    const [a, b, c] = await Promise.all([env.client('Ann'), env.client('Bo'), env.client('Cy')]);
+    // No cameras: three pages on two cores, and this test is about text.
+    const state = { camera_off: true };
+    const [a, b, c] = await Promise.all([env.client('Ann', { state }), env.client('Bo', { state }), env.client('Cy', { state })]);
     const dialogs = { a: [], b: [], c: [] };
     for (const [k, p] of Object.entries({ a, b, c })) {
       p.on('dialog', (d) => {
@@ -66,7 +68,7 @@ test('chat: both ways in < 200 ms, names and times, unread, text never markup, l
       });
     }
     await createRoom(a, 'talk');
-    await waitInRoom(a, 'talk');
+    const idA = await waitInRoom(a, 'talk');
     await clickJoin(b, 'talk');
     const idB = await waitInRoom(b, 'talk');
     await createRoom(c, 'elsewhere');
@@ -75,7 +77,11 @@ test('chat: both ways in < 200 ms, names and times, unread, text never markup, l
     // Ann was there first: Bo's arrival is a quiet system line.
     await waitFor(async () => (await systemLines(a)).includes('Bo joined'), { what: 'A shows "Bo joined"' });
 
-    // Both ways, by Enter and by the Send button, timed from the key press to the line at the other end.
+    // Both ways, timed from the key press to the line at the other end, once the call is up (the media
+    // set-up keeps two browsers on two cores busy for a moment).
+    for (const [page, from] of [[a, idB], [b, idA]]) {
+      await waitFor(async () => (find(await inbound(page), from, 'audio') || { bytes: 0 }).bytes > 0, { timeout: 15_000, what: 'the call is up' });
+    }
     await a.locator('[data-testid="chat-toggle"]').click();
     await input(a).waitFor({ state: 'visible' });
     await Promise.all([watchArrivals(a), watchArrivals(b)]);

@@ -34,7 +34,7 @@ pub struct CallConfig {
     /// `member` publishes, `viewer` only receives ([`crate::Session::join`] sets it from the role it joins
     /// with).
     pub role: Role,
-    /// Audio to send (members only); `None` sends nothing (the track is still offered).
+    /// Audio to send (members only). A member with neither audio nor video offers no tracks at all.
     pub audio: Option<Box<dyn AudioSource>>,
     /// Synthetic VP8 video to send (members only).
     pub video: Option<SyntheticVp8>,
@@ -122,8 +122,10 @@ impl Call {
         rtc.add_local_candidate(candidate);
 
         let stream_id = joined.you.to_string();
-        // Viewers publish nothing.
-        let publish = config.role == Role::Member;
+        // Viewers publish nothing, and neither do members with nothing to send: their tracks would only
+        // make everyone else's SDP bigger.
+        let publish =
+            config.role == Role::Member && (config.audio.is_some() || config.video.is_some());
         let mut change = rtc.sdp_api();
         let (audio_mid, video_mid) = if publish {
             let audio = change.add_media(
@@ -144,7 +146,7 @@ impl Call {
             });
             (Some(audio), video)
         } else {
-            // A viewer's receive-only lines only carry the transport; the server's offers bring the tracks.
+            // Receive-only lines only carry the transport; the server's offers bring the tracks.
             change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
             change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
             (None, None)
@@ -288,9 +290,24 @@ impl Call {
                             .map_err(|e| e.to_string())
                     });
                 match result {
-                    Ok(answer) => self.signals.push_back(ClientMessage::Answer {
-                        sdp: answer.to_sdp_string(),
-                    }),
+                    Ok(answer) => {
+                        let sdp = answer.to_sdp_string();
+                        let lines = sdp.matches("\nm=").count();
+                        tracing::debug!(
+                            participant = self.you,
+                            "answer: {} bytes, {lines} m-lines",
+                            sdp.len()
+                        );
+                        if sdp.len() + 64 > parley_proto::MAX_MESSAGE_BYTES {
+                            tracing::warn!(
+                                participant = self.you,
+                                "our answer has {} bytes for {lines} tracks: over the server's {}-byte message limit",
+                                sdp.len(),
+                                parley_proto::MAX_MESSAGE_BYTES
+                            );
+                        }
+                        self.signals.push_back(ClientMessage::Answer { sdp });
+                    }
                     Err(e) => tracing::warn!("a server offer cannot be used: {e}"),
                 }
             }

@@ -32,8 +32,11 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Rooms are named `<prefix>-1`, `<prefix>-2`, …, and created when missing.
     pub room_prefix: String,
-    /// Share of time each member talks (0 to 1).
+    /// Share of time each speaker talks (0 to 1).
     pub talk_fraction: f64,
+    /// Speakers per room: the first this many of each room publish, the others only listen.
+    /// `None`: everyone speaks.
+    pub speakers: Option<usize>,
     /// Bytes per synthetic audio packet (80 bytes every 20 ms is 32 kbit/s).
     pub audio_packet_bytes: usize,
     pub video: bool,
@@ -54,6 +57,7 @@ impl LoadConfig {
             duration,
             room_prefix: "load".into(),
             talk_fraction: 0.5,
+            speakers: None,
             audio_packet_bytes: 80,
             video: false,
             video_bitrate_bps: 500_000,
@@ -108,6 +112,8 @@ pub struct LoadSummary {
     pub duration_s: f64,
     pub video: bool,
     pub talk_fraction: f64,
+    /// Speakers per room (`None`: everyone).
+    pub speakers: Option<usize>,
     pub per_room: Vec<RoomSummary>,
     pub totals: GroupSummary,
 }
@@ -115,8 +121,12 @@ pub struct LoadSummary {
 impl LoadSummary {
     /// A plain-text table for people.
     pub fn report(&self) -> String {
+        let speakers = match self.speakers {
+            Some(n) => format!(", {n} speaking in each"),
+            None => String::new(),
+        };
         let mut out = format!(
-            "load: {} rooms x {} participants, {:.0} s{}\n",
+            "load: {} rooms x {} participants{speakers}, {:.0} s{}\n",
             self.rooms,
             self.room_size,
             self.duration_s,
@@ -153,8 +163,15 @@ impl LoadSummary {
             out.push_str(&line(&r.room, &r.summary));
         }
         out.push_str(&line("total", &self.totals));
+        let mut failures: Vec<(&String, usize)> = Vec::new();
         for f in &self.totals.failures {
-            out.push_str(&format!("failed: {f}\n"));
+            match failures.iter_mut().find(|(g, _)| *g == f) {
+                Some((_, n)) => *n += 1,
+                None => failures.push((f, 1)),
+            }
+        }
+        for (f, n) in failures {
+            out.push_str(&format!("failed ({n}x): {f}\n"));
         }
         out
     }
@@ -162,7 +179,16 @@ impl LoadSummary {
 
 struct Member {
     room: usize,
+    speaker: bool,
     outcome: Result<Session, ClientError>,
+}
+
+/// One participant's figures, as [`summarise`] takes them.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// It published (audio, and video if asked).
+    pub speaker: bool,
+    pub stats: Result<CallStats, String>,
 }
 
 /// Runs the load and returns its summary. Refuses more than [`MAX_PARTICIPANTS`] or longer than
@@ -195,29 +221,31 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
             client.create_room = true;
             client.role = Role::Member;
             client.local_ip = config.local_ip;
+            let speaker = config.speakers.is_none_or(|n| i < n);
             let seed = config
                 .seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add((r * 10_000 + i) as u64);
             client.call = CallConfig {
                 role: Role::Member,
-                audio: Some(Box::new(SyntheticVoice::new(
-                    seed,
-                    config.talk_fraction,
-                    SyntheticEncoding::Placeholder(config.audio_packet_bytes),
-                ))),
-                video: config
-                    .video
+                audio: speaker.then(|| {
+                    Box::new(SyntheticVoice::new(
+                        seed,
+                        config.talk_fraction,
+                        SyntheticEncoding::Placeholder(config.audio_packet_bytes),
+                    )) as Box<dyn crate::audio::AudioSource>
+                }),
+                video: (speaker && config.video)
                     .then(|| SyntheticVp8::new(seed, config.video_fps, config.video_bitrate_bps)),
                 probe: true,
                 record_dir: None,
             };
-            joining.push((r, tokio::spawn(Session::join(client))));
+            joining.push((r, speaker, tokio::spawn(Session::join(client))));
             tokio::time::sleep(config.join_interval).await;
         }
     }
     let mut members = Vec::with_capacity(total);
-    for (room, handle) in joining {
+    for (room, speaker, handle) in joining {
         let outcome = match handle.await {
             Ok(o) => o,
             Err(_) => Err(ClientError::Ended),
@@ -225,7 +253,11 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
         if let Err(e) = &outcome {
             tracing::warn!("{}: {e}", room_name(room));
         }
-        members.push(Member { room, outcome });
+        members.push(Member {
+            room,
+            speaker,
+            outcome,
+        });
     }
     let started = Instant::now();
     // Latency counts in the steady state: from a moment after the last join, once its renegotiations
@@ -238,20 +270,38 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
     tokio::time::sleep(config.duration).await;
 
     // Read everyone's figures before anyone leaves (leaving renegotiates the others).
-    let mut results: Vec<(usize, Result<CallStats, String>)> = Vec::with_capacity(total);
-    for m in &members {
-        let stats = match &m.outcome {
-            Ok(session) => session.stats().await.map_err(|e| e.to_string()),
+    let mut results: Vec<(usize, Outcome)> = Vec::with_capacity(total);
+    for m in &mut members {
+        let stats = match &mut m.outcome {
+            Ok(session) => match session.stats().await {
+                Ok(stats) => Ok(stats),
+                // It ended early: say why.
+                Err(ClientError::Ended) => match session.wait().await {
+                    Ok(end) => Err(format!("ended early: {}", end.reason)),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e.to_string()),
         };
-        results.push((m.room, stats));
+        results.push((
+            m.room,
+            Outcome {
+                speaker: m.speaker,
+                stats,
+            },
+        ));
     }
     let ran_for = started.elapsed();
-    for m in &mut members {
-        if let Ok(session) = &mut m.outcome {
-            if let Err(e) = session.leave().await {
-                tracing::debug!("leaving: {e}");
-            }
+    // Everyone leaves at once.
+    let leaving: Vec<_> = members
+        .into_iter()
+        .filter_map(|m| m.outcome.ok())
+        .map(|mut session| tokio::spawn(async move { session.leave().await }))
+        .collect();
+    for l in leaving {
+        if let Ok(Err(e)) = l.await {
+            tracing::debug!("leaving: {e}");
         }
     }
 
@@ -277,6 +327,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
         duration_s: ran_for.as_secs_f64(),
         video: config.video,
         talk_fraction: config.talk_fraction,
+        speakers: config.speakers,
         per_room,
         totals,
     })
@@ -285,7 +336,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
 /// Adds up the figures of some participants (of one room, for `streams_expected` to be right).
 /// `steady_from` (nanoseconds since the process epoch) starts the steady-state latency window.
 pub fn summarise<'a>(
-    results: impl Iterator<Item = &'a Result<CallStats, String>>,
+    results: impl Iterator<Item = &'a Outcome>,
     video: bool,
     steady_from: u64,
 ) -> GroupSummary {
@@ -293,9 +344,10 @@ pub fn summarise<'a>(
     let mut latency = Samples::default();
     let mut join = Samples::default();
     let mut connect = Samples::default();
+    let mut speakers_connected = 0;
     for r in results {
         s.participants += 1;
-        let stats = match r {
+        let stats = match &r.stats {
             Ok(stats) => stats,
             Err(e) => {
                 s.failures.push(e.clone());
@@ -304,6 +356,9 @@ pub fn summarise<'a>(
         };
         if stats.connected {
             s.connected += 1;
+            if r.speaker {
+                speakers_connected += 1;
+            }
         }
         s.own_media_received += stats.own_media_received;
         for st in &stats.streams {
@@ -323,7 +378,8 @@ pub fn summarise<'a>(
         }
     }
     let per_publisher = if video { 2 } else { 1 };
-    s.streams_expected = s.connected * s.connected.saturating_sub(1) * per_publisher;
+    // Every connected participant receives every connected speaker but itself.
+    s.streams_expected = speakers_connected * s.connected.saturating_sub(1) * per_publisher;
     let expected = s.packets_received + s.packets_lost;
     s.loss_percent = if expected == 0 {
         0.0

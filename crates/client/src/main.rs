@@ -140,10 +140,13 @@ struct LoadArgs {
     /// Rooms are PREFIX-1, PREFIX-2, … (created when missing).
     #[arg(long, default_value = "load")]
     room_prefix: String,
-    /// Share of time each participant talks (0 to 1).
+    /// Share of time each speaker talks (0 to 1).
     #[arg(long, default_value_t = 0.5)]
     talk: f64,
-    /// Also publish synthetic VP8 video from every participant.
+    /// Speakers per room (the first N who join); the others only listen. Default: everyone speaks.
+    #[arg(long)]
+    speakers: Option<usize>,
+    /// Also publish synthetic VP8 video from every speaker.
     #[arg(long)]
     video: bool,
     /// Synthetic video bitrate, kbit/s.
@@ -361,6 +364,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     );
     config.room_prefix = args.room_prefix;
     config.talk_fraction = args.talk.clamp(0.0, 1.0);
+    config.speakers = args.speakers;
     config.video = args.video;
     config.video_bitrate_bps = args.video_kbps.saturating_mul(1000);
     config.video_fps = args.video_fps;

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { clickJoin, createRoom, setup, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+import { clickJoin, createRoom, setup, sleep, waitFor, waitInRoom, withReport } from '../lib/harness.js';
 
 /** The widths of the tiles in the page, by participant id. */
 const tileWidths = (page) => page.evaluate(() => Object.fromEntries(
@@ -81,7 +81,7 @@ test('view mode, devices, mute, name and room are restored on reload', { timeout
     await a.reload();
     await a.locator('[data-testid="create-room-input"]').waitFor({ state: 'visible' });
     await a.locator('li[data-room="prefs"] .last').waitFor({ state: 'visible' });
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
     assert.equal(await a.evaluate(() => window.parley.room), null, 'no rejoin after leaving on purpose');
   });
 });

@@ -532,20 +532,24 @@ impl SyntheticVoice {
         self.left = (self.rng.range(0.5 * mean, 1.5 * mean) * f64::from(SAMPLE_RATE)) as u64;
     }
 
-    fn fill_pcm(&mut self) {
+    /// Synthesises the frame into `pcm`, every `stride`-th sample only (placeholders need just the level);
+    /// returns how many samples were written.
+    fn fill_pcm(&mut self, stride: usize) -> usize {
         let rate = f64::from(SAMPLE_RATE);
         let total = self.t + self.left;
         let table = wavetable();
         let mut syllable = 0.0;
         let mut step = 0.0;
-        for i in 0..FRAME_SAMPLES {
+        let count = FRAME_SAMPLES / stride;
+        for k in 0..count {
+            let i = k * stride;
             let n = self.t + i as u64;
             if i % 48 == 0 {
                 // Slow modulations, updated every millisecond: a 4 Hz syllable rhythm and a pitch wobble.
                 let secs = n as f64 / rate;
                 syllable = 0.6 + 0.4 * (std::f64::consts::TAU * 4.0 * secs).sin();
                 let f = self.f0 * (1.0 + 0.05 * (std::f64::consts::TAU * 1.5 * secs).sin());
-                step = f / rate;
+                step = f / rate * stride as f64;
             }
             // 30 ms fades at both ends of the spurt.
             let edge = ((n as f64).min(total.saturating_sub(n) as f64) / (0.03 * rate)).min(1.0);
@@ -553,8 +557,10 @@ impl SyntheticVoice {
             let tone = table[(self.phase * WAVETABLE_LEN as f64) as usize % WAVETABLE_LEN];
             let noise = self.rng.range(-1.0, 1.0) * 0.08;
             let s = 0.22 * edge * syllable * (tone + noise);
-            self.pcm[i] = (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16;
+            // Float-to-int casts saturate.
+            self.pcm[k] = (s * 32767.0) as i16;
         }
+        count
     }
 }
 
@@ -593,10 +599,14 @@ impl AudioSource for SyntheticVoice {
             self.left = self.left.saturating_sub(u64::from(samples));
             return Some(AudioFrame::Silence { samples });
         }
-        self.fill_pcm();
+        let stride = match self.encoding {
+            SyntheticEncoding::Opus(_) => 1,
+            SyntheticEncoding::Placeholder(_) => 4,
+        };
+        let count = self.fill_pcm(stride);
         self.t += u64::from(samples);
         self.left = self.left.saturating_sub(u64::from(samples));
-        let level = level_dbov(&self.pcm);
+        let level = level_dbov(&self.pcm[..count]);
         let data = match &mut self.encoding {
             SyntheticEncoding::Opus(encoder) => match encoder.encode(&self.pcm) {
                 Ok(d) => d,

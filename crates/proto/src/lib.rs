@@ -176,6 +176,8 @@ pub enum ServerMessage {
     Welcome {
         server_version: String,
         max_participants: usize,
+        /// Longest chat message this server accepts, in characters.
+        max_chat_chars: usize,
     },
     /// The room list: a reply to `list_rooms` (with its id) and pushed whenever counts change.
     Rooms {
@@ -279,6 +281,8 @@ pub enum ErrorCode {
     BadSdp,
     /// Too many messages in a short time.
     RateLimited,
+    /// The media connection closed or failed: you have left the room (a `left` follows).
+    MediaLost,
     /// A chat message longer than [`MAX_CHAT_CHARS`].
     MessageTooLong,
     /// A chat message with nothing but spaces.
@@ -300,6 +304,7 @@ impl ErrorCode {
             ErrorCode::NotInRoom => "not_in_room",
             ErrorCode::BadSdp => "bad_sdp",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MediaLost => "media_lost",
             ErrorCode::MessageTooLong => "message_too_long",
             ErrorCode::EmptyMessage => "empty_message",
             ErrorCode::Internal => "internal",

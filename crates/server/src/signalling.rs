@@ -69,13 +69,16 @@ async fn serve(socket: WebSocket, state: AppState) {
                 let elapsed = refilled.elapsed().as_secs_f64();
                 refilled = Instant::now();
                 tokens = (tokens + elapsed * RATE_PER_SECOND).min(RATE_BURST);
+                let parsed = ClientMessage::parse(text.as_str());
                 if tokens < 1.0 {
+                    // Refused with the request's id, so the client's request does not hang.
+                    let id = parsed.as_ref().ok().and_then(ClientMessage::request_id);
                     state.signalling_errors.fetch_add(1, Ordering::Relaxed);
-                    let _ = outbox.send(ServerMessage::error(None, ErrorCode::RateLimited, "too many messages: slow down"));
+                    let _ = outbox.send(ServerMessage::error(id, ErrorCode::RateLimited, "too many messages: slow down"));
                     continue;
                 }
                 tokens -= 1.0;
-                match ClientMessage::parse(text.as_str()) {
+                match parsed {
                     Ok(message) => {
                         if state.commands.send(Command::Message { session, message }).is_err() {
                             break;

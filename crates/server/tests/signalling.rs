@@ -244,3 +244,27 @@ fn port_in_use_gives_a_clear_message() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test]
+async fn flooding_is_refused_with_the_request_id() {
+    let server = start(&[]);
+    let mut ws = connect(&server).await;
+    for i in 0..150u64 {
+        send(&mut ws, json!({"type": "list_rooms", "id": 10_000 + i})).await;
+    }
+    let (mut answered, mut limited) = (0, 0);
+    while answered + limited < 150 {
+        let v = next(&mut ws).await;
+        match v["type"].as_str() {
+            Some("rooms") if v["id"].is_u64() => answered += 1,
+            Some("error") => {
+                assert_eq!(v["code"], "rate_limited");
+                assert!(v["id"].as_u64().is_some_and(|id| id >= 10_000), "{v}");
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(limited >= 40, "answered {answered}, limited {limited}");
+    assert!(answered >= 100);
+}

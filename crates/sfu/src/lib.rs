@@ -374,6 +374,7 @@ impl Sfu {
             ServerMessage::Welcome {
                 server_version: self.config.server_version.clone(),
                 max_participants: self.rooms.max_participants(),
+                max_chat_chars: self.config.chat_max_chars,
             },
         );
         self.signal(
@@ -747,8 +748,8 @@ impl Sfu {
                             from,
                             ServerMessage::error(
                                 None,
-                                ErrorCode::Internal,
-                                "media connection lost",
+                                ErrorCode::MediaLost,
+                                "the media connection closed; you have left the room",
                             ),
                         );
                         self.signal(from, ServerMessage::Left { id: None, room });

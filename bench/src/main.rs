@@ -172,6 +172,14 @@ struct Step<'a> {
     extra: &'a [&'a str],
 }
 
+/// Room names allow letters, digits and '-': "b-one-speaker-1+20" becomes "b-one-speaker-1-20".
+fn room_prefix(step: &Step) -> String {
+    format!("{}-{}", step.scenario, step.label)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
 fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<Row> {
     let pid = server.child.id();
     let rss_idle = procstat::process_rss(pid).unwrap_or(0);
@@ -195,10 +203,7 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
             "--talk",
             &step.talk.to_string(),
         ])
-        .args([
-            "--room-prefix",
-            &format!("{}-{}", step.scenario, step.label),
-        ])
+        .args(["--room-prefix", &room_prefix(step)])
         .arg("--json")
         .arg(&json)
         .args(step.extra)

@@ -544,7 +544,7 @@ impl SyntheticVoice {
         for k in 0..count {
             let i = k * stride;
             let n = self.t + i as u64;
-            if i % 48 == 0 {
+            if i.is_multiple_of(48) {
                 // Slow modulations, updated every millisecond: a 4 Hz syllable rhythm and a pitch wobble.
                 let secs = n as f64 / rate;
                 syllable = 0.6 + 0.4 * (std::f64::consts::TAU * 4.0 * secs).sin();

@@ -5,8 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Largest signalling message the server reads, in bytes. SDP offers for two tracks are ~5 KiB.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest signalling message the server reads, in bytes. An SDP answer grows by ~830 bytes per track
+/// received, so a room of hundreds of tracks needs a few hundred KiB; chat and names have their own
+/// (character) limits.
+pub const MAX_MESSAGE_BYTES: usize = 768 * 1024;
 /// Room names: 1..=MAX_ROOM_NAME_CHARS characters.
 pub const MAX_ROOM_NAME_CHARS: usize = 40;
 /// Display names: 1..=MAX_DISPLAY_NAME_CHARS characters.

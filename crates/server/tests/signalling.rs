@@ -51,7 +51,7 @@ async fn unknown_type_and_missing_fields_echo_the_id() {
 async fn oversized_message_is_refused_and_socket_stays() {
     let server = start(&[]);
     let mut ws = connect(&server).await;
-    let huge = "x".repeat(200 * 1024);
+    let huge = "x".repeat(800 * 1024);
     send(
         &mut ws,
         json!({"type": "create_room", "id": 5, "room": huge}),

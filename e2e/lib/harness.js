@@ -223,8 +223,9 @@ export async function launchBrowser({ audioFile = toneWav() } = {}) {
  * earlier visit (e.g. camera_off to spare the CPU in tests about something else).
  * The returned page has `page.logs` (console lines and page errors) for failure reports.
  */
-export async function openClient(browser, url, name, { viewport = { width: 1280, height: 800 }, pages = [], state = null } = {}) {
-  const context = await browser.newContext({ viewport, permissions: ['microphone', 'camera'] });
+export async function openClient(browser, url, name, { viewport = { width: 1280, height: 800 }, pages = [], state = null, ignoreHTTPSErrors = false } = {}) {
+  // ignoreHTTPSErrors stands in for a person accepting the self-signed certificate once.
+  const context = await browser.newContext({ viewport, ignoreHTTPSErrors, permissions: ['microphone', 'camera'] });
   if (state) {
     await context.addInitScript((s) => {
       if (location.pathname === '/' && localStorage.getItem('parley.state') === null) localStorage.setItem('parley.state', s);

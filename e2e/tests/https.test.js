@@ -3,31 +3,15 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createRoom, clickJoin, inbound, serveWebFromDisk, setup, sleep, waitFor, waitInRoom, withReport } from '../lib/harness.js';
-
-async function openOverHttps(env, url, name) {
-  const browser = env.browser;
-  // ignoreHTTPSErrors stands in for the person accepting the self-signed certificate.
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: ['microphone', 'camera'] });
-  const page = await context.newPage();
-  page.logs = [];
-  env.pages.push(page);
-  page.on('console', (m) => page.logs.push(`[${name} console.${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[${name} pageerror] ${e.stack || e.message}`));
-  if (process.env.PARLEY_E2E_WEB_FROM_DISK) await serveWebFromDisk(page, url);
-  await page.goto(url);
-  await page.locator('[data-testid="name-input"]').fill(name);
-  await page.locator('[data-testid="name-submit"]').click();
-  await waitFor(() => page.evaluate(() => window.parley && window.parley.connected), { what: `${name}: wss connected` });
-  return page;
-}
+import { createRoom, clickJoin, inbound, openClient, setup, sleep, waitFor, waitInRoom, withReport } from '../lib/harness.js';
 
 test('a call over the HTTPS address with the self-signed certificate', { timeout: 60_000 }, async (t) => {
   const env = await setup(t);
   await withReport(env, async () => {
     const httpsUrl = `https://127.0.0.1:${env.server.ports.https}`;
-    const a = await openOverHttps(env, httpsUrl, 'Laptop');
-    const b = await openOverHttps(env, httpsUrl, 'Phone');
+    const opts = { pages: env.pages, ignoreHTTPSErrors: true };
+    const a = await openClient(env.browser, httpsUrl, 'Laptop', opts);
+    const b = await openClient(env.browser, httpsUrl, 'Phone', opts);
     assert.equal(await a.evaluate(() => window.isSecureContext), true, 'HTTPS is a secure context');
     assert.match(await a.evaluate(() => location.protocol), /^https:$/);
 

@@ -299,15 +299,16 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
 }
 
 /// Runs growing steps until one is not held (loss, failed joins) or the server's worker is saturated.
+/// Each step gets a fresh server, so its memory growth belongs to that step's participants alone.
 fn sweep<'a>(
     args: &Args,
-    server: &Server,
     duration: f64,
     steps: impl Iterator<Item = Step<'a>>,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     for step in steps {
-        let row = run_step(args, server, &step, duration)?;
+        let server = start_server(&args.server_bin)?;
+        let row = run_step(args, &server, &step, duration)?;
         eprintln!(
             "  {} {}: held={} server cpu={:.0}%",
             row.scenario,
@@ -335,7 +336,6 @@ fn main() -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     eprintln!("parley-bench: {cores} cores, {duration} s per step");
-    let server = start_server(&args.server_bin)?;
     let mut rows: Vec<Row> = Vec::new();
 
     // (a) audio rooms of 10, everyone talking half the time: add rooms until something gives.
@@ -353,7 +353,7 @@ fn main() -> Result<()> {
         video: false,
         extra: &[],
     });
-    sweep(&args, &server, duration, steps, &mut rows)?;
+    sweep(&args, duration, steps, &mut rows)?;
 
     // (b) one large room: one speaker, N listeners.
     let listener_steps: &[usize] = if args.quick {
@@ -370,7 +370,7 @@ fn main() -> Result<()> {
         video: false,
         extra: &["--speakers", "1"],
     });
-    sweep(&args, &server, duration, steps, &mut rows)?;
+    sweep(&args, duration, steps, &mut rows)?;
 
     // (c) video rooms of 6 at ~500 kbit/s each.
     let video_steps: &[usize] = if args.quick { &[1] } else { &[1, 2, 4] };
@@ -383,8 +383,7 @@ fn main() -> Result<()> {
         video: true,
         extra: &["--video-kbps", "500"],
     });
-    sweep(&args, &server, duration, steps, &mut rows)?;
-    drop(server);
+    sweep(&args, duration, steps, &mut rows)?;
 
     // The physical reference: as many packets as the busiest audio step forwarded, raw.
     let reference = fanout::run(

@@ -3,7 +3,47 @@
 
 import { LevelMeter, SPEAKING_POSITION } from './levels.js';
 
-const tpl = () => document.getElementById('tile-tpl');
+const SVG = 'http://www.w3.org/2000/svg';
+const STATE_ICONS = [
+  ['icon-mic-muted', 'Microphone muted', '#i-mic-off'],
+  ['icon-deafened', 'Deafened', '#i-headphones-off'],
+  ['icon-camera-off', 'Camera off', '#i-cam-off'],
+];
+
+function make(tag, className, attrs = {}) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+}
+
+/** The markup of one tile, shared by the room page and the wall screen (icons come from the page's sprite). */
+function buildTile() {
+  const figure = make('figure', 'tile');
+  const video = make('video', 'tile-video', { autoplay: '', playsinline: '' });
+  video.muted = true;
+  const avatar = make('div', 'avatar', { 'aria-hidden': 'true' });
+  avatar.append(make('span', 'initials'));
+  const bar = make('figcaption', 'tile-bar');
+  const meter = make('span', 'meter', { 'aria-hidden': 'true' });
+  meter.append(make('span', 'meter-fill'));
+  const icons = make('span', 'tile-icons');
+  for (const [testid, label, href] of STATE_ICONS) {
+    const svg = document.createElementNS(SVG, 'svg');
+    svg.setAttribute('class', 'state-icon');
+    svg.setAttribute('data-testid', testid);
+    svg.setAttribute('role', 'img');
+    svg.setAttribute('aria-label', label);
+    svg.setAttribute('hidden', '');
+    const use = document.createElementNS(SVG, 'use');
+    use.setAttribute('href', href);
+    svg.append(use);
+    icons.append(svg);
+  }
+  bar.append(meter, make('span', 'tile-name'), icons);
+  figure.append(video, avatar, bar);
+  return figure;
+}
 
 let audioOutput = ''; // the chosen speaker device ('' = the default), for every tile's <audio>
 
@@ -48,7 +88,7 @@ export class Tile {
     this.deafened = false;
     this.onAutoplayBlocked = null;
 
-    const el = tpl().content.firstElementChild.cloneNode(true);
+    const el = buildTile();
     this.el = el;
     el.dataset.participantId = this.id;
     if (self) el.classList.add('self');

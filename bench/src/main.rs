@@ -86,6 +86,51 @@ struct Row {
 }
 
 impl Row {
+    /// (table title, CSV key) of every column, in the order of [`Row::cells`].
+    const COLUMNS: [(&'static str, &'static str); 16] = [
+        ("scenario", "scenario"),
+        ("step", "step"),
+        ("connected", "connected"),
+        ("streams", "streams"),
+        ("loss %", "loss_percent"),
+        ("forwarded pkt/s", "forwarded_pps"),
+        ("server CPU %", "server_cpu_percent"),
+        ("client CPU %", "client_cpu_percent"),
+        ("fwd pkt/s per core", "pps_per_core"),
+        (
+            "server CPU % per 100 audio streams",
+            "cpu_per_100_audio_streams",
+        ),
+        ("server RSS KiB / participant", "rss_per_participant_kib"),
+        ("latency p50 ms", "latency_p50_ms"),
+        ("latency p99 ms", "latency_p99_ms"),
+        ("join p50 ms", "join_p50_ms"),
+        ("join p99 ms", "join_p99_ms"),
+        ("held (<1% loss)", "held"),
+    ];
+
+    /// The row's values, formatted once for both the markdown table and the CSV (no commas inside).
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.scenario.to_string(),
+            self.step.clone(),
+            format!("{}/{}", self.connected, self.participants),
+            format!("{}/{}", self.streams, self.streams_expected),
+            format!("{:.2}", self.loss_percent),
+            format!("{:.0}", self.forwarded_pps),
+            format!("{:.0}", self.server_cpu_percent),
+            format!("{:.0}", self.client_cpu_percent),
+            format!("{:.0}", self.pps_per_core),
+            opt(self.cpu_per_100_audio_streams, 1),
+            format!("{:.0}", self.rss_per_participant_kib),
+            opt(self.latency_p50, 2),
+            opt(self.latency_p99, 2),
+            opt(self.join_p50, 0),
+            opt(self.join_p99, 0),
+            if self.held() { "yes" } else { "no" }.to_string(),
+        ]
+    }
+
     fn held(&self) -> bool {
         self.connected == self.participants && self.loss_percent < 1.0 && self.own_media == 0
     }
@@ -403,52 +448,19 @@ fn main() -> Result<()> {
     md.push_str(&format!(
         "# parley benchmark\n\n{cores} cores; load generator and server on the same machine (loopback); {duration} s per step.\n\n"
     ));
-    md.push_str("| scenario | step | connected | streams | loss % | forwarded pkt/s | server CPU % | client CPU % | fwd pkt/s per core | server CPU % per 100 audio streams | server RSS KiB / participant | latency p50 ms | latency p99 ms | join p50 ms | join p99 ms | held (<1% loss) |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-    let mut csv = String::from("scenario,step,participants,connected,streams,streams_expected,loss_percent,forwarded_pps,server_cpu_percent,client_cpu_percent,pps_per_core,cpu_per_100_audio_streams,rss_per_participant_kib,latency_p50_ms,latency_p99_ms,join_p50_ms,join_p99_ms,held\n");
+    let header: Vec<&str> = Row::COLUMNS.iter().map(|(title, _)| *title).collect();
+    md.push_str(&format!("| {} |\n", header.join(" | ")));
+    md.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+    let mut csv = Row::COLUMNS
+        .iter()
+        .map(|(_, key)| *key)
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
     for r in &rows {
-        md.push_str(&format!(
-            "| {} | {} | {}/{} | {}/{} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
-            r.scenario,
-            r.step,
-            r.connected,
-            r.participants,
-            r.streams,
-            r.streams_expected,
-            r.loss_percent,
-            r.forwarded_pps,
-            r.server_cpu_percent,
-            r.client_cpu_percent,
-            r.pps_per_core,
-            opt(r.cpu_per_100_audio_streams, 1),
-            r.rss_per_participant_kib,
-            opt(r.latency_p50, 2),
-            opt(r.latency_p99, 2),
-            opt(r.join_p50, 0),
-            opt(r.join_p99, 0),
-            if r.held() { "yes" } else { "no" },
-        ));
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{:.3},{:.0},{:.1},{:.1},{:.0},{},{:.1},{},{},{},{},{}\n",
-            r.scenario,
-            r.step,
-            r.participants,
-            r.connected,
-            r.streams,
-            r.streams_expected,
-            r.loss_percent,
-            r.forwarded_pps,
-            r.server_cpu_percent,
-            r.client_cpu_percent,
-            r.pps_per_core,
-            opt(r.cpu_per_100_audio_streams, 2),
-            r.rss_per_participant_kib,
-            opt(r.latency_p50, 3),
-            opt(r.latency_p99, 3),
-            opt(r.join_p50, 1),
-            opt(r.join_p99, 1),
-            r.held()
-        ));
+        let cells = r.cells();
+        md.push_str(&format!("| {} |\n", cells.join(" | ")));
+        csv.push_str(&(cells.join(",") + "\n"));
     }
     md.push_str(&format!(
         "\n**Reference (plain UDP fan-out, sendmmsg, no crypto, same run):** {:.0} packets/s per core \

@@ -263,7 +263,7 @@ test('active speaker: views, wall screen, meters while deafened, /api/status and
     const people = all.flatMap((r) => r.participants);
     const viewers = people.filter((p) => p.role === 'viewer').length;
     for (const name of ['parley_rooms', 'parley_participants', 'parley_viewers', 'parley_tracks', 'parley_forwarded_packets_total',
-      'parley_forwarded_bytes_total', 'parley_dropped_muted_packets_total', 'parley_active_speaker_switches_total']) {
+      'parley_forwarded_bytes_total', 'parley_direct_srtp_packets_total', 'parley_dropped_muted_packets_total', 'parley_active_speaker_switches_total']) {
       assert.ok(metrics.has(name), `/metrics has ${name}`);
     }
     assert.equal(metrics.get('parley_rooms'), all.length, 'parley_rooms');
@@ -271,5 +271,7 @@ test('active speaker: views, wall screen, meters while deafened, /api/status and
     assert.equal(metrics.get('parley_viewers'), 1, 'parley_viewers');
     assert.ok(metrics.get('parley_active_speaker_switches_total') >= 3, 'switches: Ann, Bo, nobody');
     assert.ok(metrics.get('parley_forwarded_packets_total') > 0, 'packets forwarded');
+    // Chromium's audio arrived over parley's own SRTP path (the meters and levels above prove it decrypted).
+    assert.ok(metrics.get('parley_direct_srtp_packets_total') > 0, 'audio forwarded on the direct SRTP path');
   });
 });

@@ -277,7 +277,7 @@ impl MediaWorker {
                         );
                     }
                 }
-                outgoing.clear();
+                sfu.recycle(outgoing.drain(..));
             }
             for request in sfu.drain_store_requests() {
                 let reply_to = match &request {

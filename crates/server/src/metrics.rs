@@ -50,7 +50,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         return unavailable();
     };
     let signalling_errors = state.signalling_errors.load(Ordering::Relaxed) + s.counters.refusals;
-    let rows: [(&str, &str, &str, u64); 10] = [
+    let rows: [(&str, &str, &str, u64); 11] = [
         (
             "parley_rooms",
             "gauge",
@@ -74,6 +74,12 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
             "counter",
             "RTP packets forwarded to subscribers.",
             s.counters.forwarded_packets,
+        ),
+        (
+            "parley_direct_srtp_packets_total",
+            "counter",
+            "Forwarded RTP packets sealed on the direct SRTP path (audio), not through str0m's queue.",
+            s.counters.direct_packets,
         ),
         (
             "parley_forwarded_bytes_total",

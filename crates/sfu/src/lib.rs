@@ -9,6 +9,7 @@ mod peer;
 mod rate;
 mod room;
 mod speaker;
+pub mod srtp;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
-pub use peer::{Peer, PeerDebug, PeerEvent, TrackSource, Transmit};
+pub use peer::{Forwarded, Peer, PeerDebug, PeerEvent, TrackSource, Transmit};
 pub use rate::{RateLimit, TokenBucket};
 pub use room::{Refusal, Room, Rooms, TrackKind};
 pub use speaker::{SpeakerConfig, SpeakerDetector, SPEAKER_TICK};
@@ -99,6 +100,8 @@ pub enum StoreRequest {
 pub struct SfuCounters {
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
+    /// Forwarded packets sealed on the direct SRTP path (the rest went through str0m).
+    pub direct_packets: u64,
     pub dropped_muted_packets: u64,
     pub unrouted_datagrams: u64,
     /// Requests refused with an `error`.
@@ -124,6 +127,8 @@ pub struct Sfu {
     routes: HashMap<SocketAddr, ParticipantId>,
     signals: Vec<(SessionId, ServerMessage)>,
     transmits: Vec<Transmit>,
+    /// Sent datagram buffers handed back by the shell ([`Sfu::recycle`]), reused for direct sends.
+    spare_buffers: Vec<Vec<u8>>,
     store_requests: Vec<StoreRequest>,
     chat_buckets: HashMap<ParticipantId, TokenBucket>,
     /// Dominant-speaker state per room with people in it.
@@ -157,6 +162,7 @@ impl Sfu {
             routes: HashMap::new(),
             signals: Vec::new(),
             transmits: Vec::new(),
+            spare_buffers: Vec::new(),
             store_requests: Vec::new(),
             chat_buckets: HashMap::new(),
             speakers: HashMap::new(),
@@ -281,6 +287,18 @@ impl Sfu {
             before,
             limit: limit.unwrap_or(MAX_HISTORY_PAGE).clamp(1, MAX_HISTORY_PAGE),
         });
+    }
+
+    /// Takes back the buffers of sent datagrams, so forwarding does not allocate per packet.
+    pub fn recycle(&mut self, sent: impl IntoIterator<Item = Transmit>) {
+        for t in sent {
+            if self.spare_buffers.len() >= MAX_SPARE_BUFFERS {
+                break;
+            }
+            if t.contents.capacity() >= MIN_SPARE_CAPACITY {
+                self.spare_buffers.push(t.contents);
+            }
+        }
     }
 
     /// Datagrams to send, in order.
@@ -799,14 +817,28 @@ impl Sfu {
         }
         let source = TrackSource { publisher, mid };
         for &target in &targets {
-            if let Some(peer) = self.peers.get_mut(&target) {
-                peer.forward(source, params, &packet, seq_no);
-                self.counters.forwarded_packets += 1;
-                self.counters.forwarded_bytes += packet.payload.len() as u64;
-                if !peer.dirty {
-                    peer.dirty = true;
-                    self.dirty.push(target);
-                }
+            let Some(peer) = self.peers.get_mut(&target) else {
+                continue;
+            };
+            let how = peer.forward(
+                source,
+                params,
+                &packet,
+                seq_no,
+                &mut self.transmits,
+                &mut self.spare_buffers,
+            );
+            if how == Forwarded::Skipped {
+                continue;
+            }
+            self.counters.forwarded_packets += 1;
+            self.counters.forwarded_bytes += packet.payload.len() as u64;
+            if how == Forwarded::Sent {
+                self.counters.direct_packets += 1;
+            }
+            if how == Forwarded::Queued && !peer.dirty {
+                peer.dirty = true;
+                self.dirty.push(target);
             }
         }
         self.scratch_ids = targets;
@@ -926,6 +958,11 @@ impl Sfu {
         }
     }
 }
+
+/// Enough spare buffers for a large burst of fan-out; more are freed.
+const MAX_SPARE_BUFFERS: usize = 4096;
+/// Small buffers (STUN responses) are not worth keeping: media needs more.
+const MIN_SPARE_CAPACITY: usize = 256;
 
 fn not_in_room() -> Refusal {
     Refusal {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_proto::ParticipantId;
@@ -11,11 +12,12 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::Protocol;
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::stats::PeerStats;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::room::TrackKind;
+use crate::srtp::{self, KeySlot, SrtpSender, SRTP_OVERHEAD};
 
 /// A datagram to send, produced by the core and sent by the shell.
 #[derive(Debug)]
@@ -84,6 +86,12 @@ struct TrackOut {
     pt_map: Vec<(Pt, Option<Pt>)>,
     /// A packet has been forwarded on this track.
     forwarding: bool,
+    /// Subtracted from the publisher's extended sequence numbers so every subscriber's stream starts
+    /// in SRTP rollover 0, as receivers assume (set by the first forwarded packet).
+    seq_base: Option<u64>,
+    /// For the direct SRTP path: our SSRC for this track and the audio level extension id.
+    ssrc: Option<Ssrc>,
+    audio_level_id: Option<u8>,
 }
 
 impl TrackOut {
@@ -137,6 +145,25 @@ pub struct Peer {
     /// The last two stats reports, for rates.
     stats: Option<PeerStats>,
     rates: (u64, u64),
+    /// The SRTP keys str0m's DTLS handshake exported, and our sender built from them once connected.
+    keys: Arc<KeySlot>,
+    srtp: Option<SrtpSender>,
+    /// The (local, remote) addresses str0m sends media on: the selected candidate pair.
+    path: Option<(SocketAddr, SocketAddr)>,
+    /// Bytes sent on the direct path (str0m's stats do not see them).
+    direct_bytes: u64,
+    direct_bytes_at_last_stats: u64,
+}
+
+/// How [`Peer::forward`] handled a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Encrypted and queued for sending already.
+    Sent,
+    /// Written to str0m: the peer must be driven to send it.
+    Queued,
+    /// Not sent (track not open, codec not accepted, ...).
+    Skipped,
 }
 
 /// Keyframe requests to one publisher's track are sent at most this often.
@@ -146,15 +173,19 @@ impl Peer {
     /// A connection for participant `id`, reachable at each of `candidates`
     /// (`(advertised, local socket)`: equal for host candidates, different behind 1:1 NAT).
     pub fn new(id: ParticipantId, candidates: &[(SocketAddr, SocketAddr)], now: Instant) -> Peer {
-        let mut rtc = Rtc::builder()
+        let mut config = Rtc::builder()
+            .set_crypto_provider(srtp::crypto_provider())
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .build(now);
+            .set_stats_interval(Some(Duration::from_secs(1)));
+        if let Some(cert) = srtp::shared_certificate() {
+            config = config.set_dtls_cert(cert);
+        }
+        let (mut rtc, keys) = srtp::build_with_key_slot(|| config.build(now));
         for &(advertised, local) in candidates {
             let candidate = if advertised == local {
                 Candidate::host(local, Protocol::Udp)
@@ -181,6 +212,11 @@ impl Peer {
             dirty: false,
             stats: None,
             rates: (0, 0),
+            keys,
+            srtp: None,
+            path: None,
+            direct_bytes: 0,
+            direct_bytes_at_last_stats: 0,
         }
     }
 
@@ -312,6 +348,15 @@ impl Peer {
         for t in &mut self.tracks_out {
             if let OutState::Negotiating(m) = t.state {
                 t.state = OutState::Open(m);
+                t.ssrc = self
+                    .rtc
+                    .direct_api()
+                    .stream_tx_by_mid(m, None)
+                    .map(|s| s.ssrc());
+                t.audio_level_id = self
+                    .rtc
+                    .media(m)
+                    .and_then(|media| media.remote_extmap().id_of(Extension::AudioLevel));
                 opened.push((t.source, t.kind));
             }
         }
@@ -331,6 +376,9 @@ impl Peer {
             state: OutState::ToOpen,
             pt_map: Vec::new(),
             forwarding: false,
+            seq_base: None,
+            ssrc: None,
+            audio_level_id: None,
         });
     }
 
@@ -352,19 +400,24 @@ impl Peer {
         });
     }
 
-    /// Writes a packet of `source`'s track to this subscriber. `seq_no` is already rewritten.
+    /// Sends a packet of `source`'s track to this subscriber. `seq_no` is already rewritten over
+    /// muted gaps. Audio goes out on the direct SRTP path once the connection is up: sealed into a
+    /// buffer from `spare` and pushed to `transmits`. Everything else is written to str0m.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
         source: TrackSource,
         params: PayloadParams,
         packet: &RtpPacket,
         seq_no: SeqNo,
-    ) {
+        transmits: &mut Vec<Transmit>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Forwarded {
         let Some(track) = self.tracks_out.iter_mut().find(|t| t.source == source) else {
-            return;
+            return Forwarded::Skipped;
         };
         let OutState::Open(mid) = track.state else {
-            return;
+            return Forwarded::Skipped;
         };
         let in_pt = packet.header.payload_type;
         let out_pt = match track.pt_map.iter().find(|(p, _)| *p == in_pt) {
@@ -376,17 +429,61 @@ impl Peer {
             }
         };
         // A codec this subscriber did not accept: nothing we can send it.
-        let Some(out_pt) = out_pt else { return };
-        let is_video = track.kind == TrackKind::Video;
-        let mut api = self.rtc.direct_api();
-        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-            return;
+        let Some(out_pt) = out_pt else {
+            return Forwarded::Skipped;
+        };
+        // Start this subscriber's stream in rollover 0 (a receiver assumes it), keeping the low
+        // 16 bits so the numbers stay the publisher's.
+        let seq = *seq_no;
+        let base = *track.seq_base.get_or_insert(seq & !0xffff);
+        // Reordered from before the stream started here: not representable.
+        let Some(out_seq) = seq.checked_sub(base) else {
+            return Forwarded::Skipped;
         };
         if !track.forwarding {
             track.forwarding = true;
             tracing::debug!(participant = self.id, from = source.publisher, kind = ?track.kind, "first packet forwarded");
         }
         let ext = &packet.header.ext_vals;
+        if track.kind == TrackKind::Audio {
+            if let (Some(sender), Some((local, remote)), Some(ssrc)) =
+                (self.srtp.as_mut(), self.path, track.ssrc)
+            {
+                let mut buf = spare.pop().unwrap_or_default();
+                buf.clear();
+                buf.reserve(20 + packet.payload.len() + SRTP_OVERHEAD);
+                let level = track
+                    .audio_level_id
+                    .zip(ext.audio_level)
+                    .filter(|(id, _)| (1..=14).contains(id));
+                buf.push(if level.is_some() { 0x90 } else { 0x80 });
+                buf.push(*out_pt | if packet.header.marker { 0x80 } else { 0 });
+                buf.extend_from_slice(&(out_seq as u16).to_be_bytes());
+                buf.extend_from_slice(&packet.header.timestamp.to_be_bytes());
+                buf.extend_from_slice(&u32::from(*ssrc).to_be_bytes());
+                if let Some((id, level)) = level {
+                    // RFC 8285 one-byte header: one 1-byte element, padded to a word.
+                    let vad = if ext.voice_activity == Some(true) { 0x80 } else { 0 };
+                    buf.extend_from_slice(&[0xBE, 0xDE, 0, 1, id << 4, vad | (level.unsigned_abs() & 0x7f), 0, 0]);
+                }
+                if sender.seal(&mut buf, &packet.payload, out_seq) {
+                    self.direct_bytes += buf.len() as u64;
+                    transmits.push(Transmit {
+                        source: local,
+                        destination: remote,
+                        contents: buf,
+                    });
+                    return Forwarded::Sent;
+                }
+                spare.push(buf);
+                return Forwarded::Skipped;
+            }
+        }
+        let is_video = track.kind == TrackKind::Video;
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            return Forwarded::Skipped;
+        };
         let ext_vals = ExtensionValues {
             audio_level: ext.audio_level,
             voice_activity: ext.voice_activity,
@@ -396,7 +493,7 @@ impl Peer {
         stream.write_rtp(
             RtpWrite::new(
                 out_pt,
-                seq_no,
+                out_seq.into(),
                 packet.header.timestamp,
                 packet.timestamp,
                 packet.payload.clone(),
@@ -405,6 +502,7 @@ impl Peer {
             .ext_vals(ext_vals)
             .nackable(is_video),
         );
+        Forwarded::Queued
     }
 
     /// Counts a packet of our track `mid` that was not forwarded; returns the sequence number to forward
@@ -514,11 +612,18 @@ impl Peer {
                     self.next_timeout = t;
                     return;
                 }
-                Output::Transmit(t) => transmits.push(Transmit {
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Output::Transmit(t) => {
+                    // str0m sends DTLS and SRTP (first byte 20 and up; STUN is 0 or 1) only on
+                    // the selected pair: that is where the direct path sends too.
+                    if t.contents.first().is_some_and(|b| *b >= 20) {
+                        self.path = Some((t.source, t.destination));
+                    }
+                    transmits.push(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    })
+                }
                 Output::Event(e) => self.handle_event(e, events),
             }
         }
@@ -533,7 +638,16 @@ impl Peer {
                 }
             }
             Event::Closed => self.close(),
-            Event::Connected => tracing::debug!(participant = self.id, "media connected (DTLS up)"),
+            Event::Connected => {
+                tracing::debug!(participant = self.id, "media connected (DTLS up)");
+                self.srtp = self
+                    .keys
+                    .get()
+                    .and_then(|keys| SrtpSender::new(&srtp::crypto_provider(), keys));
+                if self.srtp.is_none() {
+                    tracing::info!(participant = self.id, "no direct SRTP path: str0m sends everything");
+                }
+            }
             Event::PeerStats(stats) => {
                 if let Some(prev) = &self.stats {
                     let secs = stats
@@ -546,11 +660,13 @@ impl Peer {
                         };
                         self.rates = (
                             rate(stats.peer_bytes_rx, prev.peer_bytes_rx),
-                            rate(stats.peer_bytes_tx, prev.peer_bytes_tx),
+                            rate(stats.peer_bytes_tx, prev.peer_bytes_tx)
+                                + rate(self.direct_bytes, self.direct_bytes_at_last_stats),
                         );
                     }
                 }
                 self.stats = Some(stats);
+                self.direct_bytes_at_last_stats = self.direct_bytes;
             }
             // Only the client's own (sending) tracks are published; our send-only tracks are not.
             Event::MediaAdded(added) if added.direction == Direction::RecvOnly => {

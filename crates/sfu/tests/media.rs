@@ -40,6 +40,13 @@ fn audio_reaches_everyone_else_in_the_room_only() {
         );
         assert_eq!(got(&mut net, 4, at), 0, "4 must not receive room band");
     }
+    // Once DTLS is up, audio leaves on the direct SRTP path, and the receivers above (str0m)
+    // decrypted and authenticated it.
+    let counters = net.sfu.counters();
+    assert!(
+        counters.direct_packets * 10 > counters.forwarded_packets * 9,
+        "{counters:?}"
+    );
 }
 
 #[test]

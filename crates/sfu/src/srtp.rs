@@ -1,0 +1,359 @@
+//! Direct SRTP sending for forwarded audio.
+//!
+//! str0m drives every outgoing packet through its send queue and poll loop, which costs far more than
+//! the encryption itself when one packet fans out to many subscribers. For forwarded audio (never
+//! retransmitted, so str0m's send buffers add nothing) we encrypt with our own SRTP context and hand
+//! the datagram straight to the shell.
+//!
+//! The keys come from the DTLS handshake that str0m runs: a thin wrapper around the crypto provider's
+//! DTLS instance copies the exported keying material (RFC 5764) into a [`KeySlot`] the peer owns.
+//! Session keys are derived as RFC 3711 §4.3 says, with the provider's AES primitives.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use str0m::crypto::dtls::{
+    DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
+    SrtpProfile,
+};
+use str0m::crypto::{
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
+    Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, Sha1HmacProvider, SrtpProvider,
+};
+
+/// The SRTP master keys of one connection, as the DTLS handshake exported them.
+pub struct SrtpKeys {
+    profile: SrtpProfile,
+    /// `client key | server key | client salt | server salt`.
+    material: Vec<u8>,
+    /// We were the DTLS client: our sending keys are the client's.
+    active: bool,
+}
+
+impl fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        f.debug_struct("SrtpKeys")
+            .field("profile", &self.profile)
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+/// Where a connection's DTLS instance leaves its keys once the handshake is done.
+#[derive(Debug, Default)]
+pub struct KeySlot(OnceLock<SrtpKeys>);
+
+impl KeySlot {
+    pub fn get(&self) -> Option<&SrtpKeys> {
+        self.0.get()
+    }
+}
+
+thread_local! {
+    /// The slot for the next DTLS instance built on this thread (see [`build_with_key_slot`]).
+    static NEXT_SLOT: RefCell<Option<Arc<KeySlot>>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` (which must construct exactly one `Rtc` with [`crypto_provider`]) so that the DTLS
+/// instance it creates reports its keys to the returned slot. str0m creates the instance inside
+/// `RtcConfig::build`, on the calling thread.
+pub fn build_with_key_slot<T>(build: impl FnOnce() -> T) -> (T, Arc<KeySlot>) {
+    let slot = Arc::new(KeySlot::default());
+    NEXT_SLOT.with(|s| *s.borrow_mut() = Some(slot.clone()));
+    let built = build();
+    NEXT_SLOT.with(|s| s.borrow_mut().take());
+    (built, slot)
+}
+
+/// The process's crypto provider: str0m's default, with key capture around DTLS.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let mut provider = str0m::crypto::from_feature_flags();
+            let capturing: &'static CapturingDtls = Box::leak(Box::new(CapturingDtls {
+                inner: provider.dtls_provider,
+            }));
+            provider.dtls_provider = capturing;
+            Arc::new(provider)
+        })
+        .clone()
+}
+
+/// One DTLS certificate for the whole process: browsers check its fingerprint from the SDP, not
+/// its identity, and making one per connection costs a key generation per join.
+pub fn shared_certificate() -> Option<DtlsCert> {
+    static CERT: OnceLock<Option<DtlsCert>> = OnceLock::new();
+    CERT.get_or_init(|| crypto_provider().dtls_provider.generate_certificate())
+        .clone()
+}
+
+#[derive(Debug)]
+struct CapturingDtls {
+    inner: &'static dyn DtlsProvider,
+}
+
+impl DtlsProvider for CapturingDtls {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        self.inner.generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        let inner = self.inner.new_dtls(cert, now, dtls_version, mtu)?;
+        Ok(match NEXT_SLOT.with(|s| s.borrow_mut().take()) {
+            Some(slot) => Box::new(CapturingInstance {
+                inner,
+                slot,
+                active: false,
+            }),
+            None => inner,
+        })
+    }
+
+    fn is_test(&self) -> bool {
+        self.inner.is_test()
+    }
+}
+
+#[derive(Debug)]
+struct CapturingInstance {
+    inner: Box<dyn DtlsInstance>,
+    slot: Arc<KeySlot>,
+    active: bool,
+}
+
+impl DtlsInstance for CapturingInstance {
+    fn set_active(&mut self, active: bool) {
+        self.active = active;
+        self.inner.set_active(active);
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.inner.handle_packet(packet)
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let output = self.inner.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(material, profile) = &output {
+            let _ = self.slot.0.set(SrtpKeys {
+                profile: *profile,
+                material: material.as_ref().to_vec(),
+                active: self.active,
+            });
+        }
+        output
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.inner.handle_timeout(now)
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.inner.send_application_data(data)
+    }
+
+    fn is_active(&self) -> bool {
+        self.inner.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.inner.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.inner.close()
+    }
+}
+
+// RFC 3711 §4.3.1 key derivation labels.
+const LABEL_RTP_ENCRYPTION: u8 = 0;
+const LABEL_RTP_AUTH: u8 = 1;
+const LABEL_RTP_SALT: u8 = 2;
+
+/// Room a sealed packet needs beyond header and payload: the longest tag plus the counter-mode
+/// scratch some AES backends write past the end.
+pub const SRTP_OVERHEAD: usize = 16 + 15;
+
+enum Cipher {
+    CmSha1 {
+        enc: Box<dyn Aes128CmSha1_80Cipher>,
+        auth_key: [u8; Aes128CmSha1_80::HMAC_KEY_LEN],
+        salt: [u8; Aes128CmSha1_80::SALT_LEN],
+        hmac: &'static dyn Sha1HmacProvider,
+    },
+    Gcm128 {
+        enc: Box<dyn AeadAes128GcmCipher>,
+        salt: [u8; AeadAes128Gcm::SALT_LEN],
+    },
+    Gcm256 {
+        enc: Box<dyn AeadAes256GcmCipher>,
+        salt: [u8; AeadAes256Gcm::SALT_LEN],
+    },
+}
+
+/// Encrypts the RTP packets one connection sends.
+pub struct SrtpSender {
+    cipher: Cipher,
+}
+
+impl fmt::Debug for SrtpSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SrtpSender")
+    }
+}
+
+impl SrtpSender {
+    /// The sending context for `keys`, or `None` for a profile we do not implement.
+    pub fn new(provider: &CryptoProvider, keys: &SrtpKeys) -> Option<SrtpSender> {
+        let srtp = provider.srtp_provider;
+        let cipher = match keys.profile {
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                let master = Master::<16, 14>::ours(keys)?;
+                let mut key = [0; 16];
+                let mut auth_key = [0; Aes128CmSha1_80::HMAC_KEY_LEN];
+                let mut salt = [0; Aes128CmSha1_80::SALT_LEN];
+                master.derive(srtp, LABEL_RTP_ENCRYPTION, &mut key);
+                master.derive(srtp, LABEL_RTP_AUTH, &mut auth_key);
+                master.derive(srtp, LABEL_RTP_SALT, &mut salt);
+                Cipher::CmSha1 {
+                    enc: srtp.aes_128_cm_sha1_80().create_cipher(key, true),
+                    auth_key,
+                    salt,
+                    hmac: provider.sha1_hmac_provider,
+                }
+            }
+            SrtpProfile::AEAD_AES_128_GCM => {
+                let master = Master::<16, 12>::ours(keys)?;
+                let mut key = [0; 16];
+                let mut salt = [0; AeadAes128Gcm::SALT_LEN];
+                master.derive(srtp, LABEL_RTP_ENCRYPTION, &mut key);
+                master.derive(srtp, LABEL_RTP_SALT, &mut salt);
+                Cipher::Gcm128 {
+                    enc: srtp.aead_aes_128_gcm().create_cipher(key, true),
+                    salt,
+                }
+            }
+            SrtpProfile::AEAD_AES_256_GCM => {
+                let master = Master::<32, 12>::ours(keys)?;
+                let mut key = [0; 32];
+                let mut salt = [0; AeadAes256Gcm::SALT_LEN];
+                master.derive(srtp, LABEL_RTP_ENCRYPTION, &mut key);
+                master.derive(srtp, LABEL_RTP_SALT, &mut salt);
+                Cipher::Gcm256 {
+                    enc: srtp.aead_aes_256_gcm().create_cipher(key, true),
+                    salt,
+                }
+            }
+            _ => return None,
+        };
+        Some(SrtpSender { cipher })
+    }
+
+    /// Seals an RTP packet: `out` holds the plain header (`out.len()` bytes, SSRC and sequence
+    /// number written), `payload` is appended encrypted, then the tag. `index` is the packet's
+    /// SRTP index (rollover count << 16 | sequence number).
+    pub fn seal(&mut self, out: &mut Vec<u8>, payload: &[u8], index: u64) -> bool {
+        let header_len = out.len();
+        if header_len < 12 {
+            return false;
+        }
+        let ssrc = u32::from_be_bytes([out[8], out[9], out[10], out[11]]);
+        let body_end = header_len + payload.len();
+        out.resize(body_end + SRTP_OVERHEAD, 0);
+        let ok = match &mut self.cipher {
+            Cipher::CmSha1 {
+                enc,
+                auth_key,
+                salt,
+                hmac,
+            } => {
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, index);
+                if enc.encrypt(&iv, payload, &mut out[header_len..]).is_err() {
+                    false
+                } else {
+                    let sha1_hmac = |k: &[u8], p: &[&[u8]]| hmac.sha1_hmac(k, p);
+                    Aes128CmSha1_80::rtp_hmac(sha1_hmac, auth_key, out, index, body_end);
+                    out.truncate(body_end + Aes128CmSha1_80::HMAC_TAG_LEN);
+                    true
+                }
+            }
+            Cipher::Gcm128 { enc, salt } => {
+                let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
+                let (aad, body) = out.split_at_mut(header_len);
+                let sealed = enc.encrypt(&iv, aad, payload, &mut body[..payload.len() + 16]);
+                out.truncate(body_end + AeadAes128Gcm::TAG_LEN);
+                sealed.is_ok()
+            }
+            Cipher::Gcm256 { enc, salt } => {
+                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
+                let (aad, body) = out.split_at_mut(header_len);
+                let sealed = enc.encrypt(&iv, aad, payload, &mut body[..payload.len() + 16]);
+                out.truncate(body_end + AeadAes256Gcm::TAG_LEN);
+                sealed.is_ok()
+            }
+        };
+        if !ok {
+            out.clear();
+        }
+        ok
+    }
+}
+
+/// Our sending half of the master key and salt.
+struct Master<const KEY: usize, const SALT: usize> {
+    key: [u8; KEY],
+    salt: [u8; SALT],
+}
+
+impl<const KEY: usize, const SALT: usize> Master<KEY, SALT> {
+    fn ours(keys: &SrtpKeys) -> Option<Self> {
+        let m = &keys.material;
+        if m.len() != 2 * KEY + 2 * SALT {
+            return None;
+        }
+        // The DTLS client writes with the client key; the server with the server key.
+        let (k, s) = if keys.active {
+            (0, 2 * KEY)
+        } else {
+            (KEY, 2 * KEY + SALT)
+        };
+        let mut key = [0; KEY];
+        let mut salt = [0; SALT];
+        key.copy_from_slice(&m[k..k + KEY]);
+        salt.copy_from_slice(&m[s..s + SALT]);
+        Some(Master { key, salt })
+    }
+
+    /// AES-CM PRF: AES_k((salt ^ label << 48) << 16 + counter), key derivation rate 0.
+    fn derive(&self, srtp: &dyn SrtpProvider, label: u8, out: &mut [u8]) {
+        let mut input = [0u8; 16];
+        input[..SALT].copy_from_slice(&self.salt);
+        input[7] ^= label;
+        let mut block = [0u8; 32];
+        for (counter, chunk) in out.chunks_mut(16).enumerate() {
+            input[14..].copy_from_slice(&(counter as u16).to_be_bytes());
+            match KEY {
+                16 => srtp.srtp_aes_128_ecb_round(&self.key, &input, &mut block),
+                _ => srtp.srtp_aes_256_ecb_round(&self.key, &input, &mut block),
+            }
+            chunk.copy_from_slice(&block[..chunk.len()]);
+        }
+    }
+}

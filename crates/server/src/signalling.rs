@@ -24,11 +24,16 @@ const FRAME_LIMIT: usize = 1024 * 1024;
 const RATE_PER_SECOND: f64 = 50.0;
 const RATE_BURST: f64 = 100.0;
 
+/// tungstenite zero-fills its whole read buffer (128 KiB by default) on every read: per connection
+/// that is memory for nothing and a memset per received frame. Big SDPs still fit (it grows).
+const READ_BUFFER: usize = 8 * 1024;
+
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     ws.max_message_size(FRAME_LIMIT)
         .max_frame_size(FRAME_LIMIT)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| serve(socket, state))
 }
 

@@ -77,6 +77,8 @@ pub struct Call {
     names: HashMap<ParticipantId, String>,
     /// Participants who left: their recordings are closed and not reopened by late packets.
     departed: HashSet<ParticipantId>,
+    /// Who publishes what arrives on a track, when the server says so out of band (Janus).
+    track_owners: HashMap<Mid, ParticipantId>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     audio_pt: Option<Pt>,
@@ -109,6 +111,30 @@ impl Call {
         joined_at: Instant,
         now: Instant,
     ) -> Result<Call, ClientError> {
+        Call::build(config, joined, local, joined_at, now, true)
+    }
+
+    /// A connection that never offers: it waits for the server's offer and answers it (Janus's
+    /// subscriber handles, which receive everything and send nothing). Every track it receives belongs
+    /// to the publisher set with [`Call::set_track_owner`] (or, failing that, named by its stream id).
+    pub fn answering(
+        config: CallConfig,
+        joined: Joined,
+        local: SocketAddr,
+        joined_at: Instant,
+        now: Instant,
+    ) -> Result<Call, ClientError> {
+        Call::build(config, joined, local, joined_at, now, false)
+    }
+
+    fn build(
+        config: CallConfig,
+        joined: Joined,
+        local: SocketAddr,
+        joined_at: Instant,
+        now: Instant,
+        offer: bool,
+    ) -> Result<Call, ClientError> {
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
@@ -124,8 +150,73 @@ impl Call {
         let stream_id = joined.you.to_string();
         // Viewers publish nothing, and neither do members with nothing to send: their tracks would only
         // make everyone else's SDP bigger.
-        let publish =
-            config.role == Role::Member && (config.audio.is_some() || config.video.is_some());
+        let publish = offer
+            && config.role == Role::Member
+            && (config.audio.is_some() || config.video.is_some());
+        let mut signals = VecDeque::new();
+        let mut pending = None;
+        let (audio_mid, video_mid) = if offer {
+            let (audio_mid, video_mid, sdp, p) =
+                Call::first_offer(&mut rtc, &config, &stream_id, publish)?;
+            signals.push_back(ClientMessage::Offer { sdp });
+            pending = Some(p);
+            (audio_mid, video_mid)
+        } else {
+            (None, None)
+        };
+
+        let recorder = match &config.record_dir {
+            Some(dir) => Some(Recorder::new(dir, &joined.room)?),
+            None => None,
+        };
+        let names = joined
+            .participants
+            .iter()
+            .map(|p| (p.id, p.name.clone()))
+            .collect();
+        Ok(Call {
+            rtc,
+            joined_at,
+            you: joined.you,
+            names,
+            departed: HashSet::new(),
+            track_owners: HashMap::new(),
+            audio_mid,
+            video_mid,
+            audio_pt: None,
+            video_pt: None,
+            pending,
+            audio: if publish { config.audio } else { None },
+            audio_clock: None,
+            after_silence: true,
+            audio_ended: false,
+            video: if publish { config.video } else { None },
+            video_clock: None,
+            probe: config.probe,
+            recorder,
+            signals,
+            transmits: Vec::new(),
+            rtc_timeout: now,
+            failure: None,
+            active_speaker: joined.active_speaker,
+            stats: CallStats {
+                you: joined.you,
+                room: joined.room,
+                name: joined.name,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// The one offer a participant makes: its send-only tracks, or receive-only lines for the transport.
+    /// Returns the audio and video mids (when publishing), the offer and its pending state.
+    fn first_offer(
+        rtc: &mut Rtc,
+        config: &CallConfig,
+        stream_id: &str,
+        publish: bool,
+    ) -> Result<(Option<Mid>, Option<Mid>, String, SdpPendingOffer), ClientError> {
+        let stream_id = stream_id.to_string();
         let mut change = rtc.sdp_api();
         let (audio_mid, video_mid) = if publish {
             let audio = change.add_media(
@@ -154,51 +245,7 @@ impl Call {
         let (offer, pending) = change
             .apply()
             .ok_or_else(|| ClientError::Rtc("nothing to offer".into()))?;
-
-        let recorder = match &config.record_dir {
-            Some(dir) => Some(Recorder::new(dir, &joined.room)?),
-            None => None,
-        };
-        let names = joined
-            .participants
-            .iter()
-            .map(|p| (p.id, p.name.clone()))
-            .collect();
-        let mut signals = VecDeque::new();
-        signals.push_back(ClientMessage::Offer {
-            sdp: offer.to_sdp_string(),
-        });
-        Ok(Call {
-            rtc,
-            joined_at,
-            you: joined.you,
-            names,
-            departed: HashSet::new(),
-            audio_mid,
-            video_mid,
-            audio_pt: None,
-            video_pt: None,
-            pending: Some(pending),
-            audio: if publish { config.audio } else { None },
-            audio_clock: None,
-            after_silence: true,
-            audio_ended: false,
-            video: if publish { config.video } else { None },
-            video_clock: None,
-            probe: config.probe,
-            recorder,
-            signals,
-            transmits: Vec::new(),
-            rtc_timeout: now,
-            failure: None,
-            active_speaker: joined.active_speaker,
-            stats: CallStats {
-                you: joined.you,
-                room: joined.room,
-                name: joined.name,
-                ..Default::default()
-            },
-        })
+        Ok((audio_mid, video_mid, offer.to_sdp_string(), pending))
     }
 
     pub fn you(&self) -> ParticipantId {
@@ -239,6 +286,30 @@ impl Call {
             .as_ref()
             .map(|r| r.written.clone())
             .unwrap_or_default()
+    }
+
+    /// Media arriving on track `mid` comes from `publisher` (for servers whose stream ids are not
+    /// participant ids, such as Janus).
+    pub fn set_track_owner(&mut self, mid: &str, publisher: ParticipantId) {
+        self.track_owners.insert(Mid::from(mid), publisher);
+    }
+
+    /// A remote ICE candidate sent apart from the SDP (trickle), as an SDP attribute value
+    /// (`candidate:...`, with or without the `a=` prefix).
+    pub fn add_remote_candidate(&mut self, candidate: &str, now: Instant) {
+        let line = candidate.trim().trim_start_matches("a=");
+        match Candidate::from_sdp_string(line) {
+            Ok(c) => {
+                self.rtc.add_remote_candidate(c);
+                self.drive(now);
+            }
+            Err(e) => tracing::debug!("a remote candidate cannot be used ({e}): {line}"),
+        }
+    }
+
+    /// Signalling is waiting to be sent.
+    pub fn has_signal(&self) -> bool {
+        !self.signals.is_empty()
     }
 
     /// The next signalling message to send.
@@ -612,7 +683,9 @@ impl Call {
             MediaKind::Audio => StatKind::Audio,
             MediaKind::Video => StatKind::Video,
         };
-        let Ok(publisher) = media.stream_id().parse::<ParticipantId>() else {
+        let owner = self.track_owners.get(&d.mid).copied();
+        let Some(publisher) = owner.or_else(|| media.stream_id().parse::<ParticipantId>().ok())
+        else {
             tracing::debug!("media on a track without a participant stream id");
             return;
         };

@@ -3,6 +3,7 @@
 //! After the run it summarises what every participant received.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use parley_proto::Role;
@@ -12,7 +13,8 @@ use crate::audio::{SyntheticEncoding, SyntheticVoice};
 use crate::call::CallConfig;
 use crate::clock;
 use crate::error::ClientError;
-use crate::session::{ClientConfig, Session};
+use crate::janus::{JanusConfig, JanusSession};
+use crate::session::{ClientConfig, Session, SessionEnd};
 use crate::stats::{CallStats, MediaKind, Percentiles, Samples};
 use crate::video::SyntheticVp8;
 
@@ -23,9 +25,22 @@ const STEADY_AFTER: Duration = Duration::from_secs(1);
 /// Longest load run.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 
+/// Which server the load goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// parley: `server` is its plain-HTTP address.
+    #[default]
+    Parley,
+    /// A Janus videoroom: `server` is Janus's HTTP API (`http://HOST:8088/janus`). Rooms get numeric ids
+    /// derived from the room prefix ([`janus_room_id`]).
+    Janus,
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub server: String,
+    pub backend: Backend,
     pub rooms: usize,
     pub room_size: usize,
     /// How long media flows once everyone has joined.
@@ -46,12 +61,16 @@ pub struct LoadConfig {
     /// Pause between two joins, to avoid a thundering herd.
     pub join_interval: Duration,
     pub local_ip: IpAddr,
+    /// Written (empty) once everyone has joined, when the media phase starts: a benchmark measures the
+    /// server from then on.
+    pub ready_file: Option<PathBuf>,
 }
 
 impl LoadConfig {
     pub fn new(server: &str, rooms: usize, room_size: usize, duration: Duration) -> LoadConfig {
         LoadConfig {
             server: server.to_string(),
+            backend: Backend::Parley,
             rooms,
             room_size,
             duration,
@@ -65,6 +84,7 @@ impl LoadConfig {
             seed: 1,
             join_interval: Duration::from_millis(20),
             local_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            ready_file: None,
         }
     }
 }
@@ -107,6 +127,8 @@ pub struct RoomSummary {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadSummary {
+    /// The server the load went to.
+    pub backend: Backend,
     pub rooms: usize,
     pub room_size: usize,
     pub duration_s: f64,
@@ -126,7 +148,12 @@ impl LoadSummary {
             None => String::new(),
         };
         let mut out = format!(
-            "load: {} rooms x {} participants{speakers}, {:.0} s{}\n",
+            "load{}: {} rooms x {} participants{speakers}, {:.0} s{}\n",
+            if self.backend == Backend::Janus {
+                " (Janus videoroom)"
+            } else {
+                ""
+            },
             self.rooms,
             self.room_size,
             self.duration_s,
@@ -177,10 +204,56 @@ impl LoadSummary {
     }
 }
 
+/// A participant of either server.
+enum Participant {
+    Parley(Session),
+    Janus(JanusSession),
+}
+
+impl Participant {
+    async fn stats(&self) -> Result<CallStats, ClientError> {
+        match self {
+            Participant::Parley(s) => s.stats().await,
+            Participant::Janus(s) => s.stats().await,
+        }
+    }
+
+    async fn wait(&mut self) -> Result<SessionEnd, ClientError> {
+        match self {
+            Participant::Parley(s) => s.wait().await,
+            Participant::Janus(s) => s.wait().await,
+        }
+    }
+
+    async fn leave(&mut self) -> Result<SessionEnd, ClientError> {
+        match self {
+            Participant::Parley(s) => s.leave().await,
+            Participant::Janus(s) => s.leave().await,
+        }
+    }
+}
+
 struct Member {
     room: usize,
     speaker: bool,
-    outcome: Result<Session, ClientError>,
+    outcome: Result<Participant, ClientError>,
+}
+
+/// The numeric Janus room id of room `index` (from 0) of a run with this room prefix: runs with
+/// different prefixes use different rooms.
+pub fn janus_room_id(prefix: &str, index: usize) -> u64 {
+    // FNV-1a of the prefix, then the room number.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in prefix.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    u64::from(h % 1_000_000) * 10_000 + index as u64 + 1
+}
+
+/// The Janus publisher id of participant `i` of room `r` (from 0): unique in the run.
+fn janus_participant_id(r: usize, i: usize) -> u64 {
+    (r as u64 + 1) * 10_000 + i as u64 + 1
 }
 
 /// One participant's figures, as [`summarise`] takes them.
@@ -213,20 +286,12 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
     let mut joining = Vec::with_capacity(total);
     for i in 0..config.room_size {
         for r in 0..config.rooms {
-            let mut client = ClientConfig::new(
-                &config.server,
-                &room_name(r),
-                &format!("load-{}-{}", r + 1, i + 1),
-            );
-            client.create_room = true;
-            client.role = Role::Member;
-            client.local_ip = config.local_ip;
             let speaker = config.speakers.is_none_or(|n| i < n);
             let seed = config
                 .seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add((r * 10_000 + i) as u64);
-            client.call = CallConfig {
+            let call = CallConfig {
                 role: Role::Member,
                 audio: speaker.then(|| {
                     Box::new(SyntheticVoice::new(
@@ -240,7 +305,36 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
                 probe: true,
                 record_dir: None,
             };
-            joining.push((r, speaker, tokio::spawn(Session::join(client))));
+            let name = format!("load-{}-{}", r + 1, i + 1);
+            let task = match config.backend {
+                Backend::Parley => {
+                    let mut client = ClientConfig::new(&config.server, &room_name(r), &name);
+                    client.create_room = true;
+                    client.role = Role::Member;
+                    client.local_ip = config.local_ip;
+                    client.call = call;
+                    tokio::spawn(
+                        async move { Session::join(client).await.map(Participant::Parley) },
+                    )
+                }
+                Backend::Janus => {
+                    let mut client = JanusConfig::new(
+                        &config.server,
+                        janus_room_id(&config.room_prefix, r),
+                        janus_participant_id(r, i),
+                        &name,
+                    );
+                    client.room_name = room_name(r);
+                    client.create_room = true;
+                    client.max_publishers = u32::try_from(config.room_size).unwrap_or(u32::MAX);
+                    client.local_ip = config.local_ip;
+                    client.call = call;
+                    tokio::spawn(
+                        async move { JanusSession::join(client).await.map(Participant::Janus) },
+                    )
+                }
+            };
+            joining.push((r, speaker, task));
             tokio::time::sleep(config.join_interval).await;
         }
     }
@@ -258,6 +352,11 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
             speaker,
             outcome,
         });
+    }
+    if let Some(path) = &config.ready_file {
+        if let Err(e) = std::fs::write(path, b"") {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
     }
     let started = Instant::now();
     // Latency counts in the steady state: from a moment after the last join, once its renegotiations
@@ -322,6 +421,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
     // Streams only exist within a room.
     totals.streams_expected = per_room.iter().map(|r| r.summary.streams_expected).sum();
     Ok(LoadSummary {
+        backend: config.backend,
         rooms: config.rooms,
         room_size: config.room_size,
         duration_s: ran_for.as_secs_f64(),

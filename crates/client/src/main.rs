@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use parley_client::audio::{AudioSource, OggOpusSource, SyntheticVoice, WavSource};
 use parley_client::call::CallConfig;
-use parley_client::load::{self, LoadConfig};
+use parley_client::load::{self, Backend, LoadConfig};
 use parley_client::session::{ClientConfig, Session, SessionEnd};
 use parley_client::video::SyntheticVp8;
 use parley_client::ClientError;
@@ -128,6 +128,10 @@ struct LoadArgs {
     /// The server's plain-HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// Put the same load on a Janus videoroom instead, through Janus's HTTP API at this URL (e.g.
+    /// http://127.0.0.2:8088/janus); --server is then not used.
+    #[arg(long, value_name = "URL")]
+    janus: Option<String>,
     /// Number of rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -166,6 +170,9 @@ struct LoadArgs {
     /// Write the summary as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Create this (empty) file once everyone has joined, when the media phase starts.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -356,12 +363,18 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let (server, backend) = match &args.janus {
+        Some(url) => (url.as_str(), Backend::Janus),
+        None => (args.server.as_str(), Backend::Parley),
+    };
     let mut config = LoadConfig::new(
-        &args.server,
+        server,
         args.rooms,
         args.room_size,
         seconds(args.duration, "--duration")?,
     );
+    config.backend = backend;
+    config.ready_file = args.ready_file;
     config.room_prefix = args.room_prefix;
     config.talk_fraction = args.talk.clamp(0.0, 1.0);
     config.speakers = args.speakers;

@@ -9,12 +9,18 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)   # builds libopus for parley-client
+command -v janus >/dev/null 2>&1 || need_apt+=(janus)   # parley-client's Janus test (in a network namespace)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # Janus must only ever run inside a test's network namespace: not as the service the package starts.
+  if [[ " ${need_apt[*]} " == *" janus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $sudo_cmd systemctl disable --now janus >/dev/null 2>&1 || true
+  fi
 fi
 
 # Binaries for the end-to-end tests come from wherever cargo builds (CI keeps its target dir warm elsewhere).

@@ -460,11 +460,24 @@ impl Peer {
                 buf.push(*out_pt | if packet.header.marker { 0x80 } else { 0 });
                 buf.extend_from_slice(&(out_seq as u16).to_be_bytes());
                 buf.extend_from_slice(&packet.header.timestamp.to_be_bytes());
-                buf.extend_from_slice(&u32::from(*ssrc).to_be_bytes());
+                buf.extend_from_slice(&ssrc.to_be_bytes());
                 if let Some((id, level)) = level {
                     // RFC 8285 one-byte header: one 1-byte element, padded to a word.
-                    let vad = if ext.voice_activity == Some(true) { 0x80 } else { 0 };
-                    buf.extend_from_slice(&[0xBE, 0xDE, 0, 1, id << 4, vad | (level.unsigned_abs() & 0x7f), 0, 0]);
+                    let vad = if ext.voice_activity == Some(true) {
+                        0x80
+                    } else {
+                        0
+                    };
+                    buf.extend_from_slice(&[
+                        0xBE,
+                        0xDE,
+                        0,
+                        1,
+                        id << 4,
+                        vad | (level.unsigned_abs() & 0x7f),
+                        0,
+                        0,
+                    ]);
                 }
                 if sender.seal(&mut buf, &packet.payload, out_seq) {
                     self.direct_bytes += buf.len() as u64;
@@ -645,7 +658,10 @@ impl Peer {
                     .get()
                     .and_then(|keys| SrtpSender::new(&srtp::crypto_provider(), keys));
                 if self.srtp.is_none() {
-                    tracing::info!(participant = self.id, "no direct SRTP path: str0m sends everything");
+                    tracing::info!(
+                        participant = self.id,
+                        "no direct SRTP path: str0m sends everything"
+                    );
                 }
             }
             Event::PeerStats(stats) => {

@@ -3,7 +3,9 @@
 //! markdown table (also written to `bench/results.md` and `bench/results.csv`).
 //!
 //! Run: `cargo build --release --workspace && target/release/parley-bench` (`--quick` for a short run).
+//! The same run measures the anchor, the same load on Janus's videoroom ([`anchor`]; `--no-janus` skips it).
 
+mod anchor;
 mod fanout;
 mod procstat;
 
@@ -41,6 +43,17 @@ struct Args {
     /// and print it.
     #[arg(long)]
     reference_only: Option<usize>,
+    /// Skip the anchor (the same load on Janus's videoroom, in network namespaces; needs root and
+    /// Debian's `janus`, installed when missing).
+    #[arg(long)]
+    no_janus: bool,
+    /// Only run the anchor (parley and Janus in namespaces) and print its section; writes no files.
+    #[arg(long, conflicts_with = "no_janus")]
+    anchor_only: bool,
+    /// Janus configurations for the anchor, by their `event_loops` setting (0: Janus's default, a
+    /// thread per handle; N: N shared loops): each is measured at every anchor step.
+    #[arg(long, value_delimiter = ',', default_value = "0,2")]
+    janus_event_loops: Vec<u32>,
 }
 
 /// What `parley-client load --json` writes (the fields we use).
@@ -399,6 +412,12 @@ fn main() -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     eprintln!("parley-bench: {cores} cores, {duration} s per step");
+    if args.anchor_only {
+        if let Some(a) = anchor::run(&args, duration)? {
+            println!("{}", a.markdown(cores, duration));
+        }
+        return Ok(());
+    }
     let mut rows: Vec<Row> = Vec::new();
 
     // (a) audio rooms of 10, everyone talking half the time: add rooms until something gives.
@@ -487,6 +506,14 @@ fn main() -> Result<()> {
         .map(|r| r.pps_per_core)
         .fold(0.0f64, f64::max);
 
+    // The anchor: the same load on Janus, in the same run.
+    let anchor = if args.no_janus {
+        eprintln!("parley-bench: --no-janus: no Janus anchor in this run");
+        None
+    } else {
+        anchor::run(&args, duration)?
+    };
+
     let mut md = String::new();
     md.push_str(&format!(
         "# parley benchmark\n\n{cores} cores; load generator and server on the same machine (loopback); {duration} s per step.\n\n"
@@ -525,6 +552,10 @@ fn main() -> Result<()> {
         100.0 * best / floor.packets_per_core_second().max(1.0),
     ));
     md.push_str("\nCPU % is of one core (100 = one core busy). \"client CPU\" is the load generator, which runs on the same 2 cores and does the SRTP work of every simulated participant; the server's media path runs on one worker thread.\n");
+    if let Some(a) = &anchor {
+        md.push_str(&a.markdown(cores, duration));
+        csv.push_str(&a.csv_rows());
+    }
     println!("{md}");
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("results.md"), &md)?;

@@ -1,0 +1,594 @@
+//! The anchor: the same load, from the same client, on Janus's videoroom (Debian's `janus`) in the same
+//! run, so that parley's figures stand as ratios to Janus's on identical work.
+//!
+//! Janus refuses loopback for ICE, so both servers run here in a network namespace of their own, reached
+//! over a veth pair from a second namespace where the load generator runs (`parley_client::janus::lab`).
+//! Each step runs twice, against a fresh parley and then against a fresh Janus, under that identical
+//! arrangement. Both servers' sent packets are counted on their veth (every packet they send: RTP, RTCP,
+//! STUN and signalling alike); CPU and memory come from /proc as in the main table.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use parley_client::janus::lab::{self, JanusServer, NetLab, CLIENT_IP, SERVER_IP};
+
+use crate::{opt, procstat, room_prefix, Args, LoadSummary, Row, Step};
+
+/// Set by SIGINT/SIGTERM while the anchor runs: it stops, and its guards clean up the namespaces.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catches SIGINT/SIGTERM until dropped (so that a Ctrl-C unwinds through the cleanup guards).
+struct Signals;
+
+impl Signals {
+    fn catch() -> Signals {
+        let handler: extern "C" fn(libc::c_int) = on_signal;
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        }
+        Signals
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        // SAFETY: restoring the default disposition.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        }
+    }
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps, waking early when interrupted.
+fn sleep(d: Duration) -> Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        check_interrupted()?;
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
+    }
+    check_interrupted()
+}
+
+/// One step measured on parley and on each Janus configuration (`None`: that run failed; the reason was
+/// printed).
+pub struct Pair {
+    pub parley: Option<Row>,
+    /// (Janus's `event_loops`, its row)
+    pub janus: Vec<(u32, Option<Row>)>,
+}
+
+pub struct Anchor {
+    pub pairs: Vec<Pair>,
+    pub janus_version: String,
+}
+
+/// How a Janus configuration is named in the tables.
+fn janus_name(event_loops: u32) -> String {
+    if event_loops == 0 {
+        "Janus (default)".into()
+    } else {
+        format!("Janus (event_loops={event_loops})")
+    }
+}
+
+/// Janus's binary, installing Debian's package when it is missing and we may.
+fn ensure_janus() -> Result<PathBuf, String> {
+    if let Some(p) = lab::janus_binary() {
+        return Ok(p);
+    }
+    if let Some(why) = lab::unavailable() {
+        return Err(why);
+    }
+    eprintln!(
+        "parley-bench: janus is missing; installing Debian's package (apt-get install janus)"
+    );
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "janus"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status();
+    match installed {
+        Ok(s) if s.success() => {}
+        Ok(s) => return Err(format!("apt-get install janus failed ({s})")),
+        Err(e) => return Err(format!("cannot run apt-get: {e}")),
+    }
+    // The package may start Janus as a service on every interface: it must only run in our namespace.
+    let _ = Command::new("systemctl")
+        .args(["disable", "--now", "janus"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    lab::janus_binary().ok_or_else(|| "janus is still missing after apt-get install".into())
+}
+
+fn janus_version(binary: &PathBuf) -> String {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                // "Janus version: 1102 (1.1.2)": the part in brackets.
+                let v = l.strip_prefix("Janus version:")?;
+                Some(
+                    v.split_once('(')
+                        .map_or(v, |(_, x)| x.trim_end_matches(')'))
+                        .trim()
+                        .to_string(),
+                )
+            })
+        })
+        .unwrap_or_else(|| "unknown version".into())
+}
+
+/// parley started in the lab's server namespace; killed when dropped.
+struct ParleyInLab {
+    child: Child,
+    data: PathBuf,
+    url: String,
+}
+
+impl Drop for ParleyInLab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> {
+    let data = std::env::temp_dir().join(format!(
+        "parley-bench-anchor-{}-{index}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    // Ports of a namespace of our own: free; a new pair per step all the same.
+    let http_port = 18_000 + index as u16;
+    let media_port = 19_000 + index as u16;
+    let server_bin = std::fs::canonicalize(&args.server_bin)
+        .with_context(|| format!("{} (build it first)", args.server_bin.display()))?;
+    let child = lab
+        .server_command(&server_bin)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--http-addr", &format!("{SERVER_IP}:{http_port}")])
+        .args(["--https-addr", "off"])
+        .args(["--media-port", &media_port.to_string()])
+        .args(["--media-bind", &SERVER_IP.to_string()])
+        .args(["--max-participants", "1000"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting parley in the namespace")?;
+    let mut server = ParleyInLab {
+        child,
+        data,
+        url: format!("http://{SERVER_IP}:{http_port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab::tcp_listening(server.child.id(), SERVER_IP, http_port) {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("parley exited at start ({status})");
+        }
+        if Instant::now() > deadline {
+            bail!("parley did not start in the namespace");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(server)
+}
+
+/// Runs one step's load against the server with process id `pid` (in the lab's server namespace),
+/// `target` being the client's `--server URL` or `--janus URL`.
+fn measure(
+    args: &Args,
+    lab: &NetLab,
+    pid: u32,
+    target: [&str; 2],
+    step: &Step,
+    duration: f64,
+) -> Result<Row> {
+    let rss_idle = procstat::process_rss(pid).unwrap_or(0);
+    let tag = format!("{}-{}-{}", std::process::id(), target[0], room_prefix(step));
+    let json = std::env::temp_dir().join(format!("parley-bench-{tag}.json"));
+    let ready = std::env::temp_dir().join(format!("parley-bench-{tag}.ready"));
+    let _ = std::fs::remove_file(&ready);
+    let client_bin = std::fs::canonicalize(&args.client_bin)
+        .with_context(|| format!("{} (build it first)", args.client_bin.display()))?;
+    let mut cmd = lab.client_command(&client_bin);
+    cmd.arg("load")
+        .args(target)
+        .args(["--local-ip", &CLIENT_IP.to_string()])
+        .args(["--rooms", &step.rooms.to_string()])
+        .args(["--room-size", &step.room_size.to_string()])
+        .args(["--duration", &duration.to_string()])
+        .args(["--talk", &step.talk.to_string()])
+        .args(["--room-prefix", &room_prefix(step)])
+        .arg("--json")
+        .arg(&json)
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(step.extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if step.video {
+        cmd.arg("--video");
+    }
+    let client = cmd.spawn().context("starting parley-client")?;
+    // Killed if we leave early.
+    struct Client(Child);
+    impl Drop for Client {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut client = Client(client);
+    let client_pid = client.0.id();
+
+    // Measure the media phase only: from a moment after everyone has joined.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready.exists() {
+        check_interrupted()?;
+        if Instant::now() > deadline {
+            bail!("the participants did not all join within 120 s");
+        }
+        if client.0.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&ready);
+    sleep(Duration::from_millis(1500))?; // negotiation settles
+    let stop = Arc::new(AtomicBool::new(false));
+    let rss_peak = Arc::new(AtomicU64::new(rss_idle));
+    let sampler = {
+        let stop = stop.clone();
+        let rss_peak = rss_peak.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(r) = procstat::process_rss(pid) {
+                    rss_peak.fetch_max(r, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let window = (duration - 2.5).max(1.0);
+    let sent0 = lab::tx_packets(pid, &lab.server_if).unwrap_or(0);
+    let cpu0 = procstat::process_cpu(pid).unwrap_or_default();
+    let ccpu0 = procstat::process_cpu(client_pid).unwrap_or_default();
+    let t0 = Instant::now();
+    let slept = sleep(Duration::from_secs_f64(window));
+    let wall = t0.elapsed().as_secs_f64();
+    let sent1 = lab::tx_packets(pid, &lab.server_if).unwrap_or(0);
+    let cpu1 = procstat::process_cpu(pid).unwrap_or_default();
+    let ccpu1 = procstat::process_cpu(client_pid).unwrap_or_default();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    slept?;
+    let deadline = Instant::now() + Duration::from_secs_f64(duration + 60.0);
+    let status = loop {
+        check_interrupted()?;
+        if let Some(s) = client.0.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            bail!("parley-client load did not end");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !status.success() {
+        bail!("parley-client load failed ({status})");
+    }
+    let summary: LoadSummary = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let _ = std::fs::remove_file(&json);
+    let t = summary.totals;
+    let server_cpu = (cpu1 - cpu0).as_secs_f64();
+    let sent = sent1.saturating_sub(sent0) as f64;
+    let audio_streams = (!step.video).then_some(t.streams_received);
+    Ok(Row {
+        scenario: step.scenario,
+        step: step.label.clone(),
+        participants: t.participants,
+        connected: t.connected,
+        streams: t.streams_received,
+        streams_expected: t.streams_expected,
+        loss_percent: t.loss_percent,
+        forwarded_pps: sent / wall,
+        server_cpu_percent: 100.0 * server_cpu / wall,
+        client_cpu_percent: 100.0 * (ccpu1 - ccpu0).as_secs_f64() / wall,
+        pps_per_core: sent / server_cpu.max(1e-9),
+        cpu_per_100_audio_streams: audio_streams
+            .filter(|s| *s > 0)
+            .map(|s| 100.0 * (100.0 * server_cpu / wall) / s as f64),
+        rss_per_participant_kib: (rss_peak.load(Ordering::Relaxed).saturating_sub(rss_idle)) as f64
+            / 1024.0
+            / (step.rooms * step.room_size).max(1) as f64,
+        latency_p50: t.latency_ms.p50,
+        latency_p99: t.latency_ms.p99,
+        join_p50: t.join_ms.p50,
+        join_p99: t.join_ms.p99,
+        own_media: t.own_media_received,
+    })
+}
+
+fn report(server: &str, step: &Step, row: &Result<Row>) {
+    match row {
+        Ok(r) => eprintln!(
+            "  anchor {server} {} {}: held={} server cpu={:.0}% {:.0} pkt/s per core",
+            r.scenario,
+            r.step,
+            r.held(),
+            r.server_cpu_percent,
+            r.pps_per_core
+        ),
+        Err(e) => eprintln!(
+            "  anchor {server} {} {}: failed: {e:#}",
+            step.scenario, step.label
+        ),
+    }
+}
+
+/// The anchor's steps: scenario (a) at a few sizes and scenario (c).
+fn steps(quick: bool) -> Vec<Step<'static>> {
+    let audio: &[usize] = if quick { &[1, 4] } else { &[1, 4, 8] };
+    let video: &[usize] = if quick { &[1] } else { &[1, 2] };
+    let mut steps: Vec<Step<'static>> = audio
+        .iter()
+        .map(|&rooms| Step {
+            scenario: "a-audio-rooms-of-10",
+            label: format!("{rooms}x10"),
+            rooms,
+            room_size: 10,
+            talk: 0.5,
+            video: false,
+            extra: &[],
+        })
+        .collect();
+    steps.extend(video.iter().map(|&rooms| Step {
+        scenario: "c-video-rooms-of-6",
+        label: format!("{rooms}x6"),
+        rooms,
+        room_size: 6,
+        talk: 0.5,
+        video: true,
+        extra: &["--video-kbps", "500"],
+    }));
+    steps
+}
+
+/// Runs the anchor. `Ok(None)`: Janus or namespaces are unavailable here (the reason is printed and
+/// the benchmark goes on without the anchor). An error means it was interrupted.
+pub fn run(args: &Args, duration: f64) -> Result<Option<Anchor>> {
+    let janus = match ensure_janus() {
+        Ok(j) => j,
+        Err(why) => {
+            eprintln!("parley-bench: no Janus anchor in this run: {why}");
+            return Ok(None);
+        }
+    };
+    let janus_version = janus_version(&janus);
+    let _signals = Signals::catch();
+    let lab = match NetLab::new() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "parley-bench: no Janus anchor in this run: cannot make network namespaces: {e:#}"
+            );
+            return Ok(None);
+        }
+    };
+    eprintln!(
+        "parley-bench: anchor: parley and Janus {janus_version} in namespace {} ({SERVER_IP}), load from {} ({CLIENT_IP})",
+        lab.server_ns, lab.client_ns
+    );
+    let mut pairs = Vec::new();
+    for (i, step) in steps(args.quick).iter().enumerate() {
+        check_interrupted()?;
+        let parley = start_parley(args, &lab, i).and_then(|server| {
+            measure(
+                args,
+                &lab,
+                server.child.id(),
+                ["--server", &server.url],
+                step,
+                duration,
+            )
+        });
+        check_interrupted()?;
+        report("parley", step, &parley);
+        let mut janus = Vec::new();
+        for &loops in &args.janus_event_loops {
+            let name = janus_name(loops);
+            let row = match JanusServer::start(&lab, loops) {
+                Ok(server) => {
+                    let row = measure(
+                        args,
+                        &lab,
+                        server.pid(),
+                        ["--janus", &server.url],
+                        step,
+                        duration,
+                    );
+                    if row.is_err() {
+                        eprintln!("  Janus's log ends with:\n{}", server.log_tail(10));
+                    }
+                    row
+                }
+                Err(e) if i == 0 => {
+                    eprintln!(
+                        "parley-bench: no Janus anchor in this run: Janus does not start: {e:#}"
+                    );
+                    return Ok(None);
+                }
+                Err(e) => Err(e),
+            };
+            check_interrupted()?;
+            report(&name, step, &row);
+            janus.push((loops, row.ok()));
+        }
+        pairs.push(Pair {
+            parley: parley.ok(),
+            janus,
+        });
+    }
+    Ok(Some(Anchor {
+        pairs,
+        janus_version,
+    }))
+}
+
+/// `a ÷ b`, when both are there.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+impl Anchor {
+    /// The section for `results.md`.
+    pub fn markdown(&self, cores: usize, duration: f64) -> String {
+        let mut md = String::from("\n## Anchor: Janus videoroom\n\n");
+        md.push_str(&format!(
+            "The same steps, with the same client, in the same run against Janus {} (Debian's `janus`: \
+             videoroom plugin driven through its HTTP API by `parley-client load --janus`; logging at \
+             warnings, like parley). Janus is measured as it comes (`Janus (default)`: a thread per \
+             handle) and with its `event_loops` setting (a few shared event loops instead), the \
+             configuration its documentation suggests for many handles. Janus refuses loopback for ICE, \
+             so for this comparison **all** servers ran in a network namespace of their own (one veth end, \
+             {SERVER_IP}) and the load generator in a second one ({CLIENT_IP}); every step had a fresh \
+             server, {duration} s of media, and the {cores} cores shared by server and load generator. \
+             Unlike the table above, \"forwarded pkt/s\" here is every packet the server sent on its \
+             veth during the measurement window (RTP, RTCP, STUN, signalling), counted the same way for \
+             all; the per-core and per-stream figures use it.\n\n",
+            self.janus_version,
+        ));
+        md.push_str(
+            "Signalling differs by design and the load generator follows each server's model: a parley \
+             participant has one PeerConnection (publishing and receiving, WebSocket signalling); a Janus \
+             participant has two, a publisher handle and one multistream subscriber handle (each with its \
+             own ICE and DTLS), with HTTP requests and a long poll. The media are identical: the same \
+             synthetic Opus talk spurts (latency probes, 80 bytes every 20 ms) and the same synthetic \
+             VP8, from the same seeds.\n\n",
+        );
+        let mut header = vec!["server"];
+        header.extend(Row::COLUMNS.iter().map(|(title, _)| *title));
+        md.push_str(&format!("| {} |\n", header.join(" | ")));
+        md.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+        for p in &self.pairs {
+            if let Some(r) = &p.parley {
+                md.push_str(&format!("| parley | {} |\n", r.cells().join(" | ")));
+            }
+            for (loops, row) in &p.janus {
+                if let Some(r) = row {
+                    md.push_str(&format!(
+                        "| {} | {} |\n",
+                        janus_name(*loops),
+                        r.cells().join(" | ")
+                    ));
+                }
+            }
+        }
+        md.push_str(
+            "\n**parley ÷ Janus, step by step** (packets per core above 1: parley forwards more per CPU \
+             second; CPU and memory below 1: parley needs less):\n\n\
+             | scenario | step | against | fwd pkt/s per core | server CPU % per 100 audio streams | \
+             server CPU % | server RSS / participant | latency p50 ms (parley / Janus) | \
+             latency p99 ms (parley / Janus) | join p50 ms (parley / Janus) |\n\
+             |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        let mut missing = Vec::new();
+        for p in &self.pairs {
+            for (loops, janus) in &p.janus {
+                let (Some(a), Some(b)) = (&p.parley, janus) else {
+                    let r = p.parley.as_ref().or(janus.as_ref());
+                    missing.push(r.map_or_else(
+                        || "a step".to_string(),
+                        |r| format!("{} {} ({})", r.scenario, r.step, janus_name(*loops)),
+                    ));
+                    continue;
+                };
+                let both = |x: Option<f64>, y: Option<f64>, d: usize| {
+                    format!("{} / {}", opt(x, d), opt(y, d))
+                };
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    a.scenario,
+                    a.step,
+                    janus_name(*loops),
+                    opt(ratio(Some(a.pps_per_core), Some(b.pps_per_core)), 2),
+                    opt(
+                        ratio(a.cpu_per_100_audio_streams, b.cpu_per_100_audio_streams),
+                        2
+                    ),
+                    opt(
+                        ratio(Some(a.server_cpu_percent), Some(b.server_cpu_percent)),
+                        2
+                    ),
+                    opt(
+                        ratio(
+                            Some(a.rss_per_participant_kib),
+                            Some(b.rss_per_participant_kib)
+                        ),
+                        2
+                    ),
+                    both(a.latency_p50, b.latency_p50, 2),
+                    both(a.latency_p99, b.latency_p99, 2),
+                    both(a.join_p50, b.join_p50, 0),
+                ));
+            }
+        }
+        if !missing.is_empty() {
+            md.push_str(&format!(
+                "\nNot compared (one of the two runs failed; see the log): {}.\n",
+                missing.join(", ")
+            ));
+        }
+        md
+    }
+
+    /// Rows for `results.csv`: the main table's columns, the scenario prefixed with the server.
+    pub fn csv_rows(&self) -> String {
+        let mut csv = String::new();
+        for p in &self.pairs {
+            let rows = std::iter::once(("anchor-parley".to_string(), &p.parley)).chain(
+                p.janus
+                    .iter()
+                    .map(|(loops, r)| (format!("anchor-janus-event-loops-{loops}"), r)),
+            );
+            for (server, row) in rows {
+                if let Some(r) = row {
+                    let mut cells = r.cells();
+                    cells[0] = format!("{server}:{}", cells[0]);
+                    csv.push_str(&(cells.join(",") + "\n"));
+                }
+            }
+        }
+        csv
+    }
+}

@@ -100,11 +100,22 @@ fn ensure_janus() -> Result<PathBuf, String> {
     eprintln!(
         "parley-bench: janus is missing; installing Debian's package (apt-get install janus)"
     );
-    let installed = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "janus"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status();
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "janus"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+    };
+    let mut installed = install();
+    if !matches!(&installed, Ok(s) if s.success()) {
+        // Stale or missing package lists: update them once and try again.
+        let _ = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .stdout(Stdio::null())
+            .status();
+        installed = install();
+    }
     match installed {
         Ok(s) if s.success() => {}
         Ok(s) => return Err(format!("apt-get install janus failed ({s})")),
@@ -355,7 +366,8 @@ fn report(server: &str, step: &Step, row: &Result<Row>) {
 
 /// The anchor's steps: scenario (a) at a few sizes and scenario (c).
 fn steps(quick: bool) -> Vec<Step<'static>> {
-    let audio: &[usize] = if quick { &[1, 4] } else { &[1, 4, 8] };
+    // Up to 16 rooms: past where Janus's default configuration can keep up on two cores.
+    let audio: &[usize] = if quick { &[1, 4] } else { &[1, 4, 8, 16] };
     let video: &[usize] = if quick { &[1] } else { &[1, 2] };
     let mut steps: Vec<Step<'static>> = audio
         .iter()
@@ -563,6 +575,7 @@ impl Anchor {
                 ));
             }
         }
+        md.push_str(&self.summary());
         if !missing.is_empty() {
             md.push_str(&format!(
                 "\nNot compared (one of the two runs failed; see the log): {}.\n",
@@ -570,6 +583,67 @@ impl Anchor {
             ));
         }
         md
+    }
+
+    /// One line per Janus configuration: the range of the ratios over the steps both held, by kind of
+    /// load, and the largest step each held.
+    fn summary(&self) -> String {
+        let mut out = String::from("\nIn short, parley relative to Janus:\n\n");
+        let Some(first) = self.pairs.first() else {
+            return out;
+        };
+        for (k, (loops, _)) in first.janus.iter().enumerate() {
+            let mut parts = Vec::new();
+            for (prefix, kind) in [("a-", "audio"), ("c-", "video")] {
+                let held: Vec<(&Row, &Row)> = self
+                    .pairs
+                    .iter()
+                    .filter_map(|p| Some((p.parley.as_ref()?, p.janus.get(k)?.1.as_ref()?)))
+                    .filter(|(a, b)| a.scenario.starts_with(prefix) && a.held() && b.held())
+                    .collect();
+                if held.is_empty() {
+                    continue;
+                }
+                let range = |f: &dyn Fn(&Row) -> f64| {
+                    let r: Vec<f64> = held.iter().map(|(a, b)| f(a) / f(b).max(1e-9)).collect();
+                    let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = r.iter().copied().fold(0.0f64, f64::max);
+                    if (hi - lo).abs() < 0.005 {
+                        format!("{lo:.2}")
+                    } else {
+                        format!("{lo:.2}–{hi:.2}")
+                    }
+                };
+                parts.push(format!(
+                    "{kind} {}× the packets per CPU second and {}× the memory per participant",
+                    range(&|r| r.pps_per_core),
+                    range(&|r| r.rss_per_participant_kib)
+                ));
+            }
+            let largest = |rows: &mut dyn Iterator<Item = Option<&Row>>| {
+                rows.flatten()
+                    .filter(|r| r.scenario.starts_with("a-") && r.held())
+                    .max_by_key(|r| r.participants)
+                    .map_or("none".to_string(), |r| r.step.clone())
+            };
+            let parley_largest = largest(&mut self.pairs.iter().map(|p| p.parley.as_ref()));
+            let janus_largest = largest(
+                &mut self
+                    .pairs
+                    .iter()
+                    .map(|p| p.janus.get(k).and_then(|(_, r)| r.as_ref())),
+            );
+            out.push_str(&format!(
+                "- against {}, on the steps both held: {}; largest audio step held: parley {parley_largest}, Janus {janus_largest}.\n",
+                janus_name(*loops),
+                if parts.is_empty() {
+                    "–".to_string()
+                } else {
+                    parts.join("; ")
+                },
+            ));
+        }
+        out
     }
 
     /// Rows for `results.csv`: the main table's columns, the scenario prefixed with the server.
@@ -590,5 +664,73 @@ impl Anchor {
             }
         }
         csv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &'static str, step: &str, pps_per_core: f64, rss: f64, loss: f64) -> Row {
+        Row {
+            scenario,
+            step: step.into(),
+            participants: 10,
+            connected: 10,
+            streams: 90,
+            streams_expected: 90,
+            loss_percent: loss,
+            forwarded_pps: 2000.0,
+            server_cpu_percent: 10.0,
+            client_cpu_percent: 10.0,
+            pps_per_core,
+            cpu_per_100_audio_streams: Some(5.0),
+            rss_per_participant_kib: rss,
+            latency_p50: Some(0.5),
+            latency_p99: Some(1.0),
+            join_p50: Some(20.0),
+            join_p99: Some(50.0),
+            own_media: 0,
+        }
+    }
+
+    #[test]
+    fn ratios_and_summary() {
+        let a = "a-audio-rooms-of-10";
+        let anchor = Anchor {
+            janus_version: "1.1.2".into(),
+            pairs: vec![
+                Pair {
+                    parley: Some(row(a, "1x10", 40_000.0, 800.0, 0.0)),
+                    janus: vec![(0, Some(row(a, "1x10", 10_000.0, 800.0, 0.0)))],
+                },
+                Pair {
+                    parley: Some(row(a, "4x10", 60_000.0, 400.0, 0.0)),
+                    janus: vec![(0, Some(row(a, "4x10", 20_000.0, 800.0, 3.0)))],
+                },
+                Pair {
+                    parley: Some(row("c-video-rooms-of-6", "1x6", 30_000.0, 2000.0, 0.0)),
+                    janus: vec![(0, None)],
+                },
+            ],
+        };
+        let md = anchor.markdown(2, 12.0);
+        assert!(md.contains("## Anchor: Janus videoroom"), "{md}");
+        assert!(
+            md.contains("| a-audio-rooms-of-10 | 1x10 | Janus (default) | 4.00 |"),
+            "{md}"
+        );
+        // Only the step both held counts; Janus lost packets at 4x10.
+        assert!(
+            md.contains("- against Janus (default), on the steps both held: audio 4.00× the packets per CPU second and 1.00× the memory per participant; largest audio step held: parley 4x10, Janus 1x10."),
+            "{md}"
+        );
+        assert!(md.contains("Not compared"), "{md}");
+        let csv = anchor.csv_rows();
+        assert_eq!(csv.lines().count(), 5, "{csv}");
+        assert!(
+            csv.starts_with("anchor-parley:a-audio-rooms-of-10,1x10,"),
+            "{csv}"
+        );
     }
 }

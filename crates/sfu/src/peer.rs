@@ -166,6 +166,10 @@ pub enum Forwarded {
     Skipped,
 }
 
+/// How much sent video each subscriber keeps for retransmission (answering NACKs).
+const RTX_CACHE_PACKETS: usize = 512;
+const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
+
 /// Keyframe requests to one publisher's track are sent at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 
@@ -348,11 +352,14 @@ impl Peer {
         for t in &mut self.tracks_out {
             if let OutState::Negotiating(m) = t.state {
                 t.state = OutState::Open(m);
-                t.ssrc = self
-                    .rtc
-                    .direct_api()
-                    .stream_tx_by_mid(m, None)
-                    .map(|s| s.ssrc());
+                let mut api = self.rtc.direct_api();
+                let stream = api.stream_tx_by_mid(m, None);
+                t.ssrc = stream.as_ref().map(|s| s.ssrc());
+                if let (Some(stream), TrackKind::Video) = (stream, t.kind) {
+                    // NACKs come within a few round trips; str0m's default keeps 3 s of every
+                    // subscriber's video (and the publisher's payloads alive with it).
+                    stream.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                }
                 t.audio_level_id = self
                     .rtc
                     .media(m)

@@ -528,7 +528,9 @@ impl Anchor {
         }
         md.push_str(
             "\n**parley ÷ Janus, step by step** (packets per core above 1: parley forwards more per CPU \
-             second; CPU and memory below 1: parley needs less):\n\n\
+             second; CPU and memory below 1: parley needs less). \"Held\" is the main table's criterion \
+             (everyone connected, < 1% loss): a server past its capacity may still hold it while its \
+             latency grows to seconds, so read the latency columns too.\n\n\
              | scenario | step | against | fwd pkt/s per core | server CPU % per 100 audio streams | \
              server CPU % | server RSS / participant | latency p50 ms (parley / Janus) | \
              latency p99 ms (parley / Janus) | join p50 ms (parley / Janus) |\n\
@@ -624,7 +626,9 @@ impl Anchor {
                 rows.flatten()
                     .filter(|r| r.scenario.starts_with("a-") && r.held())
                     .max_by_key(|r| r.participants)
-                    .map_or("none".to_string(), |r| r.step.clone())
+                    .map_or("none".to_string(), |r| {
+                        format!("{} (latency p50 {} ms)", r.step, opt(r.latency_p50, 1))
+                    })
             };
             let parley_largest = largest(&mut self.pairs.iter().map(|p| p.parley.as_ref()));
             let janus_largest = largest(
@@ -722,7 +726,7 @@ mod tests {
         );
         // Only the step both held counts; Janus lost packets at 4x10.
         assert!(
-            md.contains("- against Janus (default), on the steps both held: audio 4.00× the packets per CPU second and 1.00× the memory per participant; largest audio step held: parley 4x10, Janus 1x10."),
+            md.contains("- against Janus (default), on the steps both held: audio 4.00× the packets per CPU second and 1.00× the memory per participant; largest audio step held: parley 4x10 (latency p50 0.5 ms), Janus 1x10 (latency p50 0.5 ms)."),
             "{md}"
         );
         assert!(md.contains("Not compared"), "{md}");

@@ -960,9 +960,9 @@ impl Sfu {
 }
 
 /// Enough spare buffers for a large burst of fan-out; more are freed.
-const MAX_SPARE_BUFFERS: usize = 4096;
-/// Small buffers (STUN responses) are not worth keeping: media needs more.
-const MIN_SPARE_CAPACITY: usize = 256;
+const MAX_SPARE_BUFFERS: usize = 2048;
+/// Small buffers (STUN responses) are not worth keeping; direct sends allocate at least this much.
+const MIN_SPARE_CAPACITY: usize = peer::SPARE_CAPACITY;
 
 fn not_in_room() -> Refusal {
     Refusal {

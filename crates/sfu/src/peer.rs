@@ -166,6 +166,9 @@ pub enum Forwarded {
     Skipped,
 }
 
+/// Capacity of the buffers the direct path seals into (and the spare pool keeps).
+pub(crate) const SPARE_CAPACITY: usize = 512;
+
 /// How much sent video each subscriber keeps for retransmission (answering NACKs).
 const RTX_CACHE_PACKETS: usize = 512;
 const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
@@ -458,7 +461,8 @@ impl Peer {
             {
                 let mut buf = spare.pop().unwrap_or_default();
                 buf.clear();
-                buf.reserve(20 + packet.payload.len() + SRTP_OVERHEAD);
+                // A size every audio packet fits, so the buffer comes back to the spare pool.
+                buf.reserve((20 + packet.payload.len() + SRTP_OVERHEAD).max(SPARE_CAPACITY));
                 let level = track
                     .audio_level_id
                     .zip(ext.audio_level)

@@ -92,6 +92,9 @@ struct TrackOut {
     /// For the direct SRTP path: our SSRC for this track and the audio level extension id.
     ssrc: Option<Ssrc>,
     audio_level_id: Option<u8>,
+    /// When a packet of this (direct-path) track last went through str0m instead: that anchors the
+    /// RTP-to-wall-clock mapping of the sender reports str0m sends for it.
+    last_via_str0m: Option<Instant>,
 }
 
 impl TrackOut {
@@ -168,6 +171,11 @@ pub enum Forwarded {
 
 /// Capacity of the buffers the direct path seals into (and the spare pool keeps).
 pub(crate) const SPARE_CAPACITY: usize = 512;
+
+/// A direct-path audio track still sends one packet this often through str0m, so the sender
+/// reports str0m makes for it map RTP time to wall-clock time correctly (receivers use them to
+/// line audio up with the same person's video), without the clocks drifting apart.
+const SENDER_REPORT_ANCHOR_INTERVAL: Duration = Duration::from_secs(4);
 
 /// How much sent video each subscriber keeps for retransmission (answering NACKs).
 const RTX_CACHE_PACKETS: usize = 512;
@@ -389,6 +397,7 @@ impl Peer {
             seq_base: None,
             ssrc: None,
             audio_level_id: None,
+            last_via_str0m: None,
         });
     }
 
@@ -455,7 +464,10 @@ impl Peer {
             tracing::debug!(participant = self.id, from = source.publisher, kind = ?track.kind, "first packet forwarded");
         }
         let ext = &packet.header.ext_vals;
-        if track.kind == TrackKind::Audio {
+        let anchored = track.last_via_str0m.is_some_and(|at| {
+            packet.timestamp.saturating_duration_since(at) < SENDER_REPORT_ANCHOR_INTERVAL
+        });
+        if track.kind == TrackKind::Audio && anchored {
             if let (Some(sender), Some((local, remote)), Some(ssrc)) =
                 (self.srtp.as_mut(), self.path, track.ssrc)
             {
@@ -504,6 +516,9 @@ impl Peer {
             }
         }
         let is_video = track.kind == TrackKind::Video;
+        if !is_video {
+            track.last_via_str0m = Some(packet.timestamp);
+        }
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return Forwarded::Skipped;

@@ -109,3 +109,19 @@ fn the_loud_participant_becomes_active_speaker_for_everyone() {
     assert_eq!(net.client(1).speaker, None);
     assert!(net.sfu.gauges().speaker_switches >= 3);
 }
+
+#[test]
+fn sender_reports_for_direct_audio_map_rtp_time_to_the_clock() {
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    // str0m reports audio every 5 s; run past two reports.
+    talk_for(&mut net, Duration::from_secs(12));
+    let info = net.client(2).sender_info.get("1").copied();
+    let info = info.expect("2 got a sender report for 1's audio");
+    // The report is anchored on real packets: a count and an RTP time, not zeros.
+    assert!(info.sender_packet_count > 0, "{info:?}");
+    assert!(info.rtp_time.numer() > 0, "{info:?}");
+    // 1 speaks 50 frames/s from RTP time 960 on; the report's RTP time must be in that range.
+    assert!(info.rtp_time.numer() < 13 * 48_000, "{info:?}");
+}

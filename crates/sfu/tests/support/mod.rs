@@ -24,6 +24,8 @@ pub struct Client {
     pub pending: Option<SdpPendingOffer>,
     /// Audio frames received, by stream id (the publisher's participant id).
     pub received: HashMap<String, usize>,
+    /// The latest RTCP sender report seen with each stream's media, by stream id.
+    pub sender_info: HashMap<String, str0m::rtp::rtcp::SenderInfo>,
     pub timeout: Instant,
     /// The last `active_speaker` this client was told.
     pub speaker: Option<ParticipantId>,
@@ -84,6 +86,7 @@ impl Net {
             audio_mid: Some(mid),
             pending: Some(pending),
             received: HashMap::new(),
+            sender_info: HashMap::new(),
             timeout: self.now,
             speaker: None,
             meters: HashMap::new(),
@@ -166,6 +169,9 @@ impl Net {
                                 .media(d.mid)
                                 .map(|m| m.stream_id().to_string())
                                 .unwrap_or_default();
+                            if let Some(info) = d.last_sender_info {
+                                c.sender_info.insert(stream.clone(), info);
+                            }
                             *c.received.entry(stream).or_default() += 1;
                         }
                         Output::Event(_) => {}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use parley_client::janus::lab::{self, JanusServer, NetLab, CLIENT_IP, SERVER_IP};
 
-use crate::{opt, procstat, room_prefix, Args, LoadSummary, Row, Step};
+use crate::{opt, procstat, room_prefix, Args, LoadSummary, Measured, Row, Step};
 
 /// Set by SIGINT/SIGTERM while the anchor runs: it stops, and its guards clean up the namespaces.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -317,34 +317,18 @@ fn measure(
     }
     let summary: LoadSummary = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
     let _ = std::fs::remove_file(&json);
-    let t = summary.totals;
-    let server_cpu = (cpu1 - cpu0).as_secs_f64();
-    let sent = sent1.saturating_sub(sent0) as f64;
-    let audio_streams = (!step.video).then_some(t.streams_received);
-    Ok(Row {
-        scenario: step.scenario,
-        step: step.label.clone(),
-        participants: t.participants,
-        connected: t.connected,
-        streams: t.streams_received,
-        streams_expected: t.streams_expected,
-        loss_percent: t.loss_percent,
-        forwarded_pps: sent / wall,
-        server_cpu_percent: 100.0 * server_cpu / wall,
-        client_cpu_percent: 100.0 * (ccpu1 - ccpu0).as_secs_f64() / wall,
-        pps_per_core: sent / server_cpu.max(1e-9),
-        cpu_per_100_audio_streams: audio_streams
-            .filter(|s| *s > 0)
-            .map(|s| 100.0 * (100.0 * server_cpu / wall) / s as f64),
-        rss_per_participant_kib: (rss_peak.load(Ordering::Relaxed).saturating_sub(rss_idle)) as f64
-            / 1024.0
-            / (step.rooms * step.room_size).max(1) as f64,
-        latency_p50: t.latency_ms.p50,
-        latency_p99: t.latency_ms.p99,
-        join_p50: t.join_ms.p50,
-        join_p99: t.join_ms.p99,
-        own_media: t.own_media_received,
-    })
+    Ok(Row::measured(
+        step,
+        summary.totals,
+        Measured {
+            wall,
+            packets: sent1.saturating_sub(sent0) as f64,
+            server_cpu: (cpu1 - cpu0).as_secs_f64(),
+            client_cpu: (ccpu1 - ccpu0).as_secs_f64(),
+            rss_growth: rss_peak.load(Ordering::Relaxed).saturating_sub(rss_idle),
+            participants: step.rooms * step.room_size,
+        },
+    ))
 }
 
 fn report(server: &str, step: &Step, row: &Result<Row>) {

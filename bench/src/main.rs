@@ -153,6 +153,49 @@ impl Row {
     }
 }
 
+/// What one step measured on the server and the load generator, over `wall` seconds.
+struct Measured {
+    wall: f64,
+    /// Packets the server forwarded (or sent) in the window.
+    packets: f64,
+    /// CPU seconds used in the window.
+    server_cpu: f64,
+    client_cpu: f64,
+    /// Peak RSS minus the idle server's, bytes.
+    rss_growth: u64,
+    participants: usize,
+}
+
+impl Row {
+    /// The row of `step`, from what the load generator reported and what was measured.
+    fn measured(step: &Step, t: Totals, m: Measured) -> Row {
+        let server_cpu_percent = 100.0 * m.server_cpu / m.wall;
+        let audio_streams = (!step.video).then_some(t.streams_received);
+        Row {
+            scenario: step.scenario,
+            step: step.label.clone(),
+            participants: t.participants,
+            connected: t.connected,
+            streams: t.streams_received,
+            streams_expected: t.streams_expected,
+            loss_percent: t.loss_percent,
+            forwarded_pps: m.packets / m.wall,
+            server_cpu_percent,
+            client_cpu_percent: 100.0 * m.client_cpu / m.wall,
+            pps_per_core: m.packets / m.server_cpu.max(1e-9),
+            cpu_per_100_audio_streams: audio_streams
+                .filter(|s| *s > 0)
+                .map(|s| 100.0 * server_cpu_percent / s as f64),
+            rss_per_participant_kib: m.rss_growth as f64 / 1024.0 / m.participants.max(1) as f64,
+            latency_p50: t.latency_ms.p50,
+            latency_p99: t.latency_ms.p99,
+            join_p50: t.join_ms.p50,
+            join_p99: t.join_ms.p99,
+            own_media: t.own_media_received,
+        }
+    }
+}
+
 struct Server {
     child: Child,
     http: String,
@@ -326,38 +369,18 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
     }
     let summary: LoadSummary = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
     let _ = std::fs::remove_file(&json);
-    let t = summary.totals;
-    let server_cpu = (cpu1 - cpu0).as_secs_f64();
-    let forwarded = fwd1 - fwd0;
-    let audio_streams = if step.video {
-        None
-    } else {
-        Some(t.streams_received)
-    };
-    Ok(Row {
-        scenario: step.scenario,
-        step: step.label.clone(),
-        participants: t.participants,
-        connected: t.connected,
-        streams: t.streams_received,
-        streams_expected: t.streams_expected,
-        loss_percent: t.loss_percent,
-        forwarded_pps: forwarded / wall,
-        server_cpu_percent: 100.0 * server_cpu / wall,
-        client_cpu_percent: 100.0 * (ccpu1 - ccpu0).as_secs_f64() / wall,
-        pps_per_core: forwarded / server_cpu.max(1e-9),
-        cpu_per_100_audio_streams: audio_streams
-            .filter(|s| *s > 0)
-            .map(|s| 100.0 * (100.0 * server_cpu / wall) / s as f64),
-        rss_per_participant_kib: (rss_peak.load(Ordering::Relaxed).saturating_sub(rss_idle)) as f64
-            / 1024.0
-            / participants.max(1) as f64,
-        latency_p50: t.latency_ms.p50,
-        latency_p99: t.latency_ms.p99,
-        join_p50: t.join_ms.p50,
-        join_p99: t.join_ms.p99,
-        own_media: t.own_media_received,
-    })
+    Ok(Row::measured(
+        step,
+        summary.totals,
+        Measured {
+            wall,
+            packets: fwd1 - fwd0,
+            server_cpu: (cpu1 - cpu0).as_secs_f64(),
+            client_cpu: (ccpu1 - ccpu0).as_secs_f64(),
+            rss_growth: rss_peak.load(Ordering::Relaxed).saturating_sub(rss_idle),
+            participants,
+        },
+    ))
 }
 
 /// Runs growing steps until one is not held (loss, failed joins) or the server's worker is saturated.

@@ -9,8 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -274,20 +273,7 @@ fn measure(
     }
     let _ = std::fs::remove_file(&ready);
     sleep(Duration::from_millis(1500))?; // negotiation settles
-    let stop = Arc::new(AtomicBool::new(false));
-    let rss_peak = Arc::new(AtomicU64::new(rss_idle));
-    let sampler = {
-        let stop = stop.clone();
-        let rss_peak = rss_peak.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(r) = procstat::process_rss(pid) {
-                    rss_peak.fetch_max(r, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    let rss = procstat::PeakRss::watch(pid, rss_idle);
     let window = (duration - 2.5).max(1.0);
     let sent0 = lab::tx_packets(pid, &lab.server_if).unwrap_or(0);
     let cpu0 = procstat::process_cpu(pid).unwrap_or_default();
@@ -298,8 +284,7 @@ fn measure(
     let sent1 = lab::tx_packets(pid, &lab.server_if).unwrap_or(0);
     let cpu1 = procstat::process_cpu(pid).unwrap_or_default();
     let ccpu1 = procstat::process_cpu(client_pid).unwrap_or_default();
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let rss_peak = rss.stop();
     slept?;
     let deadline = Instant::now() + Duration::from_secs_f64(duration + 60.0);
     let status = loop {
@@ -325,7 +310,7 @@ fn measure(
             packets: sent1.saturating_sub(sent0) as f64,
             server_cpu: (cpu1 - cpu0).as_secs_f64(),
             client_cpu: (ccpu1 - ccpu0).as_secs_f64(),
-            rss_growth: rss_peak.load(Ordering::Relaxed).saturating_sub(rss_idle),
+            rss_growth: rss_peak.saturating_sub(rss_idle),
             participants: step.rooms * step.room_size,
         },
     ))

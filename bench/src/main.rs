@@ -13,8 +13,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -333,20 +331,7 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1500)); // negotiation settles
-    let stop = Arc::new(AtomicBool::new(false));
-    let rss_peak = Arc::new(AtomicU64::new(rss_idle));
-    let sampler = {
-        let stop = stop.clone();
-        let rss_peak = rss_peak.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(r) = procstat::process_rss(pid) {
-                    rss_peak.fetch_max(r, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    let rss = procstat::PeakRss::watch(pid, rss_idle);
     let measure = (duration - 2.5).max(1.0);
     let fwd0 = metric(&server.http, "parley_forwarded_packets_total").unwrap_or(0.0);
     let cpu0 = procstat::process_cpu(pid).unwrap_or_default();
@@ -357,8 +342,7 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
     let fwd1 = metric(&server.http, "parley_forwarded_packets_total").unwrap_or(0.0);
     let cpu1 = procstat::process_cpu(pid).unwrap_or_default();
     let ccpu1 = procstat::process_cpu(client_pid).unwrap_or_default();
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let rss_peak = rss.stop();
     let status = client.wait()?;
     if !status.success() {
         bail!(
@@ -377,7 +361,7 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
             packets: fwd1 - fwd0,
             server_cpu: (cpu1 - cpu0).as_secs_f64(),
             client_cpu: (ccpu1 - ccpu0).as_secs_f64(),
-            rss_growth: rss_peak.load(Ordering::Relaxed).saturating_sub(rss_idle),
+            rss_growth: rss_peak.saturating_sub(rss_idle),
             participants,
         },
     ))

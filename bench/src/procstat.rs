@@ -47,3 +47,37 @@ pub fn process_rss(pid: u32) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// Samples a process's RSS every 200 ms on a thread of its own, keeping the peak.
+pub struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pid`; the peak is at least `floor`.
+    pub fn watch(pid: u32, floor: u64) -> PeakRss {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = floor;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(r) = process_rss(pid) {
+                        peak = peak.max(r);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                peak
+            })
+        };
+        PeakRss { stop, sampler }
+    }
+
+    /// Stops sampling and returns the peak, bytes.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().unwrap_or(0)
+    }
+}

@@ -508,18 +508,10 @@ impl Call {
                     let Some(writer) = self.rtc.writer(mid) else {
                         return sent;
                     };
-                    let pt = match self.audio_pt {
-                        Some(pt) => Some(pt),
-                        None => writer
-                            .payload_params()
-                            .find(|p| p.spec().codec == Codec::Opus)
-                            .map(|p| p.pt()),
-                    };
-                    let Some(pt) = pt else {
+                    let Some(pt) = negotiated_pt(&mut self.audio_pt, &writer, Codec::Opus) else {
                         // The server did not accept Opus: nothing can be sent.
                         return sent;
                     };
-                    self.audio_pt = Some(pt);
                     let len = data.len();
                     let level = level.min(127);
                     let result = writer
@@ -571,17 +563,9 @@ impl Call {
             let Some(writer) = self.rtc.writer(mid) else {
                 return sent;
             };
-            let pt = match self.video_pt {
-                Some(pt) => Some(pt),
-                None => writer
-                    .payload_params()
-                    .find(|p| p.spec().codec == Codec::Vp8)
-                    .map(|p| p.pt()),
-            };
-            let Some(pt) = pt else {
+            let Some(pt) = negotiated_pt(&mut self.video_pt, &writer, Codec::Vp8) else {
                 return sent;
             };
-            self.video_pt = Some(pt);
             let len = frame.data.len();
             match writer.write(
                 pt,
@@ -731,4 +715,19 @@ impl Call {
             r.write(publisher, name, rtp, &d.data);
         }
     }
+}
+
+/// The payload type the server accepted for `codec` on this writer's track, looked up once.
+fn negotiated_pt(
+    cached: &mut Option<Pt>,
+    writer: &str0m::media::Writer,
+    codec: Codec,
+) -> Option<Pt> {
+    if cached.is_none() {
+        *cached = writer
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt());
+    }
+    *cached
 }

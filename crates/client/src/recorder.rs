@@ -1,24 +1,17 @@
-//! Decode-free recording: each publisher's Opus packets go, as received, into an Ogg/Opus file of its own
-//! (RFC 7845). Gaps in the RTP timestamps (DTX silences, lost packets) are filled with empty Opus frames
-//! so the file keeps the real timing, and granule positions count 48 kHz samples.
+//! Decode-free recording: each publisher's Opus packets go, as received, into an Ogg/Opus file of its own,
+//! written by [`parley_media::OggOpusWriter`] (gaps filled with empty frames, so the file keeps the real
+//! timing). This module names the files and keeps one per publisher.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use ogg::writing::{PacketWriteEndInfo, PacketWriter};
+use parley_media::{opus_packet, OggOpusWriter};
 use parley_proto::ParticipantId;
 
-use crate::audio::SAMPLE_RATE;
 use crate::error::ClientError;
 
-/// Pre-skip written in OpusHead: libopus' usual encoder delay at 48 kHz.
-const PRE_SKIP: u16 = 312;
-/// Pages are closed after this many packets (about a second), so the file is readable while recording.
-const PACKETS_PER_PAGE: u32 = 50;
-/// Longest gap (in samples) filled with empty frames; longer jumps are taken as a new start.
-const MAX_GAP_FILL: u64 = 60 * SAMPLE_RATE as u64;
+/// The vendor string in every file's OpusTags.
+const VENDOR: &str = concat!("parley-client ", env!("CARGO_PKG_VERSION"));
 
 /// Keeps only `[A-Za-z0-9_-]` of a display name (other characters become `_`, at most 32 of them), so
 /// names sent by others never steer a path.
@@ -38,160 +31,6 @@ pub fn sanitize_name(name: &str) -> String {
         "anonymous".into()
     } else {
         s
-    }
-}
-
-/// The OpusHead identification header (RFC 7845 §5.1), channel mapping family 0.
-pub fn opus_head(channels: u8, pre_skip: u16, input_rate: u32) -> Vec<u8> {
-    let mut h = Vec::with_capacity(19);
-    h.extend_from_slice(b"OpusHead");
-    h.push(1); // version
-    h.push(channels);
-    h.extend_from_slice(&pre_skip.to_le_bytes());
-    h.extend_from_slice(&input_rate.to_le_bytes());
-    h.extend_from_slice(&0i16.to_le_bytes()); // output gain
-    h.push(0); // mapping family
-    h
-}
-
-/// The OpusTags comment header (RFC 7845 §5.2).
-pub fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(b"OpusTags");
-    t.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
-    t.extend_from_slice(vendor.as_bytes());
-    t.extend_from_slice(&(comments.len() as u32).to_le_bytes());
-    for c in comments {
-        t.extend_from_slice(&(c.len() as u32).to_le_bytes());
-        t.extend_from_slice(c.as_bytes());
-    }
-    t
-}
-
-/// Samples (at 48 kHz, per channel) in an Opus packet; 960 when it cannot be read.
-pub fn packet_samples(packet: &[u8]) -> u64 {
-    match opus::packet::get_nb_samples(packet, SAMPLE_RATE) {
-        Ok(n) if n > 0 => n as u64,
-        _ => 960,
-    }
-}
-
-/// One Ogg/Opus file being written.
-pub struct OggOpusWriter {
-    writer: PacketWriter<'static, BufWriter<File>>,
-    serial: u32,
-    /// Samples written so far, pre-skip included (the granule position).
-    granule: u64,
-    /// RTP time (48 kHz, extended) at which the next packet is expected.
-    next_rtp: Option<u64>,
-    in_page: u32,
-    /// The last packet is held back so the stream can be ended on it.
-    held: Option<Vec<u8>>,
-    pub path: PathBuf,
-    pub packets: u64,
-}
-
-impl OggOpusWriter {
-    pub fn create(
-        path: &Path,
-        channels: u8,
-        serial: u32,
-        comments: &[String],
-    ) -> Result<OggOpusWriter, ClientError> {
-        let file = File::create(path)
-            .map_err(|e| ClientError::io(format!("creating {}", path.display()), e))?;
-        let mut writer = PacketWriter::new(BufWriter::new(file));
-        let io = |e| ClientError::io(format!("writing {}", path.display()), e);
-        writer
-            .write_packet(
-                opus_head(channels, PRE_SKIP, SAMPLE_RATE),
-                serial,
-                PacketWriteEndInfo::EndPage,
-                0,
-            )
-            .map_err(io)?;
-        let vendor = concat!("parley-client ", env!("CARGO_PKG_VERSION"));
-        writer
-            .write_packet(
-                opus_tags(vendor, comments),
-                serial,
-                PacketWriteEndInfo::EndPage,
-                0,
-            )
-            .map_err(io)?;
-        writer.inner_mut().flush().map_err(io)?;
-        Ok(OggOpusWriter {
-            writer,
-            serial,
-            granule: u64::from(PRE_SKIP),
-            next_rtp: None,
-            in_page: 0,
-            held: None,
-            path: path.to_path_buf(),
-            packets: 0,
-        })
-    }
-
-    /// Adds a packet whose RTP time (48 kHz, extended to 64 bits) is `rtp`.
-    pub fn write(&mut self, rtp: u64, packet: &[u8]) -> std::io::Result<()> {
-        if packet.is_empty() {
-            return Ok(());
-        }
-        if let Some(expected) = self.next_rtp {
-            let gap = rtp.saturating_sub(expected);
-            if gap > 0 && gap <= MAX_GAP_FILL {
-                // An empty frame (TOC only, code 0) means "no data for this frame": decoders conceal or
-                // play silence for its duration.
-                let toc = packet[0] & 0xfc;
-                let step = opus::packet::get_samples_per_frame(&[toc], SAMPLE_RATE)
-                    .map(|n| n as u64)
-                    .unwrap_or(960)
-                    .max(120);
-                for _ in 0..gap / step {
-                    self.push(vec![toc], step)?;
-                }
-            }
-        }
-        let samples = packet_samples(packet);
-        self.push(packet.to_vec(), samples)?;
-        self.next_rtp = Some(rtp.wrapping_add(samples));
-        self.packets += 1;
-        Ok(())
-    }
-
-    fn push(&mut self, packet: Vec<u8>, samples: u64) -> std::io::Result<()> {
-        if let Some(prev) = self.held.take() {
-            self.in_page += 1;
-            let end = if self.in_page >= PACKETS_PER_PAGE {
-                self.in_page = 0;
-                PacketWriteEndInfo::EndPage
-            } else {
-                PacketWriteEndInfo::NormalPacket
-            };
-            // The granule of the held packet is the count before this one.
-            self.writer
-                .write_packet(prev, self.serial, end, self.granule)?;
-            if end == PacketWriteEndInfo::EndPage {
-                self.writer.inner_mut().flush()?;
-            }
-        }
-        self.granule += samples;
-        self.held = Some(packet);
-        Ok(())
-    }
-
-    /// Ends the stream and closes the file.
-    pub fn finish(mut self) -> std::io::Result<PathBuf> {
-        if let Some(last) = self.held.take() {
-            self.writer.write_packet(
-                last,
-                self.serial,
-                PacketWriteEndInfo::EndStream,
-                self.granule,
-            )?;
-        }
-        self.writer.inner_mut().flush()?;
-        Ok(self.path)
     }
 }
 
@@ -231,13 +70,16 @@ impl Recorder {
         if !self.files.contains_key(&publisher) {
             let path = self.dir.join(Recorder::file_name(publisher, name));
             // The stereo flag of the first packet's TOC; decoders cope with either.
-            let channels = if packet[0] & 0x04 != 0 { 2 } else { 1 };
+            let channels = opus_packet::channels(packet[0]);
             let comments = vec![
                 format!("TITLE={name}"),
                 format!("PARLEY_PARTICIPANT={publisher}"),
                 format!("PARLEY_ROOM={}", self.room),
             ];
-            match OggOpusWriter::create(&path, channels, publisher as u32, &comments) {
+            let created =
+                OggOpusWriter::create(&path, channels, publisher as u32, VENDOR, &comments)
+                    .map_err(|e| ClientError::io(format!("creating {}", path.display()), e));
+            match created {
                 Ok(w) => {
                     tracing::info!("recording {name} to {}", path.display());
                     self.written.push(path);
@@ -311,7 +153,7 @@ mod tests {
         rec.finish();
         let path = dir.join("3-Bo_x.opus");
         let mut reader =
-            ogg::PacketReader::new(std::io::BufReader::new(File::open(&path).unwrap()));
+            ogg::PacketReader::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let head = reader.read_packet().unwrap().unwrap();
         assert_eq!(&head.data[..8], b"OpusHead");
         let tags = reader.read_packet().unwrap().unwrap();

@@ -158,7 +158,7 @@ impl Call {
         let (audio_mid, video_mid) = if offer {
             let (audio_mid, video_mid, sdp, p) =
                 Call::first_offer(&mut rtc, &config, &stream_id, publish)?;
-            signals.push_back(ClientMessage::Offer { sdp });
+            signals.push_back(ClientMessage::Offer { id: None, sdp });
             pending = Some(p);
             (audio_mid, video_mid)
         } else {
@@ -334,7 +334,7 @@ impl Call {
     /// A message from the server.
     pub fn handle_server(&mut self, message: &ServerMessage, now: Instant) {
         match message {
-            ServerMessage::Answer { sdp } => {
+            ServerMessage::Answer { sdp, .. } => {
                 let Some(pending) = self.pending.take() else {
                     tracing::warn!("an answer from the server without an offer of ours");
                     return;
@@ -377,7 +377,7 @@ impl Call {
                                 parley_proto::MAX_MESSAGE_BYTES
                             );
                         }
-                        self.signals.push_back(ClientMessage::Answer { sdp });
+                        self.signals.push_back(ClientMessage::Answer { id: None, sdp });
                     }
                     Err(e) => tracing::warn!("a server offer cannot be used: {e}"),
                 }

@@ -141,10 +141,19 @@ pub enum ClientMessage {
         #[serde(default)]
         id: Option<RequestId>,
     },
-    /// The client's SDP offer (its own tracks); answered by `answer`.
-    Offer { sdp: String },
-    /// The client's answer to a server `offer` (other participants' tracks).
-    Answer { sdp: String },
+    /// The client's SDP offer (its own tracks); answered by `answer` (with the same `id`).
+    Offer {
+        #[serde(default)]
+        id: Option<RequestId>,
+        sdp: String,
+    },
+    /// The client's answer to a server `offer` (other participants' tracks). Nothing is sent back
+    /// unless it cannot be used (an `error` with its `id`).
+    Answer {
+        #[serde(default)]
+        id: Option<RequestId>,
+        sdp: String,
+    },
     /// Say something in your room; everyone there (you too, with your `id`) gets `chat`.
     ChatSend {
         #[serde(default)]
@@ -245,8 +254,10 @@ pub enum ServerMessage {
         messages: Vec<ChatMessage>,
         has_more: bool,
     },
-    /// The server's answer to the client's offer.
+    /// The server's answer to the client's offer, with the offer's `id`.
     Answer {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         sdp: String,
     },
     /// A server offer: other participants' tracks came or went. The client replies with `answer`.
@@ -335,8 +346,14 @@ impl ClientMessage {
     /// Parses one client message, turning every failure into the error the client should get.
     pub fn parse(text: &str) -> Result<ClientMessage, ServerMessage> {
         if text.len() > MAX_MESSAGE_BYTES {
+            // The id still comes back, so the request does not hang (unknown fields are skipped).
+            #[derive(Deserialize)]
+            struct IdOnly {
+                id: Option<RequestId>,
+            }
+            let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|m| m.id);
             return Err(ServerMessage::error(
-                None,
+                id,
                 ErrorCode::MessageTooLarge,
                 format!("messages are limited to {MAX_MESSAGE_BYTES} bytes"),
             ));
@@ -362,8 +379,9 @@ impl ClientMessage {
             | ClientMessage::Leave { id }
             | ClientMessage::SetState { id, .. }
             | ClientMessage::ChatSend { id, .. }
-            | ClientMessage::ChatHistory { id, .. } => *id,
-            ClientMessage::Offer { .. } | ClientMessage::Answer { .. } => None,
+            | ClientMessage::ChatHistory { id, .. }
+            | ClientMessage::Offer { id, .. }
+            | ClientMessage::Answer { id, .. } => *id,
         }
     }
 }
@@ -475,13 +493,14 @@ mod tests {
     #[test]
     fn oversized_is_refused() {
         let big = format!(
-            r#"{{"type":"offer","sdp":"{}"}}"#,
+            r#"{{"type":"offer","sdp":"{}","id":77}}"#,
             "a".repeat(MAX_MESSAGE_BYTES)
         );
-        let Err(ServerMessage::Error { code, .. }) = ClientMessage::parse(&big) else {
+        let Err(ServerMessage::Error { code, id, .. }) = ClientMessage::parse(&big) else {
             panic!()
         };
         assert_eq!(code, ErrorCode::MessageTooLarge);
+        assert_eq!(id, Some(77), "the error echoes the request id");
     }
 
     #[test]

@@ -29,9 +29,13 @@ pub struct Config {
     #[arg(long, env = "PARLEY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// UDP port for all media (WebRTC) traffic.
+    /// First UDP port for media (WebRTC): media worker i uses this port + i. 0: any free ports.
     #[arg(long, env = "PARLEY_MEDIA_PORT", default_value_t = 8443)]
     pub media_port: u16,
+
+    /// Media worker threads, each with its own rooms and UDP port. Default: one per core.
+    #[arg(long, env = "PARLEY_MEDIA_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub media_workers: Option<u16>,
 
     /// Local addresses to receive media on (repeatable). Default: every IPv4 address of this machine.
     #[arg(long = "media-bind", env = "PARLEY_MEDIA_BIND", value_delimiter = ',')]

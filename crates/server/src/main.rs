@@ -1,14 +1,23 @@
-//! The `parley` binary: flags, sockets, HTTP(S) and the media worker.
+//! The `parley` binary: flags, HTTP(S), the control plane and the media workers.
+//!
+//! Two planes: the control plane (`control.rs`, run by `plane.rs` on tokio) owns people, rooms, chat
+//! and the placement of rooms on media workers, and alone speaks the protocol with clients; each media
+//! worker (`worker.rs`, one thread per core) owns the rooms placed on it and its own UDP socket.
 
 mod config;
+mod control;
 mod http;
-mod media;
 mod metrics;
 mod net;
+mod outbox;
+mod plane;
+mod rate;
+mod rooms;
 mod signalling;
 mod store;
 mod tls;
 mod udp;
+mod worker;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,13 +28,15 @@ use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
-use crate::media::{Command, Limits, MediaWorker};
-use crate::store::Store;
+use crate::control::{Control, ControlConfig};
+use crate::plane::{ControlInput, ControlPlane, INPUT_QUEUE};
+use crate::store::{now_ms, Store};
+use crate::worker::{MediaWorker, COMMAND_QUEUE};
 
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub control: mpsc::Sender<ControlInput>,
     /// Messages refused before they reached the core (unreadable, too large, too many).
     pub signalling_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -67,29 +78,59 @@ async fn run(config: Config) -> Result<()> {
         config.media_bind.clone()
     };
     let store = std::sync::Arc::new(Store::open(&config.data_dir)?);
-    let limits = Limits {
-        max_participants: usize::from(config.max_participants),
-        chat_max_chars: config.chat_max_chars as usize,
-        chat_rate: parley_sfu::RateLimit {
-            per_second: config.chat_rate,
-            burst: config.chat_burst,
-        },
-        speaker: parley_sfu::SpeakerConfig {
-            voice_level: config.speaker_voice_level,
-            min_speech: std::time::Duration::from_millis(config.speaker_min_speech_ms),
-            hold: std::time::Duration::from_millis(config.speaker_hold_ms),
-            ..Default::default()
-        },
+    let speaker = parley_sfu::SpeakerConfig {
+        voice_level: config.speaker_voice_level,
+        min_speech: std::time::Duration::from_millis(config.speaker_min_speech_ms),
+        hold: std::time::Duration::from_millis(config.speaker_hold_ms),
+        ..Default::default()
     };
-    let worker = MediaWorker::bind(
-        &media_ips,
-        config.media_port,
-        config.public_ip,
-        limits,
-        config.default_room.clone(),
-        store,
-    )?;
-    let media_addrs = worker.addresses();
+    let worker_count = config.media_workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let mut workers = Vec::with_capacity(worker_count);
+    for i in 0..worker_count {
+        let port = match config.media_port {
+            0 => 0,
+            p => u16::try_from(usize::from(p) + i).map_err(|_| {
+                anyhow::anyhow!("--media-port {p} leaves no room for {worker_count} media workers")
+            })?,
+        };
+        workers.push(MediaWorker::bind(
+            i,
+            &media_ips,
+            port,
+            config.public_ip,
+            speaker,
+        )?);
+    }
+    let media_addrs: Vec<Vec<SocketAddr>> = workers.iter().map(MediaWorker::addresses).collect();
+
+    let mut control_config = ControlConfig::new(worker_count);
+    control_config.max_participants = usize::from(config.max_participants);
+    control_config.chat_max_chars = config.chat_max_chars as usize;
+    control_config.chat_rate = crate::rate::RateLimit {
+        per_second: config.chat_rate,
+        burst: config.chat_burst,
+    };
+    control_config.server_version = env!("CARGO_PKG_VERSION").to_string();
+    let mut control = Control::new(control_config);
+    let stored = store.rooms().context("loading rooms")?;
+    for name in &stored {
+        if let Err(e) = control.create_room(name) {
+            tracing::warn!("stored room {name:?} skipped: {}", e.message);
+        }
+    }
+    if !config.default_room.is_empty() && !stored.contains(&config.default_room) {
+        match control.create_room(&config.default_room) {
+            Ok(()) => store.add_room(&config.default_room, now_ms())?,
+            Err(e) => tracing::warn!(
+                "default room {:?} not created: {}",
+                config.default_room,
+                e.message
+            ),
+        }
+    }
 
     let http_listener = bind_tcp(config.http_addr, "--http-addr").await?;
     let https = match config.https_addr.0 {
@@ -115,10 +156,17 @@ async fn run(config: Config) -> Result<()> {
         None => None,
     };
 
-    let (commands, command_rx) = mpsc::unbounded_channel();
-    let _media_thread = worker.spawn(command_rx, commands.clone())?;
+    let (inputs, input_rx) = mpsc::channel(INPUT_QUEUE);
+    let mut worker_commands = Vec::with_capacity(worker_count);
+    for worker in workers {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        worker.spawn(rx, inputs.clone())?;
+        worker_commands.push(tx);
+    }
+    let plane = ControlPlane::new(control, worker_commands, store, inputs.clone())?;
+    tokio::spawn(plane.run(input_rx));
     let app = http::router(AppState {
-        commands,
+        control: inputs,
         signalling_errors: Default::default(),
     });
 
@@ -141,8 +189,11 @@ async fn run(config: Config) -> Result<()> {
             println!("  over HTTPS:       https://{addr}");
         }
     }
-    let media: Vec<_> = media_addrs.iter().map(|a| a.to_string()).collect();
-    println!("  media (UDP):      {}", media.join(", "));
+    println!(
+        "  media (UDP):      {} ({worker_count} worker{})",
+        media_ranges(&media_addrs).join(", "),
+        if worker_count == 1 { "" } else { "s" }
+    );
     println!("  data:             {}", config.data_dir.display());
 
     let http_app = app.clone();
@@ -164,6 +215,36 @@ async fn run(config: Config) -> Result<()> {
         None => http_server.await?,
     }
     Ok(())
+}
+
+/// Each advertised address with its workers' ports: `127.0.0.1:8443-8444`.
+fn media_ranges(per_worker: &[Vec<SocketAddr>]) -> Vec<String> {
+    let Some(first) = per_worker.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let ports: Vec<u16> = per_worker
+                .iter()
+                .filter_map(|w| w.get(i).map(SocketAddr::port))
+                .collect();
+            let (lo, hi) = (
+                ports.iter().min().copied().unwrap_or(addr.port()),
+                ports.iter().max().copied().unwrap_or(addr.port()),
+            );
+            let contiguous = usize::from(hi - lo) + 1 == ports.len();
+            match (lo == hi, contiguous) {
+                (true, _) => format!("{}:{lo}", addr.ip()),
+                (false, true) => format!("{}:{lo}-{hi}", addr.ip()),
+                (false, false) => {
+                    let list: Vec<_> = ports.iter().map(u16::to_string).collect();
+                    format!("{}:{}", addr.ip(), list.join(","))
+                }
+            }
+        })
+        .collect()
 }
 
 async fn bind_tcp(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {

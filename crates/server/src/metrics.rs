@@ -9,13 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::oneshot;
 
-use crate::media::{Command, Snapshot};
+use crate::plane::{ControlInput, Snapshot};
 use crate::AppState;
 
 async fn snapshot(state: &AppState) -> Option<Snapshot> {
     let (reply, answer) = oneshot::channel();
-    state.commands.send(Command::Snapshot { reply }).ok()?;
-    tokio::time::timeout(std::time::Duration::from_secs(2), answer)
+    state.control.send(ControlInput::Snapshot(reply)).await.ok()?;
+    tokio::time::timeout(std::time::Duration::from_secs(3), answer)
         .await
         .ok()?
         .ok()
@@ -24,7 +24,7 @@ async fn snapshot(state: &AppState) -> Option<Snapshot> {
 fn unavailable() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        "the media worker is not answering",
+        "the server is not answering",
     )
         .into_response()
 }
@@ -49,8 +49,8 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
     let Some(s) = snapshot(&state).await else {
         return unavailable();
     };
-    let signalling_errors = state.signalling_errors.load(Ordering::Relaxed) + s.counters.refusals;
-    let rows: [(&str, &str, &str, u64); 11] = [
+    let signalling_errors = state.signalling_errors.load(Ordering::Relaxed) + s.refusals;
+    let rows: [(&str, &str, &str, u64); 14] = [
         (
             "parley_rooms",
             "gauge",
@@ -61,7 +61,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
             "parley_participants",
             "gauge",
             "Participants connected to a room.",
-            s.gauges.participants as u64,
+            s.gauges.peers as u64,
         ),
         (
             "parley_tracks",
@@ -110,6 +110,24 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
             "counter",
             "Changes of a room's active speaker.",
             s.counters.speaker_switches,
+        ),
+        (
+            "parley_media_workers",
+            "gauge",
+            "Media worker threads (each with its own rooms and UDP port).",
+            s.workers as u64,
+        ),
+        (
+            "parley_dropped_levels_total",
+            "counter",
+            "levels messages not sent to clients that were behind in reading.",
+            s.dropped_levels,
+        ),
+        (
+            "parley_slow_client_closes_total",
+            "counter",
+            "Connections closed because the client stopped reading.",
+            s.slow_closes,
         ),
         (
             "parley_viewers",

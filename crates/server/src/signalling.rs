@@ -1,23 +1,29 @@
 //! The `/ws` endpoint: one WebSocket per browser tab, JSON messages in and out (docs/protocol.md).
-//! This layer only parses, validates size and liveness, and relays to the media worker.
+//! This layer only parses, validates size, rate and liveness, and relays to the control plane; what the
+//! control plane sends back waits in the connection's bounded outbox (`outbox.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use parley_proto::{ClientMessage, ErrorCode, ServerMessage, MAX_MESSAGE_BYTES};
-use tokio::sync::mpsc;
 
-use crate::media::Command;
+use crate::outbox::{self, OutboxReader, CLOSE_TOO_SLOW};
+use crate::plane::ControlInput;
 use crate::AppState;
 
 /// How often the server pings, and how long a silent connection lives: a vanished peer (closed laptop,
 /// lost Wi-Fi) leaves its room after this, even when no TCP close ever arrives.
 const PING_INTERVAL: Duration = Duration::from_millis(500);
 const SILENCE_LIMIT: Duration = Duration::from_millis(2500);
+/// A frame the client has not taken in this long ends the connection.
+const WRITE_STALL: Duration = Duration::from_secs(15);
+/// How long a closing connection waits for the client to take the close frame (and its reason).
+const CLOSE_GRACE: Duration = Duration::from_secs(15);
 /// Frames above this are cut off by the WebSocket layer; below it, oversized messages get an error reply.
 const FRAME_LIMIT: usize = 1024 * 1024;
 /// Per-connection message rate: a token bucket.
@@ -39,22 +45,24 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
 
 async fn serve(socket: WebSocket, state: AppState) {
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let (mut sink, mut stream) = socket.split();
-    let (outbox, mut inbox) = mpsc::unbounded_channel::<ServerMessage>();
+    let (sink, mut stream) = socket.split();
+    let (outbox, reader) = outbox::outbox();
     if state
-        .commands
-        .send(Command::Connect {
-            session,
-            outbox: outbox.clone(),
-        })
+        .control
+        .send(ControlInput::Connect { session, outbox })
+        .await
         .is_err()
     {
         return;
     }
-    let mut ping = tokio::time::interval(PING_INTERVAL);
+    let mut writer = tokio::spawn(write(sink, reader));
+    let mut check = tokio::time::interval(PING_INTERVAL);
     let mut last_heard = Instant::now();
     let mut tokens = RATE_BURST;
     let mut refilled = Instant::now();
+    // Errors for this client that never reached the control plane go through it all the same,
+    // so they queue behind (and never overtake) the replies already waiting.
+    let refuse = |message: ServerMessage| ControlInput::Refused { session, message };
 
     loop {
         tokio::select! {
@@ -65,7 +73,8 @@ async fn serve(socket: WebSocket, state: AppState) {
                     Message::Text(t) => t,
                     Message::Binary(_) => {
                         state.signalling_errors.fetch_add(1, Ordering::Relaxed);
-                        let _ = outbox.send(ServerMessage::error(None, ErrorCode::BadMessage, "binary frames are not part of the protocol: send JSON text"));
+                        let error = ServerMessage::error(None, ErrorCode::BadMessage, "binary frames are not part of the protocol: send JSON text");
+                        if state.control.send(refuse(error)).await.is_err() { break }
                         continue;
                     }
                     Message::Close(_) => break,
@@ -75,44 +84,64 @@ async fn serve(socket: WebSocket, state: AppState) {
                 refilled = Instant::now();
                 tokens = (tokens + elapsed * RATE_PER_SECOND).min(RATE_BURST);
                 let parsed = ClientMessage::parse(text.as_str());
-                if tokens < 1.0 {
+                let input = if tokens < 1.0 {
                     // Refused with the request's id, so the client's request does not hang.
                     let id = parsed.as_ref().ok().and_then(ClientMessage::request_id);
                     state.signalling_errors.fetch_add(1, Ordering::Relaxed);
-                    let _ = outbox.send(ServerMessage::error(id, ErrorCode::RateLimited, "too many messages: slow down"));
-                    continue;
-                }
-                tokens -= 1.0;
-                match parsed {
-                    Ok(message) => {
-                        if state.commands.send(Command::Message { session, message }).is_err() {
-                            break;
+                    refuse(ServerMessage::error(id, ErrorCode::RateLimited, "too many messages: slow down"))
+                } else {
+                    tokens -= 1.0;
+                    match parsed {
+                        Ok(message) => ControlInput::Message { session, message },
+                        Err(error) => {
+                            tracing::debug!(session, "bad message: {error:?}");
+                            state.signalling_errors.fetch_add(1, Ordering::Relaxed);
+                            refuse(error)
                         }
                     }
-                    Err(error) => {
-                        tracing::debug!(session, "bad message: {error:?}");
-                        state.signalling_errors.fetch_add(1, Ordering::Relaxed);
-                        let _ = outbox.send(error);
-                    }
-                }
-            }
-            Some(message) = inbox.recv() => {
-                if sink.send(Message::Text(message.to_json().into())).await.is_err() {
+                };
+                if state.control.send(input).await.is_err() {
                     break;
                 }
             }
-            _ = ping.tick() => {
+            _ = check.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     tracing::info!(session, "connection silent, dropping it");
                     break;
                 }
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
             }
+            // The writer ends when the server closes the connection or the client stops taking it.
+            _ = &mut writer => break,
         }
     }
-    let _ = state.commands.send(Command::Disconnect { session });
+    writer.abort();
+    let _ = state.control.send(ControlInput::Disconnect { session }).await;
+}
+
+/// Sends what the outbox holds, and pings; on the server's close, the reason.
+async fn write(mut sink: SplitSink<WebSocket, Message>, mut outbox: OutboxReader) {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            reason = &mut outbox.close => {
+                let reason = reason.unwrap_or_default();
+                let close = Message::Close(Some(CloseFrame { code: CLOSE_TOO_SLOW, reason: reason.into() }));
+                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
+                return;
+            }
+            text = outbox.messages.recv() => match text {
+                Some(text) => Message::Text(text),
+                None => return,
+            },
+            _ = ping.tick() => Message::Ping(Vec::new().into()),
+        };
+        // A client that takes nothing for this long is gone (or not reading): drop it.
+        match tokio::time::timeout(WRITE_STALL, sink.send(frame)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
 }
 
 #[allow(dead_code)]

@@ -1,6 +1,7 @@
 //! One participant's WebRTC connection: a str0m `Rtc` in RTP mode plus the bookkeeping of which tracks
 //! it publishes (tracks in) and which other participants' tracks it receives (tracks out).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -12,11 +13,12 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::Protocol;
-use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
-use str0m::stats::PeerStats;
+use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::room::TrackKind;
+use crate::down_track::DownTrack;
+use crate::route::PeerId;
 use crate::srtp::{self, KeySlot, SrtpSender, SRTP_OVERHEAD};
 
 /// A datagram to send, produced by the core and sent by the shell.
@@ -27,10 +29,17 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
-/// Where a forwarded track comes from: the publisher and the mid of the track in its connection.
+/// The kind of a published track, which decides which mute flag gates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// Where a forwarded track comes from: the publisher's peer and the mid of the track in its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackSource {
-    pub publisher: ParticipantId,
+    pub publisher: PeerId,
     pub mid: Mid,
 }
 
@@ -63,8 +72,6 @@ pub enum PeerEvent {
 struct TrackIn {
     mid: Mid,
     kind: TrackKind,
-    /// Packets not forwarded (muted) so far: subtracted from sequence numbers so receivers see no gap.
-    dropped: u64,
     last_keyframe_request: Option<Instant>,
 }
 
@@ -80,15 +87,16 @@ enum OutState {
 #[derive(Debug)]
 struct TrackOut {
     source: TrackSource,
+    /// The publisher's participant id: the stream id (msid) the client groups tracks by.
+    stream_id: ParticipantId,
     kind: TrackKind,
     state: OutState,
     /// Publisher payload type → our payload type, learned on first use.
     pt_map: Vec<(Pt, Option<Pt>)>,
     /// A packet has been forwarded on this track.
     forwarding: bool,
-    /// Subtracted from the publisher's extended sequence numbers so every subscriber's stream starts
-    /// in SRTP rollover 0, as receivers assume (set by the first forwarded packet).
-    seq_base: Option<u64>,
+    /// This subscriber's numbering of the track (rollover 0, no gaps over mutes).
+    down: DownTrack,
     /// For the direct SRTP path: our SSRC for this track and the audio level extension id.
     ssrc: Option<Ssrc>,
     audio_level_id: Option<u8>,
@@ -113,6 +121,8 @@ impl TrackOut {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PeerDebug {
     pub participant_id: ParticipantId,
+    /// The media worker that holds the connection.
+    pub worker: usize,
     pub room: Option<String>,
     pub ice_state: String,
     /// The selected candidate pair.
@@ -128,13 +138,18 @@ pub struct PeerDebug {
     pub tracks_received: usize,
 }
 
-/// Why the client's SDP could not be used.
+/// Why the client's SDP could not be used: one short line for people (details go to the log).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SdpRefusal(pub String);
+pub struct SdpRefusal(pub &'static str);
 
 pub struct Peer {
-    id: ParticipantId,
+    id: PeerId,
+    participant: ParticipantId,
+    /// A viewer (wall screen): whatever it offers is never forwarded.
+    receive_only: bool,
     rtc: Rtc,
+    /// Our ICE username fragment: STUN requests for this peer carry it.
+    ufrag: String,
     /// The client's own offer has been answered: server offers may follow.
     negotiated: bool,
     pending: Option<SdpPendingOffer>,
@@ -148,6 +163,9 @@ pub struct Peer {
     /// The last two stats reports, for rates.
     stats: Option<PeerStats>,
     rates: (u64, u64),
+    /// The latest RTCP-derived figures per track, for `/api/debug`.
+    ingress: HashMap<Mid, MediaIngressStats>,
+    egress: HashMap<Mid, MediaEgressStats>,
     /// The SRTP keys str0m's DTLS handshake exported, and our sender built from them once connected.
     keys: Arc<KeySlot>,
     srtp: Option<SrtpSender>,
@@ -187,7 +205,13 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 impl Peer {
     /// A connection for participant `id`, reachable at each of `candidates`
     /// (`(advertised, local socket)`: equal for host candidates, different behind 1:1 NAT).
-    pub fn new(id: ParticipantId, candidates: &[(SocketAddr, SocketAddr)], now: Instant) -> Peer {
+    pub fn new(
+        id: PeerId,
+        participant: ParticipantId,
+        receive_only: bool,
+        candidates: &[(SocketAddr, SocketAddr)],
+        now: Instant,
+    ) -> Peer {
         let mut config = Rtc::builder()
             .set_crypto_provider(srtp::crypto_provider())
             .set_ice_lite(true)
@@ -214,9 +238,13 @@ impl Peer {
                 Err(e) => tracing::warn!(%advertised, "unusable media address: {e}"),
             }
         }
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         Peer {
             id,
+            participant,
+            receive_only,
             rtc,
+            ufrag,
             negotiated: false,
             pending: None,
             tracks_in: Vec::new(),
@@ -227,6 +255,8 @@ impl Peer {
             dirty: false,
             stats: None,
             rates: (0, 0),
+            ingress: HashMap::new(),
+            egress: HashMap::new(),
             keys,
             srtp: None,
             path: None,
@@ -235,8 +265,21 @@ impl Peer {
         }
     }
 
-    pub fn id(&self) -> ParticipantId {
+    pub fn id(&self) -> PeerId {
         self.id
+    }
+
+    pub fn participant(&self) -> ParticipantId {
+        self.participant
+    }
+
+    pub fn is_receive_only(&self) -> bool {
+        self.receive_only
+    }
+
+    /// Our ICE username fragment for this connection.
+    pub fn ufrag(&self) -> &str {
+        &self.ufrag
     }
 
     pub fn debug(&self) -> PeerDebug {
@@ -244,21 +287,32 @@ impl Peer {
             .stats
             .as_ref()
             .and_then(|s| s.selected_candidate_pair.as_ref());
+        let mean = |values: &mut dyn Iterator<Item = f32>| {
+            let (sum, n) = values.fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
+            (n > 0).then(|| sum / n as f32)
+        };
         PeerDebug {
-            participant_id: self.id,
+            participant_id: self.participant,
+            worker: 0,
             room: None,
             ice_state: format!("{:?}", self.ice_state).to_lowercase(),
             local_address: pair.map(|p| p.local.addr),
             remote_address: pair.map(|p| p.remote.addr),
             bitrate_in_bps: self.rates.0,
             bitrate_out_bps: self.rates.1,
-            loss_in: self.stats.as_ref().and_then(|s| s.ingress_loss_fraction),
-            loss_out: self.stats.as_ref().and_then(|s| s.egress_loss_fraction),
-            rtt_ms: self
-                .stats
-                .as_ref()
-                .and_then(|s| s.rtt)
-                .map(|d| d.as_secs_f64() * 1000.0),
+            // str0m's peer-level loss and RTT come from TWCC, which we do not negotiate: use the
+            // receiver reports, ours for what we receive and the client's for what we send.
+            loss_in: mean(&mut self.ingress.values().filter_map(|s| s.loss)),
+            loss_out: mean(&mut self.egress.values().filter_map(|s| s.loss)),
+            rtt_ms: mean(
+                &mut self
+                    .egress
+                    .values()
+                    .filter_map(|s| s.rtt)
+                    .chain(self.ingress.values().filter_map(|s| s.rtt))
+                    .map(|d| d.as_secs_f32() * 1000.0),
+            )
+            .map(f64::from),
             tracks_published: self.tracks_in.len(),
             tracks_received: self
                 .tracks_out
@@ -294,12 +348,12 @@ impl Peer {
         match catch_unwind(AssertUnwindSafe(|| self.rtc.handle_input(input))) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::info!(participant = self.id, "connection failed: {e}");
+                tracing::info!(participant = self.participant, "connection failed: {e}");
                 self.close();
             }
             Err(_) => {
                 tracing::error!(
-                    participant = self.id,
+                    participant = self.participant,
                     "connection dropped after a panic in str0m"
                 );
                 self.close();
@@ -316,18 +370,25 @@ impl Peer {
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, SdpRefusal> {
         if self.pending.is_some() {
             return Err(SdpRefusal(
-                "an offer from the server is waiting for your answer".into(),
+                "an offer from the server is waiting for your answer",
             ));
         }
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SdpRefusal(e.to_string()))?;
+        let id = self.id;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
+            tracing::debug!(peer = id, "unreadable offer: {e}");
+            SdpRefusal("that offer is not valid SDP")
+        })?;
         let answer = catch_unwind(AssertUnwindSafe(|| self.rtc.sdp_api().accept_offer(offer)))
             .map_err(|_| {
                 self.gone = true;
-                SdpRefusal("the offer broke the connection".into())
+                SdpRefusal("that offer broke the media connection")
             })?
-            .map_err(|e| SdpRefusal(e.to_string()))?;
+            .map_err(|e| {
+                tracing::debug!(peer = id, "offer refused: {e}");
+                SdpRefusal("that offer cannot be used (no codec or transport in common)")
+            })?;
         self.negotiated = true;
-        tracing::debug!(participant = self.id, "client offer answered");
+        tracing::debug!(participant = self.participant, "client offer answered");
         Ok(answer.to_sdp_string())
     }
 
@@ -337,9 +398,13 @@ impl Peer {
         sdp: &str,
     ) -> Result<Vec<(TrackSource, TrackKind)>, SdpRefusal> {
         let Some(pending) = self.pending.take() else {
-            return Err(SdpRefusal("there is no server offer to answer".into()));
+            return Err(SdpRefusal("there is no server offer to answer"));
         };
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SdpRefusal(e.to_string()));
+        let id = self.id;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| {
+            tracing::debug!(peer = id, "unreadable answer: {e}");
+            SdpRefusal("that answer is not valid SDP")
+        });
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
@@ -356,9 +421,12 @@ impl Peer {
                     _ => {}
                 }
             }
-            return Err(SdpRefusal(e.to_string()));
+            tracing::debug!(peer = id, "answer refused: {e}");
+            return Err(SdpRefusal(
+                "that answer does not fit the server's offer",
+            ));
         }
-        tracing::debug!(participant = self.id, "server offer answered");
+        tracing::debug!(participant = self.participant, "server offer answered");
         let mut opened = Vec::new();
         for t in &mut self.tracks_out {
             if let OutState::Negotiating(m) = t.state {
@@ -384,25 +452,33 @@ impl Peer {
     }
 
     /// Starts receiving `source`'s track (negotiated with the next server offer).
-    pub fn subscribe(&mut self, source: TrackSource, kind: TrackKind) {
+    pub fn subscribe(&mut self, source: TrackSource, stream_id: ParticipantId, kind: TrackKind) {
         if self.tracks_out.iter().any(|t| t.source == source) {
             return;
         }
         self.tracks_out.push(TrackOut {
             source,
+            stream_id,
             kind,
             state: OutState::ToOpen,
             pt_map: Vec::new(),
             forwarding: false,
-            seq_base: None,
+            down: DownTrack::new(),
             ssrc: None,
             audio_level_id: None,
             last_via_str0m: None,
         });
     }
 
+    /// The publisher holds `source` back for now (muted): its numbering closes the gap later.
+    pub fn pause(&mut self, source: TrackSource) {
+        if let Some(t) = self.tracks_out.iter_mut().find(|t| t.source == source) {
+            t.down.pause();
+        }
+    }
+
     /// Stops receiving every track of `publisher`.
-    pub fn unsubscribe_all_of(&mut self, publisher: ParticipantId) {
+    pub fn unsubscribe_all_of(&mut self, publisher: PeerId) {
         self.tracks_out.retain_mut(|t| {
             if t.source.publisher != publisher {
                 return true;
@@ -419,8 +495,7 @@ impl Peer {
         });
     }
 
-    /// Sends a packet of `source`'s track to this subscriber. `seq_no` is already rewritten over
-    /// muted gaps. Audio goes out on the direct SRTP path once the connection is up: sealed into a
+    /// Sends a packet of `source`'s track to this subscriber, numbered by its down-track. Audio goes out on the direct SRTP path once the connection is up: sealed into a
     /// buffer from `spare` and pushed to `transmits`. Everything else is written to str0m.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
@@ -428,7 +503,6 @@ impl Peer {
         source: TrackSource,
         params: PayloadParams,
         packet: &RtpPacket,
-        seq_no: SeqNo,
         transmits: &mut Vec<Transmit>,
         spare: &mut Vec<Vec<u8>>,
     ) -> Forwarded {
@@ -451,17 +525,13 @@ impl Peer {
         let Some(out_pt) = out_pt else {
             return Forwarded::Skipped;
         };
-        // Start this subscriber's stream in rollover 0 (a receiver assumes it), keeping the low
-        // 16 bits so the numbers stay the publisher's.
-        let seq = *seq_no;
-        let base = *track.seq_base.get_or_insert(seq & !0xffff);
-        // Reordered from before the stream started here: not representable.
-        let Some(out_seq) = seq.checked_sub(base) else {
+        let Some((out_seq, out_ts)) = track.down.rewrite(*packet.seq_no, packet.header.timestamp)
+        else {
             return Forwarded::Skipped;
         };
         if !track.forwarding {
             track.forwarding = true;
-            tracing::debug!(participant = self.id, from = source.publisher, kind = ?track.kind, "first packet forwarded");
+            tracing::debug!(participant = self.participant, from = source.publisher, kind = ?track.kind, "first packet forwarded");
         }
         let ext = &packet.header.ext_vals;
         let anchored = track.last_via_str0m.is_some_and(|at| {
@@ -482,7 +552,7 @@ impl Peer {
                 buf.push(if level.is_some() { 0x90 } else { 0x80 });
                 buf.push(*out_pt | if packet.header.marker { 0x80 } else { 0 });
                 buf.extend_from_slice(&(out_seq as u16).to_be_bytes());
-                buf.extend_from_slice(&packet.header.timestamp.to_be_bytes());
+                buf.extend_from_slice(&out_ts.to_be_bytes());
                 buf.extend_from_slice(&ssrc.to_be_bytes());
                 if let Some((id, level)) = level {
                     // RFC 8285 one-byte header: one 1-byte element, padded to a word.
@@ -533,7 +603,7 @@ impl Peer {
             RtpWrite::new(
                 out_pt,
                 out_seq.into(),
-                packet.header.timestamp,
+                out_ts,
                 packet.timestamp,
                 packet.payload.clone(),
             )
@@ -542,18 +612,6 @@ impl Peer {
             .nackable(is_video),
         );
         Forwarded::Queued
-    }
-
-    /// Counts a packet of our track `mid` that was not forwarded; returns the sequence number to forward
-    /// a packet with instead (when `forwarded`).
-    pub fn rewrite_seq(&mut self, mid: Mid, seq_no: SeqNo, forwarded: bool) -> SeqNo {
-        let Some(t) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
-            return seq_no;
-        };
-        if !forwarded {
-            t.dropped += 1;
-        }
-        (*seq_no).wrapping_sub(t.dropped).into()
     }
 
     /// Asks the client for a keyframe of its own track `mid` (throttled).
@@ -589,7 +647,7 @@ impl Peer {
                         TrackKind::Video => MediaKind::Video,
                     };
                     // The stream id tells the client whose track this is.
-                    let stream_id = t.source.publisher.to_string();
+                    let stream_id = t.stream_id.to_string();
                     let track_id = format!("{}-{}", t.source.publisher, t.source.mid);
                     let mid = change.add_media(
                         kind,
@@ -612,7 +670,7 @@ impl Peer {
         }
         let (offer, pending) = change.apply()?;
         self.pending = Some(pending);
-        tracing::debug!(participant = self.id, "server offer sent");
+        tracing::debug!(participant = self.participant, "server offer sent");
         Some(offer.to_sdp_string())
     }
 
@@ -633,13 +691,13 @@ impl Peer {
             let output = match catch_unwind(AssertUnwindSafe(|| self.rtc.poll_output())) {
                 Ok(Ok(o)) => o,
                 Ok(Err(e)) => {
-                    tracing::info!(participant = self.id, "connection error: {e}");
+                    tracing::info!(participant = self.participant, "connection error: {e}");
                     self.close();
                     continue;
                 }
                 Err(_) => {
                     tracing::error!(
-                        participant = self.id,
+                        participant = self.participant,
                         "connection dropped after a panic in str0m"
                     );
                     self.close();
@@ -678,14 +736,14 @@ impl Peer {
             }
             Event::Closed => self.close(),
             Event::Connected => {
-                tracing::debug!(participant = self.id, "media connected (DTLS up)");
+                tracing::debug!(participant = self.participant, "media connected (DTLS up)");
                 self.srtp = self
                     .keys
                     .get()
                     .and_then(|keys| SrtpSender::new(&srtp::crypto_provider(), keys));
                 if self.srtp.is_none() {
                     tracing::info!(
-                        participant = self.id,
+                        participant = self.participant,
                         "no direct SRTP path: str0m sends everything"
                     );
                 }
@@ -711,6 +769,16 @@ impl Peer {
                 self.direct_bytes_at_last_stats = self.direct_bytes;
             }
             // Only the client's own (sending) tracks are published; our send-only tracks are not.
+            Event::MediaIngressStats(stats) => {
+                self.ingress.insert(stats.mid, stats);
+            }
+            Event::MediaEgressStats(stats) => {
+                self.egress.insert(stats.mid, stats);
+            }
+            // A viewer's own tracks are never published: it is receive-only on the server.
+            Event::MediaAdded(added) if added.direction == Direction::RecvOnly && self.receive_only => {
+                tracing::debug!(peer = self.id, "a viewer's track is not forwarded");
+            }
             Event::MediaAdded(added) if added.direction == Direction::RecvOnly => {
                 let kind = match added.kind {
                     MediaKind::Audio => TrackKind::Audio,
@@ -720,7 +788,6 @@ impl Peer {
                     self.tracks_in.push(TrackIn {
                         mid: added.mid,
                         kind,
-                        dropped: 0,
                         last_keyframe_request: None,
                     });
                     events.push(PeerEvent::TrackPublished {

@@ -1,391 +1,117 @@
-//! Room membership and the forwarding rules, as plain data: no WebRTC, no sockets, no clock.
+//! A room as the media plane sees it: its peers, who receives which published track, and its
+//! speaker detection. Membership rules (names, capacity, roles) belong to the control plane.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
-use parley_proto::{
-    validate_display_name, validate_room_name, ErrorCode, MediaState, MediaStateChange,
-    ParticipantId, ParticipantInfo, Role, RoomSummary,
-};
+use crate::peer::TrackSource;
+use crate::route::PeerId;
+use crate::speaker::{SpeakerConfig, SpeakerDetector};
 
-/// Why a membership change was refused; becomes an `error` message for that client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
-}
+/// The control plane's id of a room placed on this worker.
+pub type RoomId = u64;
 
-impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-/// The kind of a published track, which decides which mute flag gates it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TrackKind {
-    Audio,
-    Video,
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Room {
-    name: String,
-    /// Participants in join order.
-    members: Vec<ParticipantInfo>,
+    /// Peers in join order.
+    peers: Vec<PeerId>,
+    /// Every published track → the peers that receive it, kept as subscriptions change so the
+    /// forwarding path never recomputes targets from the member list.
+    subscribers: HashMap<TrackSource, Vec<PeerId>>,
+    pub(crate) speaker: SpeakerDetector,
+    /// The last `levels` had a sound in it (so the silence after it is sent once).
+    pub(crate) loud: bool,
 }
 
 impl Room {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn members(&self) -> &[ParticipantInfo] {
-        &self.members
-    }
-
-    pub fn member(&self, id: ParticipantId) -> Option<&ParticipantInfo> {
-        self.members.iter().find(|m| m.id == id)
-    }
-
-    /// Whether `publisher`'s track of `kind` may be forwarded at all (muted or camera-off tracks are not).
-    pub fn is_forwarded(&self, publisher: ParticipantId, kind: TrackKind) -> bool {
-        self.member(publisher).is_some_and(|m| match kind {
-            TrackKind::Audio => !m.state.mic_muted,
-            TrackKind::Video => !m.state.camera_off,
-        })
-    }
-
-    /// Everyone who receives `publisher`'s track of `kind`: all other members, none if it is muted.
-    pub fn forward_targets(
-        &self,
-        publisher: ParticipantId,
-        kind: TrackKind,
-    ) -> impl Iterator<Item = ParticipantId> + '_ {
-        let forwarded = self.is_forwarded(publisher, kind);
-        self.members
-            .iter()
-            .filter(move |m| forwarded && m.id != publisher)
-            .map(|m| m.id)
-    }
-}
-
-/// All rooms of a node and who is in which: enforces room names, capacity and one room per participant.
-#[derive(Debug, Clone)]
-pub struct Rooms {
-    max_participants: usize,
-    rooms: BTreeMap<String, Room>,
-    /// participant → the room they are in.
-    located: BTreeMap<ParticipantId, String>,
-}
-
-impl Rooms {
-    pub fn new(max_participants: usize) -> Self {
-        Rooms {
-            max_participants: max_participants.max(1),
-            rooms: BTreeMap::new(),
-            located: BTreeMap::new(),
+    pub fn new(speaker: SpeakerConfig) -> Room {
+        Room {
+            peers: Vec::new(),
+            subscribers: HashMap::new(),
+            speaker: SpeakerDetector::new(speaker),
+            loud: false,
         }
     }
 
-    pub fn max_participants(&self) -> usize {
-        self.max_participants
+    pub fn peers(&self) -> &[PeerId] {
+        &self.peers
     }
 
-    pub fn create(&mut self, name: &str) -> Result<RoomSummary, Refusal> {
-        let name =
-            validate_room_name(name).map_err(|m| Refusal::new(ErrorCode::InvalidRoomName, m))?;
-        if self.rooms.contains_key(name) {
-            return Err(Refusal::new(
-                ErrorCode::RoomExists,
-                format!("a room called {name} already exists"),
-            ));
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn add_peer(&mut self, peer: PeerId) {
+        if !self.peers.contains(&peer) {
+            self.peers.push(peer);
         }
-        let room = Room {
-            name: name.to_string(),
-            members: Vec::new(),
-        };
-        self.rooms.insert(name.to_string(), room);
-        Ok(self.summary_of(name).unwrap_or(RoomSummary {
-            name: name.to_string(),
-            participants: 0,
-            max_participants: self.max_participants,
-        }))
     }
 
-    pub fn summary(&self) -> Vec<RoomSummary> {
-        self.rooms
-            .keys()
-            .filter_map(|name| self.summary_of(name))
-            .collect()
-    }
-
-    fn summary_of(&self, name: &str) -> Option<RoomSummary> {
-        self.rooms.get(name).map(|r| RoomSummary {
-            name: r.name.clone(),
-            participants: r.members.iter().filter(|m| m.role == Role::Member).count(),
-            max_participants: self.max_participants,
-        })
-    }
-
-    pub fn room(&self, name: &str) -> Option<&Room> {
-        self.rooms.get(name)
-    }
-
-    pub fn room_of(&self, participant: ParticipantId) -> Option<&Room> {
-        self.located
-            .get(&participant)
-            .and_then(|n| self.rooms.get(n))
-    }
-
-    /// Adds `id` to room `name`. Returns the joined member as others will see them.
-    pub fn join(
-        &mut self,
-        id: ParticipantId,
-        room: &str,
-        display_name: &str,
-        state: MediaState,
-        role: Role,
-    ) -> Result<ParticipantInfo, Refusal> {
-        if let Some(current) = self.located.get(&id) {
-            return Err(Refusal::new(
-                ErrorCode::AlreadyInRoom,
-                format!("you are already in {current}: leave it first"),
-            ));
+    /// Removes `peer`, its published tracks and its subscriptions.
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        self.peers.retain(|p| *p != peer);
+        self.subscribers.retain(|source, _| source.publisher != peer);
+        for subs in self.subscribers.values_mut() {
+            subs.retain(|p| *p != peer);
         }
-        let room_name =
-            validate_room_name(room).map_err(|m| Refusal::new(ErrorCode::InvalidRoomName, m))?;
-        let display_name = validate_display_name(display_name)
-            .map_err(|m| Refusal::new(ErrorCode::InvalidName, m))?;
-        let max = self.max_participants;
-        let room = self.rooms.get_mut(room_name).ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::NoSuchRoom,
-                format!("there is no room called {room_name}"),
-            )
-        })?;
-        // Members and viewers each have their own capacity: a wall screen never takes a seat.
-        let same_role = room.members.iter().filter(|m| m.role == role).count();
-        if same_role >= max {
-            let what = match role {
-                Role::Member => "full",
-                Role::Viewer => "full of viewers",
-            };
-            return Err(Refusal::new(
-                ErrorCode::RoomFull,
-                format!("{room_name} is {what} ({max} of {max})"),
-            ));
+    }
+
+    /// `source` is published; nobody receives it yet.
+    pub fn publish(&mut self, source: TrackSource) {
+        self.subscribers.entry(source).or_default();
+    }
+
+    pub fn subscribe(&mut self, source: TrackSource, subscriber: PeerId) {
+        let subs = self.subscribers.entry(source).or_default();
+        if source.publisher != subscriber && !subs.contains(&subscriber) {
+            subs.push(subscriber);
         }
-        let info = ParticipantInfo {
-            id,
-            name: display_name.to_string(),
-            state,
-            role,
-        };
-        room.members.push(info.clone());
-        self.located.insert(id, room_name.to_string());
-        Ok(info)
     }
 
-    /// Removes `id` from its room. Returns the room's name and the members who remain.
-    pub fn leave(&mut self, id: ParticipantId) -> Option<(String, Vec<ParticipantId>)> {
-        let name = self.located.remove(&id)?;
-        let room = self.rooms.get_mut(&name)?;
-        room.members.retain(|m| m.id != id);
-        let remaining = room.members.iter().map(|m| m.id).collect();
-        Some((name, remaining))
+    /// Who receives `source` (empty for an unknown track).
+    pub fn subscribers(&self, source: &TrackSource) -> &[PeerId] {
+        self.subscribers.get(source).map_or(&[], Vec::as_slice)
     }
 
-    /// Applies a state change; returns the updated member.
-    pub fn set_state(
-        &mut self,
-        id: ParticipantId,
-        change: MediaStateChange,
-    ) -> Result<ParticipantInfo, Refusal> {
-        let not_in_room = || Refusal::new(ErrorCode::NotInRoom, "you are not in a room");
-        let name = self.located.get(&id).ok_or_else(not_in_room)?;
-        let room = self.rooms.get_mut(name).ok_or_else(not_in_room)?;
-        let member = room
-            .members
-            .iter_mut()
-            .find(|m| m.id == id)
-            .ok_or_else(not_in_room)?;
-        member.state.apply(change);
-        Ok(member.clone())
+    /// Every published track of the room.
+    pub fn tracks(&self) -> impl Iterator<Item = TrackSource> + '_ {
+        self.subscribers.keys().copied()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use str0m::media::Mid;
+
     use super::*;
 
-    fn rooms_with(names: &[&str], max: usize) -> Rooms {
-        let mut r = Rooms::new(max);
-        for n in names {
-            r.create(n).unwrap();
+    fn track(publisher: PeerId, mid: &str) -> TrackSource {
+        TrackSource {
+            publisher,
+            mid: Mid::from(mid),
         }
-        r
     }
 
     #[test]
-    fn join_lists_members_in_order_and_counts() {
-        let mut r = rooms_with(&["band"], 16);
-        r.join(1, "band", "Ann", MediaState::default(), Role::Member)
-            .unwrap();
-        r.join(2, "band", " Bo ", MediaState::default(), Role::Member)
-            .unwrap();
-        let room = r.room("band").unwrap();
-        let names: Vec<_> = room.members().iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["Ann", "Bo"]);
-        assert_eq!(r.summary()[0].participants, 2);
-    }
-
-    #[test]
-    fn one_room_at_a_time() {
-        let mut r = rooms_with(&["a", "b"], 16);
-        r.join(1, "a", "Ann", MediaState::default(), Role::Member)
-            .unwrap();
-        let e = r
-            .join(1, "b", "Ann", MediaState::default(), Role::Member)
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::AlreadyInRoom);
-        assert!(r.room("b").unwrap().members().is_empty());
-        // After leaving, the other room can be joined.
-        r.leave(1).unwrap();
-        r.join(1, "b", "Ann", MediaState::default(), Role::Member)
-            .unwrap();
-        assert_eq!(r.room_of(1).unwrap().name(), "b");
-    }
-
-    #[test]
-    fn room_full_refuses_the_next() {
-        let mut r = rooms_with(&["a"], 2);
-        r.join(1, "a", "A", MediaState::default(), Role::Member)
-            .unwrap();
-        r.join(2, "a", "B", MediaState::default(), Role::Member)
-            .unwrap();
-        let e = r
-            .join(3, "a", "C", MediaState::default(), Role::Member)
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::RoomFull);
-        assert!(r.room_of(3).is_none());
-        r.leave(1);
-        r.join(3, "a", "C", MediaState::default(), Role::Member)
-            .unwrap();
-    }
-
-    #[test]
-    fn viewers_have_their_own_capacity_and_are_not_counted() {
-        let mut r = rooms_with(&["a"], 1);
-        r.join(1, "a", "A", MediaState::default(), Role::Member)
-            .unwrap();
-        r.join(2, "a", "Wall", MediaState::default(), Role::Viewer)
-            .unwrap();
-        assert_eq!(r.summary()[0].participants, 1);
-        let e = r
-            .join(3, "a", "Wall 2", MediaState::default(), Role::Viewer)
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::RoomFull);
-        let e = r
-            .join(4, "a", "B", MediaState::default(), Role::Member)
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::RoomFull);
-    }
-
-    #[test]
-    fn bad_names_and_missing_rooms() {
-        let mut r = rooms_with(&["a"], 4);
-        assert_eq!(r.create("a").unwrap_err().code, ErrorCode::RoomExists);
-        assert_eq!(
-            r.create("../etc").unwrap_err().code,
-            ErrorCode::InvalidRoomName
-        );
-        let e = r
-            .join(1, "nope", "A", MediaState::default(), Role::Member)
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::NoSuchRoom);
-        let e = r
-            .join(1, "a", "   ", MediaState::default(), Role::Member)
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidName);
-        assert!(r.room_of(1).is_none());
-    }
-
-    #[test]
-    fn leave_cleans_up() {
-        let mut r = rooms_with(&["a"], 4);
-        r.join(1, "a", "A", MediaState::default(), Role::Member)
-            .unwrap();
-        r.join(2, "a", "B", MediaState::default(), Role::Member)
-            .unwrap();
-        let (name, remaining) = r.leave(1).unwrap();
-        assert_eq!(name, "a");
-        assert_eq!(remaining, vec![2]);
-        assert!(r.room_of(1).is_none());
-        assert!(r.leave(1).is_none(), "leaving twice is a no-op");
-        assert_eq!(
-            r.set_state(1, MediaStateChange::default())
-                .unwrap_err()
-                .code,
-            ErrorCode::NotInRoom
-        );
-        let targets: Vec<_> = r
-            .room("a")
-            .unwrap()
-            .forward_targets(2, TrackKind::Audio)
-            .collect();
-        assert!(targets.is_empty(), "nobody left to forward to");
-    }
-
-    #[test]
-    fn forwarding_never_returns_to_sender_and_skips_muted() {
-        let mut r = rooms_with(&["a", "b"], 8);
-        for (id, room) in [(1, "a"), (2, "a"), (3, "a"), (4, "b")] {
-            r.join(id, room, "x", MediaState::default(), Role::Member)
-                .unwrap();
+    fn subscriptions_follow_joins_and_leaves() {
+        let mut room = Room::new(SpeakerConfig::default());
+        for p in [1, 2, 3] {
+            room.add_peer(p);
         }
-        r.join(5, "a", "wall", MediaState::default(), Role::Viewer)
-            .unwrap();
-        let room = r.room("a").unwrap();
-        let audio: Vec<_> = room.forward_targets(1, TrackKind::Audio).collect();
-        assert_eq!(
-            audio,
-            vec![2, 3, 5],
-            "never back to the sender, never to another room, viewers included"
-        );
-
-        r.set_state(
-            1,
-            MediaStateChange {
-                mic_muted: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let room = r.room("a").unwrap();
-        assert_eq!(room.forward_targets(1, TrackKind::Audio).count(), 0);
-        assert_eq!(room.forward_targets(1, TrackKind::Video).count(), 3);
-
-        r.set_state(
-            2,
-            MediaStateChange {
-                camera_off: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let room = r.room("a").unwrap();
-        assert_eq!(room.forward_targets(2, TrackKind::Video).count(), 0);
-        assert_eq!(
-            room.forward_targets(2, TrackKind::Audio)
-                .collect::<Vec<_>>(),
-            vec![1, 3, 5]
-        );
-        assert!(
-            !room.is_forwarded(99, TrackKind::Audio),
-            "unknown publishers are not forwarded"
-        );
+        let a1 = track(1, "0");
+        room.publish(a1);
+        room.subscribe(a1, 2);
+        room.subscribe(a1, 3);
+        room.subscribe(a1, 3);
+        room.subscribe(a1, 1);
+        assert_eq!(room.subscribers(&a1), [2, 3], "no duplicates, never back to the publisher");
+        let v2 = track(2, "1");
+        room.publish(v2);
+        room.subscribe(v2, 1);
+        room.remove_peer(2);
+        assert_eq!(room.subscribers(&a1), [3], "a leaver stops receiving");
+        assert!(room.subscribers(&v2).is_empty(), "a leaver's tracks are gone");
+        assert_eq!(room.tracks().collect::<Vec<_>>(), [a1]);
+        assert_eq!(room.peers(), [1, 3]);
+        assert!(room.subscribers(&track(9, "0")).is_empty());
     }
 }

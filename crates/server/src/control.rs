@@ -1,0 +1,700 @@
+//! The control plane: everything about people and rooms, as a sans-IO state machine.
+//!
+//! It owns the room registry and lobby, membership and roles, chat, and the placement of rooms on
+//! media workers, and it alone speaks the wire protocol with clients. It is fed with client messages,
+//! media workers' events and store results, and hands back [`Output`]s: messages for sessions,
+//! commands for a worker, durable work for the store. The shell (`plane.rs`) moves them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use parley_proto::{
+    validate_chat_text, ChatMessage, ClientMessage, ErrorCode, MediaStateChange, ParticipantId,
+    ParticipantInfo, RequestId, Role, ServerMessage, MAX_HISTORY_PAGE,
+};
+use parley_sfu::{MediaCommand, MediaEvent, PeerId, RoomId};
+use serde::Serialize;
+
+use crate::rate::{RateLimit, TokenBucket};
+use crate::rooms::{Refusal, Rooms};
+
+/// A signalling connection (one browser tab). When it joins a room, it is the participant of the same id.
+pub type SessionId = ParticipantId;
+
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub max_participants: usize,
+    pub server_version: String,
+    /// Longest chat message, in characters.
+    pub chat_max_chars: usize,
+    /// Chat messages per participant.
+    pub chat_rate: RateLimit,
+    /// Media workers to place rooms on.
+    pub workers: usize,
+}
+
+impl ControlConfig {
+    pub fn new(workers: usize) -> ControlConfig {
+        ControlConfig {
+            max_participants: 16,
+            server_version: String::new(),
+            chat_max_chars: parley_proto::MAX_CHAT_CHARS,
+            chat_rate: RateLimit {
+                per_second: 5.0,
+                burst: 10.0,
+            },
+            workers: workers.max(1),
+        }
+    }
+}
+
+/// Durable work for the store; results come back through [`Control::chat_saved`] and
+/// [`Control::history_loaded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRequest {
+    CreateRoom {
+        name: String,
+    },
+    SaveChat {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        author_id: ParticipantId,
+        author: String,
+        text: String,
+    },
+    LoadHistory {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        before: Option<i64>,
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A message for each of `sessions` (one serialization for all of them).
+    Send {
+        sessions: Vec<SessionId>,
+        message: ServerMessage,
+    },
+    Media {
+        worker: usize,
+        command: MediaCommand,
+    },
+    Store(StoreRequest),
+}
+
+/// A room as `/api/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomStatus {
+    pub name: String,
+    pub max_participants: usize,
+    /// The media worker holding the room while anyone is in it.
+    pub worker: Option<usize>,
+    pub active_speaker: Option<ParticipantId>,
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// Where a room with people in it lives.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    id: RoomId,
+    worker: usize,
+}
+
+/// A session's media connection.
+#[derive(Debug, Clone, Copy)]
+struct MediaSeat {
+    peer: PeerId,
+    worker: usize,
+}
+
+pub struct Control {
+    config: ControlConfig,
+    rooms: Rooms,
+    sessions: BTreeSet<SessionId>,
+    chat_buckets: HashMap<SessionId, TokenBucket>,
+    placements: HashMap<String, Placement>,
+    room_names: HashMap<RoomId, String>,
+    /// Peers per worker: a new room goes to the least loaded.
+    worker_load: Vec<usize>,
+    seats: HashMap<SessionId, MediaSeat>,
+    /// Live media peers → their session (events for a peer that is gone are stale and ignored).
+    peers: HashMap<PeerId, SessionId>,
+    speakers: HashMap<String, ParticipantId>,
+    next_peer: PeerId,
+    next_room: RoomId,
+    outputs: Vec<Output>,
+    refusals: u64,
+}
+
+impl Control {
+    pub fn new(config: ControlConfig) -> Control {
+        Control {
+            rooms: Rooms::new(config.max_participants),
+            worker_load: vec![0; config.workers.max(1)],
+            config,
+            sessions: BTreeSet::new(),
+            chat_buckets: HashMap::new(),
+            placements: HashMap::new(),
+            room_names: HashMap::new(),
+            seats: HashMap::new(),
+            peers: HashMap::new(),
+            speakers: HashMap::new(),
+            next_peer: 1,
+            next_room: 1,
+            outputs: Vec::new(),
+            refusals: 0,
+        }
+    }
+
+    /// Requests answered with an `error`.
+    pub fn refusals(&self) -> u64 {
+        self.refusals
+    }
+
+    /// Peers on each worker.
+    #[cfg(test)]
+    pub fn worker_load(&self) -> &[usize] {
+        &self.worker_load
+    }
+
+    /// Creates a room outside of signalling (rooms loaded at start-up, defaults, tests).
+    pub fn create_room(&mut self, name: &str) -> Result<(), Refusal> {
+        self.rooms.create(name).map(|_| ())
+    }
+
+    /// What to do, in order.
+    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        self.outputs.drain(..)
+    }
+
+    /// Every room, for status pages.
+    pub fn status(&self) -> Vec<RoomStatus> {
+        self.rooms
+            .summary()
+            .into_iter()
+            .filter_map(|summary| {
+                let room = self.rooms.room(&summary.name)?;
+                Some(RoomStatus {
+                    worker: self.placements.get(&summary.name).map(|p| p.worker),
+                    active_speaker: self.speakers.get(&summary.name).copied(),
+                    participants: room.members().to_vec(),
+                    name: summary.name,
+                    max_participants: summary.max_participants,
+                })
+            })
+            .collect()
+    }
+
+    pub fn connect(&mut self, session: SessionId) {
+        self.sessions.insert(session);
+        self.send(
+            session,
+            ServerMessage::Welcome {
+                server_version: self.config.server_version.clone(),
+                max_participants: self.rooms.max_participants(),
+                max_chat_chars: self.config.chat_max_chars,
+            },
+        );
+        self.send(
+            session,
+            ServerMessage::Rooms {
+                id: None,
+                rooms: self.rooms.summary(),
+            },
+        );
+    }
+
+    /// The signalling connection closed (or was closed): the participant leaves its room.
+    pub fn disconnect(&mut self, session: SessionId) {
+        if !self.sessions.remove(&session) {
+            return;
+        }
+        self.leave_room(session, true);
+        self.chat_buckets.remove(&session);
+    }
+
+    /// Sends `message` to `session` in order with everything else it is sent.
+    pub fn reply(&mut self, session: SessionId, message: ServerMessage) {
+        if self.sessions.contains(&session) {
+            self.send(session, message);
+        }
+    }
+
+    pub fn handle_message(&mut self, session: SessionId, message: ClientMessage, now: Instant) {
+        if !self.sessions.contains(&session) {
+            return;
+        }
+        let id = message.request_id();
+        match message {
+            ClientMessage::ListRooms { .. } => {
+                let rooms = self.rooms.summary();
+                self.send(session, ServerMessage::Rooms { id, rooms });
+            }
+            ClientMessage::CreateRoom { room, .. } => match self.rooms.create(&room) {
+                Ok(room) => {
+                    tracing::info!(room = %room.name, session, "room created");
+                    self.outputs.push(Output::Store(StoreRequest::CreateRoom {
+                        name: room.name.clone(),
+                    }));
+                    self.send(session, ServerMessage::RoomCreated { id, room });
+                    self.broadcast_rooms();
+                }
+                Err(r) => self.refuse(session, id, r),
+            },
+            ClientMessage::Join {
+                room,
+                name,
+                state,
+                role,
+                ..
+            } => self.join(session, id, (&room, &name, role), state),
+            ClientMessage::Leave { .. } => match self.leave_room(session, true) {
+                Some(room) => self.send(session, ServerMessage::Left { id, room }),
+                None => self.refuse(session, id, not_in_room()),
+            },
+            ClientMessage::Offer { sdp, .. } => {
+                let Some(seat) = self.seats.get(&session).copied() else {
+                    return self.refuse(session, id, not_in_room());
+                };
+                self.media(
+                    seat.worker,
+                    MediaCommand::Offer {
+                        peer: seat.peer,
+                        request: id,
+                        sdp,
+                    },
+                );
+            }
+            ClientMessage::Answer { sdp, .. } => {
+                let Some(seat) = self.seats.get(&session).copied() else {
+                    return self.refuse(session, id, not_in_room());
+                };
+                self.media(
+                    seat.worker,
+                    MediaCommand::Answer {
+                        peer: seat.peer,
+                        request: id,
+                        sdp,
+                    },
+                );
+            }
+            ClientMessage::SetState { change, .. } => self.set_state(session, id, change),
+            ClientMessage::ChatSend { text, .. } => self.chat_send(session, id, text, now),
+            ClientMessage::ChatHistory { before, limit, .. } => {
+                self.chat_history(session, id, before, limit)
+            }
+        }
+    }
+
+    /// A media worker reports.
+    pub fn media_event(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::Answer { peer, request, sdp } => {
+                if let Some(session) = self.peers.get(&peer).copied() {
+                    self.send(session, ServerMessage::Answer { id: request, sdp });
+                }
+            }
+            MediaEvent::Offer { peer, sdp } => {
+                if let Some(session) = self.peers.get(&peer).copied() {
+                    self.send(session, ServerMessage::Offer { sdp });
+                }
+            }
+            MediaEvent::SdpRefused {
+                peer,
+                request,
+                reason,
+            } => {
+                if let Some(session) = self.peers.get(&peer).copied() {
+                    self.refuse(
+                        session,
+                        request,
+                        Refusal {
+                            code: ErrorCode::BadSdp,
+                            message: reason.to_string(),
+                        },
+                    );
+                }
+            }
+            MediaEvent::PeerLost { peer } => {
+                let Some(session) = self.peers.get(&peer).copied() else {
+                    return;
+                };
+                // The worker has already dropped the connection.
+                if let Some(room) = self.leave_room(session, false) {
+                    self.send(
+                        session,
+                        ServerMessage::error(
+                            None,
+                            ErrorCode::MediaLost,
+                            "the media connection closed; you have left the room",
+                        ),
+                    );
+                    self.send(session, ServerMessage::Left { id: None, room });
+                }
+            }
+            MediaEvent::Levels { room, levels } => {
+                if let Some(members) = self.members_of_room_id(room) {
+                    self.outputs.push(Output::Send {
+                        sessions: members,
+                        message: ServerMessage::Levels { levels },
+                    });
+                }
+            }
+            MediaEvent::ActiveSpeaker { room, participant } => {
+                let Some(name) = self.room_names.get(&room).cloned() else {
+                    return;
+                };
+                match participant {
+                    Some(p) => self.speakers.insert(name, p),
+                    None => self.speakers.remove(&name),
+                };
+                if let Some(members) = self.members_of_room_id(room) {
+                    self.outputs.push(Output::Send {
+                        sessions: members,
+                        message: ServerMessage::ActiveSpeaker {
+                            participant_id: participant,
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// A chat message was stored: everyone in its room gets it, the author with its request id.
+    pub fn chat_saved(
+        &mut self,
+        session: SessionId,
+        request_id: Option<RequestId>,
+        message: ChatMessage,
+    ) {
+        let others: Vec<_> = self
+            .rooms
+            .room(&message.room)
+            .map(|r| {
+                r.members()
+                    .iter()
+                    .map(|m| m.id)
+                    .filter(|m| *m != session)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.outputs.push(Output::Send {
+            sessions: others,
+            message: ServerMessage::Chat {
+                id: None,
+                message: message.clone(),
+            },
+        });
+        if self.sessions.contains(&session) {
+            self.send(
+                session,
+                ServerMessage::Chat {
+                    id: request_id,
+                    message,
+                },
+            );
+        }
+    }
+
+    /// A page of history was read for `session`.
+    pub fn history_loaded(
+        &mut self,
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        (messages, has_more): (Vec<ChatMessage>, bool),
+    ) {
+        if self.sessions.contains(&session) {
+            self.send(
+                session,
+                ServerMessage::ChatHistory {
+                    id: request_id,
+                    room,
+                    messages,
+                    has_more,
+                },
+            );
+        }
+    }
+
+    /// The store could not do what `session` asked.
+    pub fn store_failed(
+        &mut self,
+        session: SessionId,
+        request_id: Option<RequestId>,
+        what: &'static str,
+    ) {
+        if self.sessions.contains(&session) {
+            self.send(
+                session,
+                ServerMessage::error(request_id, ErrorCode::Internal, what),
+            );
+        }
+    }
+
+    fn join(
+        &mut self,
+        session: SessionId,
+        id: Option<RequestId>,
+        (room, name, role): (&str, &str, Role),
+        state: parley_proto::MediaState,
+    ) {
+        let me = match self.rooms.join(session, room, name, state, role) {
+            Ok(me) => me,
+            Err(r) => return self.refuse(session, id, r),
+        };
+        let Some(joined_room) = self.rooms.room_of(session) else {
+            return;
+        };
+        let room_name = joined_room.name().to_string();
+        let others: Vec<ParticipantInfo> = joined_room
+            .members()
+            .iter()
+            .filter(|m| m.id != session)
+            .cloned()
+            .collect();
+        let placement = match self.placements.get(&room_name) {
+            Some(p) => *p,
+            None => {
+                let placement = Placement {
+                    id: self.next_room,
+                    worker: self.least_loaded_worker(),
+                };
+                self.next_room += 1;
+                self.placements.insert(room_name.clone(), placement);
+                self.room_names.insert(placement.id, room_name.clone());
+                placement
+            }
+        };
+        let peer = self.next_peer;
+        self.next_peer += 1;
+        self.worker_load[placement.worker] += 1;
+        self.seats.insert(
+            session,
+            MediaSeat {
+                peer,
+                worker: placement.worker,
+            },
+        );
+        self.peers.insert(peer, session);
+        self.media(
+            placement.worker,
+            MediaCommand::AddPeer {
+                peer,
+                room: placement.id,
+                participant: session,
+                receive_only: role == Role::Viewer,
+                mic_muted: state.mic_muted,
+                camera_off: state.camera_off,
+            },
+        );
+        tracing::info!(room = %room_name, participant = session, name = %me.name, worker = placement.worker, "join");
+        self.outputs.push(Output::Send {
+            sessions: others.iter().map(|o| o.id).collect(),
+            message: ServerMessage::ParticipantJoined {
+                participant: me.clone(),
+            },
+        });
+        let active_speaker = self.speakers.get(&room_name).copied();
+        self.send(
+            session,
+            ServerMessage::Joined {
+                id,
+                room: room_name,
+                you: session,
+                name: me.name,
+                participants: others,
+                active_speaker,
+            },
+        );
+        self.broadcast_rooms();
+    }
+
+    fn least_loaded_worker(&self) -> usize {
+        // Rooms, not peers, are what a new room adds first; ties go to the lowest index.
+        let rooms_on = |w: usize| self.placements.values().filter(|p| p.worker == w).count();
+        (0..self.worker_load.len())
+            .min_by_key(|&w| (self.worker_load[w], rooms_on(w), w))
+            .unwrap_or(0)
+    }
+
+    /// Removes `session` from its room and tells the others. Returns the room's name.
+    fn leave_room(&mut self, session: SessionId, close_media: bool) -> Option<String> {
+        let (room, remaining) = self.rooms.leave(session)?;
+        if let Some(seat) = self.seats.remove(&session) {
+            self.peers.remove(&seat.peer);
+            self.worker_load[seat.worker] = self.worker_load[seat.worker].saturating_sub(1);
+            if close_media {
+                self.media(seat.worker, MediaCommand::RemovePeer { peer: seat.peer });
+            }
+        }
+        tracing::info!(room = %room, participant = session, "leave");
+        if remaining.is_empty() {
+            if let Some(p) = self.placements.remove(&room) {
+                self.room_names.remove(&p.id);
+            }
+            self.speakers.remove(&room);
+        }
+        self.outputs.push(Output::Send {
+            sessions: remaining,
+            message: ServerMessage::ParticipantLeft {
+                participant_id: session,
+            },
+        });
+        self.broadcast_rooms();
+        Some(room)
+    }
+
+    fn set_state(&mut self, session: SessionId, id: Option<RequestId>, change: MediaStateChange) {
+        let before = self
+            .rooms
+            .room_of(session)
+            .and_then(|r| r.member(session))
+            .map(|m| m.state);
+        let updated = match self.rooms.set_state(session, change) {
+            Ok(u) => u,
+            Err(r) => return self.refuse(session, id, r),
+        };
+        self.send(
+            session,
+            ServerMessage::StateSet {
+                id,
+                state: updated.state,
+            },
+        );
+        let others: Vec<_> = self
+            .rooms
+            .room_of(session)
+            .map(|r| {
+                r.members()
+                    .iter()
+                    .map(|m| m.id)
+                    .filter(|m| *m != session)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.outputs.push(Output::Send {
+            sessions: others,
+            message: ServerMessage::ParticipantUpdated {
+                participant: updated.clone(),
+            },
+        });
+        let media_changed = before.is_none_or(|b| {
+            b.mic_muted != updated.state.mic_muted || b.camera_off != updated.state.camera_off
+        });
+        if let (true, Some(seat)) = (media_changed, self.seats.get(&session).copied()) {
+            self.media(
+                seat.worker,
+                MediaCommand::SetMute {
+                    peer: seat.peer,
+                    mic_muted: updated.state.mic_muted,
+                    camera_off: updated.state.camera_off,
+                },
+            );
+        }
+    }
+
+    fn chat_send(&mut self, session: SessionId, id: Option<RequestId>, text: String, now: Instant) {
+        let Some(room) = self.rooms.room_of(session) else {
+            return self.refuse(session, id, not_in_room());
+        };
+        let Some(me) = room.member(session) else {
+            return self.refuse(session, id, not_in_room());
+        };
+        let (room, author) = (room.name().to_string(), me.name.clone());
+        if let Err((code, message)) = validate_chat_text(&text, self.config.chat_max_chars) {
+            return self.refuse(session, id, Refusal { code, message });
+        }
+        let limit = self.config.chat_rate;
+        let bucket = self
+            .chat_buckets
+            .entry(session)
+            .or_insert_with(|| TokenBucket::full(limit));
+        if !bucket.take(limit, now) {
+            let message = format!(
+                "slow down: at most {} messages a second (bursts of {})",
+                limit.per_second, limit.burst
+            );
+            return self.refuse(
+                session,
+                id,
+                Refusal {
+                    code: ErrorCode::RateLimited,
+                    message,
+                },
+            );
+        }
+        self.outputs.push(Output::Store(StoreRequest::SaveChat {
+            session,
+            request_id: id,
+            room,
+            author_id: session,
+            author,
+            text,
+        }));
+    }
+
+    fn chat_history(
+        &mut self,
+        session: SessionId,
+        id: Option<RequestId>,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) {
+        let Some(room) = self.rooms.room_of(session) else {
+            return self.refuse(session, id, not_in_room());
+        };
+        let room = room.name().to_string();
+        self.outputs.push(Output::Store(StoreRequest::LoadHistory {
+            session,
+            request_id: id,
+            room,
+            before,
+            limit: limit.unwrap_or(MAX_HISTORY_PAGE).clamp(1, MAX_HISTORY_PAGE),
+        }));
+    }
+
+    fn members_of_room_id(&self, room: RoomId) -> Option<Vec<SessionId>> {
+        let name = self.room_names.get(&room)?;
+        let room = self.rooms.room(name)?;
+        Some(room.members().iter().map(|m| m.id).collect())
+    }
+
+    fn media(&mut self, worker: usize, command: MediaCommand) {
+        self.outputs.push(Output::Media { worker, command });
+    }
+
+    fn send(&mut self, session: SessionId, message: ServerMessage) {
+        self.outputs.push(Output::Send {
+            sessions: vec![session],
+            message,
+        });
+    }
+
+    fn refuse(&mut self, session: SessionId, id: Option<RequestId>, refusal: Refusal) {
+        self.refusals += 1;
+        self.send(
+            session,
+            ServerMessage::error(id, refusal.code, refusal.message),
+        );
+    }
+
+    fn broadcast_rooms(&mut self) {
+        let rooms = self.rooms.summary();
+        self.outputs.push(Output::Send {
+            sessions: self.sessions.iter().copied().collect(),
+            message: ServerMessage::Rooms { id: None, rooms },
+        });
+    }
+}
+
+fn not_in_room() -> Refusal {
+    Refusal {
+        code: ErrorCode::NotInRoom,
+        message: "you are not in a room".into(),
+    }
+}

@@ -1,0 +1,323 @@
+//! The control plane's shell: one tokio task that feeds the sans-IO [`Control`] with what connections,
+//! media workers and the store report, and carries out what it decides: messages go to bounded
+//! per-connection outboxes (serialized once however many receive them), commands to the worker
+//! holding the room, durable work to the store thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use parley_proto::{ChatMessage, ClientMessage, RequestId, ServerMessage};
+use parley_sfu::{MediaCounters, MediaEvent, MediaGauges, PeerDebug};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::control::{Control, Output, RoomStatus, SessionId, StoreRequest};
+use crate::outbox::{Outbox, Queued};
+use crate::store::{now_ms, Store};
+use crate::worker::{WorkerCommand, WorkerSnapshot};
+
+/// Everything the control plane is told, in one queue.
+pub enum ControlInput {
+    Connect {
+        session: SessionId,
+        outbox: Outbox,
+    },
+    Message {
+        session: SessionId,
+        message: ClientMessage,
+    },
+    Disconnect {
+        session: SessionId,
+    },
+    /// An error for a message the connection refused itself (unreadable, too large, too many).
+    Refused {
+        session: SessionId,
+        message: ServerMessage,
+    },
+    /// A media worker's event.
+    Media(MediaEvent),
+    ChatSaved {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        message: ChatMessage,
+    },
+    HistoryLoaded {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        messages: Vec<ChatMessage>,
+        has_more: bool,
+    },
+    StoreFailed {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        what: &'static str,
+    },
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// Inputs waiting for the control plane at most (connections wait; workers retry).
+pub const INPUT_QUEUE: usize = 8192;
+
+/// The live state of the whole server, for status pages and metrics.
+pub struct Snapshot {
+    pub rooms: Vec<RoomStatus>,
+    pub peers: Vec<PeerDebug>,
+    pub counters: MediaCounters,
+    pub gauges: MediaGauges,
+    pub refusals: u64,
+    pub workers: usize,
+    /// Levels not sent to clients that were behind, and connections closed for not reading.
+    pub dropped_levels: u64,
+    pub slow_closes: u64,
+}
+
+/// How long a snapshot waits for a worker.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+pub struct ControlPlane {
+    control: Control,
+    workers: Vec<mpsc::Sender<WorkerCommand>>,
+    outboxes: HashMap<SessionId, Outbox>,
+    store_jobs: std::sync::mpsc::Sender<StoreRequest>,
+    dropped_levels: u64,
+    slow_closes: u64,
+}
+
+impl ControlPlane {
+    pub fn new(
+        control: Control,
+        workers: Vec<mpsc::Sender<WorkerCommand>>,
+        store: Arc<Store>,
+        inputs: mpsc::Sender<ControlInput>,
+    ) -> Result<ControlPlane> {
+        Ok(ControlPlane {
+            control,
+            workers,
+            outboxes: HashMap::new(),
+            store_jobs: spawn_store_thread(store, inputs)?,
+            dropped_levels: 0,
+            slow_closes: 0,
+        })
+    }
+
+    /// Runs until every input sender is gone.
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<ControlInput>) {
+        while let Some(input) = inputs.recv().await {
+            self.handle(input);
+            self.carry_out();
+        }
+    }
+
+    fn handle(&mut self, input: ControlInput) {
+        match input {
+            ControlInput::Connect { session, outbox } => {
+                self.outboxes.insert(session, outbox);
+                self.control.connect(session);
+            }
+            ControlInput::Message { session, message } => {
+                self.control.handle_message(session, message, Instant::now())
+            }
+            ControlInput::Disconnect { session } => {
+                self.control.disconnect(session);
+                self.outboxes.remove(&session);
+            }
+            ControlInput::Refused { session, message } => self.control.reply(session, message),
+            ControlInput::Media(event) => self.control.media_event(event),
+            ControlInput::ChatSaved {
+                session,
+                request_id,
+                message,
+            } => self.control.chat_saved(session, request_id, message),
+            ControlInput::HistoryLoaded {
+                session,
+                request_id,
+                room,
+                messages,
+                has_more,
+            } => self
+                .control
+                .history_loaded(session, request_id, room, (messages, has_more)),
+            ControlInput::StoreFailed {
+                session,
+                request_id,
+                what,
+            } => self.control.store_failed(session, request_id, what),
+            ControlInput::Snapshot(reply) => self.snapshot(reply),
+        }
+    }
+
+    fn carry_out(&mut self) {
+        // Closing a slow connection makes it leave its room, which produces more outputs.
+        loop {
+            let outputs: Vec<Output> = self.control.drain_outputs().collect();
+            if outputs.is_empty() {
+                return;
+            }
+            let mut too_slow = Vec::new();
+            for output in outputs {
+                match output {
+                    Output::Send { sessions, message } => {
+                        if sessions.is_empty() {
+                            continue;
+                        }
+                        let droppable = matches!(message, ServerMessage::Levels { .. });
+                        let text: axum::extract::ws::Utf8Bytes = message.to_json().into();
+                        for session in sessions {
+                            let Some(outbox) = self.outboxes.get(&session) else {
+                                continue;
+                            };
+                            match outbox.push(text.clone(), droppable) {
+                                Queued::Yes | Queued::Closed => {}
+                                Queued::Dropped => self.dropped_levels += 1,
+                                Queued::Overflow => too_slow.push(session),
+                            }
+                        }
+                    }
+                    Output::Media { worker, command } => {
+                        let Some(tx) = self.workers.get(worker) else {
+                            continue;
+                        };
+                        if let Err(e) = tx.try_send(WorkerCommand::Media(command)) {
+                            tracing::error!(worker, "media worker not taking commands: {e}");
+                        }
+                    }
+                    Output::Store(request) => {
+                        if self.store_jobs.send(request).is_err() {
+                            tracing::error!("the store thread is gone");
+                        }
+                    }
+                }
+            }
+            for session in too_slow {
+                if let Some(mut outbox) = self.outboxes.remove(&session) {
+                    self.slow_closes += 1;
+                    tracing::info!(session, "closing a connection that stopped reading");
+                    outbox.close(format!(
+                        "you stopped reading: over {} messages or {} KiB were waiting",
+                        crate::outbox::MAX_MESSAGES,
+                        crate::outbox::MAX_BYTES / 1024
+                    ));
+                }
+                self.control.disconnect(session);
+            }
+        }
+    }
+
+    /// Answers with the control plane's state and every worker's, gathered off this task.
+    fn snapshot(&self, reply: oneshot::Sender<Snapshot>) {
+        let rooms = self.control.status();
+        let refusals = self.control.refusals();
+        let workers = self.workers.clone();
+        let room_of: HashMap<u64, String> = rooms
+            .iter()
+            .flat_map(|r| r.participants.iter().map(|p| (p.id, r.name.clone())))
+            .collect();
+        let (dropped_levels, slow_closes) = (self.dropped_levels, self.slow_closes);
+        tokio::spawn(async move {
+            let mut snapshot = Snapshot {
+                rooms,
+                peers: Vec::new(),
+                counters: MediaCounters::default(),
+                gauges: MediaGauges::default(),
+                refusals,
+                workers: workers.len(),
+                dropped_levels,
+                slow_closes,
+            };
+            for worker in workers {
+                let (tx, rx) = oneshot::channel::<WorkerSnapshot>();
+                if worker.try_send(WorkerCommand::Snapshot(tx)).is_err() {
+                    continue;
+                }
+                let Ok(Ok(w)) = tokio::time::timeout(SNAPSHOT_WAIT, rx).await else {
+                    continue;
+                };
+                snapshot.counters.add(&w.counters);
+                snapshot.gauges.rooms += w.gauges.rooms;
+                snapshot.gauges.peers += w.gauges.peers;
+                snapshot.gauges.tracks += w.gauges.tracks;
+                snapshot.peers.extend(w.peers);
+            }
+            for p in &mut snapshot.peers {
+                p.room = room_of.get(&p.participant_id).cloned();
+            }
+            snapshot.peers.sort_by_key(|p| p.participant_id);
+            let _ = reply.send(snapshot);
+        });
+    }
+}
+
+/// SQLite work runs on its own thread, one job at a time, so chat keeps its order and neither plane
+/// ever waits for a disk. Results come back as control-plane inputs.
+fn spawn_store_thread(
+    store: Arc<Store>,
+    inputs: mpsc::Sender<ControlInput>,
+) -> Result<std::sync::mpsc::Sender<StoreRequest>> {
+    let (jobs, queue) = std::sync::mpsc::channel::<StoreRequest>();
+    std::thread::Builder::new()
+        .name("parley-store".into())
+        .spawn(move || {
+            for request in queue {
+                let input = match request {
+                    StoreRequest::CreateRoom { name } => {
+                        if let Err(e) = store.add_room(&name, now_ms()) {
+                            tracing::error!(room = %name, "room not saved: {e:#}");
+                        }
+                        continue;
+                    }
+                    StoreRequest::SaveChat {
+                        session,
+                        request_id,
+                        room,
+                        author_id,
+                        author,
+                        text,
+                    } => match store.add_chat(&room, author_id, &author, &text, now_ms()) {
+                        Ok(message) => ControlInput::ChatSaved {
+                            session,
+                            request_id,
+                            message,
+                        },
+                        Err(e) => {
+                            tracing::error!(room = %room, "chat message not saved: {e:#}");
+                            ControlInput::StoreFailed {
+                                session,
+                                request_id,
+                                what: "the message could not be saved; try again",
+                            }
+                        }
+                    },
+                    StoreRequest::LoadHistory {
+                        session,
+                        request_id,
+                        room,
+                        before,
+                        limit,
+                    } => match store.history(&room, before, limit) {
+                        Ok((messages, has_more)) => ControlInput::HistoryLoaded {
+                            session,
+                            request_id,
+                            room,
+                            messages,
+                            has_more,
+                        },
+                        Err(e) => {
+                            tracing::error!(room = %room, "history not read: {e:#}");
+                            ControlInput::StoreFailed {
+                                session,
+                                request_id,
+                                what: "history could not be read",
+                            }
+                        }
+                    },
+                };
+                if inputs.blocking_send(input).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the store thread")?;
+    Ok(jobs)
+}

@@ -1,0 +1,737 @@
+//! One media worker's sans-IO core: the rooms placed on it, their peers and the forwarding between them.
+//!
+//! It takes typed [`MediaCommand`]s from the control plane, received datagrams and the time, and hands
+//! back datagrams to send and [`MediaEvent`]s. It knows nothing of chat, the lobby, names or JSON,
+//! never touches a socket and never reads a clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use parley_proto::{Level, ParticipantId, RequestId};
+use str0m::media::KeyframeRequestKind;
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+
+use crate::peer::{Forwarded, Peer, PeerDebug, PeerEvent, TrackKind, TrackSource, Transmit};
+use crate::room::{Room, RoomId};
+use crate::route::{PeerId, Routes};
+use crate::speaker::{SpeakerConfig, SPEAKER_TICK};
+
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Media addresses to offer, as `(advertised, local socket)`.
+    pub candidates: Vec<(SocketAddr, SocketAddr)>,
+    pub speaker: SpeakerConfig,
+    /// This worker's index, shown in `/api/debug`.
+    pub worker: usize,
+}
+
+impl MediaConfig {
+    pub fn new(candidates: Vec<(SocketAddr, SocketAddr)>) -> MediaConfig {
+        MediaConfig {
+            candidates,
+            speaker: SpeakerConfig::default(),
+            worker: 0,
+        }
+    }
+}
+
+/// What the control plane tells a media worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// A participant entered `room` (placed on this worker): make its connection. Its `offer` follows.
+    AddPeer {
+        peer: PeerId,
+        room: RoomId,
+        /// Its id for clients: the stream id of its tracks, the id in levels and speaker events.
+        participant: ParticipantId,
+        /// A viewer: nothing it sends is forwarded.
+        receive_only: bool,
+        mic_muted: bool,
+        camera_off: bool,
+    },
+    /// The client's offer (its own tracks); answered by [`MediaEvent::Answer`].
+    Offer {
+        peer: PeerId,
+        request: Option<RequestId>,
+        sdp: String,
+    },
+    /// The client's answer to a [`MediaEvent::Offer`].
+    Answer {
+        peer: PeerId,
+        request: Option<RequestId>,
+        sdp: String,
+    },
+    /// Mute flags changed: muted audio and camera-off video are not forwarded.
+    SetMute {
+        peer: PeerId,
+        mic_muted: bool,
+        camera_off: bool,
+    },
+    /// The participant left: close its connection.
+    RemovePeer { peer: PeerId },
+}
+
+/// What a media worker tells the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The answer to the client's offer.
+    Answer {
+        peer: PeerId,
+        request: Option<RequestId>,
+        sdp: String,
+    },
+    /// A server offer for the client (tracks of others came or went).
+    Offer { peer: PeerId, sdp: String },
+    /// The client's offer or answer could not be used; `reason` is one short line for people.
+    SdpRefused {
+        peer: PeerId,
+        request: Option<RequestId>,
+        reason: &'static str,
+    },
+    /// The room's voice levels (every 100 ms while anyone makes a sound, and once after).
+    Levels { room: RoomId, levels: Vec<Level> },
+    /// The room's dominant speaker changed.
+    ActiveSpeaker {
+        room: RoomId,
+        participant: Option<ParticipantId>,
+    },
+    /// The connection closed or failed; the peer is gone from this worker.
+    PeerLost { peer: PeerId },
+}
+
+/// Counters for operators, exported as metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MediaCounters {
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    /// Forwarded packets sealed on the direct SRTP path (the rest went through str0m).
+    pub direct_packets: u64,
+    pub dropped_muted_packets: u64,
+    pub unrouted_datagrams: u64,
+    pub speaker_switches: u64,
+}
+
+impl MediaCounters {
+    pub fn add(&mut self, other: &MediaCounters) {
+        self.forwarded_packets += other.forwarded_packets;
+        self.forwarded_bytes += other.forwarded_bytes;
+        self.direct_packets += other.direct_packets;
+        self.dropped_muted_packets += other.dropped_muted_packets;
+        self.unrouted_datagrams += other.unrouted_datagrams;
+        self.speaker_switches += other.speaker_switches;
+    }
+}
+
+/// What is live on one worker now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MediaGauges {
+    pub rooms: usize,
+    pub peers: usize,
+    pub tracks: usize,
+}
+
+/// Where a peer sits and what it may send.
+#[derive(Debug, Clone, Copy)]
+struct Seat {
+    room: RoomId,
+    mic_muted: bool,
+    camera_off: bool,
+}
+
+impl Seat {
+    fn forwards(&self, kind: TrackKind) -> bool {
+        match kind {
+            TrackKind::Audio => !self.mic_muted,
+            TrackKind::Video => !self.camera_off,
+        }
+    }
+}
+
+pub struct MediaCore {
+    config: MediaConfig,
+    rooms: HashMap<RoomId, Room>,
+    peers: HashMap<PeerId, Peer>,
+    seats: HashMap<PeerId, Seat>,
+    routes: Routes,
+    transmits: Vec<Transmit>,
+    /// Sent datagram buffers handed back by the shell ([`MediaCore::recycle`]), reused for direct sends.
+    spare_buffers: Vec<Vec<u8>>,
+    events: Vec<MediaEvent>,
+    next_speaker_tick: Instant,
+    /// No peer's timer is due before this (may be early: then a timeout pass finds nothing due).
+    earliest_timeout: Instant,
+    /// Subscribers written to and not yet driven (see [`MediaCore::drain_transmits`]).
+    dirty: Vec<PeerId>,
+    /// The latest time any input carried.
+    now: Instant,
+    /// Peer events waiting to be acted on, in order, tagged with the peer they came from.
+    queue: VecDeque<(PeerId, PeerEvent)>,
+    scratch_events: Vec<PeerEvent>,
+    scratch_ids: Vec<PeerId>,
+    counters: MediaCounters,
+}
+
+/// How long a core with no peers sleeps.
+const IDLE_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl MediaCore {
+    pub fn new(config: MediaConfig) -> MediaCore {
+        MediaCore::new_at(config, Instant::now())
+    }
+
+    /// A core whose clock starts at `now` (tests drive a fake clock).
+    pub fn new_at(config: MediaConfig, now: Instant) -> MediaCore {
+        MediaCore {
+            config,
+            rooms: HashMap::new(),
+            peers: HashMap::new(),
+            seats: HashMap::new(),
+            routes: Routes::default(),
+            transmits: Vec::new(),
+            spare_buffers: Vec::new(),
+            events: Vec::new(),
+            next_speaker_tick: now,
+            earliest_timeout: now,
+            dirty: Vec::new(),
+            now,
+            queue: VecDeque::new(),
+            scratch_events: Vec::new(),
+            scratch_ids: Vec::new(),
+            counters: MediaCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> MediaCounters {
+        self.counters
+    }
+
+    pub fn gauges(&self) -> MediaGauges {
+        MediaGauges {
+            rooms: self.rooms.len(),
+            peers: self.peers.len(),
+            tracks: self.peers.values().map(|p| p.published().count()).sum(),
+        }
+    }
+
+    /// Connection details of every peer, for `/api/debug` (the control plane adds room names).
+    pub fn debug(&self) -> Vec<PeerDebug> {
+        let mut all: Vec<_> = self
+            .peers
+            .values()
+            .map(|p| {
+                let mut d = p.debug();
+                d.worker = self.config.worker;
+                d
+            })
+            .collect();
+        all.sort_by_key(|d| d.participant_id);
+        all
+    }
+
+    /// The room's current dominant speaker.
+    pub fn active_speaker(&self, room: RoomId) -> Option<ParticipantId> {
+        self.rooms.get(&room).and_then(|r| r.speaker.current())
+    }
+
+    /// Events for the control plane, in order.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, MediaEvent> {
+        self.events.drain(..)
+    }
+
+    /// Takes back the buffers of sent datagrams, so forwarding does not allocate per packet.
+    pub fn recycle(&mut self, sent: impl IntoIterator<Item = Transmit>) {
+        for t in sent {
+            if self.spare_buffers.len() >= MAX_SPARE_BUFFERS {
+                break;
+            }
+            if t.contents.capacity() >= MIN_SPARE_CAPACITY {
+                self.spare_buffers.push(t.contents);
+            }
+        }
+    }
+
+    /// Datagrams to send, in order.
+    ///
+    /// Subscribers that were written to since the last call are driven first: forwarding a burst of
+    /// received packets polls each subscriber once, not once per packet.
+    pub fn drain_transmits(&mut self) -> std::vec::Drain<'_, Transmit> {
+        self.flush();
+        self.transmits.drain(..)
+    }
+
+    /// The next time [`MediaCore::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Instant {
+        if self.peers.is_empty() {
+            return self.now + IDLE_TIMEOUT;
+        }
+        self.earliest_timeout.min(self.next_speaker_tick)
+    }
+
+    pub fn handle_command(&mut self, command: MediaCommand, now: Instant) {
+        self.now = self.now.max(now);
+        match command {
+            MediaCommand::AddPeer {
+                peer,
+                room,
+                participant,
+                receive_only,
+                mic_muted,
+                camera_off,
+            } => self.add_peer(peer, room, participant, receive_only, (mic_muted, camera_off)),
+            MediaCommand::Offer { peer, request, sdp } => {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                match p.accept_offer(&sdp) {
+                    Ok(answer) => {
+                        self.events.push(MediaEvent::Answer {
+                            peer,
+                            request,
+                            sdp: answer,
+                        });
+                        self.drive(peer);
+                    }
+                    Err(e) => self.events.push(MediaEvent::SdpRefused {
+                        peer,
+                        request,
+                        reason: e.0,
+                    }),
+                }
+            }
+            MediaCommand::Answer { peer, request, sdp } => {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                match p.accept_answer(&sdp) {
+                    Ok(opened) => {
+                        // New video subscribers need a keyframe before they can show anything.
+                        for (source, kind) in opened {
+                            if kind == TrackKind::Video {
+                                self.request_keyframe(source, KeyframeRequestKind::Pli);
+                            }
+                        }
+                        self.drive(peer);
+                    }
+                    Err(e) => {
+                        self.events.push(MediaEvent::SdpRefused {
+                            peer,
+                            request,
+                            reason: e.0,
+                        });
+                        // A rolled-back negotiation is offered again.
+                        self.drive(peer);
+                    }
+                }
+            }
+            MediaCommand::SetMute {
+                peer,
+                mic_muted,
+                camera_off,
+            } => self.set_mute(peer, mic_muted, camera_off),
+            MediaCommand::RemovePeer { peer } => self.remove_peer(peer),
+        }
+        self.process_queue();
+    }
+
+    fn add_peer(
+        &mut self,
+        id: PeerId,
+        room_id: RoomId,
+        participant: ParticipantId,
+        receive_only: bool,
+        (mic_muted, camera_off): (bool, bool),
+    ) {
+        if self.peers.contains_key(&id) {
+            return;
+        }
+        let mut peer = Peer::new(
+            id,
+            participant,
+            receive_only,
+            &self.config.candidates,
+            self.now,
+        );
+        let room = self
+            .rooms
+            .entry(room_id)
+            .or_insert_with(|| Room::new(self.config.speaker));
+        // Everything already published in the room, negotiated with the first server offer.
+        for source in room.tracks() {
+            let (Some(publisher), Some(kind)) = (
+                self.peers.get(&source.publisher),
+                self.peers
+                    .get(&source.publisher)
+                    .and_then(|p| p.published().find(|(m, _)| *m == source.mid))
+                    .map(|(_, k)| k),
+            ) else {
+                continue;
+            };
+            peer.subscribe(source, publisher.participant(), kind);
+        }
+        let sources: Vec<_> = room.tracks().collect();
+        for source in sources {
+            room.subscribe(source, id);
+        }
+        room.add_peer(id);
+        self.routes.add_peer(id, peer.ufrag().to_string());
+        self.earliest_timeout = self.earliest_timeout.min(peer.next_timeout());
+        self.peers.insert(id, peer);
+        self.seats.insert(
+            id,
+            Seat {
+                room: room_id,
+                mic_muted,
+                camera_off,
+            },
+        );
+    }
+
+    fn remove_peer(&mut self, id: PeerId) {
+        let Some(seat) = self.seats.remove(&id) else {
+            return;
+        };
+        let participant = self.peers.remove(&id).map(|mut peer| {
+            peer.close();
+            peer.participant()
+        });
+        self.routes.remove_peer(id);
+        self.queue.retain(|(p, _)| *p != id);
+        self.dirty.retain(|p| *p != id);
+        let Some(room) = self.rooms.get_mut(&seat.room) else {
+            return;
+        };
+        room.remove_peer(id);
+        if room.is_empty() {
+            self.rooms.remove(&seat.room);
+            return;
+        }
+        let remaining = room.peers().to_vec();
+        if let Some(participant) = participant {
+            self.forget_speaker(seat.room, participant);
+        }
+        for other in remaining {
+            if let Some(peer) = self.peers.get_mut(&other) {
+                peer.unsubscribe_all_of(id);
+            }
+            self.drive(other);
+        }
+    }
+
+    fn set_mute(&mut self, id: PeerId, mic_muted: bool, camera_off: bool) {
+        let Some(seat) = self.seats.get_mut(&id) else {
+            return;
+        };
+        let before = *seat;
+        seat.mic_muted = mic_muted;
+        seat.camera_off = camera_off;
+        let seat = *seat;
+        let paused: Vec<TrackKind> = [TrackKind::Audio, TrackKind::Video]
+            .into_iter()
+            .filter(|k| before.forwards(*k) && !seat.forwards(*k))
+            .collect();
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let participant = peer.participant();
+        let tracks: Vec<_> = peer.published().collect();
+        // Held-back tracks: every subscriber's numbering closes the gap when they resume.
+        for &(mid, kind) in &tracks {
+            if !paused.contains(&kind) {
+                continue;
+            }
+            let source = TrackSource { publisher: id, mid };
+            let subscribers = self
+                .rooms
+                .get(&seat.room)
+                .map(|r| r.subscribers(&source).to_vec())
+                .unwrap_or_default();
+            for s in subscribers {
+                if let Some(p) = self.peers.get_mut(&s) {
+                    p.pause(source);
+                }
+            }
+        }
+        if mic_muted && !before.mic_muted {
+            self.forget_speaker(seat.room, participant);
+        }
+        // Camera back on: receivers need a fresh keyframe.
+        if before.camera_off && !camera_off {
+            for (mid, kind) in tracks {
+                if kind == TrackKind::Video {
+                    self.request_keyframe(TrackSource { publisher: id, mid }, KeyframeRequestKind::Pli);
+                }
+            }
+        }
+    }
+
+    /// Feeds one received datagram. Returns false when it belongs to no peer.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        self.now = self.now.max(now);
+        let Some(id) = self.routes.find(source, data) else {
+            self.counters.unrouted_datagrams += 1;
+            return false;
+        };
+        let Ok(contents) = data.try_into() else {
+            self.counters.unrouted_datagrams += 1;
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.counters.unrouted_datagrams += 1;
+            return false;
+        };
+        if !peer.accepts(&input) {
+            self.counters.unrouted_datagrams += 1;
+            return false;
+        }
+        peer.handle_input(input);
+        self.routes.learn(source, id);
+        self.drive(id);
+        self.process_queue();
+        true
+    }
+
+    /// Advances every connection whose timer is due, and the rooms' speaker detection.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        let mut due = std::mem::take(&mut self.scratch_ids);
+        due.clear();
+        let mut earliest = now + IDLE_TIMEOUT;
+        for p in self.peers.values() {
+            if p.next_timeout() <= now {
+                due.push(p.id());
+            } else {
+                earliest = earliest.min(p.next_timeout());
+            }
+        }
+        self.earliest_timeout = earliest;
+        for id in &due {
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.handle_input(Input::Timeout(now));
+            }
+            self.drive(*id);
+        }
+        self.scratch_ids = due;
+        self.speaker_tick(now);
+        self.process_queue();
+    }
+
+    /// Drives every peer with pending writes, and acts on what that produces.
+    fn flush(&mut self) {
+        while !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            for &id in &dirty {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.dirty = false;
+                }
+                self.drive(id);
+            }
+            dirty.clear();
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+            }
+            self.process_queue();
+        }
+    }
+
+    /// Polls one peer and queues what it reports.
+    fn drive(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.scratch_events);
+        peer.drive(&mut self.transmits, &mut events);
+        self.earliest_timeout = self.earliest_timeout.min(peer.next_timeout());
+        self.queue.extend(events.drain(..).map(|e| (id, e)));
+        self.scratch_events = events;
+    }
+
+    fn process_queue(&mut self) {
+        while let Some((from, event)) = self.queue.pop_front() {
+            match event {
+                PeerEvent::TrackPublished { mid, kind } => self.publish(from, mid, kind),
+                PeerEvent::Media {
+                    mid,
+                    kind,
+                    params,
+                    packet,
+                } => self.forward(from, mid, kind, params, packet),
+                PeerEvent::KeyframeWanted { source, kind } => self.request_keyframe(source, kind),
+                PeerEvent::Offer(sdp) => self.events.push(MediaEvent::Offer { peer: from, sdp }),
+                PeerEvent::Gone => {
+                    if self.seats.contains_key(&from) {
+                        self.remove_peer(from);
+                        self.events.push(MediaEvent::PeerLost { peer: from });
+                    }
+                }
+            }
+        }
+    }
+
+    /// `publisher` offered a new track: everyone else in its room receives it.
+    fn publish(&mut self, publisher: PeerId, mid: str0m::media::Mid, kind: TrackKind) {
+        let Some(seat) = self.seats.get(&publisher) else {
+            return;
+        };
+        let Some(participant) = self.peers.get(&publisher).map(Peer::participant) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&seat.room) else {
+            return;
+        };
+        let source = TrackSource { publisher, mid };
+        room.publish(source);
+        let others: Vec<_> = room
+            .peers()
+            .iter()
+            .copied()
+            .filter(|p| *p != publisher)
+            .collect();
+        for other in others {
+            room.subscribe(source, other);
+            if let Some(peer) = self.peers.get_mut(&other) {
+                peer.subscribe(source, participant, kind);
+            }
+        }
+        for other in room.peers().to_vec() {
+            if other != publisher {
+                self.drive(other);
+            }
+        }
+    }
+
+    fn forward(
+        &mut self,
+        publisher: PeerId,
+        mid: str0m::media::Mid,
+        kind: TrackKind,
+        params: str0m::format::PayloadParams,
+        packet: str0m::rtp::RtpPacket,
+    ) {
+        let Some(seat) = self.seats.get(&publisher) else {
+            return;
+        };
+        if !seat.forwards(kind) {
+            self.counters.dropped_muted_packets += 1;
+            return;
+        }
+        let Some(room) = self.rooms.get_mut(&seat.room) else {
+            return;
+        };
+        if kind == TrackKind::Audio {
+            if let (Some(level), Some(p)) = (
+                packet.header.ext_vals.audio_level,
+                self.peers.get(&publisher),
+            ) {
+                // RFC 6464 carries -dBov; str0m gives it as a negative number.
+                room.speaker
+                    .on_level(p.participant(), level.unsigned_abs().min(127), self.now);
+            }
+        }
+        let source = TrackSource { publisher, mid };
+        let mut targets = std::mem::take(&mut self.scratch_ids);
+        targets.clear();
+        targets.extend_from_slice(room.subscribers(&source));
+        for &target in &targets {
+            let Some(peer) = self.peers.get_mut(&target) else {
+                continue;
+            };
+            let how = peer.forward(
+                source,
+                params,
+                &packet,
+                &mut self.transmits,
+                &mut self.spare_buffers,
+            );
+            if how == Forwarded::Skipped {
+                continue;
+            }
+            self.counters.forwarded_packets += 1;
+            self.counters.forwarded_bytes += packet.payload.len() as u64;
+            if how == Forwarded::Sent {
+                self.counters.direct_packets += 1;
+            }
+            if how == Forwarded::Queued && !peer.dirty {
+                peer.dirty = true;
+                self.dirty.push(target);
+            }
+        }
+        self.scratch_ids = targets;
+    }
+
+    fn request_keyframe(&mut self, source: TrackSource, kind: KeyframeRequestKind) {
+        let now = self.now;
+        if let Some(peer) = self.peers.get_mut(&source.publisher) {
+            peer.request_keyframe(source.mid, kind, now);
+            self.drive(source.publisher);
+        }
+    }
+
+    /// `who` can no longer be the speaker of `room` (muted or gone).
+    fn forget_speaker(&mut self, room_id: RoomId, who: ParticipantId) {
+        let now = self.now;
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        if let Some(next) = room.speaker.remove(who, now) {
+            self.counters.speaker_switches += 1;
+            self.events.push(MediaEvent::ActiveSpeaker {
+                room: room_id,
+                participant: next,
+            });
+        }
+    }
+
+    /// Every 100 ms: speaker decisions and the rooms' levels.
+    fn speaker_tick(&mut self, now: Instant) {
+        if now < self.next_speaker_tick {
+            return;
+        }
+        self.next_speaker_tick = now + SPEAKER_TICK;
+        for (&id, room) in self.rooms.iter_mut() {
+            if let Some(speaker) = room.speaker.tick(now) {
+                self.counters.speaker_switches += 1;
+                self.events.push(MediaEvent::ActiveSpeaker {
+                    room: id,
+                    participant: Some(speaker),
+                });
+            }
+            let mut levels: Vec<Level> = room
+                .speaker
+                .meters()
+                .map(|(id, m)| Level {
+                    id,
+                    level: (m * 100.0).round().clamp(0.0, 100.0) as u8,
+                })
+                .collect();
+            let loud = levels.iter().any(|l| l.level > 0);
+            // Send while there is sound, and once more when it stops.
+            if loud || room.loud {
+                levels.sort_by_key(|l| l.id);
+                self.events.push(MediaEvent::Levels { room: id, levels });
+            }
+            room.loud = loud;
+        }
+    }
+}
+
+/// Enough spare buffers for a large burst of fan-out; more are freed.
+const MAX_SPARE_BUFFERS: usize = 2048;
+/// Small buffers (STUN responses) are not worth keeping; direct sends allocate at least this much.
+const MIN_SPARE_CAPACITY: usize = crate::peer::SPARE_CAPACITY;

@@ -279,7 +279,13 @@ impl MediaCore {
                 receive_only,
                 mic_muted,
                 camera_off,
-            } => self.add_peer(peer, room, participant, receive_only, (mic_muted, camera_off)),
+            } => self.add_peer(
+                peer,
+                room,
+                participant,
+                receive_only,
+                (mic_muted, camera_off),
+            ),
             MediaCommand::Offer { peer, request, sdp } => {
                 let Some(p) = self.peers.get_mut(&peer) else {
                     return;
@@ -460,7 +466,10 @@ impl MediaCore {
         if before.camera_off && !camera_off {
             for (mid, kind) in tracks {
                 if kind == TrackKind::Video {
-                    self.request_keyframe(TrackSource { publisher: id, mid }, KeyframeRequestKind::Pli);
+                    self.request_keyframe(
+                        TrackSource { publisher: id, mid },
+                        KeyframeRequestKind::Pli,
+                    );
                 }
             }
         }

@@ -99,7 +99,10 @@ mod tests {
     #[test]
     fn a_fresh_stream_keeps_the_low_bits_in_rollover_0() {
         let mut t = DownTrack::new();
-        assert_eq!(seqs(&mut t, [1000, 1001, 1002]), [Some(1000), Some(1001), Some(1002)]);
+        assert_eq!(
+            seqs(&mut t, [1000, 1001, 1002]),
+            [Some(1000), Some(1001), Some(1002)]
+        );
     }
 
     #[test]
@@ -118,7 +121,10 @@ mod tests {
     fn numbering_crosses_the_16_bit_wrap_as_the_publisher_does() {
         let mut t = DownTrack::new();
         let out = seqs(&mut t, [65_534, 65_535, 65_536, 65_537]);
-        assert_eq!(out, [Some(65_534), Some(65_535), Some(65_536), Some(65_537)]);
+        assert_eq!(
+            out,
+            [Some(65_534), Some(65_535), Some(65_536), Some(65_537)]
+        );
         // On the wire: ..., 65535, 0, 1 with the rollover counter moving to 1.
         assert_eq!(out[2].map(|s| s as u16), Some(0));
     }
@@ -138,7 +144,10 @@ mod tests {
     #[test]
     fn reordered_packets_go_out_in_their_slot_but_never_across_a_pause() {
         let mut t = DownTrack::new();
-        assert_eq!(seqs(&mut t, [100, 102, 101]), [Some(100), Some(102), Some(101)]);
+        assert_eq!(
+            seqs(&mut t, [100, 102, 101]),
+            [Some(100), Some(102), Some(101)]
+        );
         t.pause();
         assert_eq!(seqs(&mut t, [200]), [Some(103)]);
         // 199 is from the paused stretch, 101 from before: either would land on a used slot.

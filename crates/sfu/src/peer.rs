@@ -422,9 +422,7 @@ impl Peer {
                 }
             }
             tracing::debug!(peer = id, "answer refused: {e}");
-            return Err(SdpRefusal(
-                "that answer does not fit the server's offer",
-            ));
+            return Err(SdpRefusal("that answer does not fit the server's offer"));
         }
         tracing::debug!(participant = self.participant, "server offer answered");
         let mut opened = Vec::new();
@@ -776,7 +774,9 @@ impl Peer {
                 self.egress.insert(stats.mid, stats);
             }
             // A viewer's own tracks are never published: it is receive-only on the server.
-            Event::MediaAdded(added) if added.direction == Direction::RecvOnly && self.receive_only => {
+            Event::MediaAdded(added)
+                if added.direction == Direction::RecvOnly && self.receive_only =>
+            {
                 tracing::debug!(peer = self.id, "a viewer's track is not forwarded");
             }
             Event::MediaAdded(added) if added.direction == Direction::RecvOnly => {

@@ -49,7 +49,8 @@ impl Room {
     /// Removes `peer`, its published tracks and its subscriptions.
     pub fn remove_peer(&mut self, peer: PeerId) {
         self.peers.retain(|p| *p != peer);
-        self.subscribers.retain(|source, _| source.publisher != peer);
+        self.subscribers
+            .retain(|source, _| source.publisher != peer);
         for subs in self.subscribers.values_mut() {
             subs.retain(|p| *p != peer);
         }
@@ -103,13 +104,20 @@ mod tests {
         room.subscribe(a1, 3);
         room.subscribe(a1, 3);
         room.subscribe(a1, 1);
-        assert_eq!(room.subscribers(&a1), [2, 3], "no duplicates, never back to the publisher");
+        assert_eq!(
+            room.subscribers(&a1),
+            [2, 3],
+            "no duplicates, never back to the publisher"
+        );
         let v2 = track(2, "1");
         room.publish(v2);
         room.subscribe(v2, 1);
         room.remove_peer(2);
         assert_eq!(room.subscribers(&a1), [3], "a leaver stops receiving");
-        assert!(room.subscribers(&v2).is_empty(), "a leaver's tracks are gone");
+        assert!(
+            room.subscribers(&v2).is_empty(),
+            "a leaver's tracks are gone"
+        );
         assert_eq!(room.tracks().collect::<Vec<_>>(), [a1]);
         assert_eq!(room.peers(), [1, 3]);
         assert!(room.subscribers(&track(9, "0")).is_empty());

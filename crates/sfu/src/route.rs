@@ -116,7 +116,10 @@ mod tests {
         for p in 1..=1000 {
             r.add_peer(p, format!("uf{p}"));
         }
-        assert_eq!(r.find(addr(1), &binding_request(b"uf777:browser")), Some(777));
+        assert_eq!(
+            r.find(addr(1), &binding_request(b"uf777:browser")),
+            Some(777)
+        );
         assert_eq!(r.find(addr(1), &binding_request(b"nobody:browser")), None);
         // Learned: later datagrams (DTLS, SRTP) from that address need no STUN.
         r.learn(addr(1), 777);

@@ -1,15 +1,12 @@
-//! How fast the sans-IO core forwards: one publisher, N subscribers, real str0m peers with DTLS-SRTP on
-//! an in-memory network. Counts only the time spent inside `Sfu` calls (SRTP decrypt, routing, SRTP
-//! encrypt for every subscriber), so the figure is packets forwarded per second of one core.
+//! How fast one media core forwards: one publisher, N subscribers, real str0m peers with DTLS-SRTP on
+//! the in-memory network. Counts only the time spent inside `MediaCore` calls (SRTP decrypt, routing,
+//! SRTP encrypt for every subscriber), so the figure is packets forwarded per second of one core.
 //!
-//! Run: `cargo bench -p parley-sfu --bench forward`
-
-#[path = "../tests/support/mod.rs"]
-mod support;
+//! Run: `cargo bench -p parley-testkit --bench forward`
 
 use std::time::Duration;
 
-use support::{talk_for, Net};
+use parley_testkit::net::{talk_for, Net};
 
 fn main() {
     println!("| subscribers | packets in | packets forwarded | core busy (ms) | forwarded packets/s per core | µs per forwarded packet |");
@@ -21,12 +18,12 @@ fn main() {
             net.join(2 + s as u64, "band");
         }
         // Connect everyone (ICE, DTLS, negotiation), with only the publisher talking.
-        for c in net.clients.iter_mut().skip(1) {
+        for (_, c) in net.clients.iter_mut().skip(1) {
             c.audio_mid = None;
         }
         talk_for(&mut net, Duration::from_secs(2));
-        let before = net.sfu.counters();
-        net.sfu_busy = Duration::ZERO;
+        let before = net.counters();
+        net.media_busy = Duration::ZERO;
         // 10 s of a publisher sending 50 packets/s, repeated 20 times per step to load the core.
         let mut frame = 1_000u64;
         net.run(Duration::from_secs(10), |n| {
@@ -35,10 +32,10 @@ fn main() {
                 n.speak(frame);
             }
         });
-        let after = net.sfu.counters();
+        let after = net.counters();
         let forwarded = after.forwarded_packets - before.forwarded_packets;
         let inbound = forwarded / subscribers.max(1) as u64;
-        let busy = net.sfu_busy.as_secs_f64();
+        let busy = net.media_busy.as_secs_f64();
         println!(
             "| {subscribers} | {inbound} | {forwarded} | {:.0} | {:.0} | {:.2} |",
             busy * 1000.0,

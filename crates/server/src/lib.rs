@@ -1,0 +1,265 @@
+//! The `parley` server: flags, HTTP(S), the control plane and the media workers. The binary is
+//! `main.rs`; the library exists so the in-memory test network (`crates/testkit`) can drive the very
+//! control plane the binary runs.
+//!
+//! Two planes: the control plane (`control.rs`, run by `plane.rs` on tokio) owns people, rooms, chat
+//! and the placement of rooms on media workers, and alone speaks the protocol with clients; each media
+//! worker (`worker.rs`, one thread per core) owns the rooms placed on it and its own UDP socket.
+
+mod config;
+pub mod control;
+mod http;
+mod metrics;
+mod net;
+mod outbox;
+mod plane;
+pub mod rate;
+pub mod rooms;
+mod signalling;
+mod store;
+mod tls;
+mod udp;
+mod worker;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::sync::mpsc;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::control::{Control, ControlConfig};
+use crate::plane::{ControlInput, ControlPlane, INPUT_QUEUE};
+use crate::store::{now_ms, Store};
+use crate::worker::{MediaWorker, COMMAND_QUEUE};
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub control: mpsc::Sender<ControlInput>,
+    /// Messages refused before they reached the core (unreadable, too large, too many).
+    pub signalling_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Runs the server as the command line says; the process's exit code.
+pub fn main_with_args() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("parley=info,warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("parley: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+
+    let media_ips = if config.media_bind.is_empty() {
+        net::local_ipv4_addresses()
+    } else {
+        config.media_bind.clone()
+    };
+    let store = std::sync::Arc::new(Store::open(&config.data_dir)?);
+    let speaker = parley_sfu::SpeakerConfig {
+        voice_level: config.speaker_voice_level,
+        min_speech: std::time::Duration::from_millis(config.speaker_min_speech_ms),
+        hold: std::time::Duration::from_millis(config.speaker_hold_ms),
+        ..Default::default()
+    };
+    let worker_count = config.media_workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let mut workers = Vec::with_capacity(worker_count);
+    for i in 0..worker_count {
+        let port = match config.media_port {
+            0 => 0,
+            p => u16::try_from(usize::from(p) + i).map_err(|_| {
+                anyhow::anyhow!("--media-port {p} leaves no room for {worker_count} media workers")
+            })?,
+        };
+        workers.push(MediaWorker::bind(
+            i,
+            &media_ips,
+            port,
+            config.public_ip,
+            speaker,
+        )?);
+    }
+    let media_addrs: Vec<Vec<SocketAddr>> = workers.iter().map(MediaWorker::addresses).collect();
+
+    let mut control_config = ControlConfig::new(worker_count);
+    control_config.max_participants = usize::from(config.max_participants);
+    control_config.chat_max_chars = config.chat_max_chars as usize;
+    control_config.chat_rate = crate::rate::RateLimit {
+        per_second: config.chat_rate,
+        burst: config.chat_burst,
+    };
+    control_config.server_version = env!("CARGO_PKG_VERSION").to_string();
+    let mut control = Control::new(control_config);
+    let stored = store.rooms().context("loading rooms")?;
+    for name in &stored {
+        if let Err(e) = control.create_room(name) {
+            tracing::warn!("stored room {name:?} skipped: {}", e.message);
+        }
+    }
+    if !config.default_room.is_empty() && !stored.contains(&config.default_room) {
+        match control.create_room(&config.default_room) {
+            Ok(()) => store.add_room(&config.default_room, now_ms())?,
+            Err(e) => tracing::warn!(
+                "default room {:?} not created: {}",
+                config.default_room,
+                e.message
+            ),
+        }
+    }
+
+    let http_listener = bind_tcp(config.http_addr, "--http-addr").await?;
+    let https = match config.https_addr.0 {
+        Some(addr) => {
+            let (cert, key, generated) = match (&config.tls_cert, &config.tls_key) {
+                (Some(c), Some(k)) => (c.clone(), k.clone(), false),
+                _ => {
+                    let files = tls::ensure_certificate(&config.data_dir)?;
+                    (files.cert, files.key, files.generated)
+                }
+            };
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                .await
+                .with_context(|| format!("loading TLS certificate {}", cert.display()))?;
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| port_error(addr, "--https-addr", e))?;
+            listener.set_nonblocking(true)?;
+            if generated {
+                tracing::info!("made a self-signed certificate: {}", cert.display());
+            }
+            Some((listener, tls))
+        }
+        None => None,
+    };
+
+    let (inputs, input_rx) = mpsc::channel(INPUT_QUEUE);
+    let mut worker_commands = Vec::with_capacity(worker_count);
+    for worker in workers {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        worker.spawn(rx, inputs.clone())?;
+        worker_commands.push(tx);
+    }
+    let plane = ControlPlane::new(control, worker_commands, store, inputs.clone())?;
+    tokio::spawn(plane.run(input_rx));
+    let app = http::router(AppState {
+        control: inputs,
+        signalling_errors: Default::default(),
+    });
+
+    println!("parley {} is running", env!("CARGO_PKG_VERSION"));
+    println!("  on this machine:  http://{}", config.http_addr);
+    if let Some((listener, _)) = &https {
+        let addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            for ip in net::lan_addresses() {
+                println!(
+                    "  on your network:  https://{}",
+                    SocketAddr::new(ip, addr.port())
+                );
+            }
+            println!(
+                "  (https://localhost:{} works here too; accept the self-signed certificate once)",
+                addr.port()
+            );
+        } else {
+            println!("  over HTTPS:       https://{addr}");
+        }
+    }
+    println!(
+        "  media (UDP):      {} ({worker_count} worker{})",
+        media_ranges(&media_addrs).join(", "),
+        if worker_count == 1 { "" } else { "s" }
+    );
+    println!("  data:             {}", config.data_dir.display());
+
+    let http_app = app.clone();
+    let http_server = async move {
+        axum::serve(http_listener, http_app)
+            .await
+            .context("HTTP server")
+    };
+    match https {
+        Some((listener, tls)) => {
+            let https_server = async move {
+                axum_server::from_tcp_rustls(listener, tls)?
+                    .serve(app.into_make_service())
+                    .await
+                    .context("HTTPS server")
+            };
+            tokio::try_join!(http_server, https_server)?;
+        }
+        None => http_server.await?,
+    }
+    Ok(())
+}
+
+/// Each advertised address with its workers' ports: `127.0.0.1:8443-8444`.
+fn media_ranges(per_worker: &[Vec<SocketAddr>]) -> Vec<String> {
+    let Some(first) = per_worker.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let ports: Vec<u16> = per_worker
+                .iter()
+                .filter_map(|w| w.get(i).map(SocketAddr::port))
+                .collect();
+            let (lo, hi) = (
+                ports.iter().min().copied().unwrap_or(addr.port()),
+                ports.iter().max().copied().unwrap_or(addr.port()),
+            );
+            let contiguous = usize::from(hi - lo) + 1 == ports.len();
+            match (lo == hi, contiguous) {
+                (true, _) => format!("{}:{lo}", addr.ip()),
+                (false, true) => format!("{}:{lo}-{hi}", addr.ip()),
+                (false, false) => {
+                    let list: Vec<_> = ports.iter().map(u16::to_string).collect();
+                    format!("{}:{}", addr.ip(), list.join(","))
+                }
+            }
+        })
+        .collect()
+}
+
+async fn bind_tcp(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| port_error(addr, flag, e))
+}
+
+fn port_error(addr: SocketAddr, flag: &str, e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!("{addr} is already in use: stop the other program or choose another address with {flag}")
+    } else {
+        anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}")
+    }
+}

@@ -1,0 +1,241 @@
+//! The two planes with real str0m peers on the in-memory network and a fake clock: the real control
+//! plane places rooms on media workers; ICE, DTLS-SRTP, negotiation and RTP forwarding run with no
+//! sockets.
+
+use std::time::Duration;
+
+use parley_proto::{ClientMessage, ErrorCode, Role};
+use parley_testkit::net::{client_addr, got, talk_for, worker_addr, Browser, Net};
+
+#[test]
+fn audio_reaches_everyone_else_in_the_room_only() {
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    net.join(3, "band");
+    net.join(4, "other");
+    talk_for(&mut net, Duration::from_secs(3));
+
+    for (at, from) in [(1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2)] {
+        let n = got(&mut net, at, from);
+        assert!(n > 50, "{at} got {n} frames from {from}");
+    }
+    for at in 1..=3 {
+        assert_eq!(got(&mut net, at, at), 0, "{at} must not receive itself");
+        assert_eq!(
+            got(&mut net, at, 4),
+            0,
+            "{at} must not receive another room"
+        );
+        assert_eq!(got(&mut net, 4, at), 0, "4 must not receive room band");
+    }
+    // Once DTLS is up, audio leaves on the direct SRTP path, and the receivers above (str0m)
+    // decrypted and authenticated it.
+    let counters = net.counters();
+    assert!(
+        counters.direct_packets * 10 > counters.forwarded_packets * 9,
+        "{counters:?}"
+    );
+}
+
+#[test]
+fn muted_audio_is_not_forwarded_and_leavers_stop() {
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    net.join(3, "band");
+    talk_for(&mut net, Duration::from_secs(2));
+    assert!(got(&mut net, 2, 1) > 30);
+
+    net.set_mic_muted(1, true);
+    talk_for(&mut net, Duration::from_millis(200));
+    let (at2, at3) = (got(&mut net, 2, 1), got(&mut net, 3, 1));
+    let from3 = got(&mut net, 2, 3);
+    talk_for(&mut net, Duration::from_secs(1));
+    assert_eq!(got(&mut net, 2, 1), at2, "muted audio still reached 2");
+    assert_eq!(got(&mut net, 3, 1), at3, "muted audio still reached 3");
+    assert!(got(&mut net, 2, 3) > from3 + 30, "unmuted 3 keeps flowing");
+    assert!(net.counters().dropped_muted_packets > 30);
+
+    // Unmute: flows again (the down-tracks close the gap, so str0m's receivers take it).
+    net.set_mic_muted(1, false);
+    talk_for(&mut net, Duration::from_secs(1));
+    assert!(got(&mut net, 2, 1) > at2 + 30, "unmuted audio flows again");
+
+    // 3 leaves: 1 stops hearing it, and the worker holds two peers.
+    net.disconnect(3);
+    let before = got(&mut net, 1, 3);
+    talk_for(&mut net, Duration::from_secs(1));
+    assert_eq!(got(&mut net, 1, 3), before);
+    assert_eq!(net.gauges(0).peers, 2);
+    net.disconnect(1);
+    net.disconnect(2);
+    talk_for(&mut net, Duration::from_millis(100));
+    assert_eq!(net.gauges(0).rooms, 0, "an empty room leaves its worker");
+}
+
+#[test]
+fn the_loud_participant_becomes_active_speaker_for_everyone() {
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    net.join(3, "band");
+    talk_for(&mut net, Duration::from_secs(1));
+    net.client(2).talk_level = -20;
+    talk_for(&mut net, Duration::from_secs(2));
+    for at in [1, 2, 3] {
+        assert_eq!(net.client(at).speaker, Some(2), "speaker as seen by {at}");
+    }
+    let meters = net.client(1).meters.clone();
+    assert!(meters.get(&2).copied().unwrap_or(0) > 50, "{meters:?}");
+    assert_eq!(meters.get(&3).copied().unwrap_or(0), 0, "{meters:?}");
+
+    // Turn-taking: 2 stops, 3 talks.
+    net.client(2).talk_level = -127;
+    net.client(3).talk_level = -25;
+    talk_for(&mut net, Duration::from_secs(2));
+    assert_eq!(net.client(1).speaker, Some(3));
+
+    // The speaker mutes: nobody is speaker any more.
+    net.set_mic_muted(3, true);
+    talk_for(&mut net, Duration::from_millis(300));
+    assert_eq!(net.client(1).speaker, None);
+    assert!(net.counters().speaker_switches >= 3);
+    // The control plane knows too (`joined` of a late joiner, /api/status).
+    let band = net
+        .control
+        .status()
+        .into_iter()
+        .find(|r| r.name == "band")
+        .unwrap();
+    assert_eq!(band.active_speaker, None);
+}
+
+#[test]
+fn sender_reports_for_direct_audio_map_rtp_time_to_the_clock() {
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    // str0m reports audio every 5 s; run past two reports.
+    talk_for(&mut net, Duration::from_secs(12));
+    let info = net.client(2).sender_info.get("1").copied();
+    let info = info.expect("2 got a sender report for 1's audio");
+    // The report is anchored on real packets: a count and an RTP time, not zeros.
+    assert!(info.sender_packet_count > 0, "{info:?}");
+    assert!(info.rtp_time.numer() > 0, "{info:?}");
+    // 1 speaks 50 frames/s from RTP time 960 on; the report's RTP time must be in that range.
+    assert!(info.rtp_time.numer() < 13 * 48_000, "{info:?}");
+}
+
+#[test]
+fn two_rooms_on_two_workers_carry_media_at_once() {
+    let mut net = Net::with_workers(2);
+    net.join(1, "band");
+    net.join(2, "band");
+    net.join(3, "other");
+    net.join(4, "other");
+    let status = net.control.status();
+    let worker_of = |name: &str| status.iter().find(|r| r.name == name).unwrap().worker;
+    assert_eq!(worker_of("band"), Some(0));
+    assert_eq!(
+        worker_of("other"),
+        Some(1),
+        "a new room goes to the least loaded worker"
+    );
+    talk_for(&mut net, Duration::from_secs(3));
+    for (at, from) in [(1, 2), (2, 1), (3, 4), (4, 3)] {
+        assert!(got(&mut net, at, from) > 50, "{at} from {from}");
+    }
+    for (at, from) in [(1, 3), (3, 1), (2, 4), (4, 2)] {
+        assert_eq!(
+            got(&mut net, at, from),
+            0,
+            "{at} from {from}: rooms are apart"
+        );
+    }
+    // Each worker forwarded its own room's packets and nothing else.
+    for w in 0..2 {
+        let c = net.workers[w].counters();
+        assert!(c.forwarded_packets > 100, "worker {w}: {c:?}");
+        assert_eq!(net.gauges(w).peers, 2, "worker {w}");
+    }
+}
+
+#[test]
+fn a_misbehaving_peer_on_one_worker_leaves_the_other_workers_rooms_alone() {
+    let mut net = Net::with_workers(2);
+    net.join(1, "band");
+    net.join(2, "band");
+    net.join(3, "other");
+    net.join(4, "other");
+    talk_for(&mut net, Duration::from_secs(2));
+    let before = (got(&mut net, 1, 2), got(&mut net, 2, 1));
+    let other_before = got(&mut net, 4, 3);
+
+    // 3 (on worker 1) sends garbage from its own address and from strangers, a broken offer and a
+    // broken answer, then vanishes without a word.
+    for i in 0..200u32 {
+        let junk: Vec<u8> = (0..(i % 90) as u8).map(|b| b.wrapping_mul(37)).collect();
+        net.injected
+            .push((client_addr(3), worker_addr(1), junk.clone()));
+        net.injected
+            .push((client_addr(200 + u64::from(i % 50)), worker_addr(1), junk));
+    }
+    net.send(
+        3,
+        ClientMessage::Offer {
+            id: Some(9),
+            sdp: "v=0\r\nnot sdp".into(),
+        },
+    );
+    net.send(
+        3,
+        ClientMessage::Answer {
+            id: Some(10),
+            sdp: "garbage".into(),
+        },
+    );
+    talk_for(&mut net, Duration::from_millis(500));
+    let errors = net.errors(3);
+    assert!(
+        errors.iter().any(|(id, code, m)| *id == Some(9)
+            && *code == ErrorCode::BadSdp
+            && !m.contains('\n')
+            && m.len() < 100),
+        "{errors:?}"
+    );
+    assert!(errors
+        .iter()
+        .any(|(id, code, _)| *id == Some(10) && *code == ErrorCode::BadSdp));
+    net.client(3).rtc.disconnect();
+    talk_for(&mut net, Duration::from_secs(3));
+
+    // Worker 0's room never noticed.
+    assert!(got(&mut net, 1, 2) > before.0 + 100);
+    assert!(got(&mut net, 2, 1) > before.1 + 100);
+    assert!(net.workers[0].counters().unrouted_datagrams == 0);
+    assert!(net.workers[1].counters().unrouted_datagrams >= 100);
+    assert!(
+        got(&mut net, 4, 3) > other_before,
+        "3 was heard before it went quiet"
+    );
+}
+
+#[test]
+fn a_viewer_is_receive_only() {
+    let mut net: Net<Browser> = Net::new();
+    net.join(1, "band");
+    let now = net.now;
+    // A viewer that offers audio and video anyway.
+    net.join_with(2, "band", Role::Viewer, Browser::with_video(2, now));
+    talk_for(&mut net, Duration::from_secs(3));
+    assert!(got(&mut net, 2, 1) > 50, "the viewer hears the room");
+    assert_eq!(got(&mut net, 1, 2), 0, "nobody receives a viewer's audio");
+    let video = net.client(1).received_video.get("2").copied().unwrap_or(0);
+    assert_eq!(video, 0, "nobody receives a viewer's video");
+    assert_eq!(
+        net.gauges(0).tracks,
+        1,
+        "only the member's track is published"
+    );
+}

@@ -2,7 +2,9 @@
 //! run, so that parley's figures stand as ratios to Janus's on identical work.
 //!
 //! Janus refuses loopback for ICE, so both servers run here in a network namespace of their own, reached
-//! over a veth pair from a second namespace where the load generator runs (`parley_client::janus::lab`).
+//! over a veth pair from a second namespace where the load generator runs ([`parley_bench::janus::lab`]):
+//! `parley-client load --server URL` for parley, `parley-bench load --janus URL` (the same load generator
+//! with [`parley_bench::janus::Janus`] participants) for Janus.
 //! Each step runs twice, against a fresh parley and then against a fresh Janus, under that identical
 //! arrangement. Both servers' sent packets are counted on their veth (every packet they send: RTP, RTCP,
 //! STUN and signalling alike); CPU and memory come from /proc as in the main table.
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use parley_client::janus::lab::{self, JanusServer, NetLab, CLIENT_IP, SERVER_IP};
+use parley_bench::janus::lab::{self, JanusServer, NetLab, CLIENT_IP, SERVER_IP};
 
 use crate::{opt, procstat, room_prefix, Args, LoadSummary, Measured, Row, Step};
 
@@ -208,26 +210,49 @@ fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> 
     Ok(server)
 }
 
-/// Runs one step's load against the server with process id `pid` (in the lab's server namespace),
-/// `target` being the client's `--server URL` or `--janus URL`.
+/// The server a step's load goes to, by its URL.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// parley's plain-HTTP address: `parley-client load --server URL`.
+    Parley(&'a str),
+    /// Janus's HTTP API: `parley-bench load --janus URL`.
+    Janus(&'a str),
+}
+
+/// Runs one step's load against the server with process id `pid` (in the lab's server namespace).
 fn measure(
     args: &Args,
     lab: &NetLab,
     pid: u32,
-    target: [&str; 2],
+    target: Target,
     step: &Step,
     duration: f64,
 ) -> Result<Row> {
     let rss_idle = procstat::process_rss(pid).unwrap_or(0);
-    let tag = format!("{}-{}-{}", std::process::id(), target[0], room_prefix(step));
+    let (kind, url, program) = match target {
+        Target::Parley(url) => (
+            "parley",
+            url,
+            std::fs::canonicalize(&args.client_bin)
+                .with_context(|| format!("{} (build it first)", args.client_bin.display()))?,
+        ),
+        Target::Janus(url) => (
+            "janus",
+            url,
+            std::env::current_exe().context("finding parley-bench itself")?,
+        ),
+    };
+    let tag = format!("{}-{kind}-{}", std::process::id(), room_prefix(step));
     let json = std::env::temp_dir().join(format!("parley-bench-{tag}.json"));
     let ready = std::env::temp_dir().join(format!("parley-bench-{tag}.ready"));
     let _ = std::fs::remove_file(&ready);
-    let client_bin = std::fs::canonicalize(&args.client_bin)
-        .with_context(|| format!("{} (build it first)", args.client_bin.display()))?;
-    let mut cmd = lab.client_command(&client_bin);
+    let mut cmd = lab.client_command(&program);
     cmd.arg("load")
-        .args(target)
+        .arg(match target {
+            Target::Parley(_) => "--server",
+            Target::Janus(_) => "--janus",
+        })
+        .arg(url)
         .args(["--local-ip", &CLIENT_IP.to_string()])
         .args(["--rooms", &step.rooms.to_string()])
         .args(["--room-size", &step.room_size.to_string()])
@@ -245,7 +270,9 @@ fn measure(
     if step.video {
         cmd.arg("--video");
     }
-    let client = cmd.spawn().context("starting parley-client")?;
+    let client = cmd
+        .spawn()
+        .with_context(|| format!("starting the load generator ({})", program.display()))?;
     // Killed if we leave early.
     struct Client(Child);
     impl Drop for Client {
@@ -293,12 +320,12 @@ fn measure(
             break s;
         }
         if Instant::now() > deadline {
-            bail!("parley-client load did not end");
+            bail!("the load generator did not end");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     if !status.success() {
-        bail!("parley-client load failed ({status})");
+        bail!("the load generator failed ({status})");
     }
     let summary: LoadSummary = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
     let _ = std::fs::remove_file(&json);
@@ -395,7 +422,7 @@ pub fn run(args: &Args, duration: f64) -> Result<Option<Anchor>> {
                 args,
                 &lab,
                 server.child.id(),
-                ["--server", &server.url],
+                Target::Parley(&server.url),
                 step,
                 duration,
             )
@@ -411,7 +438,7 @@ pub fn run(args: &Args, duration: f64) -> Result<Option<Anchor>> {
                         args,
                         &lab,
                         server.pid(),
-                        ["--janus", &server.url],
+                        Target::Janus(&server.url),
                         step,
                         duration,
                     );
@@ -457,8 +484,9 @@ impl Anchor {
         let mut md = String::from("\n## Anchor: Janus videoroom\n\n");
         md.push_str(&format!(
             "The same steps, with the same client, in the same run against Janus {} (Debian's `janus`: \
-             videoroom plugin driven through its HTTP API by `parley-client load --janus`; logging at \
-             warnings, like parley). Janus is measured as it comes (`Janus (default)`: a thread per \
+             videoroom plugin driven through its HTTP API by `parley-bench load --janus`, the load \
+             generator of `parley-client load` with Janus participants; logging at warnings, like \
+             parley). Janus is measured as it comes (`Janus (default)`: a thread per \
              handle) and with its `event_loops` setting (a few shared event loops instead), the \
              configuration its documentation suggests for many handles. Janus refuses loopback for ICE, \
              so for this comparison **all** servers ran in a network namespace of their own (one veth end, \

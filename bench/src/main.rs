@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo build --release --workspace && target/release/parley-bench` (`--quick` for a short run).
 //! The same run measures the anchor, the same load on Janus's videoroom ([`anchor`]; `--no-janus` skips it).
+//! `parley-bench load --janus URL` is the load generator on Janus, which the anchor runs in its client
+//! namespace.
 
 mod anchor;
 mod fanout;
@@ -12,18 +14,22 @@ mod procstat;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use parley_bench::janus::Janus;
 use serde::Deserialize;
 
 #[derive(Parser)]
 #[command(
-    about = "parley load benchmark: prints participants held, CPU, memory, latency and join time"
+    about = "parley load benchmark: prints participants held, CPU, memory, latency and join time",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Tool>,
     /// Shorter runs and fewer steps (for a quick look; figures are noisier).
     #[arg(long)]
     quick: bool,
@@ -52,6 +58,22 @@ struct Args {
     /// thread per handle; N: N shared loops): each is measured at every anchor step.
     #[arg(long, value_delimiter = ',', default_value = "0,2")]
     janus_event_loops: Vec<u32>,
+}
+
+#[derive(Subcommand)]
+enum Tool {
+    /// The load generator on a Janus videoroom: `parley-client load`'s flags, with Janus's HTTP API in
+    /// place of --server (the anchor runs it in its client namespace).
+    Load(JanusLoad),
+}
+
+#[derive(clap::Args)]
+struct JanusLoad {
+    /// Janus's HTTP API, e.g. http://127.0.0.2:8088/janus.
+    #[arg(long, value_name = "URL")]
+    janus: String,
+    #[command(flatten)]
+    load: parley_client::load::LoadArgs,
 }
 
 /// What `parley-client load --json` writes (the fields we use).
@@ -398,8 +420,49 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+/// `parley-bench load --janus URL …`: the load generator's participants in Janus videorooms.
+fn janus_load(args: JanusLoad) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("parley_bench=info,parley_client=info,warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    parley_client::clock::epoch();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(args.load.run_on(&Janus, &args.janus))
+                .map_err(anyhow::Error::from)
+        });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley-bench load: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    if let Some(Tool::Load(load)) = args.command.take() {
+        return janus_load(load);
+    }
+    match bench(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: Args) -> Result<()> {
     if let Some(rooms) = args.reference_only {
         for sinks in [fanout::Sinks::Waiting, fanout::Sinks::Polled] {
             let r = fanout::run(rooms, 10, 25, 100, sinks, Duration::from_secs(6))?;

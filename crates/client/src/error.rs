@@ -36,12 +36,6 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// Janus refused a request: its error code and reason.
-    #[error("Janus refused: {code} ({reason})")]
-    Janus { code: i64, reason: String },
-    /// An HTTP exchange failed (the Janus HTTP API).
-    #[error("HTTP: {0}")]
-    Http(String),
     /// A media file could not be used.
     #[error("{0}")]
     Media(String),

@@ -5,9 +5,8 @@
 //! - [`call::Call`] is the sans-IO core of one participant: fed with server messages, datagrams and the
 //!   time, it produces datagrams, signalling and statistics. It never touches a socket or reads a clock.
 //! - [`session::Session`] is the thin tokio shell around it: WebSocket, one UDP socket, timers.
-//! - [`load`] runs many sessions in one process and summarises them (the `load` command).
-//! - [`janus`] drives the same media against a Janus videoroom over Janus's HTTP API (the benchmark's
-//!   anchor), and [`janus::lab`] runs Janus in a network namespace for tests and benchmarks.
+//! - [`load`] runs many sessions in one process and summarises them (the `load` command); other servers'
+//!   participants plug into it as a [`load::Backend`] (the benchmark's Janus anchor does).
 //!
 //! See `docs/client.md` for the command line.
 
@@ -15,7 +14,6 @@ pub mod audio;
 pub mod call;
 pub mod clock;
 pub mod error;
-pub mod janus;
 pub mod load;
 pub mod recorder;
 pub mod session;
@@ -24,6 +22,5 @@ pub mod video;
 
 pub use call::{Call, CallConfig};
 pub use error::ClientError;
-pub use janus::{JanusConfig, JanusSession};
 pub use session::{ClientConfig, Session};
 pub use stats::{CallStats, Percentiles, StreamStats};

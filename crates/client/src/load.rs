@@ -1,7 +1,14 @@
 //! The load generator: many participants in one process, in rooms of a given size, each talking part of
 //! the time with a synthetic voice whose packets carry latency probes (optionally with synthetic video).
 //! After the run it summarises what every participant received.
+//!
+//! The participants join parley ([`Parley`], what [`run`] uses) or any other server a caller can join
+//! the same media to: a [`Backend`] turns each [`Seat`] (which room, which member, what it publishes)
+//! into a [`Participant`], and [`run_on`] does the rest (the benchmark drives a Janus videoroom this way).
+//! [`LoadArgs`] are the command-line flags of a load run, shared by the programs that run one.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,7 +20,6 @@ use crate::audio::{SyntheticEncoding, SyntheticVoice};
 use crate::call::CallConfig;
 use crate::clock;
 use crate::error::ClientError;
-use crate::janus::{JanusConfig, JanusSession};
 use crate::session::{ClientConfig, Session, SessionEnd};
 use crate::stats::{CallStats, MediaKind, Percentiles, Samples};
 use crate::video::SyntheticVp8;
@@ -25,22 +31,85 @@ const STEADY_AFTER: Duration = Duration::from_secs(1);
 /// Longest load run.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 
-/// Which server the load goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    /// parley: `server` is its plain-HTTP address.
-    #[default]
-    Parley,
-    /// A Janus videoroom: `server` is Janus's HTTP API (`http://HOST:8088/janus`). Rooms get numeric ids
-    /// derived from the room prefix ([`janus_room_id`]).
-    Janus,
+/// One participant of a load run, however it joined.
+pub trait Participant: Send + 'static {
+    /// What it measured so far; [`ClientError::Ended`] once it has ended by itself.
+    fn stats(&self) -> impl Future<Output = Result<CallStats, ClientError>> + Send;
+    /// Waits until it ends by itself (and says why).
+    fn wait(&mut self) -> impl Future<Output = Result<SessionEnd, ClientError>> + Send;
+    /// Leaves and returns the final figures.
+    fn leave(&mut self) -> impl Future<Output = Result<SessionEnd, ClientError>> + Send;
+}
+
+impl Participant for Session {
+    fn stats(&self) -> impl Future<Output = Result<CallStats, ClientError>> + Send {
+        Session::stats(self)
+    }
+
+    fn wait(&mut self) -> impl Future<Output = Result<SessionEnd, ClientError>> + Send {
+        Session::wait(self)
+    }
+
+    fn leave(&mut self) -> impl Future<Output = Result<SessionEnd, ClientError>> + Send {
+        Session::leave(self)
+    }
+}
+
+/// One place in a load run, as the load generator hands it to a [`Backend`] to join.
+pub struct Seat {
+    /// The room's index (from 0) and its name (`<prefix>-<index + 1>`).
+    pub room: usize,
+    pub room_name: String,
+    /// The participant's index in its room (from 0) and its display name.
+    pub index: usize,
+    pub name: String,
+    /// What it publishes (synthetic voice with probes, optional synthetic video; nothing for listeners).
+    pub call: CallConfig,
+}
+
+/// How the load generator's participants join a server: parley's signalling ([`Parley`]) or another's.
+pub trait Backend: Sync {
+    type Participant: Participant;
+    type Error: Display + Send + 'static;
+    /// The server's kind in the JSON summary (`"backend"`).
+    const NAME: &'static str;
+    /// How the report's first line names it (empty: nothing is said).
+    const TITLE: &'static str = "";
+    /// Joins `seat` (to `load.server`, from `load.local_ip`); creates the room when missing.
+    fn join(
+        &self,
+        load: &LoadConfig,
+        seat: Seat,
+    ) -> impl Future<Output = Result<Self::Participant, Self::Error>> + Send + 'static;
+}
+
+/// parley itself: `server` is its plain-HTTP address.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Parley;
+
+impl Backend for Parley {
+    type Participant = Session;
+    type Error = ClientError;
+    const NAME: &'static str = "parley";
+
+    fn join(
+        &self,
+        load: &LoadConfig,
+        seat: Seat,
+    ) -> impl Future<Output = Result<Session, ClientError>> + Send + 'static {
+        let mut client = ClientConfig::new(&load.server, &seat.room_name, &seat.name);
+        client.create_room = true;
+        client.role = Role::Member;
+        client.local_ip = load.local_ip;
+        client.call = seat.call;
+        Session::join(client)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
+    /// Where the backend joins: parley's plain-HTTP address, or the other server's URL.
     pub server: String,
-    pub backend: Backend,
     pub rooms: usize,
     pub room_size: usize,
     /// How long media flows once everyone has joined.
@@ -70,7 +139,6 @@ impl LoadConfig {
     pub fn new(server: &str, rooms: usize, room_size: usize, duration: Duration) -> LoadConfig {
         LoadConfig {
             server: server.to_string(),
-            backend: Backend::Parley,
             rooms,
             room_size,
             duration,
@@ -86,6 +154,100 @@ impl LoadConfig {
             local_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             ready_file: None,
         }
+    }
+}
+
+/// The flags of a load run, less the server's address (each program names that its own way:
+/// `parley-client load --server URL`, the benchmark's `parley-bench load --janus URL`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Number of rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Participants per room.
+    #[arg(long, default_value_t = 4)]
+    pub room_size: usize,
+    /// Seconds of media once everyone has joined.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Rooms are PREFIX-1, PREFIX-2, … (created when missing).
+    #[arg(long, default_value = "load")]
+    pub room_prefix: String,
+    /// Share of time each speaker talks (0 to 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub talk: f64,
+    /// Speakers per room (the first N who join); the others only listen. Default: everyone speaks.
+    #[arg(long)]
+    pub speakers: Option<usize>,
+    /// Also publish synthetic VP8 video from every speaker.
+    #[arg(long)]
+    pub video: bool,
+    /// Synthetic video bitrate, kbit/s.
+    #[arg(long, default_value_t = 500)]
+    pub video_kbps: u32,
+    /// Synthetic video frame rate.
+    #[arg(long, default_value_t = 15)]
+    pub video_fps: u32,
+    /// Milliseconds between two joins.
+    #[arg(long, default_value_t = 20)]
+    pub join_interval_ms: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Local address for the media sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub local_ip: IpAddr,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Create this (empty) file once everyone has joined, when the media phase starts.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// The run these flags describe, against `server`.
+    pub fn config(&self, server: &str) -> Result<LoadConfig, ClientError> {
+        if !(0.0..=86_400.0).contains(&self.duration) {
+            return Err(ClientError::Media(
+                "--duration must be between 0 and 86400 seconds".into(),
+            ));
+        }
+        let mut config = LoadConfig::new(
+            server,
+            self.rooms,
+            self.room_size,
+            Duration::from_secs_f64(self.duration),
+        );
+        config.ready_file = self.ready_file.clone();
+        config.room_prefix = self.room_prefix.clone();
+        config.talk_fraction = self.talk.clamp(0.0, 1.0);
+        config.speakers = self.speakers;
+        config.video = self.video;
+        config.video_bitrate_bps = self.video_kbps.saturating_mul(1000);
+        config.video_fps = self.video_fps;
+        config.join_interval = Duration::from_millis(self.join_interval_ms);
+        config.seed = self.seed;
+        config.local_ip = self.local_ip;
+        Ok(config)
+    }
+
+    /// Runs the load on `server` through `backend`, prints the report and writes the JSON summary
+    /// when `--json` asks for it.
+    pub async fn run_on<B: Backend>(
+        &self,
+        backend: &B,
+        server: &str,
+    ) -> Result<LoadSummary, ClientError> {
+        let summary = run_on(backend, self.config(server)?).await?;
+        print!("{}", summary.report());
+        if let Some(path) = &self.json {
+            let json = serde_json::to_string_pretty(&summary)
+                .map_err(|e| ClientError::Media(format!("the JSON summary: {e}")))?;
+            std::fs::write(path, json + "\n")
+                .map_err(|e| ClientError::io(format!("writing {}", path.display()), e))?;
+            println!("summary written to {}", path.display());
+        }
+        Ok(summary)
     }
 }
 
@@ -127,8 +289,11 @@ pub struct RoomSummary {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadSummary {
-    /// The server the load went to.
-    pub backend: Backend,
+    /// The kind of server the load went to ([`Backend::NAME`]: `"parley"`, …).
+    pub backend: String,
+    /// How the report names it ([`Backend::TITLE`]).
+    #[serde(skip)]
+    pub backend_title: String,
     pub rooms: usize,
     pub room_size: usize,
     pub duration_s: f64,
@@ -149,10 +314,10 @@ impl LoadSummary {
         };
         let mut out = format!(
             "load{}: {} rooms x {} participants{speakers}, {:.0} s{}\n",
-            if self.backend == Backend::Janus {
-                " (Janus videoroom)"
+            if self.backend_title.is_empty() {
+                String::new()
             } else {
-                ""
+                format!(" ({})", self.backend_title)
             },
             self.rooms,
             self.room_size,
@@ -204,56 +369,11 @@ impl LoadSummary {
     }
 }
 
-/// A participant of either server.
-enum Participant {
-    Parley(Session),
-    Janus(JanusSession),
-}
-
-impl Participant {
-    async fn stats(&self) -> Result<CallStats, ClientError> {
-        match self {
-            Participant::Parley(s) => s.stats().await,
-            Participant::Janus(s) => s.stats().await,
-        }
-    }
-
-    async fn wait(&mut self) -> Result<SessionEnd, ClientError> {
-        match self {
-            Participant::Parley(s) => s.wait().await,
-            Participant::Janus(s) => s.wait().await,
-        }
-    }
-
-    async fn leave(&mut self) -> Result<SessionEnd, ClientError> {
-        match self {
-            Participant::Parley(s) => s.leave().await,
-            Participant::Janus(s) => s.leave().await,
-        }
-    }
-}
-
-struct Member {
+struct Member<P> {
     room: usize,
     speaker: bool,
-    outcome: Result<Participant, ClientError>,
-}
-
-/// The numeric Janus room id of room `index` (from 0) of a run with this room prefix: runs with
-/// different prefixes use different rooms.
-pub fn janus_room_id(prefix: &str, index: usize) -> u64 {
-    // FNV-1a of the prefix, then the room number.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in prefix.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    u64::from(h % 1_000_000) * 10_000 + index as u64 + 1
-}
-
-/// The Janus publisher id of participant `i` of room `r` (from 0): unique in the run.
-fn janus_participant_id(r: usize, i: usize) -> u64 {
-    (r as u64 + 1) * 10_000 + i as u64 + 1
+    /// The participant, or why it could not join.
+    outcome: Result<P, String>,
 }
 
 /// One participant's figures, as [`summarise`] takes them.
@@ -264,9 +384,17 @@ pub struct Outcome {
     pub stats: Result<CallStats, String>,
 }
 
-/// Runs the load and returns its summary. Refuses more than [`MAX_PARTICIPANTS`] or longer than
-/// [`MAX_DURATION`].
+/// Runs the load on parley and returns its summary. Refuses more than [`MAX_PARTICIPANTS`] or longer
+/// than [`MAX_DURATION`].
 pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
+    run_on(&Parley, config).await
+}
+
+/// Runs the load on the server `backend` joins, and returns its summary (as [`run`]).
+pub async fn run_on<B: Backend>(
+    backend: &B,
+    config: LoadConfig,
+) -> Result<LoadSummary, ClientError> {
     let total = config.rooms.saturating_mul(config.room_size);
     if total == 0 || total > MAX_PARTICIPANTS {
         return Err(ClientError::Media(format!(
@@ -305,35 +433,14 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
                 probe: true,
                 record_dir: None,
             };
-            let name = format!("load-{}-{}", r + 1, i + 1);
-            let task = match config.backend {
-                Backend::Parley => {
-                    let mut client = ClientConfig::new(&config.server, &room_name(r), &name);
-                    client.create_room = true;
-                    client.role = Role::Member;
-                    client.local_ip = config.local_ip;
-                    client.call = call;
-                    tokio::spawn(
-                        async move { Session::join(client).await.map(Participant::Parley) },
-                    )
-                }
-                Backend::Janus => {
-                    let mut client = JanusConfig::new(
-                        &config.server,
-                        janus_room_id(&config.room_prefix, r),
-                        janus_participant_id(r, i),
-                        &name,
-                    );
-                    client.room_name = room_name(r);
-                    client.create_room = true;
-                    client.max_publishers = u32::try_from(config.room_size).unwrap_or(u32::MAX);
-                    client.local_ip = config.local_ip;
-                    client.call = call;
-                    tokio::spawn(
-                        async move { JanusSession::join(client).await.map(Participant::Janus) },
-                    )
-                }
+            let seat = Seat {
+                room: r,
+                room_name: room_name(r),
+                index: i,
+                name: format!("load-{}-{}", r + 1, i + 1),
+                call,
             };
+            let task = tokio::spawn(backend.join(&config, seat));
             joining.push((r, speaker, task));
             tokio::time::sleep(config.join_interval).await;
         }
@@ -341,8 +448,9 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
     let mut members = Vec::with_capacity(total);
     for (room, speaker, handle) in joining {
         let outcome = match handle.await {
-            Ok(o) => o,
-            Err(_) => Err(ClientError::Ended),
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(ClientError::Ended.to_string()),
         };
         if let Err(e) = &outcome {
             tracing::warn!("{}: {e}", room_name(room));
@@ -381,7 +489,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
                 },
                 Err(e) => Err(e.to_string()),
             },
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.clone()),
         };
         results.push((
             m.room,
@@ -421,7 +529,8 @@ pub async fn run(config: LoadConfig) -> Result<LoadSummary, ClientError> {
     // Streams only exist within a room.
     totals.streams_expected = per_room.iter().map(|r| r.summary.streams_expected).sum();
     Ok(LoadSummary {
-        backend: config.backend,
+        backend: B::NAME.to_string(),
+        backend_title: B::TITLE.to_string(),
         rooms: config.rooms,
         room_size: config.room_size,
         duration_s: ran_for.as_secs_f64(),

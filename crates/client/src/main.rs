@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use parley_client::audio::{AudioSource, OggOpusSource, SyntheticVoice, WavSource};
 use parley_client::call::CallConfig;
-use parley_client::load::{self, Backend, LoadConfig};
+use parley_client::load;
 use parley_client::session::{ClientConfig, Session, SessionEnd};
 use parley_client::video::SyntheticVp8;
 use parley_client::ClientError;
@@ -128,51 +128,8 @@ struct LoadArgs {
     /// The server's plain-HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
-    /// Put the same load on a Janus videoroom instead, through Janus's HTTP API at this URL (e.g.
-    /// http://127.0.0.2:8088/janus); --server is then not used.
-    #[arg(long, value_name = "URL")]
-    janus: Option<String>,
-    /// Number of rooms.
-    #[arg(long, default_value_t = 1)]
-    rooms: usize,
-    /// Participants per room.
-    #[arg(long, default_value_t = 4)]
-    room_size: usize,
-    /// Seconds of media once everyone has joined.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Rooms are PREFIX-1, PREFIX-2, … (created when missing).
-    #[arg(long, default_value = "load")]
-    room_prefix: String,
-    /// Share of time each speaker talks (0 to 1).
-    #[arg(long, default_value_t = 0.5)]
-    talk: f64,
-    /// Speakers per room (the first N who join); the others only listen. Default: everyone speaks.
-    #[arg(long)]
-    speakers: Option<usize>,
-    /// Also publish synthetic VP8 video from every speaker.
-    #[arg(long)]
-    video: bool,
-    /// Synthetic video bitrate, kbit/s.
-    #[arg(long, default_value_t = 500)]
-    video_kbps: u32,
-    /// Synthetic video frame rate.
-    #[arg(long, default_value_t = 15)]
-    video_fps: u32,
-    /// Milliseconds between two joins.
-    #[arg(long, default_value_t = 20)]
-    join_interval_ms: u64,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Local address for the media sockets.
-    #[arg(long, default_value = "127.0.0.1")]
-    local_ip: IpAddr,
-    /// Write the summary as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Create this (empty) file once everyone has joined, when the media phase starts.
-    #[arg(long)]
-    ready_file: Option<PathBuf>,
+    #[command(flatten)]
+    load: load::LoadArgs,
 }
 
 fn main() -> ExitCode {
@@ -363,34 +320,6 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let (server, backend) = match &args.janus {
-        Some(url) => (url.as_str(), Backend::Janus),
-        None => (args.server.as_str(), Backend::Parley),
-    };
-    let mut config = LoadConfig::new(
-        server,
-        args.rooms,
-        args.room_size,
-        seconds(args.duration, "--duration")?,
-    );
-    config.backend = backend;
-    config.ready_file = args.ready_file;
-    config.room_prefix = args.room_prefix;
-    config.talk_fraction = args.talk.clamp(0.0, 1.0);
-    config.speakers = args.speakers;
-    config.video = args.video;
-    config.video_bitrate_bps = args.video_kbps.saturating_mul(1000);
-    config.video_fps = args.video_fps;
-    config.join_interval = Duration::from_millis(args.join_interval_ms);
-    config.seed = args.seed;
-    config.local_ip = args.local_ip;
-    let summary = load::run(config).await?;
-    print!("{}", summary.report());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&summary)?;
-        std::fs::write(path, json + "\n")
-            .map_err(|e| ClientError::io(format!("writing {}", path.display()), e))?;
-        println!("summary written to {}", path.display());
-    }
+    args.load.run_on(&load::Parley, &args.server).await?;
     Ok(())
 }

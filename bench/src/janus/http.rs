@@ -12,7 +12,9 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::error::ClientError;
+use parley_client::ClientError;
+
+use super::JanusError;
 
 /// Largest response body accepted (Janus's SDPs for big rooms are tens of KiB).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -60,7 +62,7 @@ impl Http {
         }
     }
 
-    async fn connect(&mut self) -> Result<(), ClientError> {
+    async fn connect(&mut self) -> Result<(), JanusError> {
         if let Some(c) = self.connection.take() {
             c.abort();
         }
@@ -70,7 +72,7 @@ impl Http {
         let _ = stream.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ClientError::Http(format!("{}: {e}", self.authority)))?;
+            .map_err(|e| JanusError::Http(format!("{}: {e}", self.authority)))?;
         self.connection = Some(tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::trace!("HTTP connection ended: {e}");
@@ -81,7 +83,7 @@ impl Http {
     }
 
     /// A ready connection: the kept-alive one, or a new one when the server closed it.
-    async fn ready(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, ClientError> {
+    async fn ready(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, JanusError> {
         let usable = match self.sender.as_mut() {
             Some(s) if !s.is_closed() => s.ready().await.is_ok(),
             _ => false,
@@ -92,7 +94,7 @@ impl Http {
         }
         self.sender
             .as_mut()
-            .ok_or_else(|| ClientError::Http("no connection".into()))
+            .ok_or_else(|| JanusError::Http("no connection".into()))
     }
 
     /// Sends a request (a JSON body for POST) and reads the JSON reply, within `timeout`.
@@ -102,7 +104,7 @@ impl Http {
         path_and_query: &str,
         body: Option<&Value>,
         timeout: Duration,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<Value, JanusError> {
         let exchange = async {
             let authority = self.authority.clone();
             let body = match body {
@@ -118,28 +120,28 @@ impl Http {
                 .header(hyper::header::HOST, authority.as_str())
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(body))
-                .map_err(|e| ClientError::Http(format!("bad request: {e}")))?;
+                .map_err(|e| JanusError::Http(format!("bad request: {e}")))?;
             let sender = self.ready().await?;
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|e| ClientError::Http(format!("{authority}{path_and_query}: {e}")))?;
+                .map_err(|e| JanusError::Http(format!("{authority}{path_and_query}: {e}")))?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| ClientError::Http(format!("reading the reply: {e}")))?
+                .map_err(|e| JanusError::Http(format!("reading the reply: {e}")))?
                 .to_bytes();
             if status != StatusCode::OK {
-                return Err(ClientError::Http(format!(
+                return Err(JanusError::Http(format!(
                     "{authority}{path_and_query}: status {status}: {}",
                     String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
                 )));
             }
             serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-                ClientError::Protocol(format!(
+                JanusError::from(ClientError::Protocol(format!(
                     "unreadable JSON from {authority}{path_and_query} ({e})"
-                ))
+                )))
             })
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -152,7 +154,7 @@ impl Http {
             }
             Err(_) => {
                 self.sender = None;
-                Err(ClientError::Timeout(timeout.as_secs(), "an HTTP reply"))
+                Err(ClientError::Timeout(timeout.as_secs(), "an HTTP reply").into())
             }
         }
     }

@@ -1,6 +1,7 @@
 //! A participant in a Janus videoroom (Janus 1.x, multistream), driven through Janus's HTTP REST API,
-//! with the same media machinery as a parley participant: the load generator uses it to put the same load
-//! on Janus as on parley (the benchmark's anchor). Only the signalling differs.
+//! with the same media machinery as a parley participant (`parley_client`'s [`Call`]): as a
+//! [`load::Backend`] ([`Janus`]) it lets the load generator put the same load on Janus as on parley (the
+//! benchmark's anchor, `parley-bench load --janus URL`). Only the signalling differs.
 //!
 //! Janus gives every participant two PeerConnections: a **publisher** handle, to which the client offers
 //! its send-only tracks (`publish`), and one **subscriber** handle, to which Janus offers every subscribed
@@ -25,11 +26,27 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::call::{Call, CallConfig, Joined};
-use crate::error::ClientError;
-use crate::session::SessionEnd;
-use crate::stats::CallStats;
+use parley_client::call::{Call, CallConfig, Joined};
+use parley_client::load::{self, LoadConfig, Seat};
+use parley_client::session::SessionEnd;
+use parley_client::stats::CallStats;
+use parley_client::ClientError;
+
 use http::Http;
+
+/// What can go wrong with Janus, on top of what the client's machinery reports.
+#[derive(Debug, thiserror::Error)]
+pub enum JanusError {
+    /// Janus refused a request: its error code and reason.
+    #[error("Janus refused: {code} ({reason})")]
+    Refused { code: i64, reason: String },
+    /// An HTTP exchange with Janus's API failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// WebRTC, sockets, a bad URL, an unexpected or missing reply.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
 
 /// How long a request waits for Janus's reply (or an asynchronous request for its event).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +96,74 @@ impl JanusConfig {
     }
 }
 
+/// The load generator's participants in Janus videorooms ([`load::run_on`]): the load's `server` is
+/// Janus's HTTP API (`http://HOST:8088/janus`). Rooms get numeric ids derived from the room prefix
+/// ([`room_id`]) and are created with the room size as their publisher limit; participants join with
+/// fixed publisher ids ([`participant_id`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Janus;
+
+impl load::Backend for Janus {
+    type Participant = JanusSession;
+    type Error = JanusError;
+    const NAME: &'static str = "janus";
+    const TITLE: &'static str = "Janus videoroom";
+
+    fn join(
+        &self,
+        load: &LoadConfig,
+        seat: Seat,
+    ) -> impl std::future::Future<Output = Result<JanusSession, JanusError>> + Send + 'static {
+        let mut client = JanusConfig::new(
+            &load.server,
+            room_id(&load.room_prefix, seat.room),
+            participant_id(seat.room, seat.index),
+            &seat.name,
+        );
+        client.room_name = seat.room_name;
+        client.create_room = true;
+        client.max_publishers = u32::try_from(load.room_size).unwrap_or(u32::MAX);
+        client.local_ip = load.local_ip;
+        client.call = seat.call;
+        JanusSession::join(client)
+    }
+}
+
+impl load::Participant for JanusSession {
+    fn stats(&self) -> impl std::future::Future<Output = Result<CallStats, ClientError>> + Send {
+        JanusSession::stats(self)
+    }
+
+    fn wait(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<SessionEnd, ClientError>> + Send {
+        JanusSession::wait(self)
+    }
+
+    fn leave(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<SessionEnd, ClientError>> + Send {
+        JanusSession::leave(self)
+    }
+}
+
+/// The numeric Janus room id of room `index` (from 0) of a run with this room prefix: runs with
+/// different prefixes use different rooms.
+pub fn room_id(prefix: &str, index: usize) -> u64 {
+    // FNV-1a of the prefix, then the room number.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in prefix.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    u64::from(h % 1_000_000) * 10_000 + index as u64 + 1
+}
+
+/// The Janus publisher id of participant `i` of room `r` (from 0): unique in the run.
+pub fn participant_id(r: usize, i: usize) -> u64 {
+    (r as u64 + 1) * 10_000 + i as u64 + 1
+}
+
 enum Command {
     Stats(oneshot::Sender<CallStats>),
     Leave,
@@ -88,7 +173,7 @@ enum Command {
 enum Incoming {
     Reply {
         transaction: String,
-        result: Result<Value, ClientError>,
+        result: Result<Value, JanusError>,
     },
     Event(Value),
     PollFailed(String),
@@ -101,7 +186,7 @@ struct Outgoing {
 }
 
 /// One participant in a Janus room, running in its own task (the counterpart of
-/// [`crate::Session`]).
+/// [`parley_client::Session`]).
 pub struct JanusSession {
     pub you: ParticipantId,
     pub room: String,
@@ -114,10 +199,10 @@ pub struct JanusSession {
 }
 
 /// Janus's error in a reply or event, if it carries one (core `error`, or a plugin `error_code`).
-fn janus_error(v: &Value) -> Option<ClientError> {
+fn janus_error(v: &Value) -> Option<JanusError> {
     if v.get("janus").and_then(Value::as_str) == Some("error") {
         let e = v.get("error");
-        return Some(ClientError::Janus {
+        return Some(JanusError::Refused {
             code: e
                 .and_then(|e| e.get("code"))
                 .and_then(Value::as_i64)
@@ -131,7 +216,7 @@ fn janus_error(v: &Value) -> Option<ClientError> {
     }
     let data = plugin_data(v)?;
     let code = data.get("error_code").and_then(Value::as_i64)?;
-    Some(ClientError::Janus {
+    Some(JanusError::Refused {
         code,
         reason: data
             .get("error")
@@ -181,7 +266,7 @@ fn info(id: ParticipantId, name: &str) -> ParticipantInfo {
 }
 
 /// POSTs a request and returns Janus's reply, or its error.
-async fn exchange(http: &mut Http, path: &str, body: &Value) -> Result<Value, ClientError> {
+async fn exchange(http: &mut Http, path: &str, body: &Value) -> Result<Value, JanusError> {
     let v = http
         .call(Method::POST, path, Some(body), REPLY_TIMEOUT)
         .await?;
@@ -196,7 +281,7 @@ async fn attach(
     http: &mut Http,
     tx: &mut Transactions,
     session_path: &str,
-) -> Result<u64, ClientError> {
+) -> Result<u64, JanusError> {
     let reply = exchange(
         http,
         session_path,
@@ -204,7 +289,7 @@ async fn attach(
     )
     .await?;
     id_of(reply.get("data").and_then(|d| d.get("id")))
-        .ok_or_else(|| ClientError::Protocol(format!("no handle id in {reply}")))
+        .ok_or_else(|| ClientError::Protocol(format!("no handle id in {reply}")).into())
 }
 
 /// Reads Janus's events with long polls until the session task goes away.
@@ -284,8 +369,8 @@ impl Transactions {
 impl JanusSession {
     /// Creates a Janus session with a publisher and a subscriber handle, creates the room if asked, joins
     /// it as a publisher and starts the media task (which publishes and subscribes to everyone). A
-    /// refusal returns [`ClientError::Janus`] with Janus's code and reason.
-    pub async fn join(config: JanusConfig) -> Result<JanusSession, ClientError> {
+    /// refusal returns [`JanusError::Refused`] with Janus's code and reason.
+    pub async fn join(config: JanusConfig) -> Result<JanusSession, JanusError> {
         let (authority, base) = http::split_url(&config.url)?;
         let mut http = Http::new(&authority);
         let mut tx = Transactions::default();
@@ -320,7 +405,7 @@ impl JanusSession {
         mut tx: Transactions,
         authority: &str,
         session_path: &str,
-    ) -> Result<JanusSession, ClientError> {
+    ) -> Result<JanusSession, JanusError> {
         let pub_handle = attach(&mut http, &mut tx, session_path).await?;
         let sub_handle = attach(&mut http, &mut tx, session_path).await?;
         let pub_path = format!("{session_path}/{pub_handle}");
@@ -348,7 +433,7 @@ impl JanusSession {
             match created {
                 Ok(_) => tracing::info!(room = config.room, "Janus room created"),
                 // 427: the room exists already (someone else created it).
-                Err(ClientError::Janus { code: 427, .. }) => {}
+                Err(JanusError::Refused { code: 427, .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -393,9 +478,9 @@ impl JanusSession {
         let wait = async {
             loop {
                 match incoming.recv().await {
-                    None => return Err(ClientError::Ended),
+                    None => return Err(ClientError::Ended.into()),
                     Some(Incoming::PollFailed(why)) => {
-                        return Err(ClientError::Http(format!("long poll: {why}")))
+                        return Err(JanusError::Http(format!("long poll: {why}")))
                     }
                     Some(Incoming::Reply { .. }) => {}
                     Some(Incoming::Event(e)) => {
@@ -416,7 +501,7 @@ impl JanusSession {
         let data =
             plugin_data(&joined).ok_or_else(|| ClientError::Protocol(format!("join: {joined}")))?;
         if data.get("videoroom").and_then(Value::as_str) != Some("joined") {
-            return Err(ClientError::Protocol(format!("join: {joined}")));
+            return Err(ClientError::Protocol(format!("join: {joined}")).into());
         }
         let you = id_of(data.get("id")).unwrap_or(config.id);
         let private_id = id_of(data.get("private_id"));
@@ -744,7 +829,7 @@ impl Shell {
         let mut offers = Vec::new();
         if let Some(p) = &mut self.publisher {
             while let Some(m) = p.pop_signal() {
-                if let ClientMessage::Offer { sdp } = m {
+                if let ClientMessage::Offer { sdp, .. } = m {
                     offers.push(sdp);
                 }
             }
@@ -769,7 +854,7 @@ impl Shell {
         }
         let mut answers = Vec::new();
         while let Some(m) = self.subscriber.pop_signal() {
-            if let ClientMessage::Answer { sdp } = m {
+            if let ClientMessage::Answer { sdp, .. } = m {
                 answers.push(sdp);
             }
         }
@@ -870,7 +955,7 @@ impl Shell {
     }
 
     /// The reply to one of our requests (an `ack` for asynchronous ones, whose outcome is an event).
-    fn reply(&mut self, transaction: &str, result: Result<Value, ClientError>) -> Option<String> {
+    fn reply(&mut self, transaction: &str, result: Result<Value, JanusError>) -> Option<String> {
         let purpose = self.pending.get(transaction).cloned()?;
         match result {
             Err(e) => {
@@ -980,6 +1065,7 @@ impl Shell {
                 ) {
                     p.handle_server(
                         &ServerMessage::Answer {
+                            id: None,
                             sdp: sdp.to_string(),
                         },
                         now,
@@ -1098,13 +1184,13 @@ mod tests {
         let e = json!({"janus": "error", "error": {"code": 458, "reason": "No such session"}});
         assert!(matches!(
             janus_error(&e),
-            Some(ClientError::Janus { code: 458, .. })
+            Some(JanusError::Refused { code: 458, .. })
         ));
         let e = json!({"janus": "success", "plugindata": {"plugin": PLUGIN,
             "data": {"videoroom": "event", "error_code": 427, "error": "Room exists"}}});
         assert!(matches!(
             janus_error(&e),
-            Some(ClientError::Janus { code: 427, .. })
+            Some(JanusError::Refused { code: 427, .. })
         ));
         let ok = json!({"janus": "success", "data": {"id": 12}});
         assert!(janus_error(&ok).is_none());

@@ -1,6 +1,6 @@
 //! The Janus driver against a real Janus (Debian's `janus`, 1.x) in a network namespace: participants of
-//! one videoroom, run by the `parley-client load --janus` binary in the client namespace, publish and
-//! receive each other's audio and video.
+//! one videoroom, run by `parley-bench load --janus` (the load generator with Janus participants) in the
+//! client namespace, publish and receive each other's audio and video.
 //!
 //! Needs root (network namespaces) and `janus`; without them the test says why and passes.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use parley_client::janus::lab::{self, JanusServer, NetLab, CLIENT_IP};
+use parley_bench::janus::lab::{self, JanusServer, NetLab, CLIENT_IP};
 use serde_json::Value;
 
 /// Why this machine cannot run the test, if it cannot.
@@ -22,10 +22,10 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-/// Runs `parley-client load --janus` in the lab's client namespace and returns its JSON summary.
+/// Runs `parley-bench load --janus` in the lab's client namespace and returns its JSON summary.
 fn load(lab: &NetLab, janus: &JanusServer, args: &[&str], json: &Path) -> Value {
     let mut child = lab
-        .client_command(env!("CARGO_BIN_EXE_parley-client"))
+        .client_command(env!("CARGO_BIN_EXE_parley-bench"))
         .args(["load", "--janus", &janus.url, "--local-ip"])
         .arg(CLIENT_IP.to_string())
         .args(args)
@@ -34,17 +34,17 @@ fn load(lab: &NetLab, janus: &JanusServer, args: &[&str], json: &Path) -> Value 
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .expect("parley-client starts");
+        .expect("parley-bench load starts");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for parley-client") {
+        if let Some(status) = child.try_wait().expect("waiting for parley-bench load") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "parley-client load did not finish within 60 s; Janus's log:\n{}",
+                "parley-bench load did not finish within 60 s; Janus's log:\n{}",
                 janus.log_tail(30)
             );
         }
@@ -52,7 +52,7 @@ fn load(lab: &NetLab, janus: &JanusServer, args: &[&str], json: &Path) -> Value 
     };
     assert!(
         status.success(),
-        "parley-client load failed ({status}); Janus's log:\n{}",
+        "parley-bench load failed ({status}); Janus's log:\n{}",
         janus.log_tail(30)
     );
     let text = std::fs::read_to_string(json).expect("the JSON summary");

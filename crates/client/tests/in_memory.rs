@@ -1,4 +1,4 @@
-//! The sans-IO [`Call`] against the SFU core on an in-memory network with a fake clock: no sockets, no
+//! The sans-IO [`Call`] against the server's control plane and media worker on the in-memory network with a fake clock: no sockets, no
 //! server process. Checks negotiation, forwarding both ways, probes and that the call's timers always move
 //! forward (a timer stuck in the past would make the shell spin).
 
@@ -8,154 +8,127 @@ use std::time::{Duration, Instant};
 use parley_client::audio::{SyntheticEncoding, SyntheticVoice};
 use parley_client::call::{Call, CallConfig, Joined};
 use parley_client::video::SyntheticVp8;
-use parley_proto::{ClientMessage, MediaState, ParticipantId, Role, ServerMessage};
-use parley_sfu::{Sfu, SfuConfig};
+use parley_proto::{ClientMessage, ParticipantId, Role, ServerMessage};
+use parley_testkit::net::{client_addr, Datagram, Endpoint, Net};
 
-const SERVER: &str = "10.0.0.1:5000";
-
-struct Peer {
+/// A [`Call`] as an endpoint of the in-memory network: it exists once the server says `joined`.
+struct CallEndpoint {
     id: ParticipantId,
     addr: SocketAddr,
-    call: Call,
+    config: Option<CallConfig>,
+    call: Option<Call>,
 }
 
-struct Net {
-    now: Instant,
-    sfu: Sfu,
-    peers: Vec<Peer>,
-}
-
-impl Net {
-    fn new() -> Net {
-        let server: SocketAddr = SERVER.parse().unwrap();
-        let now = Instant::now();
-        let mut sfu = Sfu::new_at(SfuConfig::new(vec![(server, server)]), now);
-        sfu.create_room("band").unwrap();
-        Net {
-            now,
-            sfu,
-            peers: Vec::new(),
+impl CallEndpoint {
+    fn new(id: ParticipantId, config: CallConfig) -> CallEndpoint {
+        CallEndpoint {
+            id,
+            addr: client_addr(id),
+            config: Some(config),
+            call: None,
         }
     }
 
-    fn join(&mut self, id: ParticipantId, role: Role, config: CallConfig) {
-        let addr: SocketAddr = format!("10.0.0.{}:4000", 10 + id).parse().unwrap();
-        self.sfu.connect(id);
-        self.sfu.handle_message(
-            id,
-            ClientMessage::Join {
-                id: Some(2),
-                room: "band".into(),
-                name: format!("p{id}"),
-                state: MediaState::default(),
-                role,
-            },
-            self.now,
-        );
-        let mut joined = None;
-        let signals: Vec<_> = self.sfu.drain_signals().collect();
-        for (to, message) in signals {
-            if to == id {
-                if let ServerMessage::Joined {
+    fn signals(&mut self) -> Vec<ClientMessage> {
+        let mut out = Vec::new();
+        if let Some(call) = &mut self.call {
+            while let Some(m) = call.pop_signal() {
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+impl Endpoint for CallEndpoint {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn on_message(&mut self, message: &ServerMessage, now: Instant) -> Vec<ClientMessage> {
+        match (&mut self.call, message) {
+            (
+                None,
+                ServerMessage::Joined {
                     room,
                     you,
                     name,
                     participants,
                     active_speaker,
                     ..
-                } = message
-                {
-                    joined = Some(Joined {
-                        you,
-                        room,
-                        name,
-                        participants,
-                        active_speaker,
-                    });
-                }
-            } else {
-                self.deliver(to, message);
+                },
+            ) => {
+                let joined = Joined {
+                    you: *you,
+                    room: room.clone(),
+                    name: name.clone(),
+                    participants: participants.clone(),
+                    active_speaker: *active_speaker,
+                };
+                let config = self.config.take().expect("joined once");
+                self.call = Some(Call::new(config, joined, self.addr, now, now).expect("call"));
             }
+            (Some(call), message) => call.handle_server(message, now),
+            (None, _) => {}
         }
-        let joined = joined.expect("joined");
-        let call = Call::new(config, joined, addr, self.now, self.now).expect("call");
-        self.peers.push(Peer { id, addr, call });
+        self.signals()
     }
 
-    fn deliver(&mut self, to: ParticipantId, message: ServerMessage) {
-        let now = self.now;
-        if let Some(p) = self.peers.iter_mut().find(|p| p.id == to) {
-            p.call.handle_server(&message, now);
-        }
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let call = self.call.as_mut().expect("datagrams only once in a call");
+        assert!(call.handle_datagram(now, source, destination, data));
     }
 
-    fn pump(&mut self) {
-        for _ in 0..100 {
-            let mut moved = false;
-            let now = self.now;
-            for i in 0..self.peers.len() {
-                while let Some(m) = self.peers[i].call.pop_signal() {
-                    moved = true;
-                    let id = self.peers[i].id;
-                    self.sfu.handle_message(id, m, now);
-                }
-                let out: Vec<_> = self.peers[i].call.drain_transmits().collect();
-                for t in out {
-                    moved = true;
-                    self.sfu
-                        .handle_datagram(now, t.source, t.destination, &t.contents);
-                }
-            }
-            let signals: Vec<_> = self.sfu.drain_signals().collect();
-            for (to, message) in signals {
-                moved = true;
-                self.deliver(to, message);
-            }
-            let transmits: Vec<_> = self.sfu.drain_transmits().collect();
-            for t in transmits {
-                moved = true;
-                if let Some(p) = self.peers.iter_mut().find(|p| p.addr == t.destination) {
-                    assert!(p
-                        .call
-                        .handle_datagram(now, t.source, t.destination, &t.contents));
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
+    fn poll(&mut self, _now: Instant) -> Vec<Datagram> {
+        let Some(call) = &mut self.call else {
+            return Vec::new();
+        };
+        call.drain_transmits()
+            .map(|t| (t.source, t.destination, t.contents.to_vec()))
+            .collect()
     }
 
-    fn run(&mut self, duration: Duration) {
-        let end = self.now + duration;
-        while self.now < end {
-            self.pump();
-            self.now += Duration::from_millis(2);
-            let now = self.now;
-            if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
-                self.sfu.handle_timeout(now);
-            }
-            for p in &mut self.peers {
-                // A timer may come due again at once (str0m asks for an immediate poll now and then),
-                // but it must move on: a timer stuck in the past would make the shell spin.
-                for _ in 0..3 {
-                    if p.call.poll_timeout() > now {
-                        break;
-                    }
-                    p.call.handle_timeout(now);
-                }
-                assert!(
-                    p.call.poll_timeout() > now,
-                    "participant {}'s next timeout stays in the past",
-                    p.id
-                );
-            }
-        }
+    fn next_timeout(&self) -> Instant {
+        self.call.as_ref().map_or_else(
+            || Instant::now() + Duration::from_secs(3600),
+            Call::poll_timeout,
+        )
     }
 
-    fn call(&self, id: ParticipantId) -> &Call {
-        &self.peers.iter().find(|p| p.id == id).unwrap().call
+    fn on_timeout(&mut self, now: Instant) {
+        let Some(call) = &mut self.call else { return };
+        // A timer may come due again at once (str0m asks for an immediate poll now and then), but
+        // it must move on: a timer stuck in the past would make the shell spin.
+        for _ in 0..3 {
+            if call.poll_timeout() > now {
+                break;
+            }
+            call.handle_timeout(now);
+        }
+        assert!(
+            call.poll_timeout() > now,
+            "participant {}'s next timeout stays in the past",
+            self.id
+        );
     }
+
+    fn take_messages(&mut self) -> Vec<ClientMessage> {
+        self.signals()
+    }
+}
+
+fn join(net: &mut Net<CallEndpoint>, id: ParticipantId, role: Role, config: CallConfig) {
+    net.join_with(id, "band", role, CallEndpoint::new(id, config));
+}
+
+fn call(net: &Net<CallEndpoint>, id: ParticipantId) -> &Call {
+    net.endpoint(id).call.as_ref().expect("in a call")
 }
 
 fn talker(seed: u64, video: bool) -> CallConfig {
@@ -173,35 +146,35 @@ fn talker(seed: u64, video: bool) -> CallConfig {
 }
 
 #[test]
-fn calls_publish_and_receive_through_the_sfu_core() {
-    let mut net = Net::new();
-    net.join(1, Role::Member, talker(1, true));
-    net.join(2, Role::Member, talker(2, false));
+fn calls_publish_and_receive_through_the_server_planes() {
+    let mut net: Net<CallEndpoint> = Net::with_workers(1);
+    join(&mut net, 1, Role::Member, talker(1, true));
+    join(&mut net, 2, Role::Member, talker(2, false));
     // A receive-only viewer and a member without any source: neither may spin.
-    net.join(3, Role::Viewer, CallConfig::default());
-    net.join(4, Role::Member, CallConfig::default());
-    net.run(Duration::from_secs(3));
+    join(&mut net, 3, Role::Viewer, CallConfig::default());
+    join(&mut net, 4, Role::Member, CallConfig::default());
+    net.run(Duration::from_secs(3), |_| {});
 
     for id in 1..=4 {
-        let s = net.call(id).stats();
+        let s = call(&net, id).stats();
         assert!(s.connected, "{id} connected:\n{}", s.report());
         assert_eq!(s.own_media_received, 0, "{id} got its own media");
-        assert!(net.call(id).failure().is_none());
+        assert!(call(&net, id).failure().is_none());
     }
-    let s2 = net.call(2).stats();
+    let s2 = call(&net, 2).stats();
     assert!(s2.audio_packets_from(1) > 100, "{}", s2.report());
     let video = s2
         .stream(1, parley_client::stats::MediaKind::Video)
         .expect("video from 1");
     assert!(video.frames > 30 && video.keyframes >= 1, "{video:?}");
     assert_eq!(video.lost, 0);
-    let s1 = net.call(1).stats();
+    let s1 = call(&net, 1).stats();
     assert!(s1.audio_packets_from(2) > 100, "{}", s1.report());
     assert!(s1
         .stream(2, parley_client::stats::MediaKind::Video)
         .is_none());
     for id in [3, 4] {
-        let s = net.call(id).stats();
+        let s = call(&net, id).stats();
         assert!(
             s.audio_packets_from(1) > 100 && s.audio_packets_from(2) > 100,
             "{}",
@@ -217,7 +190,7 @@ fn calls_publish_and_receive_through_the_sfu_core() {
     assert!(lat.p99.is_some_and(|p| p < 5.0), "{lat:?}");
     assert!(s2.join_time.is_some());
     // The RFC 6464 levels of the talkers reach the server's speaker detection.
-    let speaker = net.call(3).active_speaker();
+    let speaker = call(&net, 3).active_speaker();
     assert!(
         matches!(speaker, Some(1) | Some(2)),
         "active speaker {speaker:?}"

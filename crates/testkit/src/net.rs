@@ -42,6 +42,10 @@ pub trait Endpoint {
     /// When it next needs [`Endpoint::on_timeout`].
     fn next_timeout(&self) -> Instant;
     fn on_timeout(&mut self, now: Instant);
+    /// Messages it sends of its own accord (not in reply to one), drained.
+    fn take_messages(&mut self) -> Vec<ClientMessage> {
+        Vec::new()
+    }
 }
 
 /// The address of media worker `w`.
@@ -146,6 +150,15 @@ impl<E: Endpoint> Net<E> {
             .1
     }
 
+    pub fn endpoint(&self, id: SessionId) -> &E {
+        &self
+            .clients
+            .iter()
+            .find(|(s, _)| *s == id)
+            .expect("a client with that id")
+            .1
+    }
+
     /// Everything the media workers counted, added up.
     pub fn counters(&self) -> MediaCounters {
         let mut all = MediaCounters::default();
@@ -232,8 +245,11 @@ impl<E: Endpoint> Net<E> {
                 }
             }
             let mut outgoing = std::mem::take(&mut self.injected);
-            for (_, c) in &mut self.clients {
+            for (session, c) in &mut self.clients {
                 outgoing.extend(c.poll(now));
+                for m in c.take_messages() {
+                    self.inbox.push((*session, m));
+                }
             }
             let busy = Instant::now();
             for (source, destination, data) in outgoing {

@@ -698,3 +698,269 @@ fn not_in_room() -> Refusal {
         message: "you are not in a room".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use parley_proto::{MediaState, ServerMessage};
+
+    use super::*;
+
+    fn control(workers: usize) -> Control {
+        let mut c = Control::new(ControlConfig::new(workers));
+        for room in ["a", "b", "c"] {
+            c.create_room(room).unwrap();
+        }
+        c
+    }
+
+    fn join(c: &mut Control, session: SessionId, room: &str, role: Role) -> Vec<Output> {
+        c.connect(session);
+        c.handle_message(
+            session,
+            ClientMessage::Join {
+                id: Some(1),
+                room: room.into(),
+                name: format!("p{session}"),
+                state: MediaState::default(),
+                role,
+            },
+            Instant::now(),
+        );
+        c.drain_outputs().collect()
+    }
+
+    fn add_peer(outputs: &[Output]) -> Option<(usize, PeerId, RoomId, bool)> {
+        outputs.iter().find_map(|o| match o {
+            Output::Media {
+                worker,
+                command:
+                    MediaCommand::AddPeer {
+                        peer,
+                        room,
+                        receive_only,
+                        ..
+                    },
+            } => Some((*worker, *peer, *room, *receive_only)),
+            _ => None,
+        })
+    }
+
+    fn sent_to(outputs: &[Output], session: SessionId) -> Vec<ServerMessage> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { sessions, message } if sessions.contains(&session) => {
+                    Some(message.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_rooms_go_to_the_least_loaded_worker_and_stay_there() {
+        let mut c = control(2);
+        let (wa, ..) = add_peer(&join(&mut c, 1, "a", Role::Member)).unwrap();
+        let (wb, ..) = add_peer(&join(&mut c, 2, "b", Role::Member)).unwrap();
+        assert_ne!(wa, wb, "two rooms, two workers");
+        // More people in a: they follow the room, whatever the load.
+        for s in 3..6 {
+            let (w, ..) = add_peer(&join(&mut c, s, "a", Role::Member)).unwrap();
+            assert_eq!(w, wa);
+        }
+        assert_eq!(c.worker_load()[wa], 4);
+        // A third room goes where b is (less loaded).
+        let (wc, ..) = add_peer(&join(&mut c, 6, "c", Role::Member)).unwrap();
+        assert_eq!(wc, wb);
+        // Once a empties, it is placed anew (on the least loaded worker) by its next joiner.
+        for s in [1, 3, 4, 5] {
+            c.disconnect(s);
+        }
+        c.drain_outputs().for_each(drop);
+        assert_eq!(c.worker_load()[wa], 0);
+        let (w, ..) = add_peer(&join(&mut c, 7, "a", Role::Member)).unwrap();
+        assert_eq!(w, wa, "the empty worker is now the least loaded");
+    }
+
+    #[test]
+    fn a_viewer_is_receive_only_on_its_worker() {
+        let mut c = control(1);
+        let (.., receive_only) = add_peer(&join(&mut c, 1, "a", Role::Viewer)).unwrap();
+        assert!(receive_only);
+        let (.., receive_only) = add_peer(&join(&mut c, 2, "a", Role::Member)).unwrap();
+        assert!(!receive_only);
+    }
+
+    #[test]
+    fn sdp_goes_to_the_rooms_worker_and_errors_keep_the_request_id() {
+        let mut c = control(2);
+        join(&mut c, 1, "a", Role::Member);
+        let (worker, peer, ..) = add_peer(&join(&mut c, 2, "b", Role::Member)).unwrap();
+        c.handle_message(
+            2,
+            ClientMessage::Offer {
+                id: Some(7),
+                sdp: "v=0".into(),
+            },
+            Instant::now(),
+        );
+        let out: Vec<_> = c.drain_outputs().collect();
+        assert_eq!(
+            out,
+            [Output::Media {
+                worker,
+                command: MediaCommand::Offer {
+                    peer,
+                    request: Some(7),
+                    sdp: "v=0".into()
+                }
+            }]
+        );
+        c.media_event(MediaEvent::SdpRefused {
+            peer,
+            request: Some(7),
+            reason: "that offer is not valid SDP",
+        });
+        let out: Vec<_> = c.drain_outputs().collect();
+        assert!(matches!(
+            &sent_to(&out, 2)[..],
+            [ServerMessage::Error {
+                id: Some(7),
+                code: ErrorCode::BadSdp,
+                ..
+            }]
+        ));
+        c.media_event(MediaEvent::Answer {
+            peer,
+            request: Some(8),
+            sdp: "answer".into(),
+        });
+        let out: Vec<_> = c.drain_outputs().collect();
+        assert!(matches!(
+            &sent_to(&out, 2)[..],
+            [ServerMessage::Answer { id: Some(8), .. }]
+        ));
+        // Not in a room: refused with the id, nothing reaches a worker.
+        c.connect(3);
+        c.drain_outputs().for_each(drop);
+        c.handle_message(
+            3,
+            ClientMessage::Answer {
+                id: Some(9),
+                sdp: "x".into(),
+            },
+            Instant::now(),
+        );
+        let out: Vec<_> = c.drain_outputs().collect();
+        assert!(matches!(
+            &out[..],
+            [Output::Send {
+                message: ServerMessage::Error {
+                    id: Some(9),
+                    code: ErrorCode::NotInRoom,
+                    ..
+                },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_lost_peer_leaves_and_stale_events_are_ignored() {
+        let mut c = control(1);
+        let (_, old_peer, room, _) = add_peer(&join(&mut c, 1, "a", Role::Member)).unwrap();
+        join(&mut c, 2, "a", Role::Member);
+        c.media_event(MediaEvent::PeerLost { peer: old_peer });
+        let out: Vec<_> = c.drain_outputs().collect();
+        let to_1 = sent_to(&out, 1);
+        assert!(to_1.iter().any(|m| matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::MediaLost,
+                ..
+            }
+        )));
+        assert!(to_1.iter().any(|m| matches!(m, ServerMessage::Left { .. })));
+        assert!(sent_to(&out, 2)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id: 1 })));
+        // The worker already dropped it: no RemovePeer is sent back.
+        assert!(!out.iter().any(|o| matches!(o, Output::Media { .. })));
+        // 1 joins again: a new peer. A late event for the old one changes nothing.
+        let out = join_again(&mut c, 1, "a");
+        let (_, new_peer, _, _) = add_peer(&out).unwrap();
+        assert_ne!(new_peer, old_peer);
+        c.media_event(MediaEvent::PeerLost { peer: old_peer });
+        c.media_event(MediaEvent::Offer {
+            peer: old_peer,
+            sdp: "stale".into(),
+        });
+        assert!(c.drain_outputs().next().is_none());
+        // Room events reach the room's members.
+        c.media_event(MediaEvent::ActiveSpeaker {
+            room,
+            participant: Some(2),
+        });
+        let out: Vec<_> = c.drain_outputs().collect();
+        assert_eq!(sent_to(&out, 1).len(), 1);
+        assert_eq!(c.status()[0].active_speaker, Some(2));
+    }
+
+    fn join_again(c: &mut Control, session: SessionId, room: &str) -> Vec<Output> {
+        c.handle_message(
+            session,
+            ClientMessage::Join {
+                id: Some(2),
+                room: room.into(),
+                name: "again".into(),
+                state: MediaState::default(),
+                role: Role::Member,
+            },
+            Instant::now(),
+        );
+        c.drain_outputs().collect()
+    }
+
+    #[test]
+    fn mute_changes_reach_the_worker_once() {
+        let mut c = control(1);
+        let (worker, peer, ..) = add_peer(&join(&mut c, 1, "a", Role::Member)).unwrap();
+        let mute = |c: &mut Control, change: MediaStateChange| {
+            c.handle_message(
+                1,
+                ClientMessage::SetState { id: None, change },
+                Instant::now(),
+            );
+            c.drain_outputs()
+                .filter(|o| matches!(o, Output::Media { .. }))
+                .collect::<Vec<_>>()
+        };
+        let out = mute(
+            &mut c,
+            MediaStateChange {
+                mic_muted: Some(true),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            out,
+            [Output::Media {
+                worker,
+                command: MediaCommand::SetMute {
+                    peer,
+                    mic_muted: true,
+                    camera_off: false
+                }
+            }]
+        );
+        // Deafening is for the other clients to show: nothing changes in the media plane.
+        let out = mute(
+            &mut c,
+            MediaStateChange {
+                deafened: Some(true),
+                ..Default::default()
+            },
+        );
+        assert!(out.is_empty());
+    }
+}

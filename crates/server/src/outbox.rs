@@ -75,7 +75,7 @@ impl Outbox {
         let len = text.len();
         let bytes = self.queued_bytes.load(Ordering::Relaxed);
         let free = self.messages.capacity();
-        if droppable && (free < MAX_MESSAGES / 2 || bytes + len > MAX_BYTES / 2) {
+        if droppable && (free <= MAX_MESSAGES / 2 || bytes + len > MAX_BYTES / 2) {
             return Queued::Dropped;
         }
         if bytes + len > MAX_BYTES {

@@ -6,7 +6,8 @@ import { prefs, checkDisplayName } from './prefs.js';
 import { LocalMedia, deviceErrorText } from './media.js';
 import { Call } from './call.js';
 import { Tile, initials, hueFor, layoutStage, setAudioOutput } from './tiles.js';
-import { audioContext, meterPosition, serverLevelPosition, ServerLevels } from './levels.js';
+import { audioContext, meterPosition, serverLevelPosition } from './levels.js';
+import { Roster } from './roster.js';
 import { ChatPanel, DEFAULT_MAX_CHARS } from './chat.js';
 import { DeviceSettings } from './settings.js';
 
@@ -61,12 +62,8 @@ const app = {
   room: null, // name of the room we are in
   me: null, // our participant id (number) in that room
   joining: null, // name of the room a join is under way for
-  participants: new Map(), // id (string) -> ParticipantInfo, the others in the room (members)
-  viewers: new Map(), // id (string) -> ParticipantInfo of receive-only wall screens (no tile)
-  activeSpeaker: null, // id (string) of the room's dominant speaker, as the server decides it
   viewMode: prefs.viewMode, // 'speaker': one person large, the others in a strip; 'grid': all the same
   featured: null, // id (string) of the person shown large in speaker view
-  levels: new ServerLevels(), // the others' voice levels, from the server
   tabRoom: prefs.tabRoom, // the room this tab was in before a reload: joined again once
   tiles: new Map(), // id (string) -> Tile, including our own
   local: null, // LocalMedia while in a room
@@ -76,6 +73,8 @@ const app = {
 };
 
 const signal = new Signal(signalUrl());
+// The others in the room (members get a tile, viewers do not), the active speaker and the voice levels.
+const roster = new Roster();
 
 // ---------------------------------------------------------------------------------------------------------
 // Views
@@ -263,27 +262,11 @@ function handleMessage(msg) {
       rejoinAfterReload();
       break;
     case 'participant_joined':
-      if (app.room && msg.participant) {
-        addParticipant(msg.participant);
-        const p = msg.participant;
-        chat.system(p.role === 'viewer' ? `${p.name} joined as a viewer` : `${p.name} joined`);
-      }
-      break;
     case 'participant_updated':
-      if (app.room && msg.participant) updateParticipant(msg.participant);
-      break;
     case 'participant_left':
-      if (app.room) {
-        const p = app.participants.get(String(msg.participant_id)) || app.viewers.get(String(msg.participant_id));
-        removeParticipant(msg.participant_id);
-        if (p) chat.system(`${p.name} left`);
-      }
-      break;
     case 'active_speaker':
-      if (app.room) setActiveSpeaker(msg.participant_id);
-      break;
     case 'levels':
-      if (app.room) app.levels.update(msg.levels);
+      roster.handle(msg); // its events update the tiles and the chat's system lines
       break;
     case 'offer':
       if (app.room && app.call) app.call.handleOffer(msg.sdp).catch((err) => mediaError(err));
@@ -369,8 +352,8 @@ function renderRooms() {
 
   if (app.room) {
     const r = app.rooms.find((x) => x.name === app.room);
-    const n = r ? r.participants : app.participants.size + 1;
-    const v = app.viewers.size;
+    const n = r ? r.participants : roster.members.size + 1;
+    const v = roster.viewers.size;
     ui.roomCount.textContent = `${n} ${n === 1 ? 'person' : 'people'}${v ? ` · ${v} ${v === 1 ? 'viewer' : 'viewers'}` : ''}`;
   }
 }
@@ -476,8 +459,7 @@ async function joinRoom(room) {
   me.setInfo(app.state);
   app.tiles.set(me.id, me);
   ui.tiles.appendChild(me.el);
-  for (const p of joined.participants || []) addParticipant(p);
-  setActiveSpeaker(joined.active_speaker);
+  roster.enter(joined, app.room); // the people already there get their tiles
   updateControls();
   setView('room');
   renderRooms();
@@ -538,11 +520,8 @@ function teardownRoom({ keepCall = false } = {}) {
   app.local = null;
   for (const t of app.tiles.values()) t.destroy();
   app.tiles.clear();
-  app.participants.clear();
-  app.viewers.clear();
-  app.activeSpeaker = null;
+  roster.leave();
   app.featured = null;
-  app.levels.clear();
   app.mediaReady = Promise.resolve();
   app.room = null;
   app.me = null;
@@ -553,48 +532,35 @@ function teardownRoom({ keepCall = false } = {}) {
   chat.reset(null);
 }
 
-function addParticipant(p) {
-  const id = String(p.id);
-  if (app.me != null && id === String(app.me)) return;
-  if (p.role === 'viewer') {
-    // A wall screen: it receives everything and sends nothing, so it gets no tile.
-    app.viewers.set(id, p);
-    renderRooms();
-    return;
+// What the roster says about the others: tiles for members (a viewer, a wall screen, receives everything and
+// sends nothing, so it gets no tile), system lines in the chat, the lobby's count.
+
+roster.addEventListener('add', (ev) => {
+  const { id, participant: p, announced } = ev.detail;
+  if (p.role !== 'viewer') {
+    let tile = app.tiles.get(id);
+    if (!tile) {
+      tile = new Tile({ id, name: p.name });
+      tile.onAutoplayBlocked = offerSoundUnlock;
+      tile.setDeafened(app.state.deafened);
+      app.tiles.set(id, tile);
+      ui.tiles.appendChild(tile.el);
+    }
+    tile.setInfo(p);
+    refreshRemote(id);
+    layoutTiles();
   }
-  app.participants.set(id, p);
-  let tile = app.tiles.get(id);
-  if (!tile) {
-    tile = new Tile({ id, name: p.name });
-    tile.onAutoplayBlocked = offerSoundUnlock;
-    tile.setDeafened(app.state.deafened);
-    app.tiles.set(id, tile);
-    ui.tiles.appendChild(tile.el);
-  }
-  tile.setInfo(p);
-  refreshRemote(id);
-  layoutTiles();
   renderRooms();
-}
+  if (announced) chat.system(p.role === 'viewer' ? `${p.name} joined as a viewer` : `${p.name} joined`);
+});
 
-function updateParticipant(p) {
-  const id = String(p.id);
-  if (app.me != null && id === String(app.me)) return; // our own flags: state_set and local state
-  if (p.role === 'viewer') return;
-  if (!app.participants.has(id)) {
-    addParticipant(p);
-    return;
-  }
-  app.participants.set(id, p);
-  const tile = app.tiles.get(id);
-  if (tile) tile.setInfo(p);
-}
+roster.addEventListener('update', (ev) => {
+  const tile = app.tiles.get(ev.detail.id);
+  if (tile && !tile.self) tile.setInfo(ev.detail.participant);
+});
 
-function removeParticipant(pid) {
-  const id = String(pid);
-  app.participants.delete(id);
-  app.viewers.delete(id);
-  if (app.activeSpeaker === id) setActiveSpeaker(null);
+roster.addEventListener('remove', (ev) => {
+  const { id, participant: p } = ev.detail;
   const tile = app.tiles.get(id);
   if (tile && !tile.self) {
     tile.destroy();
@@ -603,7 +569,13 @@ function removeParticipant(pid) {
   if (app.call) app.call.forget(id);
   layoutTiles();
   renderRooms();
-}
+  if (p) chat.system(`${p.name} left`);
+});
+
+roster.addEventListener('speaker', () => {
+  for (const t of app.tiles.values()) t.el.classList.toggle('dominant', t.id === roster.activeSpeaker);
+  layoutTiles();
+});
 
 /** Attaches whatever tracks we currently receive from `pid` to their tile (if the tile exists yet). */
 function refreshRemote(pid) {
@@ -635,7 +607,7 @@ function featuredTile() {
     return t && !t.self ? t : null;
   };
   const first = [...app.tiles.values()].find((t) => !t.self) || null;
-  return other(app.activeSpeaker) || other(app.featured) || first;
+  return other(roster.activeSpeaker) || other(app.featured) || first;
 }
 
 function layoutTiles() {
@@ -643,12 +615,6 @@ function layoutTiles() {
   app.featured = featured ? featured.id : null;
   ui.tiles.dataset.viewMode = app.viewMode;
   layoutStage(ui.tiles, [...app.tiles.values()], featured);
-}
-
-function setActiveSpeaker(pid) {
-  app.activeSpeaker = pid == null ? null : String(pid);
-  for (const t of app.tiles.values()) t.el.classList.toggle('dominant', t.id === app.activeSpeaker);
-  layoutTiles();
 }
 
 function setViewMode(mode) {
@@ -837,7 +803,7 @@ ui.chatClose.addEventListener('click', () => setChatOpen(false));
 function drawMeters() {
   for (const tile of app.tiles.values()) {
     if (tile.self) tile.showLevel(app.state.mic_muted ? 0 : meterPosition(tile.level()));
-    else tile.showLevel(tile.info.mic_muted ? 0 : serverLevelPosition(app.levels.get(tile.id)));
+    else tile.showLevel(tile.info.mic_muted ? 0 : serverLevelPosition(roster.levels.get(tile.id)));
   }
   requestAnimationFrame(drawMeters);
 }
@@ -894,7 +860,7 @@ window.parley = {
   },
   /** The others in the room, as the server described them. */
   get participants() {
-    return [...app.participants.values()].map((p) => ({ ...p }));
+    return roster.memberList();
   },
   get rooms() {
     return app.rooms.map((r) => ({ ...r }));
@@ -927,7 +893,7 @@ window.parley = {
   },
   /** The room's active speaker (participant id) as the server last said, or null. */
   get activeSpeaker() {
-    return app.activeSpeaker == null ? null : Number(app.activeSpeaker);
+    return roster.activeSpeaker == null ? null : Number(roster.activeSpeaker);
   },
   /**
    * The chat lines shown in the room, oldest first: [{id, kind, author, text, shown}] with kind 'message',
@@ -942,7 +908,7 @@ window.parley = {
   },
   /** The latest server voice levels: {participant id: 0–100}. */
   get levels() {
-    return app.levels.snapshot();
+    return roster.levels.snapshot();
   },
   /** Where participant `id`'s level meter stands on screen, 0..1. */
   meter(id) {

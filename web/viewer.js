@@ -6,7 +6,8 @@
 import { Signal, ServerError, signalUrl } from './signal.js';
 import { Call } from './call.js';
 import { Tile, layoutStage } from './tiles.js';
-import { audioContext, serverLevelPosition, ServerLevels } from './levels.js';
+import { audioContext, serverLevelPosition } from './levels.js';
+import { Roster } from './roster.js';
 
 const RETRY_MS = 5000;
 
@@ -35,16 +36,16 @@ const room = (() => {
 const name = (new URLSearchParams(location.search).get('name') || 'Wall screen').trim().slice(0, 32) || 'Wall screen';
 
 const wall = {
-  me: null,
   inRoom: false,
   joining: false,
   call: null,
   tiles: new Map(), // participant id (string) -> Tile, members only
-  activeSpeaker: null, // as the server says (null: nobody, e.g. the speaker muted)
   shown: null, // id of the one person on screen
-  levels: new ServerLevels(),
   retryTimer: null,
 };
+// Who is in the room (members get a tile, viewers do not), the active speaker (null: nobody, e.g. the
+// speaker muted) and the voice levels, as the server says.
+const roster = new Roster();
 
 const signal = new Signal(signalUrl());
 
@@ -97,14 +98,12 @@ async function join() {
   }
   wall.joining = false;
   wall.inRoom = true;
-  wall.me = joined.you;
   const call = new Call(signal, null);
   wall.call = call;
   call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
   call.prepare({ receiveOnly: true }).catch(() => {});
   call.sendOffer().catch((err) => console.error('[parley] viewer media', err));
-  for (const p of joined.participants || []) addParticipant(p);
-  setActiveSpeaker(joined.active_speaker);
+  roster.enter(joined, room);
   refreshMessage();
 }
 
@@ -115,17 +114,15 @@ function leftRoom(reason) {
   wall.tiles.clear();
   wall.inRoom = false;
   wall.joining = false;
-  wall.me = null;
-  wall.activeSpeaker = null;
+  roster.leave();
   wall.shown = null;
-  wall.levels.clear();
   layout();
   say(reason);
 }
 
-function addParticipant(p) {
-  const id = String(p.id);
-  if (p.role === 'viewer' || id === String(wall.me)) return;
+roster.addEventListener('add', (ev) => {
+  const { id, participant: p } = ev.detail;
+  if (p.role === 'viewer') return;
   let tile = wall.tiles.get(id);
   if (!tile) {
     tile = new Tile({ id, name: p.name });
@@ -139,18 +136,24 @@ function addParticipant(p) {
   refreshRemote(id);
   layout();
   refreshMessage();
-}
+});
 
-function removeParticipant(pid) {
-  const id = String(pid);
+roster.addEventListener('update', (ev) => {
+  const tile = wall.tiles.get(ev.detail.id);
+  if (tile) tile.setInfo(ev.detail.participant);
+});
+
+roster.addEventListener('remove', (ev) => {
+  const id = ev.detail.id;
   const tile = wall.tiles.get(id);
   if (tile) tile.destroy();
   wall.tiles.delete(id);
   if (wall.call) wall.call.forget(id);
-  if (wall.activeSpeaker === id) wall.activeSpeaker = null;
   layout();
   refreshMessage();
-}
+});
+
+roster.addEventListener('speaker', () => layout());
 
 function refreshRemote(pid) {
   const tile = wall.tiles.get(String(pid));
@@ -160,18 +163,13 @@ function refreshRemote(pid) {
   tile.setVideoTrack(e.video);
 }
 
-function setActiveSpeaker(pid) {
-  wall.activeSpeaker = pid == null ? null : String(pid);
-  layout();
-}
-
 /**
  * One person fills the screen: the active speaker; when there is none, whoever was shown before (else the
  * first to join). The others' tiles stay (hidden) so their sound keeps playing.
  */
 function layout() {
   const tile = (id) => (id ? wall.tiles.get(id) || null : null);
-  const shown = tile(wall.activeSpeaker) || tile(wall.shown) || wall.tiles.values().next().value || null;
+  const shown = tile(roster.activeSpeaker) || tile(wall.shown) || wall.tiles.values().next().value || null;
   wall.shown = shown ? shown.id : null;
   for (const t of wall.tiles.values()) t.el.hidden = t !== shown;
   layoutStage(ui.tiles, shown ? [shown] : [], shown);
@@ -191,16 +189,10 @@ signal.addEventListener('message', (ev) => {
   switch (msg.type) {
     case 'participant_joined':
     case 'participant_updated':
-      if (wall.inRoom && msg.participant) addParticipant(msg.participant);
-      break;
     case 'participant_left':
-      if (wall.inRoom) removeParticipant(msg.participant_id);
-      break;
     case 'active_speaker':
-      if (wall.inRoom) setActiveSpeaker(msg.participant_id);
-      break;
     case 'levels':
-      if (wall.inRoom) wall.levels.update(msg.levels);
+      roster.handle(msg); // its events update the tiles
       break;
     case 'offer':
       if (wall.call) wall.call.handleOffer(msg.sdp).catch((err) => console.error('[parley] viewer media', err));
@@ -251,7 +243,7 @@ new ResizeObserver(() => layout()).observe(ui.tiles);
 
 function drawMeters() {
   for (const tile of wall.tiles.values()) {
-    tile.showLevel(tile.info.mic_muted ? 0 : serverLevelPosition(wall.levels.get(tile.id)));
+    tile.showLevel(tile.info.mic_muted ? 0 : serverLevelPosition(roster.levels.get(tile.id)));
   }
   requestAnimationFrame(drawMeters);
 }
@@ -261,13 +253,13 @@ window.parley = {
     return wall.call ? wall.call.pc : null;
   },
   get me() {
-    return wall.me;
+    return roster.me == null ? null : Number(roster.me);
   },
   get room() {
     return wall.inRoom ? room : null;
   },
   get activeSpeaker() {
-    return wall.activeSpeaker == null ? null : Number(wall.activeSpeaker);
+    return roster.activeSpeaker == null ? null : Number(roster.activeSpeaker);
   },
   /** The participant on screen, or null. */
   get shown() {
@@ -275,10 +267,10 @@ window.parley = {
   },
   /** The latest server voice levels: {participant id: 0–100}. */
   get levels() {
-    return wall.levels.snapshot();
+    return roster.levels.snapshot();
   },
   get participants() {
-    return [...wall.tiles.values()].map((t) => ({ id: Number(t.id), ...t.info }));
+    return roster.memberList();
   },
   remoteLevel(id) {
     const tile = wall.tiles.get(String(id));

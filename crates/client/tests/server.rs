@@ -2,11 +2,9 @@
 //! (never back to its sender) and is recorded to a decodable Ogg/Opus file, muting stops it, a refused join
 //! shows the server's code, and a small load run connects everyone with little loss.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parley_client::audio::{wav_bytes, SyntheticVoice, WavSource};
 use parley_client::call::CallConfig;
@@ -14,98 +12,23 @@ use parley_client::load::{self, LoadConfig};
 use parley_client::session::{ClientConfig, Session};
 use parley_client::ClientError;
 use parley_proto::{ErrorCode, MediaStateChange};
+use parley_testkit::server::{built_binary, Server, TempDir};
 
 /// The servers of these tests share two cores: one test at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-struct Server {
-    child: Child,
-    http: SocketAddr,
-    data: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-/// `target/release/parley` next to this test binary (`target/release/deps/…`), else under the workspace.
-fn server_binary() -> PathBuf {
-    let name = format!("parley{}", std::env::consts::EXE_SUFFIX);
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(|dir| dir.join(&name)));
-    let candidates = [
-        beside,
-        Some(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/release")
-                .join(&name),
-        ),
-    ];
-    for c in candidates.into_iter().flatten() {
-        if c.is_file() {
-            return c;
-        }
-    }
-    panic!(
-        "the parley server binary is missing: build it first with `cargo build --release -p parley` \
-         (the test command builds --workspace --all-targets)"
-    );
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free TCP port")
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "parley-client-test-{tag}-{}-{}",
-        std::process::id(),
-        free_tcp_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
+/// `parley` next to this test binary (`target/release/deps/…`), else under the workspace, with the
+/// harness's defaults (temp data dir, free ports, media on 127.0.0.1).
 fn start_server() -> Server {
-    let data = temp_dir("srv");
-    let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-    let child = Command::new(server_binary())
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--http-addr", &http.to_string()])
-        .args(["--https-addr", "off"])
-        .args(["--media-port", &free_udp_port().to_string()])
-        .args(["--media-bind", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("parley starts");
-    let server = Server { child, http, data };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(Instant::now() < deadline, "parley did not listen on {http}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
+    Server::start(built_binary("parley"), &[])
+}
+
+fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("client-{tag}"))
 }
 
 fn url(server: &Server) -> String {
-    format!("http://{}", server.http)
+    server.url()
 }
 
 /// A WAV file of a 440 Hz tone, `seconds` long, written by the test.
@@ -150,8 +73,8 @@ fn audio_reaches_the_other_is_recorded_and_never_comes_back() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_server();
     let dir = temp_dir("rec");
-    let wav = tone_wav(&dir, 2.0);
-    let out = dir.join("recordings");
+    let wav = tone_wav(dir.path(), 2.0);
+    let out = dir.path().join("recordings");
     runtime().block_on(async {
         let mut a = Session::join(player(&server, "General", "Ann", &wav))
             .await
@@ -246,7 +169,6 @@ fn audio_reaches_the_other_is_recorded_and_never_comes_back() {
         loud_frames > 80,
         "{loud_frames} of {packets} frames are loud"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -254,7 +176,7 @@ fn muting_stops_forwarding_and_unmuting_resumes() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_server();
     let dir = temp_dir("mute");
-    let wav = tone_wav(&dir, 1.0);
+    let wav = tone_wav(dir.path(), 1.0);
     runtime().block_on(async {
         let mut a = Session::join(player(&server, "General", "Ann", &wav))
             .await
@@ -320,7 +242,6 @@ fn muting_stops_forwarding_and_unmuting_resumes() {
         a.leave().await.expect("A leaves");
         b.leave().await.expect("B leaves");
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Chat over a real WebSocket against a running `parley`: delivery, limits, history, durability.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use parley_testkit::server::*;
 use serde_json::{json, Value};
+
+fn start(extra: &[&str]) -> Server {
+    Server::start(env!("CARGO_BIN_EXE_parley"), extra)
+}
 
 async fn join(server: &Server, room: &str, name: &str) -> (Ws, u64) {
     let mut ws = connect(server).await;
@@ -181,7 +183,7 @@ async fn paging_by_id_newest_first() {
 
 #[tokio::test]
 async fn acknowledged_message_survives_sigkill() {
-    let server = start(&[]);
+    let mut server = start(&[]);
     let (mut ann, _) = join(&server, "General", "Ann").await;
     for i in 0..3 {
         say(&mut ann, i, &format!("before {i}")).await;
@@ -190,9 +192,9 @@ async fn acknowledged_message_survives_sigkill() {
     let ack = say(&mut ann, 50, "the last word").await;
     assert_eq!(ack["type"], "chat");
     // Killed the moment the acknowledgement arrived.
-    let (data, extra) = server.kill_keeping_data();
+    server.kill();
     drop(ann);
-    let server = start_in(data, extra);
+    server.restart();
     let (mut bo, _) = join(&server, "General", "Bo").await;
     let after = history(&mut bo, None, 100).await["messages"].clone();
     let after = after.as_array().unwrap();
@@ -208,7 +210,7 @@ async fn acknowledged_message_survives_sigkill() {
 
 #[tokio::test]
 async fn created_rooms_survive_restart() {
-    let server = start(&[]);
+    let mut server = start(&[]);
     let mut ws = connect(&server).await;
     send(
         &mut ws,
@@ -218,8 +220,7 @@ async fn created_rooms_survive_restart() {
     next_of(&mut ws, "room_created").await;
     // Room creation is stored off the media thread: give it a moment before the kill.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (data, extra) = server.kill_keeping_data();
-    let server = start_in(data, extra);
+    server.restart();
     let mut ws = connect(&server).await;
     send(&mut ws, json!({"type": "list_rooms", "id": 2})).await;
     let rooms = next_of(&mut ws, "rooms").await;

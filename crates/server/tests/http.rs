@@ -1,29 +1,15 @@
 //! The HTTP side of a running `parley`: pages, status JSON, debug JSON, Prometheus metrics.
 
-mod common;
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
-use common::*;
+use parley_testkit::server::*;
 use serde_json::{json, Value};
+
+fn start(extra: &[&str]) -> Server {
+    Server::start(env!("CARGO_BIN_EXE_parley"), extra)
+}
 
 /// A bare HTTP/1.0 GET: (status, body).
 fn get(server: &Server, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(server.http).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    server.get(path)
 }
 
 #[test]

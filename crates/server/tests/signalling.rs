@@ -1,15 +1,17 @@
 //! Signalling over a real WebSocket against a running `parley` process.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures_util::SinkExt;
+use parley_testkit::server::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
+
+fn start(extra: &[&str]) -> Server {
+    Server::start(env!("CARGO_BIN_EXE_parley"), extra)
+}
 
 #[tokio::test]
 async fn malformed_json_gets_error_and_socket_stays() {
@@ -223,10 +225,10 @@ async fn room_counts_are_pushed_to_the_lobby() {
 fn port_in_use_gives_a_clear_message() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let data = temp_dir("port");
+    let data = TempDir::new("port");
     let out = Command::new(env!("CARGO_BIN_EXE_parley"))
         .arg("--data-dir")
-        .arg(&data.0)
+        .arg(data.path())
         .args(["--http-addr", &addr.to_string(), "--https-addr", "off"])
         .args([
             "--media-port",

@@ -14,7 +14,11 @@ use crate::AppState;
 
 async fn snapshot(state: &AppState) -> Option<Snapshot> {
     let (reply, answer) = oneshot::channel();
-    state.control.send(ControlInput::Snapshot(reply)).await.ok()?;
+    state
+        .control
+        .send(ControlInput::Snapshot(reply))
+        .await
+        .ok()?;
     tokio::time::timeout(std::time::Duration::from_secs(3), answer)
         .await
         .ok()?
@@ -55,7 +59,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
             "parley_rooms",
             "gauge",
             "Rooms that exist.",
-            s.gauges.rooms as u64,
+            s.rooms.len() as u64,
         ),
         (
             "parley_participants",

@@ -117,7 +117,8 @@ impl ControlPlane {
                 self.control.connect(session);
             }
             ControlInput::Message { session, message } => {
-                self.control.handle_message(session, message, Instant::now())
+                self.control
+                    .handle_message(session, message, Instant::now())
             }
             ControlInput::Disconnect { session } => {
                 self.control.disconnect(session);

@@ -43,7 +43,6 @@ impl Room {
     pub fn member(&self, id: ParticipantId) -> Option<&ParticipantInfo> {
         self.members.iter().find(|m| m.id == id)
     }
-
 }
 
 /// All rooms of a node and who is in which: enforces room names, capacity and one room per participant.

@@ -115,7 +115,10 @@ async fn serve(socket: WebSocket, state: AppState) {
         }
     }
     writer.abort();
-    let _ = state.control.send(ControlInput::Disconnect { session }).await;
+    let _ = state
+        .control
+        .send(ControlInput::Disconnect { session })
+        .await;
 }
 
 /// Sends what the outbox holds, and pings; on the server's close, the reason.

@@ -226,7 +226,10 @@ impl MediaWorker {
                 }
             }
             if unsent.len() > COMMAND_QUEUE {
-                tracing::warn!(worker = index, "the control plane is not taking events; dropping levels");
+                tracing::warn!(
+                    worker = index,
+                    "the control plane is not taking events; dropping levels"
+                );
                 unsent.retain(|e| !matches!(e, MediaEvent::Levels { .. }));
             }
         }

@@ -7,7 +7,6 @@
 // embedded in the binary (handy while editing the client); signalling and media still go to the server.
 
 import { spawn, spawnSync } from 'node:child_process';
-import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -37,24 +36,12 @@ function freeTcpPort() {
   });
 }
 
-function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket('udp4');
-    sock.on('error', reject);
-    sock.bind(0, '127.0.0.1', () => {
-      const { port } = sock.address();
-      sock.close(() => resolve(port));
-    });
-  });
-}
-
-/** Distinct free ports: [http, https, media(udp)]. */
+/** Distinct free ports: [http, https]. Media workers take any free UDP ports (`--media-port 0`). */
 async function freePorts() {
   for (;;) {
     const http = await freeTcpPort();
     const https = await freeTcpPort();
-    const media = await freeUdpPort();
-    if (http !== https) return { http, https, media };
+    if (http !== https) return { http, https };
   }
 }
 
@@ -110,7 +97,7 @@ export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = 
     '--data-dir', dataDir,
     '--http-addr', `127.0.0.1:${ports.http}`,
     '--https-addr', `127.0.0.1:${ports.https}`,
-    '--media-port', String(ports.media),
+    '--media-port', '0',
     '--media-bind', '127.0.0.1',
     ...extraArgs,
   ];

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use parley_bench::janus::lab::{self, JanusServer, NetLab, CLIENT_IP, SERVER_IP};
 
-use crate::{opt, procstat, room_prefix, Args, LoadSummary, Measured, Row, Step};
+use crate::{opt, procstat, room_prefix, workers_args, Args, LoadSummary, Measured, Row, Step};
 
 /// Set by SIGINT/SIGTERM while the anchor runs: it stops, and its guards clean up the namespaces.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -79,6 +79,10 @@ pub struct Pair {
 pub struct Anchor {
     pub pairs: Vec<Pair>,
     pub janus_version: String,
+    /// How parley's media workers were set ("2 media workers").
+    pub parley_workers: String,
+    /// Where the processes were pinned ("server on CPU 0, load generator on CPU 1"; empty: not pinned).
+    pub pinning: String,
 }
 
 /// How a Janus configuration is named in the tables.
@@ -173,9 +177,11 @@ fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> 
     ));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
-    // Ports of a namespace of our own: free; a new pair per step all the same.
+    // Ports of a namespace of our own: free; new ones per step all the same (worker i of N binds
+    // media_port + i).
+    let workers = args.workers();
     let http_port = 18_000 + index as u16;
-    let media_port = 19_000 + index as u16;
+    let media_port = u16::try_from(20_000 + index * workers).context("too many media workers")?;
     let server_bin = std::fs::canonicalize(&args.server_bin)
         .with_context(|| format!("{} (build it first)", args.server_bin.display()))?;
     let child = lab
@@ -186,6 +192,7 @@ fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> 
         .args(["--https-addr", "off"])
         .args(["--media-port", &media_port.to_string()])
         .args(["--media-bind", &SERVER_IP.to_string()])
+        .args(workers_args(args, workers))
         .args(["--max-participants", "1000"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -304,12 +311,14 @@ fn measure(
     let window = (duration - 2.5).max(1.0);
     let sent0 = lab::tx_packets(pid, &lab.server_if).unwrap_or(0);
     let cpu0 = procstat::process_cpu(pid).unwrap_or_default();
+    let wcpu0 = procstat::media_threads_cpu(pid);
     let ccpu0 = procstat::process_cpu(client_pid).unwrap_or_default();
     let t0 = Instant::now();
     let slept = sleep(Duration::from_secs_f64(window));
     let wall = t0.elapsed().as_secs_f64();
     let sent1 = lab::tx_packets(pid, &lab.server_if).unwrap_or(0);
     let cpu1 = procstat::process_cpu(pid).unwrap_or_default();
+    let wcpu1 = procstat::media_threads_cpu(pid);
     let ccpu1 = procstat::process_cpu(client_pid).unwrap_or_default();
     let rss_peak = rss.stop();
     slept?;
@@ -339,6 +348,10 @@ fn measure(
             client_cpu: (ccpu1 - ccpu0).as_secs_f64(),
             rss_growth: rss_peak.saturating_sub(rss_idle),
             participants: step.rooms * step.room_size,
+            // Janus has no parley-media threads: no worker figures.
+            workers: (!wcpu1.is_empty()).then_some(wcpu1.len()),
+            worker_cpu: procstat::media_workers_percent(&wcpu0, &wcpu1, wall),
+            rooms_per_worker: Vec::new(),
         },
     ))
 }
@@ -402,7 +415,12 @@ pub fn run(args: &Args, duration: f64) -> Result<Option<Anchor>> {
     let janus_version = janus_version(&janus);
     let _signals = Signals::catch();
     let lab = match NetLab::new() {
-        Ok(l) => l,
+        Ok(mut l) => {
+            // Everything started in a namespace is pinned as asked: parley and Janus alike.
+            l.server_cpus = args.server_cpus.clone();
+            l.client_cpus = args.client_cpus.clone();
+            l
+        }
         Err(e) => {
             eprintln!(
                 "parley-bench: no Janus anchor in this run: cannot make network namespaces: {e:#}"
@@ -467,6 +485,12 @@ pub fn run(args: &Args, duration: f64) -> Result<Option<Anchor>> {
     Ok(Some(Anchor {
         pairs,
         janus_version,
+        parley_workers: if args.server_has_workers {
+            format!("{} media workers", args.workers())
+        } else {
+            "its single media path".into()
+        },
+        pinning: crate::pinning(args).trim_start_matches("; ").to_string(),
     }))
 }
 
@@ -486,16 +510,22 @@ impl Anchor {
             "The same steps, with the same client, in the same run against Janus {} (Debian's `janus`: \
              videoroom plugin driven through its HTTP API by `parley-bench load --janus`, the load \
              generator of `parley-client load` with Janus participants; logging at warnings, like \
-             parley). Janus is measured as it comes (`Janus (default)`: a thread per \
+             parley); parley ran with {}. Janus is measured as it comes (`Janus (default)`: a thread per \
              handle) and with its `event_loops` setting (a few shared event loops instead), the \
              configuration its documentation suggests for many handles. Janus refuses loopback for ICE, \
              so for this comparison **all** servers ran in a network namespace of their own (one veth end, \
              {SERVER_IP}) and the load generator in a second one ({CLIENT_IP}); every step had a fresh \
-             server, {duration} s of media, and the {cores} cores shared by server and load generator. \
+             server, {duration} s of media, and {}. \
              Unlike the table above, \"forwarded pkt/s\" here is every packet the server sent on its \
              veth during the measurement window (RTP, RTCP, STUN, signalling), counted the same way for \
              all; the per-core and per-stream figures use it.\n\n",
             self.janus_version,
+            self.parley_workers,
+            if self.pinning.is_empty() {
+                format!("the {cores} cores shared by server and load generator")
+            } else {
+                format!("the {cores} cores pinned apart ({})", self.pinning)
+            },
         ));
         md.push_str(
             "Signalling differs by design and the load generator follows each server's model: a parley \
@@ -676,6 +706,8 @@ mod tests {
         Row {
             scenario,
             step: step.into(),
+            rooms: 1,
+            workers: Some(2),
             participants: 10,
             connected: 10,
             streams: 90,
@@ -683,6 +715,8 @@ mod tests {
             loss_percent: loss,
             forwarded_pps: 2000.0,
             server_cpu_percent: 10.0,
+            worker_cpu: vec![5.0, 5.0],
+            rooms_per_worker: Vec::new(),
             client_cpu_percent: 10.0,
             pps_per_core,
             cpu_per_100_audio_streams: Some(5.0),
@@ -700,6 +734,8 @@ mod tests {
         let a = "a-audio-rooms-of-10";
         let anchor = Anchor {
             janus_version: "1.1.2".into(),
+            parley_workers: "2 media workers".into(),
+            pinning: String::new(),
             pairs: vec![
                 Pair {
                     parley: Some(row(a, "1x10", 40_000.0, 800.0, 0.0)),

@@ -1,15 +1,17 @@
 //! parley's load benchmark. Starts the server, drives it with `parley-client load` on loopback, samples
-//! the server's CPU and memory from /proc, measures a plain UDP fan-out in the same run, and prints a
-//! markdown table (also written to `bench/results.md` and `bench/results.csv`).
+//! the server's CPU (whole and per media worker) and memory from /proc, measures a plain UDP fan-out
+//! in the same run, and prints a markdown table (also written to `bench/results.md` and
+//! `bench/results.csv`).
 //!
 //! Run: `cargo build --release --workspace && target/release/parley-bench` (`--quick` for a short run).
-//! The same run measures the anchor, the same load on Janus's videoroom ([`anchor`]; `--no-janus` skips it).
-//! `parley-bench load --janus URL` is the load generator on Janus, which the anchor runs in its client
-//! namespace.
+//! The same run compares 1 and N media workers on one step ([`workers`]) and measures the anchor, the
+//! same load on Janus's videoroom ([`anchor`]; `--no-janus` skips it). `parley-bench load --janus URL`
+//! is the load generator on Janus, which the anchor runs in its client namespace.
 
 mod anchor;
 mod fanout;
 mod procstat;
+mod workers;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use parley_bench::cpus::{self, CpuList};
 use parley_bench::janus::Janus;
 use serde::Deserialize;
 
@@ -58,6 +61,19 @@ struct Args {
     /// thread per handle; N: N shared loops): each is measured at every anchor step.
     #[arg(long, value_delimiter = ',', default_value = "0,2")]
     janus_event_loops: Vec<u32>,
+    /// Media worker threads of the server under test (`parley --media-workers N`); default: the number
+    /// of cores. One step also runs with 1 worker and with N, to compare.
+    #[arg(long, value_name = "N")]
+    media_workers: Option<usize>,
+    /// Pin the server (parley, and Janus in the anchor) to these CPUs, e.g. `0` or `0-3`.
+    #[arg(long, value_name = "LIST")]
+    server_cpus: Option<CpuList>,
+    /// Pin the load generator to these CPUs, e.g. `1` or `4-7`.
+    #[arg(long, value_name = "LIST")]
+    client_cpus: Option<CpuList>,
+    /// Whether the server binary takes `--media-workers` (found out at start).
+    #[arg(skip)]
+    server_has_workers: bool,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +90,19 @@ struct JanusLoad {
     janus: String,
     #[command(flatten)]
     load: parley_client::load::LoadArgs,
+}
+
+impl Args {
+    /// The media workers the main table's servers run with.
+    fn workers(&self) -> usize {
+        self.media_workers.unwrap_or_else(cores).max(1)
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// What `parley-client load --json` writes (the fields we use).
@@ -104,6 +133,9 @@ struct Percentiles {
 struct Row {
     scenario: &'static str,
     step: String,
+    rooms: usize,
+    /// The server's media workers (`None`: not parley, or it does not say).
+    workers: Option<usize>,
     participants: usize,
     connected: usize,
     streams: usize,
@@ -111,6 +143,10 @@ struct Row {
     loss_percent: f64,
     forwarded_pps: f64,
     server_cpu_percent: f64,
+    /// Each media worker thread's CPU %, in worker order (empty: unknown).
+    worker_cpu: Vec<f64>,
+    /// Rooms with people on each worker, from `/api/status` (empty: unknown).
+    rooms_per_worker: Vec<usize>,
     client_cpu_percent: f64,
     pps_per_core: f64,
     cpu_per_100_audio_streams: Option<f64>,
@@ -124,14 +160,16 @@ struct Row {
 
 impl Row {
     /// (table title, CSV key) of every column, in the order of [`Row::cells`].
-    const COLUMNS: [(&'static str, &'static str); 16] = [
+    const COLUMNS: [(&'static str, &'static str); 18] = [
         ("scenario", "scenario"),
         ("step", "step"),
+        ("workers", "workers"),
         ("connected", "connected"),
         ("streams", "streams"),
         ("loss %", "loss_percent"),
         ("forwarded pkt/s", "forwarded_pps"),
         ("server CPU %", "server_cpu_percent"),
+        ("server CPU % per worker", "worker_cpu_percent"),
         ("client CPU %", "client_cpu_percent"),
         ("fwd pkt/s per core", "pps_per_core"),
         (
@@ -151,11 +189,13 @@ impl Row {
         vec![
             self.scenario.to_string(),
             self.step.clone(),
+            self.workers.map_or("–".into(), |w| w.to_string()),
             format!("{}/{}", self.connected, self.participants),
             format!("{}/{}", self.streams, self.streams_expected),
             format!("{:.2}", self.loss_percent),
             format!("{:.0}", self.forwarded_pps),
             format!("{:.0}", self.server_cpu_percent),
+            workers::percents(&self.worker_cpu),
             format!("{:.0}", self.client_cpu_percent),
             format!("{:.0}", self.pps_per_core),
             opt(self.cpu_per_100_audio_streams, 1),
@@ -184,6 +224,10 @@ struct Measured {
     /// Peak RSS minus the idle server's, bytes.
     rss_growth: u64,
     participants: usize,
+    workers: Option<usize>,
+    /// Each media worker's CPU %, in worker order.
+    worker_cpu: Vec<f64>,
+    rooms_per_worker: Vec<usize>,
 }
 
 impl Row {
@@ -194,6 +238,8 @@ impl Row {
         Row {
             scenario: step.scenario,
             step: step.label.clone(),
+            rooms: step.rooms,
+            workers: m.workers,
             participants: t.participants,
             connected: t.connected,
             streams: t.streams_received,
@@ -201,6 +247,8 @@ impl Row {
             loss_percent: t.loss_percent,
             forwarded_pps: m.packets / m.wall,
             server_cpu_percent,
+            worker_cpu: m.worker_cpu,
+            rooms_per_worker: m.rooms_per_worker,
             client_cpu_percent: 100.0 * m.client_cpu / m.wall,
             pps_per_core: m.packets / m.server_cpu.max(1e-9),
             cpu_per_100_audio_streams: audio_streams
@@ -220,6 +268,8 @@ struct Server {
     child: Child,
     http: String,
     data: PathBuf,
+    /// The media workers it was started with.
+    workers: usize,
 }
 
 impl Drop for Server {
@@ -234,36 +284,72 @@ fn free_port_tcp() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn free_port_udp() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+/// The first of `n` consecutive free UDP ports on loopback (a server with `n` media workers binds
+/// `--media-port + i` for worker i).
+fn free_ports_udp(n: usize) -> Result<u16> {
+    for _ in 0..100 {
+        let first = UdpSocket::bind("127.0.0.1:0")?;
+        let base = first.local_addr()?.port();
+        if usize::from(base) + n > usize::from(u16::MAX) {
+            continue;
+        }
+        let rest: Vec<_> = (1..n)
+            .map(|i| UdpSocket::bind(("127.0.0.1", base + i as u16)))
+            .collect();
+        if rest.iter().all(|s| s.is_ok()) {
+            return Ok(base);
+        }
+    }
+    bail!("found no {n} consecutive free UDP ports")
 }
 
-fn start_server(bin: &Path) -> Result<Server> {
+/// Whether the server binary takes `--media-workers` (a server with one media thread does not).
+fn takes_media_workers(bin: &Path) -> bool {
+    Command::new(bin)
+        .arg("--help")
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--media-workers"))
+}
+
+/// The flags that give a server `workers` media workers, when it takes them.
+fn workers_args(args: &Args, workers: usize) -> Vec<String> {
+    if args.server_has_workers {
+        vec!["--media-workers".into(), workers.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A fresh server with `workers` media workers (if it takes the flag), on `--server-cpus`.
+fn start_server(args: &Args, workers: usize) -> Result<Server> {
+    let bin = &args.server_bin;
     let data = std::env::temp_dir().join(format!("parley-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
     let http = format!("127.0.0.1:{}", free_port_tcp()?);
-    let child = Command::new(bin)
-        .arg("--data-dir")
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir")
         .arg(&data)
         .args(["--http-addr", &http, "--https-addr", "off"])
         .args([
             "--media-port",
-            &free_port_udp()?.to_string(),
+            &free_ports_udp(workers)?.to_string(),
             "--media-bind",
             "127.0.0.1",
         ])
+        .args(workers_args(args, workers))
         .args(["--max-participants", "1000"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (build it with cargo build --release --workspace)",
-                bin.display()
-            )
-        })?;
+        .stderr(Stdio::null());
+    cpus::pin(&mut cmd, args.server_cpus.as_ref());
+    let child = cmd.spawn().with_context(|| {
+        format!(
+            "starting {} (build it with cargo build --release --workspace)",
+            bin.display()
+        )
+    })?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(&http).is_err() {
         if Instant::now() > deadline {
@@ -271,16 +357,28 @@ fn start_server(bin: &Path) -> Result<Server> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Server { child, http, data })
+    Ok(Server {
+        child,
+        http,
+        data,
+        workers,
+    })
 }
 
-/// Reads one counter from `/metrics` with a bare HTTP/1.0 request.
-fn metric(http: &str, name: &str) -> Option<f64> {
+/// The body of `GET path` with a bare HTTP/1.0 request.
+fn http_get(http: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(http).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {http}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {http}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(body.to_string())
+}
+
+/// Reads one counter from `/metrics`.
+fn metric(http: &str, name: &str) -> Option<f64> {
+    let body = http_get(http, "/metrics")?;
     body.lines()
         .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
         .and_then(|l| l.split_whitespace().nth(1))
@@ -303,6 +401,13 @@ fn room_prefix(step: &Step) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect()
+}
+
+/// Rooms with people on each of the server's media workers (empty when it does not say).
+fn rooms_per_worker(http: &str, workers: usize) -> Vec<usize> {
+    http_get(http, "/api/status")
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .map_or_else(Vec::new, |v| workers::rooms_per_worker(&v, workers))
 }
 
 fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<Row> {
@@ -338,6 +443,7 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
     if step.video {
         cmd.arg("--video");
     }
+    cpus::pin(&mut cmd, args.client_cpus.as_ref());
     let mut client = cmd
         .spawn()
         .with_context(|| format!("starting {}", args.client_bin.display()))?;
@@ -355,16 +461,23 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
     std::thread::sleep(Duration::from_millis(1500)); // negotiation settles
     let rss = procstat::PeakRss::watch(pid, rss_idle);
     let measure = (duration - 2.5).max(1.0);
+    let placed = rooms_per_worker(&server.http, server.workers);
     let fwd0 = metric(&server.http, "parley_forwarded_packets_total").unwrap_or(0.0);
     let cpu0 = procstat::process_cpu(pid).unwrap_or_default();
+    let wcpu0 = procstat::media_threads_cpu(pid);
     let ccpu0 = procstat::process_cpu(client_pid).unwrap_or_default();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(measure));
     let wall = t0.elapsed().as_secs_f64();
     let fwd1 = metric(&server.http, "parley_forwarded_packets_total").unwrap_or(0.0);
     let cpu1 = procstat::process_cpu(pid).unwrap_or_default();
+    let wcpu1 = procstat::media_threads_cpu(pid);
     let ccpu1 = procstat::process_cpu(client_pid).unwrap_or_default();
     let rss_peak = rss.stop();
+    // The server's own count, else its media threads.
+    let workers = metric(&server.http, "parley_media_workers")
+        .map(|w| w as usize)
+        .or((!wcpu1.is_empty()).then_some(wcpu1.len()));
     let status = client.wait()?;
     if !status.success() {
         bail!(
@@ -385,6 +498,9 @@ fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<
             client_cpu: (ccpu1 - ccpu0).as_secs_f64(),
             rss_growth: rss_peak.saturating_sub(rss_idle),
             participants,
+            workers,
+            worker_cpu: procstat::media_workers_percent(&wcpu0, &wcpu1, wall),
+            rooms_per_worker: placed,
         },
     ))
 }
@@ -398,22 +514,45 @@ fn sweep<'a>(
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     for step in steps {
-        let server = start_server(&args.server_bin)?;
+        let server = start_server(args, args.workers())?;
         let row = run_step(args, &server, &step, duration)?;
         eprintln!(
-            "  {} {}: held={} server cpu={:.0}%",
+            "  {} {}: held={} server cpu={:.0}% (workers {})",
             row.scenario,
             row.step,
             row.held(),
-            row.server_cpu_percent
+            row.server_cpu_percent,
+            workers::percents(&row.worker_cpu)
         );
-        let stop = !row.held() || row.server_cpu_percent > 95.0;
+        // Saturated: a worker (or, without per-worker figures, the server) uses a whole core.
+        let busiest = row
+            .worker_cpu
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
+        let stop = !row.held() || busiest.unwrap_or(row.server_cpu_percent) > 95.0;
         rows.push(row);
         if stop {
             break;
         }
     }
     Ok(())
+}
+
+/// How the run's processes were pinned, for the log and the table's header (empty: not at all).
+fn pinning(args: &Args) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = &args.server_cpus {
+        parts.push(format!("server on CPU {c}"));
+    }
+    if let Some(c) = &args.client_cpus {
+        parts.push(format!("load generator on CPU {c}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -456,13 +595,57 @@ fn main() -> ExitCode {
     match bench(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:?}");
+            eprintln!("parley-bench: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn bench(args: Args) -> Result<()> {
+/// Runs 1 and N media workers, alternating, on one step of scenario (a).
+fn compare_workers(args: &Args, duration: f64) -> Result<workers::Comparison> {
+    let n = args.workers();
+    let rooms = if args.quick { 4 } else { 8 };
+    let repeats = if args.quick { 1 } else { 2 };
+    let step = workers::comparison_step(rooms);
+    let mut cmp = workers::Comparison {
+        workers: n,
+        step: step.label.clone(),
+        rooms,
+        one: Vec::new(),
+        many: Vec::new(),
+    };
+    for _ in 0..repeats {
+        for w in [1, n] {
+            let server = start_server(args, w)?;
+            let row = run_step(args, &server, &step, duration)?;
+            eprintln!(
+                "  workers {w}: {} {}: held={} server cpu={:.0}% ({}) {:.0} pkt/s per core",
+                row.scenario,
+                row.step,
+                row.held(),
+                row.server_cpu_percent,
+                workers::percents(&row.worker_cpu),
+                row.pps_per_core
+            );
+            if w == 1 {
+                cmp.one.push(row);
+            } else {
+                cmp.many.push(row);
+            }
+        }
+    }
+    Ok(cmp)
+}
+
+fn bench(mut args: Args) -> Result<()> {
+    for (flag, list) in [
+        ("--server-cpus", &args.server_cpus),
+        ("--client-cpus", &args.client_cpus),
+    ] {
+        if let Some(why) = list.as_ref().and_then(CpuList::unavailable) {
+            bail!("{flag}: {why}");
+        }
+    }
     if let Some(rooms) = args.reference_only {
         for sinks in [fanout::Sinks::Waiting, fanout::Sinks::Polled] {
             let r = fanout::run(rooms, 10, 25, 100, sinks, Duration::from_secs(6))?;
@@ -478,10 +661,20 @@ fn bench(args: Args) -> Result<()> {
         return Ok(());
     }
     let duration = args.duration.unwrap_or(if args.quick { 6.0 } else { 12.0 });
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    eprintln!("parley-bench: {cores} cores, {duration} s per step");
+    let cores = cores();
+    args.server_has_workers = takes_media_workers(&args.server_bin);
+    if !args.server_has_workers {
+        eprintln!(
+            "parley-bench: {} takes no --media-workers: its single media path is measured, and 1 vs N \
+             workers is not compared",
+            args.server_bin.display()
+        );
+    }
+    let pinning = pinning(&args);
+    eprintln!(
+        "parley-bench: {cores} cores, {duration} s per step, {} media workers{pinning}",
+        args.workers()
+    );
     if args.anchor_only {
         if let Some(a) = anchor::run(&args, duration)? {
             println!("{}", a.markdown(cores, duration));
@@ -576,6 +769,16 @@ fn bench(args: Args) -> Result<()> {
         .map(|r| r.pps_per_core)
         .fold(0.0f64, f64::max);
 
+    // 1 vs N media workers on the same step, in the same run.
+    let comparison = if !args.server_has_workers {
+        None
+    } else if args.workers() < 2 {
+        eprintln!("parley-bench: 1 media worker: no 1 vs N comparison");
+        None
+    } else {
+        Some(compare_workers(&args, duration)?)
+    };
+
     // The anchor: the same load on Janus, in the same run.
     let anchor = if args.no_janus {
         eprintln!("parley-bench: --no-janus: no Janus anchor in this run");
@@ -585,8 +788,13 @@ fn bench(args: Args) -> Result<()> {
     };
 
     let mut md = String::new();
+    let workers_note = if args.server_has_workers {
+        format!("the server with {} media workers", args.workers())
+    } else {
+        "a server with a single media path (no --media-workers)".to_string()
+    };
     md.push_str(&format!(
-        "# parley benchmark\n\n{cores} cores; load generator and server on the same machine (loopback); {duration} s per step.\n\n"
+        "# parley benchmark\n\n{cores} cores; load generator and server on the same machine (loopback); {duration} s per step; {workers_note}{pinning}.\n\n"
     ));
     let header: Vec<&str> = Row::COLUMNS.iter().map(|(title, _)| *title).collect();
     md.push_str(&format!("| {} |\n", header.join(" | ")));
@@ -621,7 +829,14 @@ fn bench(args: Args) -> Result<()> {
         100.0 * best / reference.packets_per_core_second().max(1.0),
         100.0 * best / floor.packets_per_core_second().max(1.0),
     ));
-    md.push_str("\nCPU % is of one core (100 = one core busy). \"client CPU\" is the load generator, which runs on the same 2 cores and does the SRTP work of every simulated participant; the server's media path runs on one worker thread.\n");
+    md.push_str(&workers::balance_summary(&rows));
+    md.push_str(&format!(
+        "\nCPU % is of one core (100 = one core busy). \"client CPU\" is the load generator, which runs on the same {cores} cores (unless pinned apart) and does the SRTP work of every simulated participant; the server's media path runs on its media worker threads (\"workers\"; each `parley-media-i` thread's CPU in \"server CPU % per worker\").\n"
+    ));
+    if let Some(c) = &comparison {
+        md.push_str(&c.markdown());
+        csv.push_str(&c.csv_rows());
+    }
     if let Some(a) = &anchor {
         md.push_str(&a.markdown(cores, duration));
         csv.push_str(&a.csv_rows());

@@ -29,6 +29,52 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     cpu_of_stat(&format!("/proc/{pid}/stat"))
 }
 
+/// The media worker index a thread name stands for: `parley-media-<i>` is worker i; a single
+/// `parley-media` (a server with one media thread) is worker 0.
+pub fn media_worker_index(comm: &str) -> Option<usize> {
+    let comm = comm.trim_end();
+    if comm == "parley-media" {
+        return Some(0);
+    }
+    comm.strip_prefix("parley-media-")?.parse().ok()
+}
+
+/// CPU time used so far by each of process `pid`'s media worker threads, by worker index (from
+/// `/proc/PID/task/*/stat`, utime + stime); empty when it has none (or is not parley).
+pub fn media_threads_cpu(pid: u32) -> Vec<(usize, Duration)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(usize, Duration)> = tasks
+        .flatten()
+        .filter_map(|t| {
+            let dir = t.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let index = media_worker_index(&comm)?;
+            let cpu = cpu_of_stat(dir.join("stat").to_str()?)?;
+            Some((index, cpu))
+        })
+        .collect();
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
+/// Each worker's CPU % (of one core) between two [`media_threads_cpu`] samples `wall` seconds apart,
+/// in worker order (a worker missing from either sample is left out).
+pub fn media_workers_percent(
+    before: &[(usize, Duration)],
+    after: &[(usize, Duration)],
+    wall: f64,
+) -> Vec<f64> {
+    after
+        .iter()
+        .filter_map(|(i, t1)| {
+            let (_, t0) = before.iter().find(|(j, _)| j == i)?;
+            Some(100.0 * t1.saturating_sub(*t0).as_secs_f64() / wall.max(1e-9))
+        })
+        .collect()
+}
+
 /// CPU time of the calling thread.
 pub fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -79,5 +125,27 @@ impl PeakRss {
     pub fn stop(self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.sampler.join().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_worker_threads_by_name() {
+        assert_eq!(media_worker_index("parley-media-0\n"), Some(0));
+        assert_eq!(media_worker_index("parley-media-11"), Some(11));
+        assert_eq!(media_worker_index("parley-media"), Some(0));
+        assert_eq!(media_worker_index("parley-store"), None);
+        assert_eq!(media_worker_index("parley-media-x"), None);
+        assert_eq!(media_worker_index("tokio-runtime-w"), None);
+        let s = |ms: u64| Duration::from_millis(ms);
+        let before = [(0, s(1000)), (1, s(500))];
+        let after = [(0, s(1500)), (1, s(1000)), (2, s(100))];
+        assert_eq!(
+            media_workers_percent(&before, &after, 2.0),
+            vec![25.0, 25.0]
+        );
     }
 }

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cpus::{self, CpuList};
+
 /// The server's address (in the server namespace).
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// The client's address (in the client namespace).
@@ -107,6 +109,9 @@ pub struct NetLab {
     /// The veth end in the server namespace (Janus gathers candidates on it alone).
     pub server_if: String,
     pub client_if: String,
+    /// CPUs that what runs in each namespace is pinned to (none: wherever the kernel puts it).
+    pub server_cpus: Option<CpuList>,
+    pub client_cpus: Option<CpuList>,
 }
 
 impl NetLab {
@@ -127,6 +132,8 @@ impl NetLab {
             client_ns: format!("plc{id}"),
             server_if: format!("pls{id}"),
             client_if: format!("plc{id}"),
+            server_cpus: None,
+            client_cpus: None,
         };
         // Leftovers of a process that had our pid.
         remove_namespace(&lab.server_ns);
@@ -179,14 +186,18 @@ impl NetLab {
         Ok(())
     }
 
-    /// A command that runs `program` in the server namespace.
+    /// A command that runs `program` in the server namespace (on [`NetLab::server_cpus`]).
     pub fn server_command(&self, program: impl AsRef<OsStr>) -> Command {
-        netns_command(&self.server_ns, program)
+        let mut c = netns_command(&self.server_ns, program);
+        cpus::pin(&mut c, self.server_cpus.as_ref());
+        c
     }
 
-    /// A command that runs `program` in the client namespace.
+    /// A command that runs `program` in the client namespace (on [`NetLab::client_cpus`]).
     pub fn client_command(&self, program: impl AsRef<OsStr>) -> Command {
-        netns_command(&self.client_ns, program)
+        let mut c = netns_command(&self.client_ns, program);
+        cpus::pin(&mut c, self.client_cpus.as_ref());
+        c
     }
 }
 

@@ -1,0 +1,269 @@
+//! The media workers of a multi-worker parley (`parley --media-workers N`, a room per worker): how
+//! evenly scenario (a) spreads over them, and what the split costs, as forwarded packets per server
+//! CPU-second with one worker and with N in the same run.
+
+use serde_json::Value;
+
+use crate::{opt, Row, Step};
+
+/// How far a worker's CPU may be from the workers' mean, as a share of the mean, for a step's load to
+/// count as evenly spread.
+pub const SPREAD_TOLERANCE: f64 = 0.25;
+/// The share of one worker's packets per CPU-second that N workers must keep.
+pub const EFFICIENCY_TARGET: f64 = 0.95;
+/// Below this mean CPU % per worker there is too little load to judge the spread.
+const IDLE_PERCENT: f64 = 1.0;
+
+/// Whether every worker's CPU is within `tolerance` (a share) of the workers' mean. `None`: fewer than
+/// two workers, or too little load to tell.
+pub fn balanced(cpu: &[f64], tolerance: f64) -> Option<bool> {
+    if cpu.len() < 2 {
+        return None;
+    }
+    let mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
+    if mean < IDLE_PERCENT {
+        return None;
+    }
+    Some(cpu.iter().all(|c| (c - mean).abs() <= tolerance * mean))
+}
+
+/// Per-worker CPU % for a table cell: `48/51%` (`–` when unknown).
+pub fn percents(cpu: &[f64]) -> String {
+    if cpu.is_empty() {
+        return "–".into();
+    }
+    let each: Vec<String> = cpu.iter().map(|c| format!("{c:.0}")).collect();
+    format!("{}%", each.join("/"))
+}
+
+/// Rooms with people on each worker, from `/api/status` (`{"rooms": [{"worker": 0, "participants":
+/// [..]}, ..]}`); empty when the server does not say.
+pub fn rooms_per_worker(status: &Value, workers: usize) -> Vec<usize> {
+    let mut counts = vec![0; workers];
+    let Some(rooms) = status.get("rooms").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let mut any = false;
+    for r in rooms {
+        let people = r
+            .get("participants")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty());
+        let Some(w) = r.get("worker").and_then(Value::as_u64) else {
+            continue;
+        };
+        if !people {
+            continue;
+        }
+        let w = w as usize;
+        if w >= counts.len() {
+            counts.resize(w + 1, 0);
+        }
+        counts[w] += 1;
+        any = true;
+    }
+    if any {
+        counts
+    } else {
+        Vec::new()
+    }
+}
+
+/// The line under the main table: scenario (a)'s steps with at least as many rooms as workers, each
+/// with its per-worker CPU and whether it is within ±25% of the mean.
+pub fn balance_summary(rows: &[Row]) -> String {
+    let (judged, uneven) = spread(rows);
+    if judged.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n**Spread over the media workers (scenario (a), steps with at least as many rooms as \
+         workers; each worker's CPU against the workers' mean):** {}. {}\n",
+        judged.join("; "),
+        verdict(&uneven)
+    )
+}
+
+fn verdict(uneven: &[String]) -> String {
+    if uneven.is_empty() {
+        "Every such step is evenly spread.".to_string()
+    } else {
+        format!("Unevenly spread: {}.", uneven.join(", "))
+    }
+}
+
+/// For each scenario (a) row with at least as many rooms as workers: "step CPU, rooms: verdict"; and
+/// the steps that are not evenly spread.
+fn spread(rows: &[Row]) -> (Vec<String>, Vec<String>) {
+    let mut judged = Vec::new();
+    let mut uneven = Vec::new();
+    for r in rows.iter().filter(|r| r.scenario.starts_with("a-")) {
+        let workers = r.worker_cpu.len();
+        if workers < 2 || r.rooms < workers {
+            continue;
+        }
+        let rooms = if r.rooms_per_worker.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = r.rooms_per_worker.iter().map(|n| n.to_string()).collect();
+            format!(", rooms {}", each.join("/"))
+        };
+        let verdict = match balanced(&r.worker_cpu, SPREAD_TOLERANCE) {
+            Some(true) => "within ±25%",
+            Some(false) => {
+                uneven.push(r.step.clone());
+                "**not** within ±25%"
+            }
+            None => "too little load to judge",
+        };
+        judged.push(format!(
+            "{} {}{rooms}: {verdict}",
+            r.step,
+            percents(&r.worker_cpu)
+        ));
+    }
+    (judged, uneven)
+}
+
+/// Forwarded packets per server CPU-second over some rows (pooled: total packets over total CPU).
+pub fn packets_per_cpu_second(rows: &[Row]) -> Option<f64> {
+    let packets: f64 = rows.iter().map(|r| r.forwarded_pps).sum();
+    let cpu: f64 = rows.iter().map(|r| r.server_cpu_percent / 100.0).sum();
+    (cpu > 0.0).then(|| packets / cpu)
+}
+
+/// The 1-worker vs N-worker runs of one step.
+pub struct Comparison {
+    pub workers: usize,
+    pub step: String,
+    pub rooms: usize,
+    /// In the order they ran (alternating 1 and N).
+    pub one: Vec<Row>,
+    pub many: Vec<Row>,
+}
+
+impl Comparison {
+    /// N workers' packets per CPU-second as a share of one worker's.
+    pub fn ratio(&self) -> Option<f64> {
+        Some(packets_per_cpu_second(&self.many)? / packets_per_cpu_second(&self.one)?)
+    }
+
+    /// The section for `results.md`.
+    pub fn markdown(&self) -> String {
+        let n = self.workers;
+        let mut md = format!("\n## Media workers: 1 vs {n}\n\n");
+        md.push_str(&format!(
+            "parley's media plane is N worker threads (`--media-workers N`, one per core by default), \
+             each with its own UDP port and the rooms placed on it; the main table ran with {n}. Below, \
+             one step of scenario (a) ({} audio rooms of 10) ran on fresh servers with **1** worker and \
+             with **{n}**, alternating, {} time(s) each, under the same conditions as the main table. \
+             \"fwd pkt/s per core\" is forwarded packets per second of the **whole** server's CPU (every \
+             thread: workers, control plane, signalling), so the comparison says what splitting the \
+             media plane costs in total work; the split must keep at least {:.0}% of one worker's \
+             packets per CPU-second. \"server CPU % per worker\" is each `parley-media-i` thread's \
+             user + system time over the measurement window.\n\n",
+            self.rooms,
+            self.one.len().max(self.many.len()),
+            100.0 * EFFICIENCY_TARGET,
+        ));
+        let header: Vec<&str> = Row::COLUMNS.iter().map(|(title, _)| *title).collect();
+        md.push_str(&format!("| {} |\n", header.join(" | ")));
+        md.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+        for r in self.one.iter().chain(&self.many) {
+            md.push_str(&format!("| {} |\n", r.cells().join(" | ")));
+        }
+        let one = packets_per_cpu_second(&self.one);
+        let many = packets_per_cpu_second(&self.many);
+        let target = match self.ratio() {
+            Some(r) if r >= EFFICIENCY_TARGET => "met".to_string(),
+            Some(_) => "**not met**".to_string(),
+            None => "not measured".to_string(),
+        };
+        md.push_str(&format!(
+            "\n**Forwarded packets per server CPU-second at {}:** 1 worker {}, {n} workers {}: \
+             **{}%** of one worker's (target ≥ {:.0}%: {target}).\n",
+            self.step,
+            opt(one, 0),
+            opt(many, 0),
+            opt(self.ratio().map(|r| 100.0 * r), 0),
+            100.0 * EFFICIENCY_TARGET,
+        ));
+        let (judged, uneven) = spread(&self.many);
+        if !judged.is_empty() {
+            md.push_str(&format!(
+                "\n**Spread over the {n} workers in these runs (±25% of the mean):** {}. {}\n",
+                judged.join("; "),
+                verdict(&uneven)
+            ));
+        }
+        md
+    }
+
+    /// Rows for `results.csv`, the scenario prefixed with `workers:`.
+    pub fn csv_rows(&self) -> String {
+        let mut csv = String::new();
+        for r in self.one.iter().chain(&self.many) {
+            let mut cells = r.cells();
+            cells[0] = format!("workers:{}", cells[0]);
+            csv.push_str(&(cells.join(",") + "\n"));
+        }
+        csv
+    }
+}
+
+/// The step the comparison runs: scenario (a) with `rooms` rooms of 10.
+pub fn comparison_step(rooms: usize) -> Step<'static> {
+    Step {
+        scenario: "a-audio-rooms-of-10",
+        label: format!("{rooms}x10"),
+        rooms,
+        room_size: 10,
+        talk: 0.5,
+        video: false,
+        extra: &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_within_a_quarter_of_the_mean() {
+        // Mean 50: 38 to 62 is within ±25%.
+        assert_eq!(balanced(&[48.0, 52.0], SPREAD_TOLERANCE), Some(true));
+        assert_eq!(balanced(&[38.0, 62.0], SPREAD_TOLERANCE), Some(true));
+        assert_eq!(balanced(&[37.0, 63.0], SPREAD_TOLERANCE), Some(false));
+        // One busy worker, one idle: everything on one.
+        assert_eq!(balanced(&[90.0, 0.0], SPREAD_TOLERANCE), Some(false));
+        assert_eq!(
+            balanced(&[30.0, 30.0, 30.0, 45.0], SPREAD_TOLERANCE),
+            Some(false)
+        );
+        assert_eq!(
+            balanced(&[30.0, 30.0, 30.0, 40.0], SPREAD_TOLERANCE),
+            Some(true)
+        );
+        // Nothing to judge.
+        assert_eq!(balanced(&[50.0], SPREAD_TOLERANCE), None);
+        assert_eq!(balanced(&[], SPREAD_TOLERANCE), None);
+        assert_eq!(balanced(&[0.2, 0.1], SPREAD_TOLERANCE), None);
+        assert_eq!(percents(&[48.4, 51.0]), "48/51%");
+        assert_eq!(percents(&[]), "–");
+    }
+
+    #[test]
+    fn rooms_per_worker_from_the_status() {
+        let status = serde_json::json!({"rooms": [
+            {"name": "a", "worker": 0, "participants": [{"id": 1}]},
+            {"name": "b", "worker": 1, "participants": [{"id": 2}]},
+            {"name": "c", "worker": 1, "participants": [{"id": 3}]},
+            {"name": "General", "worker": 0, "participants": []},
+        ]});
+        assert_eq!(rooms_per_worker(&status, 2), vec![1, 2]);
+        assert_eq!(rooms_per_worker(&status, 3), vec![1, 2, 0]);
+        // A server that does not say.
+        let old = serde_json::json!({"rooms": [{"name": "a", "participants": [{"id": 1}]}]});
+        assert!(rooms_per_worker(&old, 2).is_empty());
+    }
+}

@@ -9,7 +9,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)   # builds libopus for parley-client
-command -v janus >/dev/null 2>&1 || need_apt+=(janus)   # parley-client's Janus test (in a network namespace)
+command -v janus >/dev/null 2>&1 || need_apt+=(janus)   # the bench's Janus test (in a network namespace)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"

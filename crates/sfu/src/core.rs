@@ -744,3 +744,97 @@ impl MediaCore {
 const MAX_SPARE_BUFFERS: usize = 2048;
 /// Small buffers (STUN responses) are not worth keeping; direct sends allocate at least this much.
 const MIN_SPARE_CAPACITY: usize = crate::peer::SPARE_CAPACITY;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core_with_peers(n: u64, now: Instant) -> MediaCore {
+        let server = SocketAddr::from(([10, 0, 0, 1], 5000));
+        let mut core = MediaCore::new_at(MediaConfig::new(vec![(server, server)]), now);
+        for p in 1..=n {
+            core.handle_command(
+                MediaCommand::AddPeer {
+                    peer: p,
+                    room: p % 7,
+                    participant: p,
+                    receive_only: false,
+                    mic_muted: false,
+                    camera_off: false,
+                },
+                now,
+            );
+        }
+        core
+    }
+
+    #[test]
+    fn garbage_from_strangers_routes_nowhere() {
+        let now = Instant::now();
+        let mut core = core_with_peers(300, now);
+        let server = SocketAddr::from(([10, 0, 0, 1], 5000));
+        let mut routed = 0;
+        for i in 0..5_000u32 {
+            let source =
+                SocketAddr::from(([192, 0, 2, (i % 250) as u8], 1000 + (i % 60_000) as u16));
+            let len = (i % 300) as usize;
+            let junk: Vec<u8> = (0..len).map(|b| (b as u32 * 31 + i) as u8).collect();
+            if core.handle_datagram(now, source, server, &junk) {
+                routed += 1;
+            }
+        }
+        assert_eq!(routed, 0);
+        assert_eq!(core.counters().unrouted_datagrams, 5_000);
+        assert!(core.drain_events().next().is_none(), "nobody was lost");
+        assert_eq!(core.gauges().peers, 300);
+    }
+
+    #[test]
+    fn rooms_come_and_go_with_their_peers_and_stale_commands_are_ignored() {
+        let now = Instant::now();
+        let mut core = core_with_peers(14, now);
+        assert_eq!(core.gauges().rooms, 7);
+        for p in [7, 14] {
+            core.handle_command(MediaCommand::RemovePeer { peer: p }, now);
+        }
+        assert_eq!(core.gauges().rooms, 6, "room 0 emptied");
+        // Commands for peers that are gone (raced with a leave) do nothing.
+        core.handle_command(MediaCommand::RemovePeer { peer: 7 }, now);
+        core.handle_command(
+            MediaCommand::Offer {
+                peer: 7,
+                request: Some(1),
+                sdp: "v=0".into(),
+            },
+            now,
+        );
+        core.handle_command(
+            MediaCommand::SetMute {
+                peer: 99,
+                mic_muted: true,
+                camera_off: true,
+            },
+            now,
+        );
+        assert!(core.drain_events().next().is_none());
+        assert_eq!(core.gauges().peers, 12);
+        // A broken offer from a live peer: one short line, with the request id.
+        core.handle_command(
+            MediaCommand::Offer {
+                peer: 1,
+                request: Some(5),
+                sdp: "v=0\r\nm=garbage".into(),
+            },
+            now,
+        );
+        let events: Vec<_> = core.drain_events().collect();
+        assert!(
+            matches!(&events[..], [MediaEvent::SdpRefused { peer: 1, request: Some(5), reason }] if !reason.contains('\n')),
+            "{events:?}"
+        );
+        // The timer is kept, not searched for.
+        assert!(core.poll_timeout() <= now + IDLE_TIMEOUT);
+        core.handle_timeout(now + Duration::from_millis(200));
+        assert!(core.poll_timeout() > now);
+    }
+}

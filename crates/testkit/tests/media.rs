@@ -239,3 +239,24 @@ fn a_viewer_is_receive_only() {
         "only the member's track is published"
     );
 }
+
+#[test]
+fn each_room_on_a_worker_has_its_own_speaker_and_levels() {
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    net.join(3, "other");
+    net.join(4, "other");
+    net.client(1).talk_level = -20;
+    net.client(4).talk_level = -25;
+    talk_for(&mut net, Duration::from_secs(3));
+    assert_eq!(net.client(2).speaker, Some(1));
+    assert_eq!(net.client(3).speaker, Some(4));
+    // Meters only ever carry the room's own people.
+    let band = net.client(2).meters.clone();
+    let other = net.client(3).meters.clone();
+    assert!(band.keys().all(|id| [1, 2].contains(id)), "{band:?}");
+    assert!(other.keys().all(|id| [3, 4].contains(id)), "{other:?}");
+    assert!(band.get(&1).copied().unwrap_or(0) > 50);
+    assert_eq!(net.gauges(0).rooms, 2);
+}

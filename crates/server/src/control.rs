@@ -371,17 +371,7 @@ impl Control {
         request_id: Option<RequestId>,
         message: ChatMessage,
     ) {
-        let others: Vec<_> = self
-            .rooms
-            .room(&message.room)
-            .map(|r| {
-                r.members()
-                    .iter()
-                    .map(|m| m.id)
-                    .filter(|m| *m != session)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let others = self.members_except(&message.room, session);
         self.outputs.push(Output::Send {
             sessions: others,
             message: ServerMessage::Chat {
@@ -566,17 +556,8 @@ impl Control {
                 state: updated.state,
             },
         );
-        let others: Vec<_> = self
-            .rooms
-            .room_of(session)
-            .map(|r| {
-                r.members()
-                    .iter()
-                    .map(|m| m.id)
-                    .filter(|m| *m != session)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let room = self.rooms.room_of(session).map(|r| r.name().to_string());
+        let others = room.map_or_else(Vec::new, |r| self.members_except(&r, session));
         self.outputs.push(Output::Send {
             sessions: others,
             message: ServerMessage::ParticipantUpdated {
@@ -656,6 +637,17 @@ impl Control {
             before,
             limit: limit.unwrap_or(MAX_HISTORY_PAGE).clamp(1, MAX_HISTORY_PAGE),
         }));
+    }
+
+    /// Everyone in `room` but `session`.
+    fn members_except(&self, room: &str, session: SessionId) -> Vec<SessionId> {
+        self.rooms.room(room).map_or_else(Vec::new, |r| {
+            r.members()
+                .iter()
+                .map(|m| m.id)
+                .filter(|m| *m != session)
+                .collect()
+        })
     }
 
     fn members_of_room_id(&self, room: RoomId) -> Option<Vec<SessionId>> {

@@ -405,38 +405,42 @@ impl Browser {
     }
 
     fn speak(&mut self, frame: u64, now: Instant) {
-        if let Some(mid) = self.audio_mid {
-            if let Some(writer) = self.rtc.writer(mid) {
-                let pt = writer
-                    .payload_params()
-                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                    .map(|p| p.pt());
-                if let Some(pt) = pt {
-                    let time =
-                        MediaTime::new(frame * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
-                    let voiced = self.talk_level > -60;
-                    // Errors before DTLS is up are expected: nothing can be sent yet.
-                    let _ = writer.audio_level(self.talk_level, voiced).write(
-                        pt,
-                        now,
-                        time,
-                        vec![0xf8u8, 0xff, 0xfe],
-                    );
-                }
-            }
-        }
-        if let Some(mid) = self.video_mid {
-            if let Some(writer) = self.rtc.writer(mid) {
-                let pt = writer
-                    .payload_params()
-                    .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
-                    .map(|p| p.pt());
-                if let Some(pt) = pt {
-                    let time = MediaTime::new(frame * 1800, str0m::media::Frequency::NINETY_KHZ);
-                    // A tiny VP8 keyframe-looking payload (the SFU does not decode it).
-                    let _ = writer.write(pt, now, time, vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
-                }
-            }
+        use str0m::format::Codec;
+        use str0m::media::Frequency;
+        let level = self.talk_level;
+        // Errors before DTLS is up are expected: nothing can be sent yet.
+        self.write(self.audio_mid, Codec::Opus, |writer, pt| {
+            let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
+            let _ = writer.audio_level(level, level > -60).write(
+                pt,
+                now,
+                time,
+                vec![0xf8u8, 0xff, 0xfe],
+            );
+        });
+        // A tiny VP8 keyframe-looking payload (the SFU does not decode it).
+        self.write(self.video_mid, Codec::Vp8, |writer, pt| {
+            let time = MediaTime::new(frame * 1800, Frequency::NINETY_KHZ);
+            let _ = writer.write(pt, now, time, vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+        });
+    }
+
+    /// Hands the writer of track `mid` and its payload type for `codec` to `write`.
+    fn write(
+        &mut self,
+        mid: Option<Mid>,
+        codec: str0m::format::Codec,
+        write: impl FnOnce(str0m::media::Writer<'_>, str0m::media::Pt),
+    ) {
+        let Some(writer) = mid.and_then(|m| self.rtc.writer(m)) else {
+            return;
+        };
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt());
+        if let Some(pt) = pt {
+            write(writer, pt);
         }
     }
 }

@@ -1,0 +1,415 @@
+//! A client that stops reading, against the running `parley`: its outbox is bounded, so the server's
+//! memory stays put while far more than that is addressed to it; everyone else keeps being served;
+//! and when it finally reads, the last thing on its socket is a close frame (4008) saying why.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use parley_testkit::server::*;
+use serde_json::json;
+use socket2::{Domain, Socket, Type};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
+
+const MIB: u64 = 1024 * 1024;
+/// How much the server's RSS may grow while the slow client is flooded.
+const RSS_GROWTH_LIMIT: u64 = 64 * MIB;
+/// Flooding stops once this much was addressed to every connection (or at `FLOOD_FOR`).
+const FLOOD_TARGET: u64 = 3 * RSS_GROWTH_LIMIT;
+/// The server gives up on a frame the client has not taken in 15 s (without a close frame): the slow
+/// client starts reading well before that.
+const FLOOD_FOR: Duration = Duration::from_secs(9);
+/// Connections that create rooms (each broadcasts the whole, growing, room list to everyone).
+const FLOODERS: usize = 4;
+
+/// A WebSocket done by hand on a plain socket: frames are written masked, as clients must, and what
+/// the server sends is read (or not) as bytes.
+struct RawWs {
+    stream: TcpStream,
+    /// Bytes read past the handshake's headers.
+    early: Vec<u8>,
+}
+
+impl RawWs {
+    /// Connects with `recv_buffer` bytes of SO_RCVBUF, set before connect so that the window the
+    /// server sees is that small (or large) from the start.
+    fn connect(addr: SocketAddr, recv_buffer: usize) -> RawWs {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(recv_buffer).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        write!(
+            stream,
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        let end = loop {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "closed during the handshake");
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let text = String::from_utf8_lossy(&head[..end]).to_string();
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        RawWs {
+            early: head[end..].to_vec(),
+            stream,
+        }
+    }
+
+    /// Sends one masked text frame.
+    fn send_text(stream: &mut TcpStream, text: &str) -> std::io::Result<()> {
+        let payload = text.as_bytes();
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![0x81];
+        match payload.len() {
+            n @ 0..=125 => frame.push(0x80 | n as u8),
+            n => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        stream.write_all(&frame)
+    }
+
+    /// Everything the server sends until it closes the socket, as (opcode, payload) frames, and the
+    /// byte count.
+    fn read_all(mut self) -> (Vec<(u8, Vec<u8>)>, u64) {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut raw = std::mem::take(&mut self.early);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => panic!("reading after {} bytes: {e}", raw.len()),
+            }
+        }
+        let total = raw.len() as u64;
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at < raw.len() {
+            assert!(raw.len() - at >= 2, "a cut frame header at {at}");
+            let opcode = raw[at] & 0x0f;
+            assert_eq!(raw[at + 1] & 0x80, 0, "server frames are not masked");
+            let (len, header) = match raw[at + 1] & 0x7f {
+                126 => (u16::from_be_bytes([raw[at + 2], raw[at + 3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(raw[at + 2..at + 10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            let start = at + header;
+            assert!(start + len <= raw.len(), "a cut frame at {at}");
+            frames.push((opcode, raw[start..start + len].to_vec()));
+            at = start + len;
+        }
+        (frames, total)
+    }
+}
+
+fn rss(server: &Server) -> u64 {
+    server.rss_kib().expect("VmRSS in /proc") * 1024
+}
+
+fn slow_closes(http: SocketAddr) -> f64 {
+    let (_, body) = http_get(http, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix("parley_slow_client_closes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A room name of 40 characters (most of them 4 bytes in UTF-8), unique per (flooder, i).
+fn long_name(flooder: usize, i: usize) -> String {
+    let mut name = format!("{flooder}-{i}-");
+    while name.chars().count() < 40 {
+        name.push('\u{1D400}'); // MATHEMATICAL BOLD CAPITAL A: a letter
+    }
+    name
+}
+
+/// A normal client on a socket with a large receive buffer (so a moment's lag is absorbed).
+async fn connect_buffered(server: &Server) -> Ws {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4 * MIB as usize).unwrap();
+    socket.connect(&server.http.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(tcp))
+        .await
+        .expect("websocket connects");
+    next_of(&mut ws, "welcome").await;
+    next_of(&mut ws, "rooms").await;
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bounded() {
+    let server = Server::start(env!("CARGO_BIN_EXE_parley"), &["--media-workers", "1"]);
+    let stop_creating = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicBool::new(false));
+
+    // The slow client: a `list_rooms` every 300 ms (so it is not silent), and it never reads.
+    let slow = RawWs::connect(server.http, 4096);
+    let pinging = Arc::new(AtomicBool::new(true));
+    let pinger = {
+        let mut stream = slow.stream.try_clone().unwrap();
+        let pinging = pinging.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while pinging.load(Ordering::Relaxed) {
+                i += 1;
+                let text = format!(r#"{{"type":"list_rooms","id":{i}}}"#);
+                if RawWs::send_text(&mut stream, &text).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+
+    // Flooders create rooms with long names, evenly, just under the per-connection rate limit (a
+    // burst at the start would hit the readers before their sockets' buffers have grown). Every create sends the whole (growing) room list to every connection. They read all
+    // they are sent (and throw it away): none of them may be closed.
+    let flooders: Vec<RawWs> = (0..FLOODERS)
+        .map(|_| RawWs::connect(server.http, 4 * MIB as usize))
+        .collect();
+    // A normal client that reads everything and asks for the room list three times a second.
+    let mut probe = connect_buffered(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The server's memory, sampled every 20 ms from now on.
+    let baseline = rss(&server);
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        let pid = server.pid();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+                let kib = status.ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                });
+                if let Some(kib) = kib {
+                    peak.fetch_max(kib * 1024, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    let flood_start = Instant::now();
+    let created = Arc::new(AtomicU64::new(0));
+    let (mut writers, mut readers) = (Vec::new(), Vec::new());
+    for (f, ws) in flooders.into_iter().enumerate() {
+        let mut tx = ws.stream.try_clone().unwrap();
+        let (done, failing, count) = (stop_creating.clone(), failed.clone(), created.clone());
+        writers.push(std::thread::spawn(move || {
+            let (stop_creating, failed, created) = (done, failing, count);
+            let mut i = 0;
+            while !stop_creating.load(Ordering::Relaxed) {
+                let create = json!({"type": "create_room", "room": long_name(f, i)});
+                if RawWs::send_text(&mut tx, &create.to_string()).is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                    return;
+                }
+                created.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(21));
+            }
+        }));
+        let (stop, failed) = (stop.clone(), failed.clone());
+        let mut rx = ws.stream;
+        readers.push(std::thread::spawn(move || {
+            rx.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = vec![0u8; 1024 * 1024];
+            while !stop.load(Ordering::Relaxed) {
+                match rx.read(&mut buf) {
+                    Ok(0) => {
+                        eprintln!("flooder {f}'s socket was closed");
+                        failed.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eprintln!("flooder {f}: {e}");
+                        failed.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+
+    // The probe: every `list_rooms` must be answered promptly. It also counts the room lists
+    // pushed, which went to every connection (the slow one too, until it was closed).
+    let mut pushed = 0u64;
+    let mut worst = Duration::ZERO;
+    let mut asked = 0u64;
+    let mut waiting: Option<Instant> = None;
+    let mut queued_before_close = None;
+    let mut final_rooms = None;
+    let mut asked_last = false;
+    let mut closes = tokio::task::spawn_blocking({
+        let http = server.http;
+        move || slow_closes(http)
+    });
+    let mut ask = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        let flooding = flood_start.elapsed() < FLOOD_FOR && pushed < FLOOD_TARGET;
+        if !flooding && !stop_creating.load(Ordering::Relaxed) {
+            stop_creating.store(true, Ordering::Relaxed);
+        }
+        tokio::select! {
+            msg = probe.next() => {
+                let msg = msg.expect("the probe's socket stays open").expect("a frame");
+                let Message::Text(t) = msg else {
+                    assert!(!matches!(msg, Message::Close(_)), "the probe was closed: {msg:?}");
+                    continue;
+                };
+                if t.starts_with(r#"{"type":"rooms","rooms":"#) {
+                    pushed += t.len() as u64;
+                    continue;
+                }
+                assert!(
+                    t.starts_with(&format!(r#"{{"type":"rooms","id":{asked},"#)),
+                    "{}",
+                    &t[..t.len().min(200)]
+                );
+                worst = worst.max(waiting.take().expect("a question").elapsed());
+                if asked_last {
+                    // Every create is in once the list has them all (the default room too).
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    let rooms = v["rooms"].as_array().unwrap().len() as u64;
+                    final_rooms = Some(rooms);
+                    if rooms > created.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    asked_last = false;
+                }
+            }
+            _ = ask.tick(), if waiting.is_none() => {
+                asked += 1;
+                waiting = Some(Instant::now());
+                send(&mut probe, json!({"type": "list_rooms", "id": asked})).await;
+                if !flooding {
+                    // Asked after the last create: once that is in, every room list was counted.
+                    for w in writers.drain(..) {
+                        w.join().unwrap();
+                    }
+                    asked_last = true;
+                }
+            }
+            n = &mut closes => {
+                if n.unwrap() >= 1.0 {
+                    queued_before_close.get_or_insert(pushed);
+                }
+                let http = server.http;
+                closes = tokio::task::spawn_blocking(move || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    slow_closes(http)
+                });
+            }
+        }
+        if let Some(at) = waiting {
+            assert!(
+                at.elapsed() < Duration::from_secs(5),
+                "no answer for the probe in 5 s"
+            );
+        }
+        assert!(
+            flood_start.elapsed() < FLOOD_FOR + Duration::from_secs(3),
+            "the server did not take every create: {final_rooms:?} rooms after {} creates",
+            created.load(Ordering::Relaxed)
+        );
+    }
+    let flooded_for = flood_start.elapsed();
+    let addressed = pushed;
+    // The slow client reads at last: first whatever the server had written, then the close frame.
+    pinging.store(false, Ordering::Relaxed);
+    pinger.join().unwrap();
+    let (frames, slow_bytes) = tokio::task::spawn_blocking(move || slow.read_all())
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    for t in readers {
+        t.join().unwrap();
+    }
+    let peak = peak.load(Ordering::Relaxed);
+    let growth = peak.saturating_sub(baseline);
+    println!(
+        "{} rooms created in {flooded_for:.1?}: {:.1} MiB of room lists addressed to every connection \
+         ({} MiB of them before the server decided to close the slow one); the slow client took \
+         {:.2} MiB in {} frames; server RSS {:.1} MiB at the start, peak {:.1} MiB (+{:.1} MiB); \
+         slowest probe answer {worst:?} of {asked}",
+        created.load(Ordering::Relaxed),
+        addressed as f64 / MIB as f64,
+        queued_before_close.map_or("?".into(), |b| format!("{:.1}", b as f64 / MIB as f64)),
+        slow_bytes as f64 / MIB as f64,
+        frames.len(),
+        baseline as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+        growth as f64 / MIB as f64,
+    );
+
+    assert!(!failed.load(Ordering::Relaxed), "a normal client failed");
+    assert!(
+        queued_before_close.is_some(),
+        "the slow client was never closed"
+    );
+    assert_eq!(slow_closes(server.http), 1.0, "only the slow client");
+    assert!(
+        growth < RSS_GROWTH_LIMIT,
+        "RSS grew by {} MiB",
+        growth / MIB
+    );
+    assert!(
+        addressed > 2 * RSS_GROWTH_LIMIT,
+        "the test did not address enough ({} MiB) to show a bound",
+        addressed / MIB
+    );
+    assert!(
+        worst < Duration::from_secs(2),
+        "a probe answer took {worst:?}"
+    );
+
+    let (opcode, payload) = frames.last().expect("frames");
+    assert_eq!(*opcode, 0x8, "the last frame is a close frame");
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    let reason = String::from_utf8_lossy(&payload[2..]);
+    assert_eq!(code, 4008, "{reason}");
+    assert!(reason.contains("stopped reading"), "{reason}");
+    assert!(
+        frames.iter().filter(|(op, _)| *op == 0x8).count() == 1,
+        "one close frame"
+    );
+
+    // The others are still served.
+    still_works(&mut probe).await;
+}

@@ -109,3 +109,66 @@ async fn status_debug_and_metrics_describe_the_rooms() {
         assert!(values.contains_key(name), "{name} missing");
     }
 }
+
+#[tokio::test]
+async fn status_and_metrics_show_the_media_workers() {
+    let server = start(&["--media-workers", "2"]);
+    let mut lobby = connect(&server).await;
+    send(
+        &mut lobby,
+        json!({"type": "create_room", "id": 1, "room": "empty"}),
+    )
+    .await;
+    next_of(&mut lobby, "room_created").await;
+    let mut ann = connect(&server).await;
+    send(
+        &mut ann,
+        json!({"type": "join", "id": 1, "room": "General", "name": "Ann"}),
+    )
+    .await;
+    let ann_id = next_of(&mut ann, "joined").await["you"].clone();
+
+    let status = server.get_json("/api/status");
+    let room = |name: &str| {
+        status["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+            .clone()
+    };
+    let general = room("General");
+    let worker = general["worker"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("an occupied room has a worker: {general}"));
+    assert!(worker < 2, "{general}");
+    let empty = room("empty");
+    assert!(
+        empty.get("worker").is_some_and(|w| w.is_null()),
+        "an empty room has worker null: {empty}"
+    );
+
+    // The participant's connection is on that worker.
+    let debug = server.get_json("/api/debug");
+    let row = debug["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant_id"] == ann_id)
+        .unwrap_or_else(|| panic!("Ann in {debug}"))
+        .clone();
+    assert_eq!(row["worker"].as_u64(), Some(worker), "{row}");
+    for field in ["loss_in", "loss_out", "rtt_ms"] {
+        assert!(row.get(field).is_some(), "{field} in {row}");
+    }
+
+    let metrics = server.metrics();
+    assert_eq!(metrics["parley_media_workers"], 2.0);
+    for name in [
+        "parley_dropped_levels_total",
+        "parley_slow_client_closes_total",
+    ] {
+        assert_eq!(metrics.get(name), Some(&0.0), "{name}");
+    }
+}

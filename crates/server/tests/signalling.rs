@@ -270,3 +270,125 @@ async fn flooding_is_refused_with_the_request_id() {
     assert!(limited >= 40, "answered {answered}, limited {limited}");
     assert!(answered >= 100);
 }
+
+/// A message for people: one short line, nothing from a parser's insides.
+fn assert_one_short_line(message: &str) {
+    assert!(!message.is_empty(), "an empty message");
+    assert!(
+        !message.contains('\n') && !message.contains('\r'),
+        "{message:?}"
+    );
+    assert!(message.chars().count() < 100, "{message:?}");
+    assert!(!message.contains("0x"), "an address in {message:?}");
+    let lower = message.to_lowercase();
+    for internal in ["parse error", "parse", "error(", "{", "nom::", "line "] {
+        assert!(!lower.contains(internal), "{internal:?} in {message:?}");
+    }
+}
+
+async fn joined(server: &Server, name: &str) -> Ws {
+    let mut ws = connect(server).await;
+    send(
+        &mut ws,
+        json!({"type": "join", "id": 1, "room": "General", "name": name}),
+    )
+    .await;
+    next_of(&mut ws, "joined").await;
+    ws
+}
+
+#[tokio::test]
+async fn sdp_errors_echo_the_request_id_in_one_short_line() {
+    let server = start(&[]);
+    let mut ws = joined(&server, "Ann").await;
+
+    let garbage = "v=0\r\no=- 0x7ffd3a 2 IN IP4 127.0.0.1\r\nm=audio what 9\r\na=rtpmap:x\r\n";
+    send(&mut ws, json!({"type": "offer", "id": 5, "sdp": garbage})).await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("bad_sdp"), Some(5)),
+        "{e}"
+    );
+    assert_one_short_line(e["message"].as_str().unwrap());
+
+    send(
+        &mut ws,
+        json!({"type": "offer", "id": 6, "sdp": "this is no sdp"}),
+    )
+    .await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("bad_sdp"), Some(6)),
+        "{e}"
+    );
+    assert_one_short_line(e["message"].as_str().unwrap());
+
+    // No server offer is waiting for an answer.
+    send(&mut ws, json!({"type": "answer", "id": 7, "sdp": garbage})).await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("bad_sdp"), Some(7)),
+        "{e}"
+    );
+    assert_one_short_line(e["message"].as_str().unwrap());
+
+    // Without an id the error has none.
+    send(&mut ws, json!({"type": "offer", "sdp": "nope"})).await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(e["code"], "bad_sdp");
+    assert!(e.get("id").is_none(), "{e}");
+    still_works(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_message_too_large_is_refused_with_its_id() {
+    let server = start(&[]);
+    let mut ws = joined(&server, "Ann").await;
+    // Above the protocol's 768 KiB, below the 1 MiB at which the WebSocket layer cuts it off.
+    let huge = "v".repeat(800 * 1024);
+    send(&mut ws, json!({"type": "offer", "id": 31, "sdp": huge})).await;
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("message_too_large"), Some(31)),
+        "{e}"
+    );
+    assert_one_short_line(e["message"].as_str().unwrap());
+    still_works(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_valid_offer_is_answered_with_its_id() {
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::net::Protocol;
+    use str0m::{Candidate, Rtc};
+
+    let server = start(&[]);
+    let mut ws = joined(&server, "Ann").await;
+
+    // What a browser sends: one audio track, a host candidate.
+    let mut rtc = Rtc::builder().build(Instant::now());
+    let host = Candidate::host("127.0.0.1:9".parse().unwrap(), Protocol::Udp).unwrap();
+    rtc.add_local_candidate(host);
+    let mut change = rtc.sdp_api();
+    change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, pending) = change.apply().expect("an offer");
+
+    send(
+        &mut ws,
+        json!({"type": "offer", "id": 12, "sdp": offer.to_sdp_string()}),
+    )
+    .await;
+    let answer = next_of(&mut ws, "answer").await;
+    assert_eq!(answer["id"], 12, "{answer}");
+    let sdp = answer["sdp"].as_str().unwrap();
+    let sdp = SdpAnswer::from_sdp_string(sdp).expect("the answer is SDP");
+    rtc.sdp_api()
+        .accept_answer(pending, sdp)
+        .expect("the answer fits the offer");
+    still_works(&mut ws).await;
+}

@@ -377,7 +377,8 @@ impl Call {
                                 parley_proto::MAX_MESSAGE_BYTES
                             );
                         }
-                        self.signals.push_back(ClientMessage::Answer { id: None, sdp });
+                        self.signals
+                            .push_back(ClientMessage::Answer { id: None, sdp });
                     }
                     Err(e) => tracing::warn!("a server offer cannot be used: {e}"),
                 }

@@ -57,6 +57,9 @@ struct Args {
     /// Only run the anchor (parley and Janus in namespaces) and print its section; writes no files.
     #[arg(long, conflicts_with = "no_janus")]
     anchor_only: bool,
+    /// Only run the 1 vs N media workers comparison and print its section; writes no files.
+    #[arg(long, conflicts_with = "anchor_only")]
+    workers_only: bool,
     /// Janus configurations for the anchor, by their `event_loops` setting (0: Janus's default, a
     /// thread per handle; N: N shared loops): each is measured at every anchor step.
     #[arg(long, value_delimiter = ',', default_value = "0,2")]
@@ -611,6 +614,7 @@ fn compare_workers(args: &Args, duration: f64) -> Result<workers::Comparison> {
         workers: n,
         step: step.label.clone(),
         rooms,
+        conditions: format!("{duration} s per step{}", pinning(args)),
         one: Vec::new(),
         many: Vec::new(),
     };
@@ -679,6 +683,13 @@ fn bench(mut args: Args) -> Result<()> {
         if let Some(a) = anchor::run(&args, duration)? {
             println!("{}", a.markdown(cores, duration));
         }
+        return Ok(());
+    }
+    if args.workers_only {
+        if !args.server_has_workers || args.workers() < 2 {
+            bail!("--workers-only needs a server that takes --media-workers, and N of at least 2");
+        }
+        println!("{}", compare_workers(&args, duration)?.markdown());
         return Ok(());
     }
     let mut rows: Vec<Row> = Vec::new();

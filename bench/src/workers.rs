@@ -137,6 +137,8 @@ pub struct Comparison {
     pub workers: usize,
     pub step: String,
     pub rooms: usize,
+    /// How the runs were made ("12 s per step; server on CPU 0, …").
+    pub conditions: String,
     /// In the order they ran (alternating 1 and N).
     pub one: Vec<Row>,
     pub many: Vec<Row>,
@@ -156,7 +158,7 @@ impl Comparison {
             "parley's media plane is N worker threads (`--media-workers N`, one per core by default), \
              each with its own UDP port and the rooms placed on it; the main table ran with {n}. Below, \
              one step of scenario (a) ({} audio rooms of 10) ran on fresh servers with **1** worker and \
-             with **{n}**, alternating, {} time(s) each, under the same conditions as the main table. \
+             with **{n}**, alternating, {} time(s) each ({}). \
              \"fwd pkt/s per core\" is forwarded packets per second of the **whole** server's CPU (every \
              thread: workers, control plane, signalling), so the comparison says what splitting the \
              media plane costs in total work; the split must keep at least {:.0}% of one worker's \
@@ -164,6 +166,7 @@ impl Comparison {
              user + system time over the measurement window.\n\n",
             self.rooms,
             self.one.len().max(self.many.len()),
+            self.conditions,
             100.0 * EFFICIENCY_TARGET,
         ));
         let header: Vec<&str> = Row::COLUMNS.iter().map(|(title, _)| *title).collect();

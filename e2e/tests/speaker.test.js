@@ -273,5 +273,8 @@ test('active speaker: views, wall screen, meters while deafened, /api/status and
     assert.ok(metrics.get('parley_forwarded_packets_total') > 0, 'packets forwarded');
     // Chromium's audio arrived over parley's own SRTP path (the meters and levels above prove it decrypted).
     assert.ok(metrics.get('parley_direct_srtp_packets_total') > 0, 'audio forwarded on the direct SRTP path');
+    // ...and was opened there too (the speaker switches above came from its audio levels).
+    assert.ok(metrics.get('parley_direct_received_packets_total') > 100, 'audio received on the direct SRTP path');
+    assert.equal(metrics.get('parley_direct_dropped_packets_total'), 0, 'nothing dropped as replayed or forged');
   });
 });

@@ -54,7 +54,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         return unavailable();
     };
     let signalling_errors = state.signalling_errors.load(Ordering::Relaxed) + s.refusals;
-    let rows: [(&str, &str, &str, u64); 14] = [
+    let rows: [(&str, &str, &str, u64); 16] = [
         (
             "parley_rooms",
             "gauge",
@@ -84,6 +84,18 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
             "counter",
             "Forwarded RTP packets sealed on the direct SRTP path (audio), not through str0m's queue.",
             s.counters.direct_packets,
+        ),
+        (
+            "parley_direct_received_packets_total",
+            "counter",
+            "Publishers' audio packets opened on the direct SRTP path (not handed to str0m).",
+            s.counters.direct_received,
+        ),
+        (
+            "parley_direct_dropped_packets_total",
+            "counter",
+            "Direct-path audio packets dropped as replayed or not authentic.",
+            s.counters.direct_dropped,
         ),
         (
             "parley_forwarded_bytes_total",

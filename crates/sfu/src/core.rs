@@ -13,7 +13,9 @@ use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
-use crate::peer::{Forwarded, Peer, PeerDebug, PeerEvent, TrackKind, TrackSource, Transmit};
+use crate::peer::{
+    Forwarded, Incoming, Peer, PeerDebug, PeerEvent, Received, TrackKind, TrackSource, Transmit,
+};
 use crate::room::{Room, RoomId};
 use crate::route::{PeerId, Routes};
 use crate::speaker::{SpeakerConfig, SPEAKER_TICK};
@@ -111,6 +113,10 @@ pub struct MediaCounters {
     pub dropped_muted_packets: u64,
     pub unrouted_datagrams: u64,
     pub speaker_switches: u64,
+    /// Publishers' audio packets opened on the direct path (not handed to str0m).
+    pub direct_received: u64,
+    /// Direct-path packets dropped: replayed or not authentic.
+    pub direct_dropped: u64,
 }
 
 impl MediaCounters {
@@ -121,6 +127,8 @@ impl MediaCounters {
         self.dropped_muted_packets += other.dropped_muted_packets;
         self.unrouted_datagrams += other.unrouted_datagrams;
         self.speaker_switches += other.speaker_switches;
+        self.direct_received += other.direct_received;
+        self.direct_dropped += other.direct_dropped;
     }
 }
 
@@ -170,6 +178,8 @@ pub struct MediaCore {
     queue: VecDeque<(PeerId, PeerEvent)>,
     scratch_events: Vec<PeerEvent>,
     scratch_ids: Vec<PeerId>,
+    /// The payload of the audio packet being opened on the direct path.
+    rx_payload: Vec<u8>,
     counters: MediaCounters,
 }
 
@@ -199,6 +209,7 @@ impl MediaCore {
             queue: VecDeque::new(),
             scratch_events: Vec::new(),
             scratch_ids: Vec::new(),
+            rx_payload: Vec::with_capacity(1500),
             counters: MediaCounters::default(),
         }
     }
@@ -488,6 +499,36 @@ impl MediaCore {
             self.counters.unrouted_datagrams += 1;
             return false;
         };
+        // A publisher's audio: opened here and forwarded, str0m never sees it.
+        if let Some(peer) = self.peers.get_mut(&id) {
+            let mut payload = std::mem::take(&mut self.rx_payload);
+            match peer.receive_direct(now, source, data, &mut payload) {
+                Received::Audio(a) => {
+                    self.counters.direct_received += 1;
+                    let packet = Incoming {
+                        pt: a.pt,
+                        marker: a.marker,
+                        seq: a.seq,
+                        timestamp: a.timestamp,
+                        audio_level: a.level.map(|(l, _)| l),
+                        voice_activity: a.level.map(|(_, v)| v),
+                        video_orientation: None,
+                        payload: &payload,
+                        shared: None,
+                        received: now,
+                    };
+                    self.forward(id, a.mid, TrackKind::Audio, a.params, &packet);
+                    self.rx_payload = payload;
+                    return true;
+                }
+                Received::Dropped => {
+                    self.counters.direct_dropped += 1;
+                    self.rx_payload = payload;
+                    return true;
+                }
+                Received::NotMine => self.rx_payload = payload,
+            }
+        }
         let Ok(contents) = data.try_into() else {
             self.counters.unrouted_datagrams += 1;
             return false;
@@ -532,7 +573,7 @@ impl MediaCore {
         self.earliest_timeout = earliest;
         for id in &due {
             if let Some(peer) = self.peers.get_mut(id) {
-                peer.handle_input(Input::Timeout(now));
+                peer.handle_timeout(now, &mut self.transmits);
             }
             self.drive(*id);
         }
@@ -580,7 +621,7 @@ impl MediaCore {
                     kind,
                     params,
                     packet,
-                } => self.forward(from, mid, kind, params, packet),
+                } => self.forward(from, mid, kind, params, &Incoming::from_str0m(&packet)),
                 PeerEvent::KeyframeWanted { source, kind } => self.request_keyframe(source, kind),
                 PeerEvent::Offer(sdp) => self.events.push(MediaEvent::Offer { peer: from, sdp }),
                 PeerEvent::Gone => {
@@ -631,7 +672,7 @@ impl MediaCore {
         mid: str0m::media::Mid,
         kind: TrackKind,
         params: str0m::format::PayloadParams,
-        packet: str0m::rtp::RtpPacket,
+        packet: &Incoming<'_>,
     ) {
         let Some(seat) = self.seats.get(&publisher) else {
             return;
@@ -644,10 +685,7 @@ impl MediaCore {
             return;
         };
         if kind == TrackKind::Audio {
-            if let (Some(level), Some(p)) = (
-                packet.header.ext_vals.audio_level,
-                self.peers.get(&publisher),
-            ) {
+            if let (Some(level), Some(p)) = (packet.audio_level, self.peers.get(&publisher)) {
                 // RFC 6464 carries -dBov; str0m gives it as a negative number.
                 room.speaker
                     .on_level(p.participant(), level.unsigned_abs().min(127), self.now);
@@ -664,7 +702,7 @@ impl MediaCore {
             let how = peer.forward(
                 source,
                 params,
-                &packet,
+                packet,
                 &mut self.transmits,
                 &mut self.spare_buffers,
             );

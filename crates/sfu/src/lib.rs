@@ -10,6 +10,7 @@
 mod core;
 mod down_track;
 mod peer;
+mod receive;
 mod room;
 mod route;
 mod speaker;

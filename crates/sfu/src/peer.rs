@@ -13,13 +13,14 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::Protocol;
-use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, Ssrc, VideoOrientation};
 use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::down_track::DownTrack;
+use crate::receive::{self, AudioIn, REPORT_INTERVAL};
 use crate::route::PeerId;
-use crate::srtp::{self, KeySlot, SrtpSender, SRTP_OVERHEAD};
+use crate::srtp::{self, KeySlot, SrtcpSender, SrtpReceiver, SrtpSender, SRTP_OVERHEAD};
 
 /// A datagram to send, produced by the core and sent by the shell.
 #[derive(Debug)]
@@ -41,6 +42,64 @@ pub enum TrackKind {
 pub struct TrackSource {
     pub publisher: PeerId,
     pub mid: Mid,
+}
+
+/// A received RTP packet as forwarding needs it, whoever opened it (str0m, or our direct path).
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub pt: Pt,
+    pub marker: bool,
+    /// The publisher's extended sequence number (its SRTP index).
+    pub seq: u64,
+    pub timestamp: u32,
+    pub audio_level: Option<i8>,
+    pub voice_activity: Option<bool>,
+    pub video_orientation: Option<VideoOrientation>,
+    pub payload: &'a [u8],
+    /// The payload as str0m shares it, so video is written on without a copy.
+    pub shared: Option<&'a Arc<[u8]>>,
+    pub received: Instant,
+}
+
+impl<'a> Incoming<'a> {
+    pub fn from_str0m(packet: &'a RtpPacket) -> Incoming<'a> {
+        let ext = &packet.header.ext_vals;
+        Incoming {
+            pt: packet.header.payload_type,
+            marker: packet.header.marker,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation,
+            payload: &packet.payload,
+            shared: Some(&packet.payload),
+            received: packet.timestamp,
+        }
+    }
+}
+
+/// A publisher's audio packet opened on the direct path: its payload is in the caller's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectAudio {
+    pub mid: Mid,
+    pub params: PayloadParams,
+    pub pt: Pt,
+    pub marker: bool,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub level: Option<(i8, bool)>,
+}
+
+/// What [`Peer::receive_direct`] did with a datagram.
+#[derive(Debug)]
+pub enum Received {
+    /// Opened: forward it.
+    Audio(DirectAudio),
+    /// Ours, and not to be forwarded (replayed, not authentic, unknown codec).
+    Dropped,
+    /// Not for the direct path: hand it to str0m.
+    NotMine,
 }
 
 /// What a peer reports to the room core after being driven.
@@ -174,6 +233,19 @@ pub struct Peer {
     /// Bytes sent on the direct path (str0m's stats do not see them).
     direct_bytes: u64,
     direct_bytes_at_last_stats: u64,
+    /// The direct receive path: the publisher's audio we open ourselves, and our reports on it.
+    srtp_rx: Option<SrtpReceiver>,
+    srtcp: Option<SrtcpSender>,
+    audio_in: Vec<AudioIn>,
+    /// SSRCs str0m has delivered (so it reports on them): they stay with str0m.
+    via_str0m: Vec<u32>,
+    /// The SSRC our own receiver reports come from (never one str0m sends with).
+    report_ssrc: u32,
+    next_report: Option<Instant>,
+    direct_bytes_in: u64,
+    direct_bytes_in_at_last_stats: u64,
+    /// Any fixed instant: arrival times for jitter count from it.
+    epoch: Instant,
 }
 
 /// How [`Peer::forward`] handled a packet.
@@ -198,6 +270,12 @@ const SENDER_REPORT_ANCHOR_INTERVAL: Duration = Duration::from_secs(4);
 /// How much sent video each subscriber keeps for retransmission (answering NACKs).
 const RTX_CACHE_PACKETS: usize = 512;
 const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
+
+/// The RTP clock of Opus, the only audio codec negotiated.
+const OPUS_CLOCK: u32 = 48_000;
+
+/// SSRCs remembered as str0m's; a publisher does not have more streams than this.
+const MAX_STR0M_SSRCS: usize = 64;
 
 /// Keyframe requests to one publisher's track are sent at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
@@ -262,6 +340,15 @@ impl Peer {
             path: None,
             direct_bytes: 0,
             direct_bytes_at_last_stats: 0,
+            srtp_rx: None,
+            srtcp: None,
+            audio_in: Vec::new(),
+            via_str0m: Vec::new(),
+            report_ssrc: (id as u32).wrapping_mul(0x9E37_79B9).rotate_left(7) | 0x0100_0001,
+            next_report: None,
+            direct_bytes_in: 0,
+            direct_bytes_in_at_last_stats: 0,
+            epoch: now,
         }
     }
 
@@ -302,7 +389,13 @@ impl Peer {
             bitrate_out_bps: self.rates.1,
             // str0m's peer-level loss and RTT come from TWCC, which we do not negotiate: use the
             // receiver reports, ours for what we receive and the client's for what we send.
-            loss_in: mean(&mut self.ingress.values().filter_map(|s| s.loss)),
+            loss_in: mean(
+                &mut self
+                    .ingress
+                    .values()
+                    .filter_map(|s| s.loss)
+                    .chain(self.audio_in.iter().filter_map(AudioIn::last_loss)),
+            ),
             loss_out: mean(&mut self.egress.values().filter_map(|s| s.loss)),
             rtt_ms: mean(
                 &mut self
@@ -322,8 +415,142 @@ impl Peer {
         }
     }
 
+    /// When str0m's timer or our next receiver report is due.
     pub fn next_timeout(&self) -> Instant {
-        self.next_timeout
+        self.next_report
+            .map_or(self.next_timeout, |r| r.min(self.next_timeout))
+    }
+
+    /// Runs what is due: str0m's timers, and our receiver reports (sealed into `transmits`).
+    pub fn handle_timeout(&mut self, now: Instant, transmits: &mut Vec<Transmit>) {
+        if self.next_timeout <= now {
+            self.handle_input(Input::Timeout(now));
+        }
+        if self.next_report.is_some_and(|r| r <= now) {
+            self.next_report = Some(now + REPORT_INTERVAL);
+            self.send_reports(transmits);
+        }
+    }
+
+    fn send_reports(&mut self, transmits: &mut Vec<Transmit>) {
+        let (Some(srtcp), Some((local, remote))) = (self.srtcp.as_mut(), self.path) else {
+            return;
+        };
+        let blocks: Vec<_> = self
+            .audio_in
+            .iter_mut()
+            .filter_map(AudioIn::report)
+            .collect();
+        if blocks.is_empty() || self.gone {
+            return;
+        }
+        let mut packet = receive::receiver_report(self.report_ssrc, &blocks, "parley");
+        if srtcp.seal(&mut packet) {
+            transmits.push(Transmit {
+                source: local,
+                destination: remote,
+                contents: packet,
+            });
+        }
+    }
+
+    /// Opens a publisher's audio packet ourselves, skipping str0m (which runs a full timeout pass
+    /// per datagram). Only audio tracks str0m knows from the SDP and has never been handed go this
+    /// way; everything else (video, RTCP, STUN, DTLS, the first streams) is [`Received::NotMine`].
+    pub fn receive_direct(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        data: &[u8],
+        payload: &mut Vec<u8>,
+    ) -> Received {
+        if self.gone || self.path.is_none_or(|(_, remote)| remote != source) {
+            return Received::NotMine;
+        }
+        let Some(receiver) = self.srtp_rx.as_mut() else {
+            return Received::NotMine;
+        };
+        let Some(head) = receive::parse_rtp(data) else {
+            return Received::NotMine;
+        };
+        let at = match self.audio_in.iter().position(|a| a.ssrc == head.ssrc) {
+            Some(at) => at,
+            None => {
+                if self.via_str0m.contains(&head.ssrc) {
+                    return Received::NotMine;
+                }
+                let mid = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&Ssrc::from(head.ssrc))
+                    .map(|s| s.mid());
+                let audio = mid.filter(|m| {
+                    self.tracks_in
+                        .iter()
+                        .any(|t| t.mid == *m && t.kind == TrackKind::Audio)
+                });
+                let Some(mid) = audio else {
+                    return Received::NotMine;
+                };
+                let level_id = self
+                    .rtc
+                    .media(mid)
+                    .and_then(|m| m.remote_extmap().id_of(Extension::AudioLevel));
+                tracing::debug!(
+                    participant = self.participant,
+                    ssrc = head.ssrc,
+                    "audio received on the direct path"
+                );
+                self.audio_in
+                    .push(AudioIn::new(head.ssrc, mid, level_id, OPUS_CLOCK));
+                self.audio_in.len() - 1
+            }
+        };
+        let stream = &mut self.audio_in[at];
+        let index = stream.index_of(head.seq);
+        if stream.is_replay(index) || !receiver.open(data, head.header_len, index, payload) {
+            return Received::Dropped;
+        }
+        if head.padding {
+            let pad = payload.last().copied().map_or(0, usize::from);
+            if pad == 0 || pad > payload.len() {
+                return Received::Dropped;
+            }
+            payload.truncate(payload.len() - pad);
+        }
+        stream.received(index, head.timestamp, now, self.epoch);
+        self.direct_bytes_in += data.len() as u64;
+        self.next_report.get_or_insert(now + REPORT_INTERVAL);
+        let pt = Pt::from(head.pt);
+        let params = match stream.params.iter().find(|(p, _)| *p == pt) {
+            Some((_, params)) => *params,
+            None => {
+                let params = self
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.pt() == pt)
+                    .copied();
+                stream.params.push((pt, params));
+                params
+            }
+        };
+        let Some(params) = params else {
+            return Received::Dropped;
+        };
+        let level = stream
+            .level_id
+            .and_then(|id| receive::audio_level(data, &head, id));
+        Received::Audio(DirectAudio {
+            mid: stream.mid,
+            params,
+            pt,
+            marker: head.marker,
+            seq: index,
+            timestamp: head.timestamp,
+            level,
+        })
     }
 
     pub fn is_gone(&self) -> bool {
@@ -500,7 +727,7 @@ impl Peer {
         &mut self,
         source: TrackSource,
         params: PayloadParams,
-        packet: &RtpPacket,
+        packet: &Incoming<'_>,
         transmits: &mut Vec<Transmit>,
         spare: &mut Vec<Vec<u8>>,
     ) -> Forwarded {
@@ -510,7 +737,7 @@ impl Peer {
         let OutState::Open(mid) = track.state else {
             return Forwarded::Skipped;
         };
-        let in_pt = packet.header.payload_type;
+        let in_pt = packet.pt;
         let out_pt = match track.pt_map.iter().find(|(p, _)| *p == in_pt) {
             Some((_, out)) => *out,
             None => {
@@ -523,17 +750,15 @@ impl Peer {
         let Some(out_pt) = out_pt else {
             return Forwarded::Skipped;
         };
-        let Some((out_seq, out_ts)) = track.down.rewrite(*packet.seq_no, packet.header.timestamp)
-        else {
+        let Some((out_seq, out_ts)) = track.down.rewrite(packet.seq, packet.timestamp) else {
             return Forwarded::Skipped;
         };
         if !track.forwarding {
             track.forwarding = true;
             tracing::debug!(participant = self.participant, from = source.publisher, kind = ?track.kind, "first packet forwarded");
         }
-        let ext = &packet.header.ext_vals;
         let anchored = track.last_via_str0m.is_some_and(|at| {
-            packet.timestamp.saturating_duration_since(at) < SENDER_REPORT_ANCHOR_INTERVAL
+            packet.received.saturating_duration_since(at) < SENDER_REPORT_ANCHOR_INTERVAL
         });
         if track.kind == TrackKind::Audio && anchored {
             if let (Some(sender), Some((local, remote)), Some(ssrc)) =
@@ -545,16 +770,16 @@ impl Peer {
                 buf.reserve((20 + packet.payload.len() + SRTP_OVERHEAD).max(SPARE_CAPACITY));
                 let level = track
                     .audio_level_id
-                    .zip(ext.audio_level)
+                    .zip(packet.audio_level)
                     .filter(|(id, _)| (1..=14).contains(id));
                 buf.push(if level.is_some() { 0x90 } else { 0x80 });
-                buf.push(*out_pt | if packet.header.marker { 0x80 } else { 0 });
+                buf.push(*out_pt | if packet.marker { 0x80 } else { 0 });
                 buf.extend_from_slice(&(out_seq as u16).to_be_bytes());
                 buf.extend_from_slice(&out_ts.to_be_bytes());
                 buf.extend_from_slice(&ssrc.to_be_bytes());
                 if let Some((id, level)) = level {
                     // RFC 8285 one-byte header: one 1-byte element, padded to a word.
-                    let vad = if ext.voice_activity == Some(true) {
+                    let vad = if packet.voice_activity == Some(true) {
                         0x80
                     } else {
                         0
@@ -570,7 +795,7 @@ impl Peer {
                         0,
                     ]);
                 }
-                if sender.seal(&mut buf, &packet.payload, out_seq) {
+                if sender.seal(&mut buf, packet.payload, out_seq) {
                     self.direct_bytes += buf.len() as u64;
                     transmits.push(Transmit {
                         source: local,
@@ -585,29 +810,27 @@ impl Peer {
         }
         let is_video = track.kind == TrackKind::Video;
         if !is_video {
-            track.last_via_str0m = Some(packet.timestamp);
+            track.last_via_str0m = Some(packet.received);
         }
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return Forwarded::Skipped;
         };
         let ext_vals = ExtensionValues {
-            audio_level: ext.audio_level,
-            voice_activity: ext.voice_activity,
-            video_orientation: ext.video_orientation,
+            audio_level: packet.audio_level,
+            voice_activity: packet.voice_activity,
+            video_orientation: packet.video_orientation,
             ..Default::default()
         };
+        let payload = packet
+            .shared
+            .cloned()
+            .unwrap_or_else(|| Arc::from(packet.payload));
         stream.write_rtp(
-            RtpWrite::new(
-                out_pt,
-                out_seq.into(),
-                out_ts,
-                packet.timestamp,
-                packet.payload.clone(),
-            )
-            .marker(packet.header.marker)
-            .ext_vals(ext_vals)
-            .nackable(is_video),
+            RtpWrite::new(out_pt, out_seq.into(), out_ts, packet.received, payload)
+                .marker(packet.marker)
+                .ext_vals(ext_vals)
+                .nackable(is_video),
         );
         Forwarded::Queued
     }
@@ -735,10 +958,15 @@ impl Peer {
             Event::Closed => self.close(),
             Event::Connected => {
                 tracing::debug!(participant = self.participant, "media connected (DTLS up)");
+                let provider = srtp::crypto_provider();
                 self.srtp = self
                     .keys
                     .get()
-                    .and_then(|keys| SrtpSender::new(&srtp::crypto_provider(), keys));
+                    .and_then(|keys| SrtpSender::new(&provider, keys));
+                if let Some(keys) = self.keys.get() {
+                    self.srtp_rx = SrtpReceiver::new(&provider, keys);
+                    self.srtcp = SrtcpSender::new(&provider, keys);
+                }
                 if self.srtp.is_none() {
                     tracing::info!(
                         participant = self.participant,
@@ -757,7 +985,8 @@ impl Peer {
                             (now.saturating_sub(before) as f64 * 8.0 / secs) as u64
                         };
                         self.rates = (
-                            rate(stats.peer_bytes_rx, prev.peer_bytes_rx),
+                            rate(stats.peer_bytes_rx, prev.peer_bytes_rx)
+                                + rate(self.direct_bytes_in, self.direct_bytes_in_at_last_stats),
                             rate(stats.peer_bytes_tx, prev.peer_bytes_tx)
                                 + rate(self.direct_bytes, self.direct_bytes_at_last_stats),
                         );
@@ -765,6 +994,7 @@ impl Peer {
                 }
                 self.stats = Some(stats);
                 self.direct_bytes_at_last_stats = self.direct_bytes;
+                self.direct_bytes_in_at_last_stats = self.direct_bytes_in;
             }
             // Only the client's own (sending) tracks are published; our send-only tracks are not.
             Event::MediaIngressStats(stats) => {
@@ -798,6 +1028,10 @@ impl Peer {
             }
             Event::RtpPacket(packet) => {
                 let ssrc = packet.header.ssrc;
+                // str0m reports on what it received: that stream stays with it.
+                if !self.via_str0m.contains(&*ssrc) && self.via_str0m.len() < MAX_STR0M_SSRCS {
+                    self.via_str0m.push(*ssrc);
+                }
                 let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
                     return;
                 };

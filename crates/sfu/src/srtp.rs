@@ -212,7 +212,9 @@ impl Use {
     /// Encryption, authentication and salt labels.
     fn labels(self) -> (u8, u8, u8) {
         match self {
-            Use::SendRtp | Use::ReceiveRtp => (LABEL_RTP_ENCRYPTION, LABEL_RTP_AUTH, LABEL_RTP_SALT),
+            Use::SendRtp | Use::ReceiveRtp => {
+                (LABEL_RTP_ENCRYPTION, LABEL_RTP_AUTH, LABEL_RTP_SALT)
+            }
             Use::SendRtcp => (LABEL_RTCP_ENCRYPTION, LABEL_RTCP_AUTH, LABEL_RTCP_SALT),
         }
     }
@@ -382,7 +384,13 @@ impl SrtpReceiver {
     /// Checks and decrypts `packet` (an SRTP packet whose plain header is `header_len` bytes) with
     /// SRTP index `index` (rollover count << 16 | sequence number). The payload goes to `out`.
     /// False when it does not authenticate.
-    pub fn open(&mut self, packet: &[u8], header_len: usize, index: u64, out: &mut Vec<u8>) -> bool {
+    pub fn open(
+        &mut self,
+        packet: &[u8],
+        header_len: usize,
+        index: u64,
+        out: &mut Vec<u8>,
+    ) -> bool {
         out.clear();
         if packet.len() < 12 || header_len < 12 || header_len > packet.len() {
             return false;
@@ -419,15 +427,23 @@ impl SrtpReceiver {
             }
             Cipher::Gcm128 { enc, salt } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
-                gcm_open(packet, header_len, out, AeadAes128Gcm::TAG_LEN, |aad, input, out| {
-                    enc.decrypt(&iv, &[aad], input, out)
-                })
+                gcm_open(
+                    packet,
+                    header_len,
+                    out,
+                    AeadAes128Gcm::TAG_LEN,
+                    |aad, input, out| enc.decrypt(&iv, &[aad], input, out),
+                )
             }
             Cipher::Gcm256 { enc, salt } => {
                 let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
-                gcm_open(packet, header_len, out, AeadAes256Gcm::TAG_LEN, |aad, input, out| {
-                    enc.decrypt(&iv, &[aad], input, out)
-                })
+                gcm_open(
+                    packet,
+                    header_len,
+                    out,
+                    AeadAes256Gcm::TAG_LEN,
+                    |aad, input, out| enc.decrypt(&iv, &[aad], input, out),
+                )
             }
         }
     }
@@ -515,15 +531,23 @@ impl SrtcpSender {
             }
             Cipher::Gcm128 { enc, salt } => {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
-                gcm_seal_rtcp(out, &body, e_and_index, AeadAes128Gcm::TAG_LEN, |aad, i, o| {
-                    enc.encrypt(&iv, aad, i, o)
-                })
+                gcm_seal_rtcp(
+                    out,
+                    &body,
+                    e_and_index,
+                    AeadAes128Gcm::TAG_LEN,
+                    |aad, i, o| enc.encrypt(&iv, aad, i, o),
+                )
             }
             Cipher::Gcm256 { enc, salt } => {
                 let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
-                gcm_seal_rtcp(out, &body, e_and_index, AeadAes256Gcm::TAG_LEN, |aad, i, o| {
-                    enc.encrypt(&iv, aad, i, o)
-                })
+                gcm_seal_rtcp(
+                    out,
+                    &body,
+                    e_and_index,
+                    AeadAes256Gcm::TAG_LEN,
+                    |aad, i, o| enc.encrypt(&iv, aad, i, o),
+                )
             }
         };
         if !ok {
@@ -768,9 +792,15 @@ mod tests {
                 packet.extend_from_slice(&[0, 0, 3, 192, 0xde, 0xad, 0xbe, 0xef]);
                 assert!(client.seal(&mut packet, &payload, index));
                 let mut out = Vec::new();
-                assert!(server.open(&packet, 12, index, &mut out), "{profile:?} {index}");
+                assert!(
+                    server.open(&packet, 12, index, &mut out),
+                    "{profile:?} {index}"
+                );
                 assert_eq!(out, payload, "{profile:?}");
-                assert!(!wrong_side.open(&packet, 12, index, &mut out), "{profile:?}: keys are per direction");
+                assert!(
+                    !wrong_side.open(&packet, 12, index, &mut out),
+                    "{profile:?}: keys are per direction"
+                );
                 let mut tampered = packet.clone();
                 tampered[20] ^= 0x40;
                 assert!(!server.open(&tampered, 12, index, &mut out), "{profile:?}");
@@ -781,10 +811,13 @@ mod tests {
             assert!(rtcp.seal(&mut first));
             let mut second = plain.clone();
             assert!(rtcp.seal(&mut second));
-            assert_eq!(&first[first.len() - 4..], match profile {
-                SrtpProfile::AES128_CM_SHA1_80 => &first[first.len() - 4..],
-                _ => &[0x80, 0, 0, 0][..],
-            });
+            assert_eq!(
+                &first[first.len() - 4..],
+                match profile {
+                    SrtpProfile::AES128_CM_SHA1_80 => &first[first.len() - 4..],
+                    _ => &[0x80, 0, 0, 0][..],
+                }
+            );
             assert_ne!(first, second, "{profile:?}: each report gets its own index");
             assert_eq!(&first[..8], &plain[..], "the header stays in the clear");
         }

@@ -361,6 +361,9 @@ pub struct Browser {
     pub received: HashMap<String, usize>,
     /// Video frames received, by stream id.
     pub received_video: HashMap<String, usize>,
+    /// What the server's receiver reports last said of this browser's own audio: the highest
+    /// sequence number it received, and its cumulative loss.
+    pub reported: Option<(u64, u64)>,
     /// The latest RTCP sender report seen with each stream's media, by stream id.
     pub sender_info: HashMap<String, str0m::rtp::rtcp::SenderInfo>,
     timeout: Instant,
@@ -376,7 +379,9 @@ pub struct Browser {
 impl Browser {
     pub fn new(id: ParticipantId, now: Instant) -> Browser {
         let addr = client_addr(id);
-        let mut rtc = Rtc::builder().build(now);
+        let mut rtc = Rtc::builder()
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
         rtc.add_local_candidate(Candidate::host(addr, Protocol::Udp).expect("a host candidate"));
         Browser {
             id,
@@ -388,6 +393,7 @@ impl Browser {
             pending: None,
             received: HashMap::new(),
             received_video: HashMap::new(),
+            reported: None,
             sender_info: HashMap::new(),
             timeout: now,
             speaker: None,
@@ -559,6 +565,13 @@ impl Endpoint for Browser {
                         &mut self.received
                     };
                     *counter.entry(stream).or_default() += 1;
+                }
+                Ok(RtcOutput::Event(Event::MediaEgressStats(stats))) => {
+                    if let (Some(remote), true) = (stats.remote, Some(stats.mid) == self.audio_mid)
+                    {
+                        self.reported =
+                            Some((*remote.maximum_sequence_number, remote.packets_lost));
+                    }
                 }
                 Ok(RtcOutput::Event(_)) => {}
                 Err(_) => break,

@@ -36,6 +36,30 @@ fn audio_reaches_everyone_else_in_the_room_only() {
         counters.direct_packets * 10 > counters.forwarded_packets * 9,
         "{counters:?}"
     );
+    // And it arrives on the direct path too: opened by us, not by str0m, none dropped.
+    let sent_by_publishers = counters.forwarded_packets / 2;
+    assert!(
+        counters.direct_received * 10 > sent_by_publishers * 9,
+        "{counters:?}"
+    );
+    assert_eq!(counters.direct_dropped, 0);
+}
+
+#[test]
+fn our_receiver_reports_reach_the_publishers() {
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    talk_for(&mut net, Duration::from_secs(4));
+    // str0m (the browser here) opened our SRTCP, read the report block for its own audio, and
+    // took its figures: the highest sequence number we had received, and no loss.
+    let (highest, lost) = net
+        .client(1)
+        .reported
+        .expect("a receiver report for 1's audio");
+    assert!(highest > 100, "{highest}");
+    assert_eq!(lost, 0);
+    assert!(net.counters().direct_received > 200);
 }
 
 #[test]

@@ -206,7 +206,13 @@ impl AudioIn {
                 };
                 s.highest = index;
             }
-            Some(_) => s.window |= 1 << (s.highest - index),
+            // Late: is_replay let it through only inside the window.
+            Some(_) => {
+                let behind = u32::try_from(s.highest - index).unwrap_or(u32::MAX);
+                if let Some(bit) = 1u64.checked_shl(behind) {
+                    s.window |= bit;
+                }
+            }
         }
         s.received += 1;
         // RFC 3550 A.8, in RTP units.

@@ -608,7 +608,7 @@ fn main() -> ExitCode {
 fn compare_workers(args: &Args, duration: f64) -> Result<workers::Comparison> {
     let n = args.workers();
     let rooms = if args.quick { 4 } else { 8 };
-    let repeats = if args.quick { 1 } else { 2 };
+    let repeats = if args.quick { 1 } else { 3 };
     let step = workers::comparison_step(rooms);
     let mut cmp = workers::Comparison {
         workers: n,

@@ -158,11 +158,20 @@ impl MediaWorker {
         let mut outgoing: Vec<Transmit> = Vec::with_capacity(1024);
         // Events the control plane's queue had no room for yet, oldest first.
         let mut unsent: VecDeque<MediaEvent> = VecDeque::new();
+        // One timer, moved only when the deadline does: arming a new one every turn of the loop
+        // (a timer-wheel insert and removal per received batch) showed in the profile.
+        let mut armed = core.poll_timeout();
+        let timer = tokio::time::sleep_until(armed.into());
+        tokio::pin!(timer);
 
         loop {
             let mut deadline = core.poll_timeout();
             if !unsent.is_empty() {
                 deadline = deadline.min(Instant::now() + EVENT_RETRY);
+            }
+            if deadline != armed {
+                armed = deadline;
+                timer.as_mut().reset(deadline.into());
             }
             tokio::select! {
                 biased;
@@ -197,7 +206,7 @@ impl MediaWorker {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = &mut timer => {}
             }
             let now = Instant::now();
             if core.poll_timeout() <= now {

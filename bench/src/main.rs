@@ -14,9 +14,9 @@ mod procstat;
 mod workers;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -267,43 +267,12 @@ impl Row {
     }
 }
 
+/// A server under test: the testkit's harness (temp data dir, free ports, killed on drop).
 struct Server {
-    child: Child,
+    server: parley_testkit::server::Server,
     http: String,
-    data: PathBuf,
     /// The media workers it was started with.
     workers: usize,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-fn free_port_tcp() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The first of `n` consecutive free UDP ports on loopback (a server with `n` media workers binds
-/// `--media-port + i` for worker i).
-fn free_ports_udp(n: usize) -> Result<u16> {
-    for _ in 0..100 {
-        let first = UdpSocket::bind("127.0.0.1:0")?;
-        let base = first.local_addr()?.port();
-        if usize::from(base) + n > usize::from(u16::MAX) {
-            continue;
-        }
-        let rest: Vec<_> = (1..n)
-            .map(|i| UdpSocket::bind(("127.0.0.1", base + i as u16)))
-            .collect();
-        if rest.iter().all(|s| s.is_ok()) {
-            return Ok(base);
-        }
-    }
-    bail!("found no {n} consecutive free UDP ports")
 }
 
 /// Whether the server binary takes `--media-workers` (a server with one media thread does not).
@@ -324,46 +293,27 @@ fn workers_args(args: &Args, workers: usize) -> Vec<String> {
     }
 }
 
-/// A fresh server with `workers` media workers (if it takes the flag), on `--server-cpus`.
+/// A fresh server with `workers` media workers (if it takes the flag), on `--server-cpus`; its
+/// workers take any free UDP ports.
 fn start_server(args: &Args, workers: usize) -> Result<Server> {
-    let bin = &args.server_bin;
-    let data = std::env::temp_dir().join(format!("parley-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data)?;
-    let http = format!("127.0.0.1:{}", free_port_tcp()?);
-    let mut cmd = Command::new(bin);
-    cmd.arg("--data-dir")
-        .arg(&data)
-        .args(["--http-addr", &http, "--https-addr", "off"])
-        .args([
-            "--media-port",
-            &free_ports_udp(workers)?.to_string(),
-            "--media-bind",
-            "127.0.0.1",
-        ])
+    let cpus = args.server_cpus.clone();
+    let server = parley_testkit::server::Launch::new(&args.server_bin)
+        .tag("bench")
         .args(workers_args(args, workers))
         .args(["--max-participants", "1000"])
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cpus::pin(&mut cmd, args.server_cpus.as_ref());
-    let child = cmd.spawn().with_context(|| {
-        format!(
-            "starting {} (build it with cargo build --release --workspace)",
-            bin.display()
-        )
-    })?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&http).is_err() {
-        if Instant::now() > deadline {
-            bail!("the server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .hook(move |cmd| cpus::pin(cmd, cpus.as_ref()))
+        .try_start()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "starting {}: {e} (build it with cargo build --release --workspace)",
+                args.server_bin.display()
+            )
+        })?;
+    let http = server.url().trim_start_matches("http://").to_string();
     Ok(Server {
-        child,
+        server,
         http,
-        data,
         workers,
     })
 }
@@ -414,7 +364,7 @@ fn rooms_per_worker(http: &str, workers: usize) -> Vec<usize> {
 }
 
 fn run_step(args: &Args, server: &Server, step: &Step, duration: f64) -> Result<Row> {
-    let pid = server.child.id();
+    let pid = server.server.pid();
     let rss_idle = procstat::process_rss(pid).unwrap_or(0);
     let json = std::env::temp_dir().join(format!(
         "parley-bench-{}-{}.json",

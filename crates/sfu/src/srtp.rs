@@ -670,21 +670,25 @@ mod tests {
         assert!(Master::<32, 12>::of(&keys(false), true).is_none());
     }
 
+    /// The AEAD_AES_128_GCM session key and salt of RFC 7714's test vectors (RTP and RTCP alike).
+    fn rfc_7714_cipher(encrypt: bool) -> Cipher {
+        let key: [u8; 16] = hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
+        let salt: [u8; 12] = hex("517569642070726f2071756f").try_into().unwrap();
+        Cipher::Gcm128 {
+            enc: crypto_provider()
+                .srtp_provider
+                .aead_aes_128_gcm()
+                .create_cipher(key, encrypt),
+            salt,
+        }
+    }
+
     /// RFC 7714 section 16.1: AEAD_AES_128_GCM protection of a known packet, checked through
     /// `seal` with the session key and salt the RFC gives.
     #[test]
     fn aes_128_gcm_seal_matches_rfc_7714() {
-        let provider = crypto_provider();
-        let key: [u8; 16] = hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
-        let salt: [u8; 12] = hex("517569642070726f2071756f").try_into().unwrap();
         let mut sender = SrtpSender {
-            cipher: Cipher::Gcm128 {
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(key, true),
-                salt,
-            },
+            cipher: rfc_7714_cipher(true),
         };
         let plain = hex(
             "8040f17b8041f8d35501a0b247616c6c696120657374206f6d6e69732064697669736120696e207061727465732074726573",
@@ -700,17 +704,8 @@ mod tests {
     /// RFC 7714 section 16.1 the other way: the protected packet opens to the RFC's plaintext.
     #[test]
     fn aes_128_gcm_open_matches_rfc_7714() {
-        let provider = crypto_provider();
-        let key: [u8; 16] = hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
-        let salt: [u8; 12] = hex("517569642070726f2071756f").try_into().unwrap();
         let mut receiver = SrtpReceiver {
-            cipher: Cipher::Gcm128 {
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(key, false),
-                salt,
-            },
+            cipher: rfc_7714_cipher(false),
         };
         let protected = hex(
             "8040f17b8041f8d35501a0b2f24de3a3fb34de6cacba861c9d7e4bcabe633bd50d294e6f42a5f47a51c7d19b36de3adf8833899d7f27beb16a9152cf765ee4390cce",
@@ -735,17 +730,8 @@ mod tests {
     /// 0x5d4), checked through `SrtcpSender::seal`.
     #[test]
     fn aes_128_gcm_srtcp_seal_matches_rfc_7714() {
-        let provider = crypto_provider();
-        let key: [u8; 16] = hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
-        let salt: [u8; 12] = hex("517569642070726f2071756f").try_into().unwrap();
         let mut sender = SrtcpSender {
-            cipher: Cipher::Gcm128 {
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(key, true),
-                salt,
-            },
+            cipher: rfc_7714_cipher(true),
             index: 0x5d4,
         };
         let mut out = hex(

@@ -380,15 +380,7 @@ fn steps(quick: bool) -> Vec<Step<'static>> {
     let video: &[usize] = if quick { &[1] } else { &[1, 2] };
     let mut steps: Vec<Step<'static>> = audio
         .iter()
-        .map(|&rooms| Step {
-            scenario: "a-audio-rooms-of-10",
-            label: format!("{rooms}x10"),
-            rooms,
-            room_size: 10,
-            talk: 0.5,
-            video: false,
-            extra: &[],
-        })
+        .map(|&rooms| Step::audio_rooms(rooms))
         .collect();
     steps.extend(video.iter().map(|&rooms| Step {
         scenario: "c-video-rooms-of-6",

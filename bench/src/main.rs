@@ -348,6 +348,21 @@ struct Step<'a> {
     extra: &'a [&'a str],
 }
 
+impl Step<'static> {
+    /// Scenario (a): `rooms` audio rooms of 10 people, each talking half of the time.
+    fn audio_rooms(rooms: usize) -> Step<'static> {
+        Step {
+            scenario: "a-audio-rooms-of-10",
+            label: format!("{rooms}x10"),
+            rooms,
+            room_size: 10,
+            talk: 0.5,
+            video: false,
+            extra: &[],
+        }
+    }
+}
+
 /// Room names allow letters, digits and '-': "b-one-speaker-1+20" becomes "b-one-speaker-1-20".
 fn room_prefix(step: &Step) -> String {
     format!("{}-{}", step.scenario, step.label)
@@ -559,7 +574,7 @@ fn compare_workers(args: &Args, duration: f64) -> Result<workers::Comparison> {
     let n = args.workers();
     let rooms = if args.quick { 4 } else { 8 };
     let repeats = if args.quick { 1 } else { 3 };
-    let step = workers::comparison_step(rooms);
+    let step = Step::audio_rooms(rooms);
     let mut cmp = workers::Comparison {
         workers: n,
         step: step.label.clone(),
@@ -650,15 +665,7 @@ fn bench(mut args: Args) -> Result<()> {
     } else {
         &[1, 2, 4, 8, 12, 16, 24]
     };
-    let steps = room_steps.iter().map(|&rooms| Step {
-        scenario: "a-audio-rooms-of-10",
-        label: format!("{rooms}x10"),
-        rooms,
-        room_size: 10,
-        talk: 0.5,
-        video: false,
-        extra: &[],
-    });
+    let steps = room_steps.iter().map(|&rooms| Step::audio_rooms(rooms));
     sweep(&args, duration, steps, &mut rows)?;
 
     // (b) one large room: one speaker, N listeners.

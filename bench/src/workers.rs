@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::{opt, Row, Step};
+use crate::{opt, Row};
 
 /// How far a worker's CPU may be from the workers' mean, as a share of the mean, for a step's load to
 /// count as evenly spread.
@@ -215,19 +215,6 @@ impl Comparison {
             csv.push_str(&(cells.join(",") + "\n"));
         }
         csv
-    }
-}
-
-/// The step the comparison runs: scenario (a) with `rooms` rooms of 10.
-pub fn comparison_step(rooms: usize) -> Step<'static> {
-    Step {
-        scenario: "a-audio-rooms-of-10",
-        label: format!("{rooms}x10"),
-        rooms,
-        room_size: 10,
-        talk: 0.5,
-        video: false,
-        extra: &[],
     }
 }
 

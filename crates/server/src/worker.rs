@@ -199,6 +199,9 @@ impl MediaWorker {
                                 for (source, data) in batch.iter() {
                                     core.handle_datagram(now, source, *local, data);
                                 }
+                                if batch.drained() {
+                                    break;
+                                }
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             // ICMP errors (port unreachable from a closed browser) surface here.

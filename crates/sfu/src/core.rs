@@ -4,7 +4,9 @@
 //! back datagrams to send and [`MediaEvent`]s. It knows nothing of chat, the lobby, names or JSON,
 //! never touches a socket and never reads a clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -159,9 +161,9 @@ impl Seat {
 
 pub struct MediaCore {
     config: MediaConfig,
-    rooms: HashMap<RoomId, Room>,
-    peers: HashMap<PeerId, Peer>,
-    seats: HashMap<PeerId, Seat>,
+    rooms: FxHashMap<RoomId, Room>,
+    peers: FxHashMap<PeerId, Peer>,
+    seats: FxHashMap<PeerId, Seat>,
     routes: Routes,
     transmits: Vec<Transmit>,
     /// Sent datagram buffers handed back by the shell ([`MediaCore::recycle`]), reused for direct sends.
@@ -195,9 +197,9 @@ impl MediaCore {
     pub fn new_at(config: MediaConfig, now: Instant) -> MediaCore {
         MediaCore {
             config,
-            rooms: HashMap::new(),
-            peers: HashMap::new(),
-            seats: HashMap::new(),
+            rooms: FxHashMap::default(),
+            peers: FxHashMap::default(),
+            seats: FxHashMap::default(),
             routes: Routes::default(),
             transmits: Vec::new(),
             spare_buffers: Vec::new(),
@@ -462,7 +464,7 @@ impl MediaCore {
             let subscribers = self
                 .rooms
                 .get(&seat.room)
-                .map(|r| r.subscribers(&source).to_vec())
+                .map(|r| r.subscribers(&source).collect::<Vec<_>>())
                 .unwrap_or_default();
             for s in subscribers {
                 if let Some(p) = self.peers.get_mut(&s) {
@@ -692,15 +694,17 @@ impl MediaCore {
             }
         }
         let source = TrackSource { publisher, mid };
-        let mut targets = std::mem::take(&mut self.scratch_ids);
-        targets.clear();
-        targets.extend_from_slice(room.subscribers(&source));
-        for &target in &targets {
-            let Some(peer) = self.peers.get_mut(&target) else {
+        // Split borrows: the room's subscriber list is walked in place (no copy per packet) while
+        // the subscribers' peers are written to.
+        let peers = &mut self.peers;
+        let counters = &mut self.counters;
+        for subscriber in room.subscribers_mut(&source) {
+            let Some(peer) = peers.get_mut(&subscriber.peer) else {
                 continue;
             };
             let how = peer.forward(
                 source,
+                &mut subscriber.slot,
                 params,
                 packet,
                 &mut self.transmits,
@@ -709,17 +713,16 @@ impl MediaCore {
             if how == Forwarded::Skipped {
                 continue;
             }
-            self.counters.forwarded_packets += 1;
-            self.counters.forwarded_bytes += packet.payload.len() as u64;
+            counters.forwarded_packets += 1;
+            counters.forwarded_bytes += packet.payload.len() as u64;
             if how == Forwarded::Sent {
-                self.counters.direct_packets += 1;
+                counters.direct_packets += 1;
             }
             if how == Forwarded::Queued && !peer.dirty {
                 peer.dirty = true;
-                self.dirty.push(target);
+                self.dirty.push(subscriber.peer);
             }
         }
-        self.scratch_ids = targets;
     }
 
     fn request_keyframe(&mut self, source: TrackSource, kind: KeyframeRequestKind) {

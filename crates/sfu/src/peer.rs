@@ -151,7 +151,7 @@ struct TrackOut {
     kind: TrackKind,
     state: OutState,
     /// Publisher payload type → our payload type, learned on first use.
-    pt_map: Vec<(Pt, Option<Pt>)>,
+    pt_map: PtMap,
     /// A packet has been forwarded on this track.
     forwarding: bool,
     /// This subscriber's numbering of the track (rollover 0, no gaps over mutes).
@@ -162,6 +162,48 @@ struct TrackOut {
     /// When a packet of this (direct-path) track last went through str0m instead: that anchors the
     /// RTP-to-wall-clock mapping of the sender reports str0m sends for it.
     last_via_str0m: Option<Instant>,
+}
+
+/// Publisher payload type → ours, for the few payload types a track uses, kept inline in the track
+/// (no pointer to chase per packet). A full map forgets its oldest entry: it is learned again.
+#[derive(Debug)]
+struct PtMap {
+    entries: [(Pt, Option<Pt>); PtMap::SIZE],
+    len: u8,
+    next: u8,
+}
+
+impl Default for PtMap {
+    fn default() -> PtMap {
+        PtMap {
+            entries: [(Pt::from(0), None); PtMap::SIZE],
+            len: 0,
+            next: 0,
+        }
+    }
+}
+
+impl PtMap {
+    const SIZE: usize = 4;
+
+    fn get(&self, pt: Pt) -> Option<Option<Pt>> {
+        self.entries[..self.len as usize]
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, out)| *out)
+    }
+
+    fn insert(&mut self, pt: Pt, out: Option<Pt>) {
+        let at = if (self.len as usize) < Self::SIZE {
+            self.len += 1;
+            self.len as usize - 1
+        } else {
+            let at = self.next as usize;
+            self.next = (self.next + 1) % Self::SIZE as u8;
+            at
+        };
+        self.entries[at] = (pt, out);
+    }
 }
 
 impl TrackOut {
@@ -686,7 +728,7 @@ impl Peer {
             stream_id,
             kind,
             state: OutState::ToOpen,
-            pt_map: Vec::new(),
+            pt_map: PtMap::default(),
             forwarding: false,
             down: DownTrack::new(),
             ssrc: None,
@@ -720,29 +762,47 @@ impl Peer {
         });
     }
 
+    /// Where `source` sits among the outgoing tracks: `slot` first (the caller's hint, right unless
+    /// tracks were removed since), else a walk, which refreshes the hint.
+    fn track_out_index(&self, source: TrackSource, slot: &mut u32) -> Option<usize> {
+        let hint = *slot as usize;
+        if self
+            .tracks_out
+            .get(hint)
+            .is_some_and(|t| t.source == source)
+        {
+            return Some(hint);
+        }
+        let found = self.tracks_out.iter().position(|t| t.source == source)?;
+        *slot = found as u32;
+        Some(found)
+    }
+
     /// Sends a packet of `source`'s track to this subscriber, numbered by its down-track. Audio goes out on the direct SRTP path once the connection is up: sealed into a
     /// buffer from `spare` and pushed to `transmits`. Everything else is written to str0m.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
         source: TrackSource,
+        slot: &mut u32,
         params: PayloadParams,
         packet: &Incoming<'_>,
         transmits: &mut Vec<Transmit>,
         spare: &mut Vec<Vec<u8>>,
     ) -> Forwarded {
-        let Some(track) = self.tracks_out.iter_mut().find(|t| t.source == source) else {
+        let Some(index) = self.track_out_index(source, slot) else {
             return Forwarded::Skipped;
         };
+        let track = &mut self.tracks_out[index];
         let OutState::Open(mid) = track.state else {
             return Forwarded::Skipped;
         };
         let in_pt = packet.pt;
-        let out_pt = match track.pt_map.iter().find(|(p, _)| *p == in_pt) {
-            Some((_, out)) => *out,
+        let out_pt = match track.pt_map.get(in_pt) {
+            Some(out) => out,
             None => {
                 let out = self.rtc.codec_config().match_params(params).map(|p| p.pt());
-                track.pt_map.push((in_pt, out));
+                track.pt_map.insert(in_pt, out);
                 out
             }
         };
@@ -1067,5 +1127,30 @@ impl Peer {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pt_map_learns_and_forgets_its_oldest_when_full() {
+        let mut map = PtMap::default();
+        assert_eq!(map.get(111.into()), None);
+        map.insert(111.into(), Some(109.into()));
+        map.insert(96.into(), None);
+        assert_eq!(map.get(111.into()), Some(Some(109.into())));
+        assert_eq!(
+            map.get(96.into()),
+            Some(None),
+            "a refused codec is remembered too"
+        );
+        for pt in 100..103u8 {
+            map.insert(pt.into(), Some(pt.into()));
+        }
+        assert_eq!(map.get(111.into()), None, "the oldest went to make room");
+        assert_eq!(map.get(96.into()), Some(None));
+        assert_eq!(map.get(102.into()), Some(Some(102.into())));
     }
 }

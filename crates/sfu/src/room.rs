@@ -1,7 +1,7 @@
 //! A room as the media plane sees it: its peers, who receives which published track, and its
 //! speaker detection. Membership rules (names, capacity, roles) belong to the control plane.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::peer::TrackSource;
 use crate::route::PeerId;
@@ -10,13 +10,22 @@ use crate::speaker::{SpeakerConfig, SpeakerDetector};
 /// The control plane's id of a room placed on this worker.
 pub type RoomId = u64;
 
+/// One receiver of a published track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscriber {
+    pub peer: PeerId,
+    /// Where the track sits among the subscriber's outgoing tracks, last time it was looked up: a
+    /// hint that saves walking them per packet (checked, and refreshed when it is stale).
+    pub slot: u32,
+}
+
 #[derive(Debug)]
 pub struct Room {
     /// Peers in join order.
     peers: Vec<PeerId>,
     /// Every published track → the peers that receive it, kept as subscriptions change so the
     /// forwarding path never recomputes targets from the member list.
-    subscribers: HashMap<TrackSource, Vec<PeerId>>,
+    subscribers: FxHashMap<TrackSource, Vec<Subscriber>>,
     pub(crate) speaker: SpeakerDetector,
     /// The last `levels` had a sound in it (so the silence after it is sent once).
     pub(crate) loud: bool,
@@ -26,7 +35,7 @@ impl Room {
     pub fn new(speaker: SpeakerConfig) -> Room {
         Room {
             peers: Vec::new(),
-            subscribers: HashMap::new(),
+            subscribers: FxHashMap::default(),
             speaker: SpeakerDetector::new(speaker),
             loud: false,
         }
@@ -52,7 +61,7 @@ impl Room {
         self.subscribers
             .retain(|source, _| source.publisher != peer);
         for subs in self.subscribers.values_mut() {
-            subs.retain(|p| *p != peer);
+            subs.retain(|s| s.peer != peer);
         }
     }
 
@@ -63,14 +72,28 @@ impl Room {
 
     pub fn subscribe(&mut self, source: TrackSource, subscriber: PeerId) {
         let subs = self.subscribers.entry(source).or_default();
-        if source.publisher != subscriber && !subs.contains(&subscriber) {
-            subs.push(subscriber);
+        if source.publisher != subscriber && !subs.iter().any(|s| s.peer == subscriber) {
+            subs.push(Subscriber {
+                peer: subscriber,
+                slot: 0,
+            });
         }
     }
 
-    /// Who receives `source` (empty for an unknown track).
-    pub fn subscribers(&self, source: &TrackSource) -> &[PeerId] {
-        self.subscribers.get(source).map_or(&[], Vec::as_slice)
+    /// Who receives `source` (none for an unknown track).
+    pub fn subscribers(&self, source: &TrackSource) -> impl Iterator<Item = PeerId> + '_ {
+        self.subscribers
+            .get(source)
+            .into_iter()
+            .flatten()
+            .map(|s| s.peer)
+    }
+
+    /// The receivers of `source` with their slot hints, for the forwarding path.
+    pub fn subscribers_mut(&mut self, source: &TrackSource) -> &mut [Subscriber] {
+        self.subscribers
+            .get_mut(source)
+            .map_or(&mut [], Vec::as_mut_slice)
     }
 
     /// Every published track of the room.
@@ -105,7 +128,7 @@ mod tests {
         room.subscribe(a1, 3);
         room.subscribe(a1, 1);
         assert_eq!(
-            room.subscribers(&a1),
+            room.subscribers(&a1).collect::<Vec<_>>(),
             [2, 3],
             "no duplicates, never back to the publisher"
         );
@@ -113,13 +136,17 @@ mod tests {
         room.publish(v2);
         room.subscribe(v2, 1);
         room.remove_peer(2);
-        assert_eq!(room.subscribers(&a1), [3], "a leaver stops receiving");
+        assert_eq!(
+            room.subscribers(&a1).collect::<Vec<_>>(),
+            [3],
+            "a leaver stops receiving"
+        );
         assert!(
-            room.subscribers(&v2).is_empty(),
+            room.subscribers(&v2).next().is_none(),
             "a leaver's tracks are gone"
         );
         assert_eq!(room.tracks().collect::<Vec<_>>(), [a1]);
         assert_eq!(room.peers(), [1, 3]);
-        assert!(room.subscribers(&track(9, "0")).is_empty());
+        assert!(room.subscribers(&track(9, "0")).next().is_none());
     }
 }

@@ -98,6 +98,30 @@ fn muted_audio_is_not_forwarded_and_leavers_stop() {
     assert_eq!(net.gauges(0).rooms, 0, "an empty room leaves its worker");
 }
 
+/// The first joiner leaves, so every later track moves up in the others' lists of outgoing tracks
+/// (the forwarding path's remembered positions go stale): everyone left still hears everyone.
+#[test]
+fn forwarding_survives_the_first_joiner_leaving() {
+    let mut net = Net::new();
+    for p in 1..=4 {
+        net.join(p, "band");
+    }
+    talk_for(&mut net, Duration::from_secs(2));
+    net.disconnect(1);
+    talk_for(&mut net, Duration::from_secs(1));
+    let before: Vec<_> = [(4, 2), (4, 3), (2, 4), (3, 2)]
+        .iter()
+        .map(|&(to, from)| got(&mut net, to, from))
+        .collect();
+    talk_for(&mut net, Duration::from_secs(1));
+    for (i, &(to, from)) in [(4, 2), (4, 3), (2, 4), (3, 2)].iter().enumerate() {
+        assert!(
+            got(&mut net, to, from) > before[i] + 30,
+            "{to} stopped hearing {from} after 1 left"
+        );
+    }
+}
+
 #[test]
 fn the_loud_participant_becomes_active_speaker_for_everyone() {
     let mut net = Net::new();

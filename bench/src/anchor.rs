@@ -193,7 +193,7 @@ fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> 
         .args(["--media-port", &media_port.to_string()])
         .args(["--media-bind", &SERVER_IP.to_string()])
         .args(workers_args(args, workers))
-        .args(["--max-participants", "1000"])
+        .args(["--max-participants", "250"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

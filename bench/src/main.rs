@@ -300,7 +300,7 @@ fn start_server(args: &Args, workers: usize) -> Result<Server> {
     let server = parley_testkit::server::Launch::new(&args.server_bin)
         .tag("bench")
         .args(workers_args(args, workers))
-        .args(["--max-participants", "1000"])
+        .args(["--max-participants", "250"])
         .env("RUST_LOG", "warn")
         .hook(move |cmd| cpus::pin(cmd, cpus.as_ref()))
         .try_start()

@@ -45,8 +45,10 @@ pub struct Config {
     #[arg(long, env = "PARLEY_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
 
-    /// Most people in one room.
-    #[arg(long, env = "PARLEY_MAX_PARTICIPANTS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    /// Most people in one room (and, separately, most viewers).
+    // At most 250: each member may publish three tracks, and the server's offer to everyone else
+    // (about 2.5 KB of SDP per publisher) must stay well inside the 768 KiB message limit.
+    #[arg(long, env = "PARLEY_MAX_PARTICIPANTS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=250))]
     pub max_participants: u16,
 
     /// Longest chat message, in characters.

@@ -243,6 +243,95 @@ pub struct PeerDebug {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdpRefusal(pub &'static str);
 
+/// What one participant may publish: one microphone, and video for a camera and a screen share.
+/// Simulcast layers are rids inside one video m-line, at most [`MAX_RIDS`] of them.
+pub const MAX_PUBLISHED_AUDIO: usize = 1;
+pub const MAX_PUBLISHED_VIDEO: usize = 2;
+pub const MAX_RIDS: usize = 3;
+
+/// One m-section of a client's offer, as far as the limits need it (str0m parses it for real).
+#[derive(Debug, PartialEq, Eq)]
+pub struct OfferSection {
+    pub kind: String,
+    pub mid: Option<String>,
+    /// The client sends on it (`sendonly` or `sendrecv`, the SDP default).
+    pub sends: bool,
+    pub rids: usize,
+}
+
+/// The m-sections of an SDP, in order.
+pub fn offer_sections(sdp: &str) -> Vec<OfferSection> {
+    let mut sections: Vec<OfferSection> = Vec::new();
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(media) = line.strip_prefix("m=") {
+            sections.push(OfferSection {
+                kind: media.split(' ').next().unwrap_or("").to_string(),
+                mid: None,
+                sends: true,
+                rids: 0,
+            });
+            continue;
+        }
+        let Some(section) = sections.last_mut() else {
+            continue;
+        };
+        if let Some(mid) = line.strip_prefix("a=mid:") {
+            section.mid = Some(mid.trim().to_string());
+        } else if line == "a=recvonly" || line == "a=inactive" {
+            section.sends = false;
+        } else if line.starts_with("a=rid:") {
+            section.rids += 1;
+        }
+    }
+    sections
+}
+
+/// Refuses an offer that would make this participant publish more than one audio and two video
+/// tracks, that adds m-lines the participant does not send on, or that carries too many simulcast
+/// layers. Without this, one re-offer with a thousand m-lines makes the server offer all of them
+/// to everyone else, whose answers no longer fit in a message: the whole room is disconnected.
+/// `known` says whether a mid is already part of the connection (the server's own tracks are).
+pub fn check_offer_limits(
+    sections: &[OfferSection],
+    known: impl Fn(&str) -> bool,
+) -> Result<(), SdpRefusal> {
+    let too_many = SdpRefusal(
+        "that offer has more tracks than a participant may send (one audio, one camera, one screen share)",
+    );
+    let (mut audio, mut video) = (0, 0);
+    for section in sections {
+        let is_known = section.mid.as_deref().is_some_and(&known);
+        if !section.sends {
+            // The server's own tracks come back in a re-offer as the client's recvonly; a new one
+            // is nothing our protocol has.
+            if !is_known {
+                return Err(too_many);
+            }
+            continue;
+        }
+        if section.rids > MAX_RIDS {
+            return Err(SdpRefusal(
+                "that offer has more simulcast layers than the server takes (three)",
+            ));
+        }
+        match section.kind.as_str() {
+            "audio" => audio += 1,
+            "video" => video += 1,
+            // The data channel's m-line: at most one (checked below).
+            "application" => {}
+            _ => return Err(too_many),
+        }
+    }
+    if audio > MAX_PUBLISHED_AUDIO
+        || video > MAX_PUBLISHED_VIDEO
+        || sections.iter().filter(|s| s.kind == "application").count() > 1
+    {
+        return Err(too_many);
+    }
+    Ok(())
+}
+
 pub struct Peer {
     id: PeerId,
     participant: ParticipantId,
@@ -647,6 +736,9 @@ impl Peer {
             tracing::debug!(peer = id, "unreadable offer: {e}");
             SdpRefusal("that offer is not valid SDP")
         })?;
+        let sections = offer_sections(sdp);
+        let known = |mid: &str| self.rtc.media(Mid::from(mid)).is_some();
+        check_offer_limits(&sections, known)?;
         let answer = catch_unwind(AssertUnwindSafe(|| self.rtc.sdp_api().accept_offer(offer)))
             .map_err(|_| {
                 self.gone = true;
@@ -1133,6 +1225,57 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sdp(sections: &[(&str, &str, &str)]) -> String {
+        let mut s = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+        for (kind, mid, direction) in sections {
+            s += &format!("m={kind} 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{mid}\r\na={direction}\r\n");
+        }
+        s
+    }
+
+    #[test]
+    fn offers_publish_one_audio_and_two_videos_at_most() {
+        let none = |_: &str| false;
+        let ok = sdp(&[("audio", "0", "sendonly"), ("video", "1", "sendonly")]);
+        assert!(check_offer_limits(&offer_sections(&ok), none).is_ok());
+        let screen = sdp(&[
+            ("audio", "0", "sendonly"),
+            ("video", "1", "sendonly"),
+            ("video", "2", "sendonly"),
+        ]);
+        assert!(check_offer_limits(&offer_sections(&screen), none).is_ok());
+        let two_mics = sdp(&[("audio", "0", "sendonly"), ("audio", "1", "sendrecv")]);
+        assert!(check_offer_limits(&offer_sections(&two_mics), none).is_err());
+        // The bomb: hundreds of m-lines.
+        let bomb: Vec<(&str, String, &str)> = (0..1700)
+            .map(|i| ("audio", i.to_string(), "sendonly"))
+            .collect();
+        let bomb: Vec<(&str, &str, &str)> =
+            bomb.iter().map(|(k, m, d)| (*k, m.as_str(), *d)).collect();
+        assert!(check_offer_limits(&offer_sections(&sdp(&bomb)), none).is_err());
+        // A re-offer: the server's tracks come back recvonly and are known; new recvonly ones are not.
+        let reoffer = sdp(&[
+            ("audio", "0", "sendonly"),
+            ("audio", "5", "recvonly"),
+            ("video", "6", "recvonly"),
+        ]);
+        let known = |m: &str| m == "5" || m == "6";
+        assert!(check_offer_limits(&offer_sections(&reoffer), known).is_ok());
+        assert!(check_offer_limits(&offer_sections(&reoffer), |m: &str| m == "5").is_err());
+        let mut layers = sdp(&[("video", "1", "sendonly")]);
+        layers += "a=rid:a send\r\na=rid:b send\r\na=rid:c send\r\na=rid:d send\r\n";
+        assert!(check_offer_limits(&offer_sections(&layers), none).is_err());
+        let sections = offer_sections(&sdp(&[
+            ("application", "2", "sendrecv"),
+            ("text", "3", "sendonly"),
+        ]));
+        assert_eq!(sections[0].kind, "application");
+        assert!(
+            check_offer_limits(&sections, none).is_err(),
+            "unknown media kinds are refused"
+        );
+    }
 
     #[test]
     fn pt_map_learns_and_forgets_its_oldest_when_full() {

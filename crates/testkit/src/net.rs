@@ -374,6 +374,8 @@ pub struct Browser {
     /// Level (-dBov) this client's audio carries in its RTP header extension.
     pub talk_level: i8,
     pub answered: bool,
+    /// Offers the server sent this client.
+    pub offers: usize,
 }
 
 impl Browser {
@@ -400,6 +402,7 @@ impl Browser {
             meters: HashMap::new(),
             talk_level: -127,
             answered: false,
+            offers: 0,
         }
     }
 
@@ -491,6 +494,7 @@ impl Endpoint for Browser {
                 Vec::new()
             }
             ServerMessage::Offer { sdp } => {
+                self.offers += 1;
                 let offer = SdpOffer::from_sdp_string(sdp).expect("the server's offer parses");
                 let answer = self
                     .rtc

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use parley_proto::{ClientMessage, ErrorCode, Role};
 use parley_testkit::net::{client_addr, got, talk_for, worker_addr, Browser, Net};
+use str0m::media::{Direction, MediaKind};
 
 #[test]
 fn audio_reaches_everyone_else_in_the_room_only() {
@@ -120,6 +121,57 @@ fn forwarding_survives_the_first_joiner_leaving() {
             "{to} stopped hearing {from} after 1 left"
         );
     }
+}
+
+/// The track bomb: a participant re-offers with hundreds of m-lines. The offer is refused with its
+/// request id, nothing is offered to anyone else, and everyone keeps hearing everyone.
+#[test]
+fn a_reoffer_with_hundreds_of_tracks_is_refused_and_the_room_goes_on() {
+    let mut net = Net::new();
+    for p in 1..=3 {
+        net.join(p, "band");
+    }
+    talk_for(&mut net, Duration::from_secs(2));
+    let offer = {
+        let rtc = &mut net.client(3).rtc;
+        let mut change = rtc.sdp_api();
+        for _ in 0..300 {
+            change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        }
+        let (offer, _pending) = change.apply().expect("an offer");
+        offer.to_sdp_string()
+    };
+    let offers_before: Vec<usize> = [1, 2].iter().map(|&p| net.client(p).offers).collect();
+    net.send(
+        3,
+        ClientMessage::Offer {
+            id: Some(42),
+            sdp: offer,
+        },
+    );
+    let before: Vec<_> = [(1, 2), (2, 1), (1, 3), (2, 3)]
+        .iter()
+        .map(|&(to, from)| got(&mut net, to, from))
+        .collect();
+    talk_for(&mut net, Duration::from_secs(1));
+    assert!(
+        net.errors(3).iter().any(|(id, code, m)| *id == Some(42)
+            && *code == ErrorCode::BadSdp
+            && m.contains("more tracks")),
+        "{:?}",
+        net.errors(3)
+    );
+    for (i, &(to, from)) in [(1, 2), (2, 1), (1, 3), (2, 3)].iter().enumerate() {
+        assert!(
+            got(&mut net, to, from) > before[i] + 30,
+            "{to} stopped hearing {from}"
+        );
+    }
+    let offers_after: Vec<usize> = [1, 2].iter().map(|&p| net.client(p).offers).collect();
+    assert_eq!(
+        offers_before, offers_after,
+        "nobody else was offered the bomb's tracks"
+    );
 }
 
 #[test]

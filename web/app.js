@@ -39,6 +39,7 @@ const ui = {
   createError: $('create-error'),
   roomList: $('room-list'),
   roomsEmpty: $('rooms-empty'),
+  roomsMore: $('rooms-more'),
   tiles: $('tiles'),
   micToggle: $('mic-toggle'),
   speakerToggle: $('speaker-toggle'),
@@ -59,6 +60,7 @@ const app = {
   maxChatChars: DEFAULT_MAX_CHARS,
   rooms: [],
   roomsKnown: false,
+  roomsMore: false,
   room: null, // name of the room we are in
   me: null, // our participant id (number) in that room
   joining: null, // name of the room a join is under way for
@@ -136,6 +138,7 @@ ui.meChip.addEventListener('click', () => {
 });
 
 ui.roomsToggle.addEventListener('click', () => setRoomsOpen(!ui.app.classList.contains('rooms-open')));
+ui.roomsMore.addEventListener('click', () => loadMoreRooms());
 ui.lobbyClose.addEventListener('click', () => setRoomsOpen(false));
 document.addEventListener('keydown', (ev) => {
   if (ev.key === 'Escape' && ui.app.classList.contains('rooms-open')) setRoomsOpen(false);
@@ -256,10 +259,22 @@ function handleMessage(msg) {
       if (Number.isFinite(msg.max_chat_chars)) app.maxChatChars = msg.max_chat_chars;
       break;
     case 'rooms':
-      app.rooms = Array.isArray(msg.rooms) ? msg.rooms : [];
+      // The first page on connecting; later pages (asked for with "More rooms") add to it.
+      if (msg.id == null) app.rooms = [];
+      for (const r of Array.isArray(msg.rooms) ? msg.rooms : []) putRoom(r);
+      app.roomsMore = !!msg.has_more;
       app.roomsKnown = true;
       renderRooms();
       rejoinAfterReload();
+      break;
+    case 'room_added':
+    case 'room_updated':
+      putRoom(msg.room);
+      renderRooms();
+      break;
+    case 'room_removed':
+      app.rooms = app.rooms.filter((r) => r.name !== msg.room);
+      renderRooms();
       break;
     case 'participant_joined':
     case 'participant_updated':
@@ -303,6 +318,34 @@ function mediaError(err) {
 // ---------------------------------------------------------------------------------------------------------
 // Lobby
 
+/** Adds or updates one room of the list, which stays sorted by name as the server pages it. */
+function putRoom(r) {
+  if (!r || typeof r.name !== 'string') return;
+  const i = app.rooms.findIndex((x) => x.name === r.name);
+  if (i >= 0) {
+    app.rooms[i] = r;
+    return;
+  }
+  let at = app.rooms.findIndex((x) => x.name > r.name);
+  if (at < 0) at = app.rooms.length;
+  app.rooms.splice(at, 0, r);
+}
+
+async function loadMoreRooms() {
+  const last = app.rooms[app.rooms.length - 1];
+  ui.roomsMore.disabled = true;
+  try {
+    const reply = await signal.request({ type: 'list_rooms', after: last ? last.name : undefined });
+    for (const r of Array.isArray(reply.rooms) ? reply.rooms : []) putRoom(r);
+    app.roomsMore = !!reply.has_more;
+  } catch (err) {
+    toast(err.message || String(err), { title: 'Could not load more rooms', code: 'rooms' });
+  } finally {
+    ui.roomsMore.disabled = false;
+    renderRooms();
+  }
+}
+
 function renderRooms() {
   const list = ui.roomList;
   const byName = new Map();
@@ -342,6 +385,7 @@ function renderRooms() {
   }
   for (const [name, li] of byName) if (!seen.has(name)) li.remove();
 
+  ui.roomsMore.hidden = !app.roomsMore || !signal.connected;
   ui.roomsEmpty.hidden = app.rooms.length > 0;
   ui.roomsEmpty.textContent = signal.connected ? 'No rooms yet. Create the first one.' : 'Connecting to the server…';
   if (!app.roomsKnown && !signal.connected) ui.roomsEmpty.hidden = false;

@@ -17,6 +17,8 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 32;
 pub const MAX_CHAT_CHARS: usize = 4000;
 /// Chat history pages hold at most this many messages.
 pub const MAX_HISTORY_PAGE: u32 = 100;
+/// Pages of the room list hold at most this many rooms.
+pub const MAX_ROOMS_PAGE: u32 = 100;
 
 /// Request id chosen by the client, echoed in the reply.
 pub type RequestId = u64;
@@ -114,10 +116,14 @@ pub struct ChatMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
-    /// Ask for the room list; answered by `rooms`.
+    /// Ask for a page of the room list (by name, those after `after`); answered by `rooms`.
     ListRooms {
         #[serde(default)]
         id: Option<RequestId>,
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default)]
+        limit: Option<u32>,
     },
     /// Create an empty room; answered by `room_created`.
     CreateRoom {
@@ -190,11 +196,27 @@ pub enum ServerMessage {
         /// Longest chat message this server accepts, in characters.
         max_chat_chars: usize,
     },
-    /// The room list: a reply to `list_rooms` (with its id) and pushed whenever counts change.
+    /// A page of the room list, by name: the reply to `list_rooms` (with its id), and the first page
+    /// on connecting (without). Changes after it come as `room_added`, `room_updated`, `room_removed`.
     Rooms {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         rooms: Vec<RoomSummary>,
+        /// More rooms follow the last one of this page: ask with `after`.
+        #[serde(default)]
+        has_more: bool,
+    },
+    /// A listed room was created.
+    RoomAdded {
+        room: RoomSummary,
+    },
+    /// A listed room's count changed.
+    RoomUpdated {
+        room: RoomSummary,
+    },
+    /// A listed room is gone.
+    RoomRemoved {
+        room: String,
     },
     RoomCreated {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -373,7 +395,7 @@ impl ClientMessage {
 
     pub fn request_id(&self) -> Option<RequestId> {
         match self {
-            ClientMessage::ListRooms { id }
+            ClientMessage::ListRooms { id, .. }
             | ClientMessage::CreateRoom { id, .. }
             | ClientMessage::Join { id, .. }
             | ClientMessage::Leave { id }

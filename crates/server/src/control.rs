@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use parley_proto::{
     validate_chat_text, ChatMessage, ClientMessage, ErrorCode, MediaStateChange, ParticipantId,
-    ParticipantInfo, RequestId, Role, ServerMessage, MAX_HISTORY_PAGE,
+    ParticipantInfo, RequestId, Role, ServerMessage, MAX_HISTORY_PAGE, MAX_ROOMS_PAGE,
 };
 use parley_sfu::{MediaCommand, MediaEvent, PeerId, RoomId};
 use serde::Serialize;
@@ -48,11 +48,13 @@ impl ControlConfig {
     }
 }
 
-/// Durable work for the store; results come back through [`Control::chat_saved`] and
-/// [`Control::history_loaded`].
+/// Durable work for the store; results come back through [`Control::room_stored`],
+/// [`Control::chat_saved`] and [`Control::history_loaded`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreRequest {
     CreateRoom {
+        session: SessionId,
+        request_id: Option<RequestId>,
         name: String,
     },
     SaveChat {
@@ -199,11 +201,13 @@ impl Control {
                 max_chat_chars: self.config.chat_max_chars,
             },
         );
+        let (rooms, has_more) = self.rooms.page(None, MAX_ROOMS_PAGE as usize);
         self.send(
             session,
             ServerMessage::Rooms {
                 id: None,
-                rooms: self.rooms.summary(),
+                rooms,
+                has_more,
             },
         );
     }
@@ -230,18 +234,26 @@ impl Control {
         }
         let id = message.request_id();
         match message {
-            ClientMessage::ListRooms { .. } => {
-                let rooms = self.rooms.summary();
-                self.send(session, ServerMessage::Rooms { id, rooms });
+            ClientMessage::ListRooms { after, limit, .. } => {
+                let limit = limit.unwrap_or(MAX_ROOMS_PAGE).clamp(1, MAX_ROOMS_PAGE) as usize;
+                let (rooms, has_more) = self.rooms.page(after.as_deref(), limit);
+                self.send(
+                    session,
+                    ServerMessage::Rooms {
+                        id,
+                        rooms,
+                        has_more,
+                    },
+                );
             }
-            ClientMessage::CreateRoom { room, .. } => match self.rooms.create(&room) {
+            // The name is taken at once; the room opens, and the creator hears of it, once stored.
+            ClientMessage::CreateRoom { room, .. } => match self.rooms.create_pending(&room) {
                 Ok(room) => {
-                    tracing::info!(room = %room.name, session, "room created");
                     self.outputs.push(Output::Store(StoreRequest::CreateRoom {
-                        name: room.name.clone(),
+                        session,
+                        request_id: id,
+                        name: room.name,
                     }));
-                    self.send(session, ServerMessage::RoomCreated { id, room });
-                    self.broadcast_rooms();
                 }
                 Err(r) => self.refuse(session, id, r),
             },
@@ -362,6 +374,41 @@ impl Control {
                 }
             }
         }
+    }
+
+    /// The store has (or has not) made a new room durable.
+    pub fn room_stored(
+        &mut self,
+        session: SessionId,
+        request_id: Option<RequestId>,
+        name: &str,
+        stored: bool,
+    ) {
+        if !stored {
+            self.rooms.discard(name);
+            return self.store_failed(
+                session,
+                request_id,
+                "the room could not be saved; try again",
+            );
+        }
+        let Some(room) = self.rooms.confirm(name) else {
+            return;
+        };
+        tracing::info!(room = %room.name, session, "room created");
+        if self.sessions.contains(&session) {
+            self.send(
+                session,
+                ServerMessage::RoomCreated {
+                    id: request_id,
+                    room: room.clone(),
+                },
+            );
+        }
+        self.outputs.push(Output::Send {
+            sessions: self.sessions.iter().copied().collect(),
+            message: ServerMessage::RoomAdded { room },
+        });
     }
 
     /// A chat message was stored: everyone in its room gets it, the author with its request id.
@@ -490,18 +537,21 @@ impl Control {
             },
         });
         let active_speaker = self.speakers.get(&room_name).copied();
+        let counted = me.role == Role::Member;
         self.send(
             session,
             ServerMessage::Joined {
                 id,
-                room: room_name,
+                room: room_name.clone(),
                 you: session,
                 name: me.name,
                 participants: others,
                 active_speaker,
             },
         );
-        self.broadcast_rooms();
+        if counted {
+            self.room_count_changed(&room_name);
+        }
     }
 
     fn least_loaded_worker(&self) -> usize {
@@ -514,6 +564,11 @@ impl Control {
 
     /// Removes `session` from its room and tells the others. Returns the room's name.
     fn leave_room(&mut self, session: SessionId, close_media: bool) -> Option<String> {
+        let counted = self
+            .rooms
+            .room_of(session)
+            .and_then(|r| r.member(session))
+            .is_some_and(|m| m.role == Role::Member);
         let (room, remaining) = self.rooms.leave(session)?;
         if let Some(seat) = self.seats.remove(&session) {
             self.peers.remove(&seat.peer);
@@ -535,7 +590,9 @@ impl Control {
                 participant_id: session,
             },
         });
-        self.broadcast_rooms();
+        if counted {
+            self.room_count_changed(&room);
+        }
         Some(room)
     }
 
@@ -675,11 +732,14 @@ impl Control {
         );
     }
 
-    fn broadcast_rooms(&mut self) {
-        let rooms = self.rooms.summary();
+    /// Everyone connected hears a room's new count (a small delta, not the whole list).
+    fn room_count_changed(&mut self, room: &str) {
+        let Some(room) = self.rooms.summary_of(room) else {
+            return;
+        };
         self.outputs.push(Output::Send {
             sessions: self.sessions.iter().copied().collect(),
-            message: ServerMessage::Rooms { id: None, rooms },
+            message: ServerMessage::RoomUpdated { room },
         });
     }
 }

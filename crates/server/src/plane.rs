@@ -37,6 +37,12 @@ pub enum ControlInput {
     },
     /// A media worker's event.
     Media(MediaEvent),
+    RoomStored {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        name: String,
+        stored: bool,
+    },
     ChatSaved {
         session: SessionId,
         request_id: Option<RequestId>,
@@ -126,6 +132,12 @@ impl ControlPlane {
             }
             ControlInput::Refused { session, message } => self.control.reply(session, message),
             ControlInput::Media(event) => self.control.media_event(event),
+            ControlInput::RoomStored {
+                session,
+                request_id,
+                name,
+                stored,
+            } => self.control.room_stored(session, request_id, &name, stored),
             ControlInput::ChatSaved {
                 session,
                 request_id,
@@ -262,11 +274,24 @@ fn spawn_store_thread(
         .spawn(move || {
             for request in queue {
                 let input = match request {
-                    StoreRequest::CreateRoom { name } => {
-                        if let Err(e) = store.add_room(&name, now_ms()) {
-                            tracing::error!(room = %name, "room not saved: {e:#}");
+                    StoreRequest::CreateRoom {
+                        session,
+                        request_id,
+                        name,
+                    } => {
+                        let stored = match store.add_room(&name, now_ms()) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::error!(room = %name, "room not saved: {e:#}");
+                                false
+                            }
+                        };
+                        ControlInput::RoomStored {
+                            session,
+                            request_id,
+                            name,
+                            stored,
                         }
-                        continue;
                     }
                     StoreRequest::SaveChat {
                         session,

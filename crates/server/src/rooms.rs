@@ -29,6 +29,9 @@ pub struct Room {
     name: String,
     /// Participants in join order.
     members: Vec<ParticipantInfo>,
+    /// Created but not yet stored: the name is taken, but nobody sees or enters it until the store
+    /// says it is durable (an acknowledged room survives a crash).
+    pending: bool,
 }
 
 impl Room {
@@ -67,7 +70,16 @@ impl Rooms {
         self.max_participants
     }
 
+    /// Creates a room that is usable at once (rooms loaded from the store, the default room).
     pub fn create(&mut self, name: &str) -> Result<RoomSummary, Refusal> {
+        let summary = self.create_pending(name)?;
+        self.confirm(&summary.name);
+        Ok(summary)
+    }
+
+    /// Takes the name for a room that is being stored; [`Rooms::confirm`] opens it, [`Rooms::discard`]
+    /// gives the name back.
+    pub fn create_pending(&mut self, name: &str) -> Result<RoomSummary, Refusal> {
         let name =
             validate_room_name(name).map_err(|m| Refusal::new(ErrorCode::InvalidRoomName, m))?;
         if self.rooms.contains_key(name) {
@@ -79,15 +91,30 @@ impl Rooms {
         let room = Room {
             name: name.to_string(),
             members: Vec::new(),
+            pending: true,
         };
         self.rooms.insert(name.to_string(), room);
-        Ok(self.summary_of(name).unwrap_or(RoomSummary {
+        Ok(RoomSummary {
             name: name.to_string(),
             participants: 0,
             max_participants: self.max_participants,
-        }))
+        })
     }
 
+    /// The room is stored: it is listed and can be joined.
+    pub fn confirm(&mut self, name: &str) -> Option<RoomSummary> {
+        self.rooms.get_mut(name)?.pending = false;
+        self.summary_of(name)
+    }
+
+    /// The room could not be stored: as if it had never been asked for.
+    pub fn discard(&mut self, name: &str) {
+        if self.rooms.get(name).is_some_and(|r| r.pending) {
+            self.rooms.remove(name);
+        }
+    }
+
+    /// Every open room, by name.
     pub fn summary(&self) -> Vec<RoomSummary> {
         self.rooms
             .keys()
@@ -95,12 +122,33 @@ impl Rooms {
             .collect()
     }
 
-    fn summary_of(&self, name: &str) -> Option<RoomSummary> {
-        self.rooms.get(name).map(|r| RoomSummary {
-            name: r.name.clone(),
-            participants: r.members.iter().filter(|m| m.role == Role::Member).count(),
-            max_participants: self.max_participants,
-        })
+    /// Up to `limit` open rooms named after `after` (from the first when absent), by name, and
+    /// whether more follow.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<RoomSummary>, bool) {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        let mut open = self
+            .rooms
+            .range((start, Bound::Unbounded))
+            .filter_map(|(name, _)| self.summary_of(name));
+        let page: Vec<RoomSummary> = open.by_ref().take(limit).collect();
+        let more = open.next().is_some();
+        (page, more)
+    }
+
+    /// An open room as the lobby lists it.
+    pub fn summary_of(&self, name: &str) -> Option<RoomSummary> {
+        self.rooms
+            .get(name)
+            .filter(|r| !r.pending)
+            .map(|r| RoomSummary {
+                name: r.name.clone(),
+                participants: r.members.iter().filter(|m| m.role == Role::Member).count(),
+                max_participants: self.max_participants,
+            })
     }
 
     pub fn room(&self, name: &str) -> Option<&Room> {
@@ -133,12 +181,16 @@ impl Rooms {
         let display_name = validate_display_name(display_name)
             .map_err(|m| Refusal::new(ErrorCode::InvalidName, m))?;
         let max = self.max_participants;
-        let room = self.rooms.get_mut(room_name).ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::NoSuchRoom,
-                format!("there is no room called {room_name}"),
-            )
-        })?;
+        let room = self
+            .rooms
+            .get_mut(room_name)
+            .filter(|r| !r.pending)
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::NoSuchRoom,
+                    format!("there is no room called {room_name}"),
+                )
+            })?;
         // Members and viewers each have their own capacity: a wall screen never takes a seat.
         let same_role = room.members.iter().filter(|m| m.role == role).count();
         if same_role >= max {

@@ -208,27 +208,116 @@ async fn acknowledged_message_survives_sigkill() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
+/// Every acknowledged `room_created` is durable: 40 rooms created as fast as the server takes them,
+/// SIGKILL the moment the last acknowledgement arrives, and all 40 are there after the restart.
 #[tokio::test]
-async fn created_rooms_survive_restart() {
+async fn acknowledged_rooms_survive_sigkill() {
     let mut server = start(&[]);
     let mut ws = connect(&server).await;
+    for i in 0..40u64 {
+        send(
+            &mut ws,
+            json!({"type": "create_room", "id": 100 + i, "room": format!("room {i:02}")}),
+        )
+        .await;
+    }
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 40 {
+        let v = next(&mut ws).await;
+        match v["type"].as_str() {
+            Some("room_created") => {
+                acknowledged.push(v["room"]["name"].as_str().unwrap().to_string())
+            }
+            Some("error") => panic!("{v}"),
+            _ => {}
+        }
+    }
+    server.restart();
+    let names = all_rooms(&mut connect(&server).await).await;
+    let lost: Vec<_> = acknowledged.iter().filter(|n| !names.contains(n)).collect();
+    assert!(lost.is_empty(), "lost to SIGKILL: {lost:?}");
+}
+
+/// Every room name, page by page.
+async fn all_rooms(ws: &mut Ws) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    for page in 0.. {
+        send(
+            ws,
+            json!({"type": "list_rooms", "id": 1000 + page, "after": after, "limit": 7}),
+        )
+        .await;
+        let v = next_of(ws, "rooms").await;
+        let rooms = v["rooms"].as_array().unwrap();
+        assert!(rooms.len() <= 7);
+        names.extend(
+            rooms
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_string()),
+        );
+        if !v["has_more"].as_bool().unwrap() {
+            break;
+        }
+        after = names.last().cloned();
+    }
+    names
+}
+
+/// The lobby gets changes, not the whole list: a new connection gets the first page of rooms, and
+/// afterwards one small message per room created or count changed.
+#[tokio::test]
+async fn the_lobby_gets_deltas_and_pages() {
+    let server = start(&[]);
+    let mut maker = connect(&server).await;
+    for i in 0..120u64 {
+        send(
+            &mut maker,
+            json!({"type": "create_room", "id": i + 1, "room": format!("r{i:03}")}),
+        )
+        .await;
+        if i % 40 == 39 {
+            // Stay inside the per-connection message rate.
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+    }
+    let mut created = 0;
+    while created < 120 {
+        if next(&mut maker).await["type"] == "room_created" {
+            created += 1;
+        }
+    }
+    // A new connection: the first page only, and it says more follow.
+    let mut url = connect_raw(&server).await;
+    let welcome = next_of(&mut url, "welcome").await;
+    assert_eq!(welcome["type"], "welcome");
+    let first = next_of(&mut url, "rooms").await;
+    assert!(first.get("id").is_none());
+    assert_eq!(first["rooms"].as_array().unwrap().len(), 100);
+    assert_eq!(first["has_more"], true);
+    let names = all_rooms(&mut url).await;
+    assert_eq!(names.len(), 121, "120 and the default room");
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "pages are in name order");
+
+    // Someone joins: the watcher gets one room_updated, not a list.
+    let mut ann = connect(&server).await;
     send(
-        &mut ws,
-        json!({"type": "create_room", "id": 1, "room": "band practice"}),
+        &mut ann,
+        json!({"type": "join", "id": 1, "room": "r007", "name": "Ann"}),
     )
     .await;
-    next_of(&mut ws, "room_created").await;
-    // Room creation is stored off the media thread: give it a moment before the kill.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    server.restart();
-    let mut ws = connect(&server).await;
-    send(&mut ws, json!({"type": "list_rooms", "id": 2})).await;
-    let rooms = next_of(&mut ws, "rooms").await;
-    let names: Vec<_> = rooms["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].clone())
-        .collect();
-    assert!(names.contains(&json!("band practice")), "{names:?}");
+    let update = next_of(&mut url, "room_updated").await;
+    assert_eq!(update["room"]["name"], "r007");
+    assert_eq!(update["room"]["participants"], 1);
+    assert!(update.to_string().len() < 200, "{update}");
+    // A new room: room_added.
+    send(
+        &mut maker,
+        json!({"type": "create_room", "id": 500, "room": "zz new"}),
+    )
+    .await;
+    let added = next_of(&mut url, "room_added").await;
+    assert_eq!(added["room"]["name"], "zz new");
 }

@@ -214,7 +214,10 @@ async fn room_counts_are_pushed_to_the_lobby() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let v = next(&mut watcher).await;
-        if v["type"] == "rooms" && v["rooms"][0]["participants"] == 1 {
+        if v["type"] == "room_updated"
+            && v["room"]["name"] == "General"
+            && v["room"]["participants"] == 1
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no room count update");

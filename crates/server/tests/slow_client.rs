@@ -1,6 +1,8 @@
 //! A client that stops reading, against the running `parley`: its outbox is bounded, so the server's
 //! memory stays put while far more than that is addressed to it; everyone else keeps being served;
 //! and when it finally reads, the last thing on its socket is a close frame (4008) saying why.
+//! The flood is chat in the slow client's room: big messages (limits raised for the test) from
+//! several members at once.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,8 +25,10 @@ const FLOOD_TARGET: u64 = 3 * RSS_GROWTH_LIMIT;
 /// The server gives up on a frame the client has not taken in 15 s (without a close frame): the slow
 /// client starts reading well before that.
 const FLOOD_FOR: Duration = Duration::from_secs(9);
-/// Connections that create rooms (each broadcasts the whole, growing, room list to everyone).
+/// Members that send big chat messages (each goes to everyone in the room, the slow client too).
 const FLOODERS: usize = 4;
+/// Characters per chat message (4 bytes each in UTF-8).
+const CHAT_CHARS: usize = 50_000;
 
 /// A WebSocket done by hand on a plain socket: frames are written masked, as clients must, and what
 /// the server sends is read (or not) as bytes.
@@ -76,9 +80,13 @@ impl RawWs {
         let mut frame = vec![0x81];
         match payload.len() {
             n @ 0..=125 => frame.push(0x80 | n as u8),
-            n => {
+            n @ 126..=65535 => {
                 frame.push(0x80 | 126);
-                frame.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
         frame.extend_from_slice(&mask);
@@ -138,13 +146,17 @@ fn slow_closes(http: SocketAddr) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A room name of 40 characters (most of them 4 bytes in UTF-8), unique per (flooder, i).
-fn long_name(flooder: usize, i: usize) -> String {
-    let mut name = format!("{flooder}-{i}-");
-    while name.chars().count() < 40 {
-        name.push('\u{1D400}'); // MATHEMATICAL BOLD CAPITAL A: a letter
-    }
-    name
+/// A chat message of `CHAT_CHARS` characters (most of them 4 bytes in UTF-8), unique per (flooder, i).
+fn long_text(flooder: usize, i: usize) -> String {
+    let mut text = format!("{flooder}-{i}-");
+    let fill = CHAT_CHARS - text.chars().count();
+    text.extend(std::iter::repeat_n('\u{1D400}', fill)); // MATHEMATICAL BOLD CAPITAL A
+    text
+}
+
+fn join_general(stream: &mut TcpStream, name: &str) {
+    let join = json!({"type": "join", "room": "General", "name": name});
+    RawWs::send_text(stream, &join.to_string()).unwrap();
 }
 
 /// A normal client on a socket with a large receive buffer (so a moment's lag is absorbed).
@@ -164,13 +176,28 @@ async fn connect_buffered(server: &Server) -> Ws {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bounded() {
-    let server = Server::start(env!("CARGO_BIN_EXE_parley"), &["--media-workers", "1"]);
+    let chars = CHAT_CHARS.to_string();
+    let server = Server::start(
+        env!("CARGO_BIN_EXE_parley"),
+        &[
+            "--media-workers",
+            "1",
+            "--chat-max-chars",
+            &chars,
+            "--chat-rate",
+            "100",
+            "--chat-burst",
+            "100",
+        ],
+    );
     let stop_creating = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicBool::new(false));
 
-    // The slow client: a `list_rooms` every 300 ms (so it is not silent), and it never reads.
-    let slow = RawWs::connect(server.http, 4096);
+    // The slow client: in the room, a `list_rooms` every 300 ms (so it is not silent), and it never
+    // reads.
+    let mut slow = RawWs::connect(server.http, 4096);
+    join_general(&mut slow.stream, "Slow");
     let pinging = Arc::new(AtomicBool::new(true));
     let pinger = {
         let mut stream = slow.stream.try_clone().unwrap();
@@ -188,14 +215,25 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
         })
     };
 
-    // Flooders create rooms with long names, evenly, just under the per-connection rate limit (a
-    // burst at the start would hit the readers before their sockets' buffers have grown). Every create sends the whole (growing) room list to every connection. They read all
-    // they are sent (and throw it away): none of them may be closed.
+    // Flooders are in the room and send big messages, evenly, under the per-connection rate limit (a
+    // burst at the start would hit the readers before their sockets' buffers have grown). Each one
+    // goes to every member. They read all they are sent (and throw it away): none of them may be
+    // closed.
     let flooders: Vec<RawWs> = (0..FLOODERS)
-        .map(|_| RawWs::connect(server.http, 4 * MIB as usize))
+        .map(|f| {
+            let mut ws = RawWs::connect(server.http, 4 * MIB as usize);
+            join_general(&mut ws.stream, &format!("Flooder {f}"));
+            ws
+        })
         .collect();
-    // A normal client that reads everything and asks for the room list three times a second.
+    // A normal member that reads everything and asks for the room list three times a second.
     let mut probe = connect_buffered(&server).await;
+    send(
+        &mut probe,
+        json!({"type": "join", "id": 1, "room": "General", "name": "Probe"}),
+    )
+    .await;
+    next_of(&mut probe, "joined").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The server's memory, sampled every 20 ms from now on.
@@ -230,8 +268,8 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
             let (stop_creating, failed, created) = (done, failing, count);
             let mut i = 0;
             while !stop_creating.load(Ordering::Relaxed) {
-                let create = json!({"type": "create_room", "room": long_name(f, i)});
-                if RawWs::send_text(&mut tx, &create.to_string()).is_err() {
+                let chat = json!({"type": "chat_send", "text": long_text(f, i)});
+                if RawWs::send_text(&mut tx, &chat.to_string()).is_err() {
                     failed.store(true, Ordering::Relaxed);
                     return;
                 }
@@ -266,15 +304,15 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
         }));
     }
 
-    // The probe: every `list_rooms` must be answered promptly. It also counts the room lists
-    // pushed, which went to every connection (the slow one too, until it was closed).
+    // The probe: every `list_rooms` must be answered promptly. It also counts the chat messages
+    // pushed, which went to every member (the slow one too, until it was closed).
     let mut pushed = 0u64;
+    let mut received = 0u64;
     let mut worst = Duration::ZERO;
     let mut asked = 0u64;
     let mut waiting: Option<Instant> = None;
     let mut queued_before_close = None;
-    let mut final_rooms = None;
-    let mut asked_last = false;
+    let mut writers_done = false;
     let mut closes = tokio::task::spawn_blocking({
         let http = server.http;
         move || slow_closes(http)
@@ -285,6 +323,16 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
         if !flooding && !stop_creating.load(Ordering::Relaxed) {
             stop_creating.store(true, Ordering::Relaxed);
         }
+        if !flooding && !writers_done {
+            for w in writers.drain(..) {
+                w.join().unwrap();
+            }
+            writers_done = true;
+        }
+        // Every message sent has come back to the probe: everything addressed was counted.
+        if writers_done && received >= created.load(Ordering::Relaxed) && waiting.is_none() {
+            break;
+        }
         tokio::select! {
             msg = probe.next() => {
                 let msg = msg.expect("the probe's socket stays open").expect("a frame");
@@ -292,9 +340,13 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
                     assert!(!matches!(msg, Message::Close(_)), "the probe was closed: {msg:?}");
                     continue;
                 };
-                if t.starts_with(r#"{"type":"rooms","rooms":"#) {
+                if t.starts_with(r#"{"type":"chat","#) {
                     pushed += t.len() as u64;
+                    received += 1;
                     continue;
+                }
+                if !t.starts_with(r#"{"type":"rooms","id":"#) {
+                    continue; // the room's news: joins, counts
                 }
                 assert!(
                     t.starts_with(&format!(r#"{{"type":"rooms","id":{asked},"#)),
@@ -302,28 +354,11 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
                     &t[..t.len().min(200)]
                 );
                 worst = worst.max(waiting.take().expect("a question").elapsed());
-                if asked_last {
-                    // Every create is in once the list has them all (the default room too).
-                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-                    let rooms = v["rooms"].as_array().unwrap().len() as u64;
-                    final_rooms = Some(rooms);
-                    if rooms > created.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    asked_last = false;
-                }
             }
             _ = ask.tick(), if waiting.is_none() => {
                 asked += 1;
                 waiting = Some(Instant::now());
                 send(&mut probe, json!({"type": "list_rooms", "id": asked})).await;
-                if !flooding {
-                    // Asked after the last create: once that is in, every room list was counted.
-                    for w in writers.drain(..) {
-                        w.join().unwrap();
-                    }
-                    asked_last = true;
-                }
             }
             n = &mut closes => {
                 if n.unwrap() >= 1.0 {
@@ -343,8 +378,8 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
             );
         }
         assert!(
-            flood_start.elapsed() < FLOOD_FOR + Duration::from_secs(3),
-            "the server did not take every create: {final_rooms:?} rooms after {} creates",
+            flood_start.elapsed() < FLOOD_FOR + Duration::from_secs(6),
+            "the server did not deliver every message: {received} of {}",
             created.load(Ordering::Relaxed)
         );
     }
@@ -364,7 +399,7 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
     let peak = peak.load(Ordering::Relaxed);
     let growth = peak.saturating_sub(baseline);
     println!(
-        "{} rooms created in {flooded_for:.1?}: {:.1} MiB of room lists addressed to every connection \
+        "{} chat messages sent in {flooded_for:.1?}: {:.1} MiB of them addressed to every member \
          ({} MiB of them before the server decided to close the slow one); the slow client took \
          {:.2} MiB in {} frames; server RSS {:.1} MiB at the start, peak {:.1} MiB (+{:.1} MiB); \
          slowest probe answer {worst:?} of {asked}",
@@ -411,5 +446,11 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
     );
 
     // The others are still served.
-    still_works(&mut probe).await;
+    send(&mut probe, json!({"type": "list_rooms", "id": 999})).await;
+    loop {
+        let v = next(&mut probe).await;
+        if v["type"] == "rooms" && v["id"] == 999 {
+            break;
+        }
+    }
 }

@@ -316,7 +316,11 @@ impl<E: Endpoint> Net<E> {
             }) => self
                 .control
                 .history_loaded(session, request_id, room, (Vec::new(), false)),
-            Output::Store(StoreRequest::CreateRoom { .. }) => {}
+            Output::Store(StoreRequest::CreateRoom {
+                session,
+                request_id,
+                name,
+            }) => self.control.room_stored(session, request_id, &name, true),
         }
     }
 }

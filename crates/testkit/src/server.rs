@@ -446,15 +446,22 @@ pub async fn next(ws: &mut Ws) -> Value {
     }
 }
 
-/// The next message of `kind`, skipping pushed room lists (and a `welcome`).
+/// The next message of `kind`, skipping lobby news (room lists and changes) and a `welcome`.
 pub async fn next_of(ws: &mut Ws, kind: &str) -> Value {
     loop {
         let v = next(ws).await;
         if v["type"] == kind {
             return v;
         }
+        let lobby = [
+            "rooms",
+            "room_added",
+            "room_updated",
+            "room_removed",
+            "welcome",
+        ];
         assert!(
-            v["type"] == "rooms" || v["type"] == "welcome",
+            lobby.iter().any(|t| v["type"] == *t),
             "expected {kind}, got {v}"
         );
     }

@@ -78,6 +78,38 @@ pub struct Config {
     /// Room that exists from the start, so a first visitor has somewhere to go. Empty for none.
     #[arg(long, env = "PARLEY_DEFAULT_ROOM", default_value = "General")]
     pub default_room: String,
+
+    /// Another origin (scheme://host[:port]) whose pages may open the WebSocket, e.g. the public URL
+    /// of a reverse proxy (repeatable). Its host is allowed as a `Host` too.
+    #[arg(long = "allowed-origin", env = "PARLEY_ALLOWED_ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
+    pub allowed_origins: Vec<String>,
+
+    /// Another host name requests may carry in `Host` besides this machine's names and addresses
+    /// (repeatable): a DNS name for this machine. Other names get 403 (DNS rebinding defence).
+    #[arg(
+        long = "allowed-host",
+        env = "PARLEY_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Most open connections (HTTP and WebSocket together) from one client address.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+
+    /// Most open connections in all. Default: the open-file limit less a reserve of 256.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Milliseconds a client has for its TLS handshake and for each request's headers (idle
+    /// keep-alive included).
+    #[arg(long, env = "PARLEY_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub header_timeout_ms: u64,
+}
+
+fn parse_origin(s: &str) -> Result<String, String> {
+    crate::edge::normalize_origin(s)
+        .ok_or_else(|| format!("{s}: expected an origin such as https://chat.example.org"))
 }
 
 /// A listen address, or "off".

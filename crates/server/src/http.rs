@@ -8,15 +8,25 @@ use axum::routing::get;
 use axum::Router;
 use rust_embed::RustEmbed;
 
+use std::sync::Arc;
+
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::edge::{self, Policy};
 use crate::{metrics, signalling, AppState};
+
+/// Request bodies taken at most: nothing is uploaded yet, so this is only a bound.
+const BODY_LIMIT: usize = 64 * 1024;
 
 /// The browser client, compiled into the binary.
 #[derive(RustEmbed)]
 #[folder = "../../web/"]
 struct WebAssets;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route, behind the edge's checks; every response (refusals too) carries the security headers.
+pub fn router(state: AppState, policy: Arc<Policy>) -> Router {
+    let mut router = Router::new()
         .route("/ws", get(signalling::upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::prometheus))
@@ -30,6 +40,12 @@ pub fn router(state: AppState) -> Router {
             get(|Path(path): Path<String>| async move { asset(&path) }),
         )
         .with_state(state)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(policy, edge::guard));
+    for (name, value) in edge::security_headers() {
+        router = router.layer(SetResponseHeaderLayer::overriding(name, value));
+    }
+    router
 }
 
 fn asset(path: &str) -> Response {
@@ -44,13 +60,5 @@ fn asset(path: &str) -> Response {
     }
     // The client changes with the binary: always revalidate.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; media-src 'self' blob: mediastream:; img-src 'self' data: blob:; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'"),
-    );
     response
 }

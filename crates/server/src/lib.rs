@@ -9,6 +9,7 @@
 mod admin;
 mod config;
 pub mod control;
+mod edge;
 mod http;
 mod metrics;
 mod net;
@@ -45,8 +46,25 @@ pub struct AppState {
     pub signalling_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Makes `path` readable by its owner only (a data dir or file made before umask was set, or by hand).
+fn make_private(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if !path.exists() {
+        return;
+    }
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!("cannot make {} private: {e}", path.display());
+    }
+}
+
 /// Runs the server as the command line says; the process's exit code.
 pub fn main_with_args() -> ExitCode {
+    // Everything this process creates (data dir, database and its -wal/-shm, certificate, key,
+    // recordings) is for its owner only: other users of the machine must not read chat or keys.
+    // SAFETY: umask only sets the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -76,6 +94,24 @@ pub fn main_with_args() -> ExitCode {
 async fn run(config: Config) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // The umask covers what is made from now on; these may be older, or made by someone else.
+    make_private(&config.data_dir, 0o700);
+    for file in [
+        "parley.sqlite3",
+        "parley.sqlite3-wal",
+        "parley.sqlite3-shm",
+        "tls/key.pem",
+    ] {
+        make_private(&config.data_dir.join(file), 0o600);
+    }
+    let fd_limit = edge::raise_fd_limit();
+    let max_connections = config
+        .max_connections
+        .map_or_else(|| edge::total_connections(fd_limit), |n| n as usize);
+    tracing::info!(
+        "open-file limit {fd_limit}: at most {max_connections} connections, {} per address",
+        config.max_connections_per_ip
+    );
 
     let media_ips = if config.media_bind.is_empty() {
         net::local_ipv4_addresses()
@@ -142,11 +178,10 @@ async fn run(config: Config) -> Result<()> {
         }
     }
 
-    let http_listener = bind_tcp(config.http_addr, "--http-addr").await?;
     let https = match config.https_addr.0 {
         Some(addr) => {
             let (cert, key, generated) = match (&config.tls_cert, &config.tls_key) {
-                (Some(c), Some(k)) => (c.clone(), k.clone(), false),
+                (Some(c), Some(k)) => (c.clone(), k.clone(), None),
                 _ => {
                     let files = tls::ensure_certificate(&config.data_dir)?;
                     (files.cert, files.key, files.generated)
@@ -155,16 +190,24 @@ async fn run(config: Config) -> Result<()> {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
                 .await
                 .with_context(|| format!("loading TLS certificate {}", cert.display()))?;
-            let listener = std::net::TcpListener::bind(addr)
-                .map_err(|e| port_error(addr, "--https-addr", e))?;
-            listener.set_nonblocking(true)?;
-            if generated {
-                tracing::info!("made a self-signed certificate: {}", cert.display());
+            // HTTP/1.1 only: hyper's header timeout (the slow-loris defence) is HTTP/1's, and the
+            // WebSocket is HTTP/1.1 anyway.
+            let mut rustls = (*tls.get_inner()).clone();
+            rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let listener = bind_tcp(addr, "--https-addr").await?;
+            if let Some(why) = generated {
+                tracing::info!("made a self-signed certificate ({why}): {}", cert.display());
             }
-            Some((listener, tls))
+            Some((
+                listener,
+                tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(rustls)),
+            ))
         }
         None => None,
     };
+
+    // Bound last: once it takes connections, the certificate is made and HTTPS listens too.
+    let http_listener = bind_tcp(config.http_addr, "--http-addr").await?;
 
     let (inputs, input_rx) = mpsc::channel(INPUT_QUEUE);
     let mut worker_commands = Vec::with_capacity(worker_count);
@@ -175,10 +218,23 @@ async fn run(config: Config) -> Result<()> {
     }
     let plane = ControlPlane::new(control, worker_commands, store, inputs.clone())?;
     tokio::spawn(plane.run(input_rx));
-    let app = http::router(AppState {
-        control: inputs,
-        signalling_errors: Default::default(),
+    let policy = edge::Policy::new(edge::PolicyConfig {
+        http: http_listener.local_addr()?,
+        https: https.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+        public_ip: config.public_ip,
+        allowed_origins: config.allowed_origins.clone(),
+        allowed_hosts: config.allowed_hosts.clone(),
+        hsts: config.tls_cert.is_some(),
     });
+    let app = http::router(
+        AppState {
+            control: inputs,
+            signalling_errors: Default::default(),
+        },
+        std::sync::Arc::new(policy),
+    );
+    let slots = edge::Slots::new(config.max_connections_per_ip as usize, max_connections);
+    let header_timeout = std::time::Duration::from_millis(config.header_timeout_ms);
 
     println!("parley {} is running", env!("CARGO_PKG_VERSION"));
     println!("  on this machine:  http://{}", config.http_addr);
@@ -210,20 +266,18 @@ async fn run(config: Config) -> Result<()> {
         println!("  (shown this once: keep it. `parley admin reset-token` makes a new one.)");
     }
 
-    let http_app = app.clone();
-    let http_server = async move {
-        axum::serve(
-            http_listener,
-            http_app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .context("HTTP server")
-    };
+    let http_server = edge::serve(
+        http_listener,
+        None,
+        app.clone(),
+        slots.clone(),
+        header_timeout,
+    );
+    let http_server = async move { http_server.await.context("HTTP server") };
     match https {
         Some((listener, tls)) => {
             let https_server = async move {
-                axum_server::from_tcp_rustls(listener, tls)?
-                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                edge::serve(listener, Some(tls), app, slots, header_timeout)
                     .await
                     .context("HTTPS server")
             };

@@ -123,6 +123,7 @@ pub struct Launch {
     media_bind: Option<String>,
     tag: String,
     hook: Option<CommandHook>,
+    https: bool,
 }
 
 impl Launch {
@@ -135,6 +136,7 @@ impl Launch {
             media_bind: Some("127.0.0.1".into()),
             tag: "srv".into(),
             hook: None,
+            https: false,
         }
     }
 
@@ -165,6 +167,12 @@ impl Launch {
         self
     }
 
+    /// Serves HTTPS too, on a free port on 127.0.0.1 ([`Server::https`]), instead of `--https-addr off`.
+    pub fn https(mut self) -> Launch {
+        self.https = true;
+        self
+    }
+
     /// Part of the temp dir's name.
     pub fn tag(mut self, tag: &str) -> Launch {
         self.tag = tag.to_string();
@@ -188,6 +196,7 @@ impl Launch {
         let mut server = Server {
             child: None,
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            https: None,
             dir: Some(dir),
             launch: self,
         };
@@ -209,6 +218,8 @@ pub struct Server {
     child: Option<Child>,
     /// The plain-HTTP address (fresh on every start).
     pub http: SocketAddr,
+    /// The HTTPS address, with [`Launch::https`] (fresh on every start).
+    pub https: Option<SocketAddr>,
     dir: Option<TempDir>,
     launch: Launch,
 }
@@ -301,12 +312,17 @@ impl Server {
             .open(self.log_path())
             .map_err(|e| format!("{}: {e}", self.log_path().display()))?;
         self.http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        self.https = self
+            .launch
+            .https
+            .then(|| SocketAddr::from(([127, 0, 0, 1], free_tcp_port())));
+        let https = self.https.map_or("off".to_string(), |a| a.to_string());
         let launch = &mut self.launch;
         let mut cmd = Command::new(&launch.binary);
         cmd.arg("--data-dir")
             .arg(&data)
             .args(["--http-addr", &self.http.to_string()])
-            .args(["--https-addr", "off"])
+            .args(["--https-addr", &https])
             .args(["--media-port", &launch.media_port.to_string()]);
         if let Some(bind) = &launch.media_bind {
             cmd.args(["--media-bind", bind]);
@@ -412,6 +428,88 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A reply read off a socket: status, headers (names lowercase, in order) and body.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads an HTTP/1 reply (head, then the body until the server closes or `Content-Length` is read).
+/// Status 0 when nothing readable came back.
+pub fn read_response(stream: &mut impl Read) -> RawResponse {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut head_end = None;
+    loop {
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            // A 101 has no body; a known length is read exactly (the socket may stay open).
+            if head.starts_with("http/1.1 101") || length.is_some_and(|n| raw.len() >= end + n) {
+                break;
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        if head_end.is_none() {
+            head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        }
+    }
+    let Some(end) = head_end else {
+        return RawResponse {
+            status: 0,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&raw[end..]).to_string(),
+    }
+}
+
+/// Sends `request` (a whole HTTP/1 request, head and body, as written) to `addr` and reads the reply.
+pub fn http_request(addr: SocketAddr, request: &str) -> RawResponse {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return read_response(&mut std::io::empty());
+    };
+    let _ = s.set_read_timeout(Some(MESSAGE_TIMEOUT));
+    if s.write_all(request.as_bytes()).is_err() {
+        return read_response(&mut std::io::empty());
+    }
+    read_response(&mut s)
 }
 
 /// A WebSocket to `/ws`, with `welcome` and the first `rooms` already read.

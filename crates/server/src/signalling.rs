@@ -28,6 +28,12 @@ const SILENCE_LIMIT: Duration = Duration::from_millis(2500);
 const WRITE_STALL: Duration = SILENCE_LIMIT;
 /// How long a closing connection waits for the client to take the close frame (and its reason): only
 /// the frame on its way and the close frame are held meanwhile.
+/// After the close frame is handed to the kernel, how long the server goes on reading (and dropping)
+/// what the client sends, unless the client closes first: a slow reader may not have taken the frame
+/// yet, and closing a socket with unread input resets it, which destroys the frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(15);
+/// How long a connection that ends waits for its writer to finish the frame it is on.
+const WRITER_FINISH: Duration = Duration::from_secs(2);
 const CLOSE_GRACE: Duration = Duration::from_secs(15);
 /// Protocol violations end the connection with these codes (RFC 6455 §7.4.1).
 const CLOSE_PROTOCOL_ERROR: u16 = 1002;
@@ -187,18 +193,28 @@ async fn serve(
                 let _ = state.control.send(ControlInput::Disconnect { session }).await;
             }
             // The writer ends when the server closes the connection or the socket fails.
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                // Its close frame may still be in flight: linger (see CLOSE_LINGER).
+                let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                    while let Some(Ok(_)) = stream.next().await {}
+                })
+                .await;
+                break;
+            }
         }
-    }
-    // A closing writer is bounded by CLOSE_GRACE and holds no outbox: let it deliver the close frame.
-    if !closing {
-        writer.abort();
     }
     if !dropped {
         let _ = state
             .control
             .send(ControlInput::Disconnect { session })
             .await;
+    }
+    // A closing writer is bounded by CLOSE_GRACE and holds no outbox: let it deliver the close frame.
+    // Any other ends once the control plane drops the outbox; it is given a moment to finish the
+    // frame it is on (a frame cut in half is garbage to the client), then stopped.
+    if !closing {
+        let _ = tokio::time::timeout(WRITER_FINISH, &mut writer).await;
+        writer.abort();
     }
 }
 

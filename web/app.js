@@ -261,7 +261,7 @@ function setConn(state, label) {
 
 signal.addEventListener('open', () => {
   setConn('online', 'Connected');
-  if (app.adminToken) becomeAdmin(app.adminToken).catch((err) => {
+  if (app.adminToken) becomeAdmin(app.adminToken, { again: true }).catch((err) => {
     app.adminToken = '';
     toast(err.message, { title: 'No longer the admin', code: err.code || 'admin' });
   });
@@ -876,11 +876,12 @@ function mutedByOwner(msg) {
   }
 }
 
-async function becomeAdmin(token) {
+/** Makes this connection the admin (`again`: after a reconnect, quietly). */
+async function becomeAdmin(token, { again = false } = {}) {
   await signal.request({ type: 'admin', token }, { ownErrors: true });
   app.adminToken = token;
   setAdmin(true);
-  toast('This tab is the admin: an owner of every room; private rooms are listed too.', { title: 'Admin', kind: 'info', timeout: 6000 });
+  if (!again) toast('This tab is the admin: an owner of every room; private rooms are listed too.', { title: 'Admin', kind: 'info', timeout: 6000 });
   // The list again from the start, now with the private rooms.
   try {
     const reply = await signal.request({ type: 'list_rooms' });

@@ -820,6 +820,12 @@ function setTileMenu(tile) {
 
 function setRoomSettings(settings) {
   app.settings = settings;
+  // Our own lobby entry follows at once (a room made private leaves the list with room_removed).
+  const listed = app.rooms.find((r) => r.name === app.room);
+  if (listed && (settings.access !== 'private' || app.admin)) {
+    putRoom({ ...listed, access: settings.access, locked: !!settings.locked });
+    renderRooms();
+  }
   renderRoomAccess();
   if (roomAdmin.isOpen) roomAdmin.fill();
 }

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { clickJoin, createRoom, roomItem, setup, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+import { describeInvite, inviteLink, linkFromLocation, roomLink } from '../../web/access.js';
 
 const CAMERA_OFF = { mic_muted: false, deafened: false, camera_off: true }; // spares the CPU
 
@@ -15,6 +16,21 @@ async function createWithAccess(page, room, access, password = '') {
   if (password) await page.locator('[data-testid="create-password"]').fill(password);
   await createRoom(page, room);
 }
+
+test('room links and invite links (web/access.js, no browser)', () => {
+  const loc = (href) => new URL(href);
+  assert.equal(roomLink('band practice', loc('http://h:8080/')), 'http://h:8080/r/band%20practice');
+  assert.equal(inviteLink('a.b_c-d', 'kq2V0vJ7m6y8qXb1cR2pTw', loc('https://h/')), 'https://h/r/a.b_c-d?invite=kq2V0vJ7m6y8qXb1cR2pTw');
+  assert.deepEqual(linkFromLocation(loc('http://h/r/band%20practice?invite=kq2V0vJ7m6y8qXb1cR2pTw')), { room: 'band practice', invite: 'kq2V0vJ7m6y8qXb1cR2pTw' });
+  assert.deepEqual(linkFromLocation(loc('http://h/r/choir/')), { room: 'choir', invite: '' });
+  for (const href of ['http://h/', 'http://h/r/', 'http://h/r/%20', 'http://h/r/%E0%A4%A', 'http://h/r/a/b', 'http://h/viewer/choir']) {
+    assert.equal(linkFromLocation(loc(href)), null, href);
+  }
+  const now = Date.UTC(2026, 0, 1, 12);
+  const line = describeInvite({ id: 1, role: 'viewer', uses: 3, used: 1, not_before_ms: now - 1000, expires_at_ms: now + 3_600_000 }, now);
+  assert.match(line, /^3 people as viewers · 1 of 3 used · until /);
+  assert.match(describeInvite({ id: 2, role: 'member', used: 4, not_before_ms: now, expires_at_ms: now - 1 }, now), /^Anyone with the link as members · 4 joined · expired$/);
+});
 
 test('access: password room, kick from the tile menu, private room by invite link', { timeout: 120_000 }, async (t) => {
   const env = await setup(t);

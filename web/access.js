@@ -172,6 +172,7 @@ export class ConfirmDialog {
     this.typeLabel = $('confirm-type-label');
     this.type = $('confirm-type');
     this.ok = $('confirm-ok');
+    this.cancel = this.dialog.querySelector('.sheet-actions [data-close]');
     this.typed = '';
     this.resolve = null;
     closable(this.dialog, () => this.dialog.close());
@@ -201,7 +202,8 @@ export class ConfirmDialog {
     this.type.value = '';
     this.refresh();
     if (!this.dialog.open) this.dialog.showModal();
-    (typed ? this.type : this.ok).focus();
+    // Typing the name, or else Cancel: Enter alone never confirms something that cannot be undone.
+    (typed ? this.type : this.cancel).focus();
     return new Promise((resolve) => {
       this.resolve = resolve;
     });

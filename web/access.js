@@ -540,7 +540,7 @@ export class RoomAdmin {
 
 /**
  * A small menu (Mute, Make / Remove owner, Remove) opened from a tile's button, with the keyboard:
- * arrows move, Escape and Tab close, focus goes back to the button.
+ * arrows, Home and End move, Escape and Tab close it, focus goes back to the button.
  * @param {{onAction: (action: string, id: string) => void}} opts
  */
 export class ParticipantMenu {
@@ -573,7 +573,8 @@ export class ParticipantMenu {
         ev.stopPropagation();
         this.close(true);
       } else if (ev.key === 'Tab') {
-        this.close(false);
+        ev.preventDefault(); // the menu sits at the end of the page: back to its tile instead
+        this.close(true);
       }
     });
     document.addEventListener('pointerdown', (ev) => {

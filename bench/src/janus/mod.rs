@@ -262,6 +262,7 @@ fn info(id: ParticipantId, name: &str) -> ParticipantInfo {
         name: name.to_string(),
         state: Default::default(),
         role: Role::Member,
+        owner: false,
     }
 }
 

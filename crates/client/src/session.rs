@@ -159,6 +159,8 @@ impl Session {
                 &ClientMessage::CreateRoom {
                     id: Some(1),
                     room: config.room.clone(),
+                    access: Default::default(),
+                    password: None,
                 },
             )
             .await?;
@@ -180,6 +182,7 @@ impl Session {
                 name: config.name.clone(),
                 state: config.state,
                 role: config.role,
+                credentials: Default::default(),
             },
         )
         .await?;

@@ -82,6 +82,69 @@ pub struct ParticipantInfo {
     pub state: MediaState,
     #[serde(default)]
     pub role: Role,
+    /// An owner of the room (may change its settings, kick, invite).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub owner: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Who may enter a room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Listed; anyone may join.
+    #[default]
+    Public,
+    /// Listed; the password is needed to join.
+    Password,
+    /// Not listed; only an invite (or an owner key) gets in.
+    Private,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Password => "password",
+            Access::Private => "private",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Access> {
+        match s {
+            "public" => Some(Access::Public),
+            "password" => Some(Access::Password),
+            "private" => Some(Access::Private),
+            _ => None,
+        }
+    }
+}
+
+/// A room's settings as its members see them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettings {
+    pub access: Access,
+    pub locked: bool,
+    pub has_password: bool,
+}
+
+/// An invite as owners see it; `token` only in `invite_created`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteInfo {
+    pub id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub role: Role,
+    /// People it admits; absent: any number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+    pub used: u32,
+    pub not_before_ms: i64,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
 }
 
 /// One participant's voice level for meters, 0 (silent) to 100 (loudest).
@@ -97,6 +160,10 @@ pub struct RoomSummary {
     pub name: String,
     pub participants: usize,
     pub max_participants: usize,
+    #[serde(default)]
+    pub access: Access,
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// One chat message as stored and shown. `text` is plain text: clients never interpret it as HTML.
@@ -125,11 +192,15 @@ pub enum ClientMessage {
         #[serde(default)]
         limit: Option<u32>,
     },
-    /// Create an empty room; answered by `room_created`.
+    /// Create an empty room; answered by `room_created` (with the creator's owner key).
     CreateRoom {
         #[serde(default)]
         id: Option<RequestId>,
         room: String,
+        #[serde(default)]
+        access: Access,
+        #[serde(default)]
+        password: Option<String>,
     },
     /// Enter a room; answered by `joined`. The client then sends its `offer`.
     Join {
@@ -141,6 +212,8 @@ pub enum ClientMessage {
         state: MediaState,
         #[serde(default)]
         role: Role,
+        #[serde(default, flatten)]
+        credentials: Credentials,
     },
     /// Leave the current room; answered by `left`.
     Leave {
@@ -183,6 +256,85 @@ pub enum ClientMessage {
         #[serde(flatten)]
         change: MediaStateChange,
     },
+    /// Owners: change the room's access, password or lock.
+    RoomSettings {
+        #[serde(default)]
+        id: Option<RequestId>,
+        #[serde(default)]
+        access: Option<Access>,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default)]
+        locked: Option<bool>,
+    },
+    /// Owners: remove someone from the room (and keep their address out for a while).
+    Kick {
+        #[serde(default)]
+        id: Option<RequestId>,
+        participant_id: ParticipantId,
+    },
+    /// Owners: turn someone's microphone off.
+    Mute {
+        #[serde(default)]
+        id: Option<RequestId>,
+        participant_id: ParticipantId,
+    },
+    /// Owners: make someone an owner, or stop them (or yourself) being one.
+    SetOwner {
+        #[serde(default)]
+        id: Option<RequestId>,
+        participant_id: ParticipantId,
+        owner: bool,
+    },
+    /// Owners: a link that admits `uses` people (any number when absent) with `role`.
+    CreateInvite {
+        #[serde(default)]
+        id: Option<RequestId>,
+        #[serde(default)]
+        uses: Option<u32>,
+        #[serde(default)]
+        expires_in_s: Option<u64>,
+        #[serde(default)]
+        not_before_ms: Option<i64>,
+        #[serde(default)]
+        role: Role,
+    },
+    /// Owners: the room's invites (without tokens).
+    ListInvites {
+        #[serde(default)]
+        id: Option<RequestId>,
+    },
+    /// Owners: no more joins with this invite; with `kick`, those who came by it leave.
+    RevokeInvite {
+        #[serde(default)]
+        id: Option<RequestId>,
+        invite_id: i64,
+        #[serde(default)]
+        kick: bool,
+    },
+    /// Owners (of their room) and the admin (of any): delete the room and its chat. `room` confirms.
+    DeleteRoom {
+        #[serde(default)]
+        id: Option<RequestId>,
+        room: String,
+    },
+    /// Become the admin with the admin token.
+    Admin {
+        #[serde(default)]
+        id: Option<RequestId>,
+        token: String,
+    },
+}
+
+/// What a `join` may present to get in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_key: Option<String>,
 }
 
 /// Messages the server sends.
@@ -222,6 +374,9 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         room: RoomSummary,
+        /// The creator's owner key: sent with a later `join`, it makes them an owner again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner_key: Option<String>,
     },
     /// You are in `room` as participant `you` called `name`; `participants` are the others already there.
     Joined {
@@ -233,6 +388,11 @@ pub enum ServerMessage {
         participants: Vec<ParticipantInfo>,
         /// Who is speaking now, if anyone has yet.
         active_speaker: Option<ParticipantId>,
+        /// You are an owner of the room.
+        #[serde(default)]
+        owner: bool,
+        #[serde(default)]
+        settings: RoomSettings,
     },
     /// The dominant speaker changed (`null`: nobody, e.g. they muted).
     ActiveSpeaker {
@@ -256,11 +416,54 @@ pub enum ServerMessage {
     ParticipantUpdated {
         participant: ParticipantInfo,
     },
-    /// A reply to `set_state` with your resulting flags.
+    /// A reply to `set_state` with your resulting flags; without `id` and with `by` when an owner
+    /// muted you.
     StateSet {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         state: MediaState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ParticipantId>,
+    },
+    /// The room's settings: to everyone in it when they change, and the reply to `room_settings`.
+    RoomSettings {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        settings: RoomSettings,
+    },
+    /// An owner's request was done.
+    Ok {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    /// You were removed from `room` by `by`; `left` follows.
+    Kicked {
+        room: String,
+        by: String,
+    },
+    /// You were made an owner of `room`: keep `key` for later joins.
+    OwnerKey {
+        room: String,
+        key: String,
+    },
+    InviteCreated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        invite: InviteInfo,
+    },
+    Invites {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        invites: Vec<InviteInfo>,
+    },
+    /// Your room was deleted; `left` follows.
+    RoomDeleted {
+        room: String,
+    },
+    /// This connection is the admin now.
+    Admin {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
     },
     /// A chat message in your room. `id` is set only in the copy sent to its author.
     Chat {
@@ -322,6 +525,20 @@ pub enum ErrorCode {
     MessageTooLong,
     /// A chat message with nothing but spaces.
     EmptyMessage,
+    /// The room has a password and the join carried none.
+    PasswordRequired,
+    WrongPassword,
+    /// A private room: only an invite gets in.
+    InviteRequired,
+    /// The invite is unknown, revoked, used up, not yet valid or expired.
+    InvalidInvite,
+    RoomLocked,
+    /// Kicked from this room a moment ago.
+    Banned,
+    /// Only owners (or the admin) may do that.
+    Forbidden,
+    /// A password that cannot be set (empty or too long).
+    InvalidPassword,
     Internal,
 }
 
@@ -342,6 +559,14 @@ impl ErrorCode {
             ErrorCode::MediaLost => "media_lost",
             ErrorCode::MessageTooLong => "message_too_long",
             ErrorCode::EmptyMessage => "empty_message",
+            ErrorCode::PasswordRequired => "password_required",
+            ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::InviteRequired => "invite_required",
+            ErrorCode::InvalidInvite => "invalid_invite",
+            ErrorCode::RoomLocked => "room_locked",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidPassword => "invalid_password",
             ErrorCode::Internal => "internal",
         }
     }
@@ -403,7 +628,16 @@ impl ClientMessage {
             | ClientMessage::ChatSend { id, .. }
             | ClientMessage::ChatHistory { id, .. }
             | ClientMessage::Offer { id, .. }
-            | ClientMessage::Answer { id, .. } => *id,
+            | ClientMessage::Answer { id, .. }
+            | ClientMessage::RoomSettings { id, .. }
+            | ClientMessage::Kick { id, .. }
+            | ClientMessage::Mute { id, .. }
+            | ClientMessage::SetOwner { id, .. }
+            | ClientMessage::CreateInvite { id, .. }
+            | ClientMessage::ListInvites { id }
+            | ClientMessage::RevokeInvite { id, .. }
+            | ClientMessage::DeleteRoom { id, .. }
+            | ClientMessage::Admin { id, .. } => *id,
         }
     }
 }
@@ -474,6 +708,7 @@ mod tests {
                 name: "Ann".into(),
                 state: MediaState::default(),
                 role: Role::Member,
+                credentials: Credentials::default(),
             }
         );
     }

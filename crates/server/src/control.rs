@@ -6,6 +6,7 @@
 //! commands for a worker, durable work for the store. The shell (`plane.rs`) moves them.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use parley_proto::{
@@ -17,6 +18,12 @@ use serde::Serialize;
 
 use crate::rate::{RateLimit, TokenBucket};
 use crate::rooms::{Refusal, Rooms};
+use crate::secret::TokenHash;
+use crate::store::{StoreWrite, StoredInvite, StoredRoom};
+
+mod access;
+
+pub use access::{AfterPassword, PasswordJob, PasswordResult, PasswordWork, PendingJoin};
 
 /// A signalling connection (one browser tab). When it joins a room, it is the participant of the same id.
 pub type SessionId = ParticipantId;
@@ -52,10 +59,12 @@ impl ControlConfig {
 /// [`Control::chat_saved`] and [`Control::history_loaded`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreRequest {
-    CreateRoom {
+    /// A durable change; the store reports back with [`Control::written`] and `then`.
+    Write {
         session: SessionId,
         request_id: Option<RequestId>,
-        name: String,
+        write: StoreWrite,
+        then: AfterWrite,
     },
     SaveChat {
         session: SessionId,
@@ -86,6 +95,46 @@ pub enum Output {
         command: MediaCommand,
     },
     Store(StoreRequest),
+    /// Argon2 work, too slow for this task: done elsewhere, reported with [`Control::password_done`].
+    Password(PasswordJob),
+}
+
+/// What the control plane does once a write is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterWrite {
+    RoomCreated {
+        name: String,
+        owner_key: String,
+    },
+    Settings {
+        room: String,
+        settings: parley_proto::RoomSettings,
+        password_hash: Option<String>,
+    },
+    OwnerAdded {
+        room: String,
+        target: SessionId,
+        key: String,
+    },
+    OwnerRemoved {
+        room: String,
+        target: SessionId,
+    },
+    InviteCreated {
+        room: String,
+        invite: StoredInvite,
+        token: String,
+    },
+    InviteRevoked {
+        room: String,
+        invite: i64,
+        kick: bool,
+    },
+    RoomDeleted {
+        room: String,
+    },
+    /// Nothing to tell anyone (an invite's use count).
+    Nothing,
 }
 
 /// A room as `/api/status` shows it.
@@ -113,10 +162,52 @@ struct MediaSeat {
     worker: usize,
 }
 
+/// What the control plane knows of a connection besides its id.
+#[derive(Debug, Clone, Copy, Default)]
+struct SessionInfo {
+    /// The client's address (none in tests without sockets).
+    addr: Option<IpAddr>,
+    /// Logged in with the admin token.
+    admin: bool,
+}
+
+/// How a member got in, for revoking it later.
+#[derive(Debug, Clone, Copy, Default)]
+struct MemberAccess {
+    owner_key: Option<TokenHash>,
+    invite: Option<i64>,
+}
+
+/// A room's secrets: only hashes.
+#[derive(Debug, Clone, Default)]
+struct RoomSecrets {
+    password_hash: Option<String>,
+    owner_keys: Vec<TokenHash>,
+    invites: Vec<StoredInvite>,
+}
+
+/// Wrong passwords (or admin tokens) from one address for one room.
+#[derive(Debug, Clone, Copy, Default)]
+struct Attempts {
+    failures: u32,
+    blocked_until: Option<Instant>,
+}
+
 pub struct Control {
     config: ControlConfig,
     rooms: Rooms,
     sessions: BTreeSet<SessionId>,
+    session_info: HashMap<SessionId, SessionInfo>,
+    secrets: HashMap<String, RoomSecrets>,
+    member_access: HashMap<SessionId, MemberAccess>,
+    /// (room, address) → kicked until.
+    bans: HashMap<(String, IpAddr), Instant>,
+    attempts: HashMap<(Option<IpAddr>, String), Attempts>,
+    pending_joins: HashMap<SessionId, PendingJoin>,
+    admin_hash: Option<TokenHash>,
+    next_invite: i64,
+    /// Wall-clock time (Unix ms) of the input being handled: invites expire by it.
+    unix_ms: i64,
     chat_buckets: HashMap<SessionId, TokenBucket>,
     placements: HashMap<String, Placement>,
     room_names: HashMap<RoomId, String>,
@@ -139,6 +230,15 @@ impl Control {
             worker_load: vec![0; config.workers.max(1)],
             config,
             sessions: BTreeSet::new(),
+            session_info: HashMap::new(),
+            secrets: HashMap::new(),
+            member_access: HashMap::new(),
+            bans: HashMap::new(),
+            attempts: HashMap::new(),
+            pending_joins: HashMap::new(),
+            admin_hash: None,
+            next_invite: 1,
+            unix_ms: 0,
             chat_buckets: HashMap::new(),
             placements: HashMap::new(),
             room_names: HashMap::new(),
@@ -163,9 +263,47 @@ impl Control {
         &self.worker_load
     }
 
-    /// Creates a room outside of signalling (rooms loaded at start-up, defaults, tests).
+    /// Creates a room outside of signalling (the default room, tests).
     pub fn create_room(&mut self, name: &str) -> Result<(), Refusal> {
         self.rooms.create(name).map(|_| ())
+    }
+
+    /// A room loaded from the store, with its settings and secrets.
+    pub fn load_room(&mut self, stored: StoredRoom) -> Result<(), Refusal> {
+        self.rooms.create(&stored.name)?;
+        let settings = parley_proto::RoomSettings {
+            access: stored.access,
+            locked: stored.locked,
+            has_password: stored.password_hash.is_some(),
+        };
+        self.rooms.set_settings(&stored.name, settings);
+        self.next_invite = self
+            .next_invite
+            .max(stored.invites.iter().map(|i| i.id + 1).max().unwrap_or(1));
+        self.secrets.insert(
+            stored.name,
+            RoomSecrets {
+                password_hash: stored.password_hash,
+                owner_keys: stored.owner_keys,
+                invites: stored.invites,
+            },
+        );
+        Ok(())
+    }
+
+    /// Invite ids continue after this one (revoked invites are not loaded, their ids stay used).
+    pub fn set_last_invite_id(&mut self, id: i64) {
+        self.next_invite = self.next_invite.max(id + 1);
+    }
+
+    /// The admin token's hash (none: nobody is admin).
+    pub fn set_admin_hash(&mut self, hash: Option<TokenHash>) {
+        self.admin_hash = hash;
+    }
+
+    /// The wall clock for the inputs that follow (Unix ms).
+    pub fn set_unix_ms(&mut self, unix_ms: i64) {
+        self.unix_ms = unix_ms;
     }
 
     /// What to do, in order.
@@ -192,7 +330,14 @@ impl Control {
     }
 
     pub fn connect(&mut self, session: SessionId) {
+        self.connect_from(session, None);
+    }
+
+    /// A new connection from `addr`.
+    pub fn connect_from(&mut self, session: SessionId, addr: Option<IpAddr>) {
         self.sessions.insert(session);
+        self.session_info
+            .insert(session, SessionInfo { addr, admin: false });
         self.send(
             session,
             ServerMessage::Welcome {
@@ -201,7 +346,7 @@ impl Control {
                 max_chat_chars: self.config.chat_max_chars,
             },
         );
-        let (rooms, has_more) = self.rooms.page(None, MAX_ROOMS_PAGE as usize);
+        let (rooms, has_more) = self.rooms.page(None, MAX_ROOMS_PAGE as usize, false);
         self.send(
             session,
             ServerMessage::Rooms {
@@ -219,6 +364,8 @@ impl Control {
         }
         self.leave_room(session, true);
         self.chat_buckets.remove(&session);
+        self.session_info.remove(&session);
+        self.pending_joins.remove(&session);
     }
 
     /// Sends `message` to `session` in order with everything else it is sent.
@@ -236,7 +383,9 @@ impl Control {
         match message {
             ClientMessage::ListRooms { after, limit, .. } => {
                 let limit = limit.unwrap_or(MAX_ROOMS_PAGE).clamp(1, MAX_ROOMS_PAGE) as usize;
-                let (rooms, has_more) = self.rooms.page(after.as_deref(), limit);
+                let (rooms, has_more) =
+                    self.rooms
+                        .page(after.as_deref(), limit, self.is_admin(session));
                 self.send(
                     session,
                     ServerMessage::Rooms {
@@ -246,24 +395,31 @@ impl Control {
                     },
                 );
             }
-            // The name is taken at once; the room opens, and the creator hears of it, once stored.
-            ClientMessage::CreateRoom { room, .. } => match self.rooms.create_pending(&room) {
-                Ok(room) => {
-                    self.outputs.push(Output::Store(StoreRequest::CreateRoom {
-                        session,
-                        request_id: id,
-                        name: room.name,
-                    }));
-                }
-                Err(r) => self.refuse(session, id, r),
-            },
+            ClientMessage::CreateRoom {
+                room,
+                access,
+                password,
+                ..
+            } => self.create(session, id, &room, access, password),
             ClientMessage::Join {
                 room,
                 name,
                 state,
                 role,
+                credentials,
                 ..
-            } => self.join(session, id, (&room, &name, role), state),
+            } => self.join(
+                session,
+                PendingJoin {
+                    id,
+                    room,
+                    name,
+                    state,
+                    role,
+                },
+                credentials,
+                now,
+            ),
             ClientMessage::Leave { .. } => match self.leave_room(session, true) {
                 Some(room) => self.send(session, ServerMessage::Left { id, room }),
                 None => self.refuse(session, id, not_in_room()),
@@ -299,6 +455,34 @@ impl Control {
             ClientMessage::ChatHistory { before, limit, .. } => {
                 self.chat_history(session, id, before, limit)
             }
+            ClientMessage::RoomSettings {
+                access,
+                password,
+                locked,
+                ..
+            } => self.room_settings(session, id, access, password, locked),
+            ClientMessage::Kick { participant_id, .. } => {
+                self.kick(session, id, participant_id, now)
+            }
+            ClientMessage::Mute { participant_id, .. } => self.mute(session, id, participant_id),
+            ClientMessage::SetOwner {
+                participant_id,
+                owner,
+                ..
+            } => self.set_owner(session, id, participant_id, owner),
+            ClientMessage::CreateInvite {
+                uses,
+                expires_in_s,
+                not_before_ms,
+                role,
+                ..
+            } => self.create_invite(session, id, uses, expires_in_s, not_before_ms, role),
+            ClientMessage::ListInvites { .. } => self.list_invites(session, id),
+            ClientMessage::RevokeInvite {
+                invite_id, kick, ..
+            } => self.revoke_invite(session, id, invite_id, kick),
+            ClientMessage::DeleteRoom { room, .. } => self.delete_room(session, id, &room),
+            ClientMessage::Admin { token, .. } => self.admin_login(session, id, &token, now),
         }
     }
 
@@ -376,41 +560,6 @@ impl Control {
         }
     }
 
-    /// The store has (or has not) made a new room durable.
-    pub fn room_stored(
-        &mut self,
-        session: SessionId,
-        request_id: Option<RequestId>,
-        name: &str,
-        stored: bool,
-    ) {
-        if !stored {
-            self.rooms.discard(name);
-            return self.store_failed(
-                session,
-                request_id,
-                "the room could not be saved; try again",
-            );
-        }
-        let Some(room) = self.rooms.confirm(name) else {
-            return;
-        };
-        tracing::info!(room = %room.name, session, "room created");
-        if self.sessions.contains(&session) {
-            self.send(
-                session,
-                ServerMessage::RoomCreated {
-                    id: request_id,
-                    room: room.clone(),
-                },
-            );
-        }
-        self.outputs.push(Output::Send {
-            sessions: self.sessions.iter().copied().collect(),
-            message: ServerMessage::RoomAdded { room },
-        });
-    }
-
     /// A chat message was stored: everyone in its room gets it, the author with its request id.
     pub fn chat_saved(
         &mut self,
@@ -473,17 +622,25 @@ impl Control {
         }
     }
 
-    fn join(
-        &mut self,
-        session: SessionId,
-        id: Option<RequestId>,
-        (room, name, role): (&str, &str, Role),
-        state: parley_proto::MediaState,
-    ) {
-        let me = match self.rooms.join(session, room, name, state, role) {
+    /// Puts `session` in the room it asked for: the access rules (`access.rs`) let it in.
+    fn admit(&mut self, session: SessionId, join: PendingJoin, owner: bool, how: MemberAccess) {
+        let PendingJoin {
+            id,
+            room,
+            name,
+            state,
+            role,
+        } = join;
+        let me = match self.rooms.join(session, &room, &name, state, role, owner) {
             Ok(me) => me,
             Err(r) => return self.refuse(session, id, r),
         };
+        self.member_access.insert(session, how);
+        let settings = self
+            .rooms
+            .room_of(session)
+            .map(|r| r.settings())
+            .unwrap_or_default();
         let Some(joined_room) = self.rooms.room_of(session) else {
             return;
         };
@@ -547,6 +704,8 @@ impl Control {
                 name: me.name,
                 participants: others,
                 active_speaker,
+                owner,
+                settings,
             },
         );
         if counted {
@@ -570,6 +729,7 @@ impl Control {
             .and_then(|r| r.member(session))
             .is_some_and(|m| m.role == Role::Member);
         let (room, remaining) = self.rooms.leave(session)?;
+        self.member_access.remove(&session);
         if let Some(seat) = self.seats.remove(&session) {
             self.peers.remove(&seat.peer);
             self.worker_load[seat.worker] = self.worker_load[seat.worker].saturating_sub(1);
@@ -597,6 +757,17 @@ impl Control {
     }
 
     fn set_state(&mut self, session: SessionId, id: Option<RequestId>, change: MediaStateChange) {
+        self.change_state(session, id, change, None);
+    }
+
+    /// Applies a state change of `session`'s flags, by itself or (`by`) by an owner.
+    fn change_state(
+        &mut self,
+        session: SessionId,
+        id: Option<RequestId>,
+        change: MediaStateChange,
+        by: Option<SessionId>,
+    ) {
         let before = self
             .rooms
             .room_of(session)
@@ -611,6 +782,7 @@ impl Control {
             ServerMessage::StateSet {
                 id,
                 state: updated.state,
+                by,
             },
         );
         let room = self.rooms.room_of(session).map(|r| r.name().to_string());
@@ -734,6 +906,9 @@ impl Control {
 
     /// Everyone connected hears a room's new count (a small delta, not the whole list).
     fn room_count_changed(&mut self, room: &str) {
+        if !self.rooms.room(room).is_some_and(|r| r.listed()) {
+            return;
+        }
         let Some(room) = self.rooms.summary_of(room) else {
             return;
         };
@@ -775,6 +950,7 @@ mod tests {
                 name: format!("p{session}"),
                 state: MediaState::default(),
                 role,
+                credentials: Default::default(),
             },
             Instant::now(),
         );
@@ -967,6 +1143,7 @@ mod tests {
                 name: "again".into(),
                 state: MediaState::default(),
                 role: Role::Member,
+                credentials: Default::default(),
             },
             Instant::now(),
         );

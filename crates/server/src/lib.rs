@@ -6,6 +6,7 @@
 //! and the placement of rooms on media workers, and alone speaks the protocol with clients; each media
 //! worker (`worker.rs`, one thread per core) owns the rooms placed on it and its own UDP socket.
 
+mod admin;
 mod config;
 pub mod control;
 mod http;
@@ -15,8 +16,9 @@ mod outbox;
 mod plane;
 pub mod rate;
 pub mod rooms;
+pub mod secret;
 mod signalling;
-mod store;
+pub mod store;
 mod tls;
 mod udp;
 mod worker;
@@ -118,13 +120,18 @@ async fn run(config: Config) -> Result<()> {
     };
     control_config.server_version = env!("CARGO_PKG_VERSION").to_string();
     let mut control = Control::new(control_config);
-    let stored = store.rooms().context("loading rooms")?;
-    for name in &stored {
-        if let Err(e) = control.create_room(name) {
+    let stored = store.load_rooms().context("loading rooms")?;
+    let stored_names: Vec<String> = stored.iter().map(|r| r.name.clone()).collect();
+    for room in stored {
+        let name = room.name.clone();
+        if let Err(e) = control.load_room(room) {
             tracing::warn!("stored room {name:?} skipped: {}", e.message);
         }
     }
-    if !config.default_room.is_empty() && !stored.contains(&config.default_room) {
+    control.set_last_invite_id(store.last_invite_id()?);
+    let admin_token = admin::ensure_token(&store)?;
+    control.set_admin_hash(Some(admin::token_hash(&store)?));
+    if !config.default_room.is_empty() && !stored_names.contains(&config.default_room) {
         match control.create_room(&config.default_room) {
             Ok(()) => store.add_room(&config.default_room, now_ms())?,
             Err(e) => tracing::warn!(
@@ -198,18 +205,25 @@ async fn run(config: Config) -> Result<()> {
         if worker_count == 1 { "" } else { "s" }
     );
     println!("  data:             {}", config.data_dir.display());
+    if let Some(token) = &admin_token {
+        println!("  admin token:      {token}");
+        println!("  (shown this once: keep it. `parley admin reset-token` makes a new one.)");
+    }
 
     let http_app = app.clone();
     let http_server = async move {
-        axum::serve(http_listener, http_app)
-            .await
-            .context("HTTP server")
+        axum::serve(
+            http_listener,
+            http_app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .context("HTTP server")
     };
     match https {
         Some((listener, tls)) => {
             let https_server = async move {
                 axum_server::from_tcp_rustls(listener, tls)?
-                    .serve(app.into_make_service())
+                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                     .await
                     .context("HTTPS server")
             };

@@ -12,8 +12,12 @@ use parley_proto::{ChatMessage, ClientMessage, RequestId, ServerMessage};
 use parley_sfu::{MediaCounters, MediaEvent, MediaGauges, PeerDebug};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::{Control, Output, RoomStatus, SessionId, StoreRequest};
+use crate::control::{
+    AfterWrite, Control, Output, PasswordJob, PasswordResult, PasswordWork, RoomStatus, SessionId,
+    StoreRequest,
+};
 use crate::outbox::{Outbox, Queued};
+use crate::secret;
 use crate::store::{now_ms, Store};
 use crate::worker::{WorkerCommand, WorkerSnapshot};
 
@@ -22,6 +26,8 @@ pub enum ControlInput {
     Connect {
         session: SessionId,
         outbox: Outbox,
+        /// The client's address (for per-address limits and bans).
+        addr: Option<std::net::IpAddr>,
     },
     Message {
         session: SessionId,
@@ -37,11 +43,17 @@ pub enum ControlInput {
     },
     /// A media worker's event.
     Media(MediaEvent),
-    RoomStored {
+    /// The store did (or could not do) a write.
+    Written {
         session: SessionId,
         request_id: Option<RequestId>,
-        name: String,
+        then: AfterWrite,
         stored: bool,
+    },
+    /// Argon2 work is done.
+    PasswordDone {
+        job: PasswordJob,
+        result: PasswordResult,
     },
     ChatSaved {
         session: SessionId,
@@ -87,6 +99,8 @@ pub struct ControlPlane {
     workers: Vec<mpsc::Sender<WorkerCommand>>,
     outboxes: HashMap<SessionId, Outbox>,
     store_jobs: std::sync::mpsc::Sender<StoreRequest>,
+    /// For results of work done off this task.
+    inputs: mpsc::Sender<ControlInput>,
     dropped_levels: u64,
     slow_closes: u64,
 }
@@ -102,7 +116,8 @@ impl ControlPlane {
             control,
             workers,
             outboxes: HashMap::new(),
-            store_jobs: spawn_store_thread(store, inputs)?,
+            store_jobs: spawn_store_thread(store, inputs.clone())?,
+            inputs,
             dropped_levels: 0,
             slow_closes: 0,
         })
@@ -117,10 +132,15 @@ impl ControlPlane {
     }
 
     fn handle(&mut self, input: ControlInput) {
+        self.control.set_unix_ms(now_ms());
         match input {
-            ControlInput::Connect { session, outbox } => {
+            ControlInput::Connect {
+                session,
+                outbox,
+                addr,
+            } => {
                 self.outboxes.insert(session, outbox);
-                self.control.connect(session);
+                self.control.connect_from(session, addr);
             }
             ControlInput::Message { session, message } => {
                 self.control
@@ -132,12 +152,17 @@ impl ControlPlane {
             }
             ControlInput::Refused { session, message } => self.control.reply(session, message),
             ControlInput::Media(event) => self.control.media_event(event),
-            ControlInput::RoomStored {
+            ControlInput::Written {
                 session,
                 request_id,
-                name,
+                then,
                 stored,
-            } => self.control.room_stored(session, request_id, &name, stored),
+            } => self
+                .control
+                .written(session, request_id, then, stored, Instant::now()),
+            ControlInput::PasswordDone { job, result } => {
+                self.control.password_done(job, result, Instant::now())
+            }
             ControlInput::ChatSaved {
                 session,
                 request_id,
@@ -201,6 +226,7 @@ impl ControlPlane {
                             tracing::error!("the store thread is gone");
                         }
                     }
+                    Output::Password(job) => self.password_work(job),
                 }
             }
             for session in too_slow {
@@ -216,6 +242,31 @@ impl ControlPlane {
                 self.control.disconnect(session);
             }
         }
+    }
+
+    /// Argon2 takes tens of milliseconds: on tokio's blocking pool, never on this task.
+    fn password_work(&self, job: PasswordJob) {
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            let work = job.clone();
+            let result = tokio::task::spawn_blocking(move || match work.work {
+                PasswordWork::Verify { hash } => {
+                    PasswordResult::Matched(secret::verify_password(&work.password, &hash))
+                }
+                PasswordWork::Hash => match secret::hash_password(&work.password) {
+                    Ok(h) => PasswordResult::Hashed(h),
+                    Err(e) => {
+                        tracing::error!("password not hashed: {e}");
+                        PasswordResult::Failed
+                    }
+                },
+            })
+            .await
+            .unwrap_or(PasswordResult::Failed);
+            let _ = inputs
+                .send(ControlInput::PasswordDone { job, result })
+                .await;
+        });
     }
 
     /// Answers with the control plane's state and every worker's, gathered off this task.
@@ -274,22 +325,23 @@ fn spawn_store_thread(
         .spawn(move || {
             for request in queue {
                 let input = match request {
-                    StoreRequest::CreateRoom {
+                    StoreRequest::Write {
                         session,
                         request_id,
-                        name,
+                        write,
+                        then,
                     } => {
-                        let stored = match store.add_room(&name, now_ms()) {
+                        let stored = match store.write(&write, now_ms()) {
                             Ok(()) => true,
                             Err(e) => {
-                                tracing::error!(room = %name, "room not saved: {e:#}");
+                                tracing::error!("a change was not saved: {e:#}");
                                 false
                             }
                         };
-                        ControlInput::RoomStored {
+                        ControlInput::Written {
                             session,
                             request_id,
-                            name,
+                            then,
                             stored,
                         }
                     }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use parley_proto::{
-    validate_display_name, validate_room_name, ErrorCode, MediaState, MediaStateChange,
-    ParticipantId, ParticipantInfo, Role, RoomSummary,
+    validate_display_name, validate_room_name, Access, ErrorCode, MediaState, MediaStateChange,
+    ParticipantId, ParticipantInfo, Role, RoomSettings, RoomSummary,
 };
 
 /// Why a membership change was refused; becomes an `error` message for that client.
@@ -32,6 +32,8 @@ pub struct Room {
     /// Created but not yet stored: the name is taken, but nobody sees or enters it until the store
     /// says it is durable (an acknowledged room survives a crash).
     pending: bool,
+    /// Who may enter (the secrets themselves are the control plane's).
+    settings: RoomSettings,
 }
 
 impl Room {
@@ -45,6 +47,15 @@ impl Room {
 
     pub fn member(&self, id: ParticipantId) -> Option<&ParticipantInfo> {
         self.members.iter().find(|m| m.id == id)
+    }
+
+    pub fn settings(&self) -> RoomSettings {
+        self.settings
+    }
+
+    /// Listed in the lobby (private rooms are not).
+    pub fn listed(&self) -> bool {
+        !self.pending && self.settings.access != Access::Private
     }
 }
 
@@ -92,13 +103,45 @@ impl Rooms {
             name: name.to_string(),
             members: Vec::new(),
             pending: true,
+            settings: RoomSettings::default(),
         };
         self.rooms.insert(name.to_string(), room);
         Ok(RoomSummary {
             name: name.to_string(),
             participants: 0,
             max_participants: self.max_participants,
+            access: Access::Public,
+            locked: false,
         })
+    }
+
+    pub fn set_settings(&mut self, name: &str, settings: RoomSettings) {
+        if let Some(room) = self.rooms.get_mut(name) {
+            room.settings = settings;
+        }
+    }
+
+    /// Deletes a room; returns who was in it (they are in no room now).
+    pub fn remove(&mut self, name: &str) -> Option<Vec<ParticipantId>> {
+        let room = self.rooms.remove(name)?;
+        let members: Vec<ParticipantId> = room.members.iter().map(|m| m.id).collect();
+        for m in &members {
+            self.located.remove(m);
+        }
+        Some(members)
+    }
+
+    /// Marks `id` an owner or not; returns the member as others see them now.
+    pub fn set_owner(&mut self, id: ParticipantId, owner: bool) -> Option<ParticipantInfo> {
+        let name = self.located.get(&id)?;
+        let member = self
+            .rooms
+            .get_mut(name)?
+            .members
+            .iter_mut()
+            .find(|m| m.id == id)?;
+        member.owner = owner;
+        Some(member.clone())
     }
 
     /// The room is stored: it is listed and can be joined.
@@ -124,7 +167,13 @@ impl Rooms {
 
     /// Up to `limit` open rooms named after `after` (from the first when absent), by name, and
     /// whether more follow.
-    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<RoomSummary>, bool) {
+    /// Private rooms only `with_private` (for the admin).
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        with_private: bool,
+    ) -> (Vec<RoomSummary>, bool) {
         use std::ops::Bound;
         let start = match after {
             Some(a) => Bound::Excluded(a.to_string()),
@@ -133,6 +182,7 @@ impl Rooms {
         let mut open = self
             .rooms
             .range((start, Bound::Unbounded))
+            .filter(|(_, r)| with_private || r.listed())
             .filter_map(|(name, _)| self.summary_of(name));
         let page: Vec<RoomSummary> = open.by_ref().take(limit).collect();
         let more = open.next().is_some();
@@ -148,6 +198,8 @@ impl Rooms {
                 name: r.name.clone(),
                 participants: r.members.iter().filter(|m| m.role == Role::Member).count(),
                 max_participants: self.max_participants,
+                access: r.settings.access,
+                locked: r.settings.locked,
             })
     }
 
@@ -169,6 +221,7 @@ impl Rooms {
         display_name: &str,
         state: MediaState,
         role: Role,
+        owner: bool,
     ) -> Result<ParticipantInfo, Refusal> {
         if let Some(current) = self.located.get(&id) {
             return Err(Refusal::new(
@@ -203,11 +256,20 @@ impl Rooms {
                 format!("{room_name} is {what} ({max} of {max})"),
             ));
         }
+        // Names are unique in a room: a second "Ann" is "Ann (2)".
+        let taken = |n: &str| room.members.iter().any(|m| m.name == n);
+        let mut name = display_name.to_string();
+        let mut n = 2;
+        while taken(&name) {
+            name = format!("{display_name} ({n})");
+            n += 1;
+        }
         let info = ParticipantInfo {
             id,
-            name: display_name.to_string(),
+            name,
             state,
             role,
+            owner,
         };
         room.members.push(info.clone());
         self.located.insert(id, room_name.to_string());
@@ -257,10 +319,17 @@ mod tests {
     #[test]
     fn join_lists_members_in_order_and_counts() {
         let mut r = rooms_with(&["band"], 16);
-        r.join(1, "band", "Ann", MediaState::default(), Role::Member)
+        r.join(1, "band", "Ann", MediaState::default(), Role::Member, false)
             .unwrap();
-        r.join(2, "band", " Bo ", MediaState::default(), Role::Member)
-            .unwrap();
+        r.join(
+            2,
+            "band",
+            " Bo ",
+            MediaState::default(),
+            Role::Member,
+            false,
+        )
+        .unwrap();
         let room = r.room("band").unwrap();
         let names: Vec<_> = room.members().iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["Ann", "Bo"]);
@@ -270,16 +339,16 @@ mod tests {
     #[test]
     fn one_room_at_a_time() {
         let mut r = rooms_with(&["a", "b"], 16);
-        r.join(1, "a", "Ann", MediaState::default(), Role::Member)
+        r.join(1, "a", "Ann", MediaState::default(), Role::Member, false)
             .unwrap();
         let e = r
-            .join(1, "b", "Ann", MediaState::default(), Role::Member)
+            .join(1, "b", "Ann", MediaState::default(), Role::Member, false)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::AlreadyInRoom);
         assert!(r.room("b").unwrap().members().is_empty());
         // After leaving, the other room can be joined.
         r.leave(1).unwrap();
-        r.join(1, "b", "Ann", MediaState::default(), Role::Member)
+        r.join(1, "b", "Ann", MediaState::default(), Role::Member, false)
             .unwrap();
         assert_eq!(r.room_of(1).unwrap().name(), "b");
     }
@@ -287,34 +356,34 @@ mod tests {
     #[test]
     fn room_full_refuses_the_next() {
         let mut r = rooms_with(&["a"], 2);
-        r.join(1, "a", "A", MediaState::default(), Role::Member)
+        r.join(1, "a", "A", MediaState::default(), Role::Member, false)
             .unwrap();
-        r.join(2, "a", "B", MediaState::default(), Role::Member)
+        r.join(2, "a", "B", MediaState::default(), Role::Member, false)
             .unwrap();
         let e = r
-            .join(3, "a", "C", MediaState::default(), Role::Member)
+            .join(3, "a", "C", MediaState::default(), Role::Member, false)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::RoomFull);
         assert!(r.room_of(3).is_none());
         r.leave(1);
-        r.join(3, "a", "C", MediaState::default(), Role::Member)
+        r.join(3, "a", "C", MediaState::default(), Role::Member, false)
             .unwrap();
     }
 
     #[test]
     fn viewers_have_their_own_capacity_and_are_not_counted() {
         let mut r = rooms_with(&["a"], 1);
-        r.join(1, "a", "A", MediaState::default(), Role::Member)
+        r.join(1, "a", "A", MediaState::default(), Role::Member, false)
             .unwrap();
-        r.join(2, "a", "Wall", MediaState::default(), Role::Viewer)
+        r.join(2, "a", "Wall", MediaState::default(), Role::Viewer, false)
             .unwrap();
         assert_eq!(r.summary()[0].participants, 1);
         let e = r
-            .join(3, "a", "Wall 2", MediaState::default(), Role::Viewer)
+            .join(3, "a", "Wall 2", MediaState::default(), Role::Viewer, false)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::RoomFull);
         let e = r
-            .join(4, "a", "B", MediaState::default(), Role::Member)
+            .join(4, "a", "B", MediaState::default(), Role::Member, false)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::RoomFull);
     }
@@ -328,11 +397,11 @@ mod tests {
             ErrorCode::InvalidRoomName
         );
         let e = r
-            .join(1, "nope", "A", MediaState::default(), Role::Member)
+            .join(1, "nope", "A", MediaState::default(), Role::Member, false)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::NoSuchRoom);
         let e = r
-            .join(1, "a", "   ", MediaState::default(), Role::Member)
+            .join(1, "a", "   ", MediaState::default(), Role::Member, false)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidName);
         assert!(r.room_of(1).is_none());
@@ -341,9 +410,9 @@ mod tests {
     #[test]
     fn leave_cleans_up() {
         let mut r = rooms_with(&["a"], 4);
-        r.join(1, "a", "A", MediaState::default(), Role::Member)
+        r.join(1, "a", "A", MediaState::default(), Role::Member, false)
             .unwrap();
-        r.join(2, "a", "B", MediaState::default(), Role::Member)
+        r.join(2, "a", "B", MediaState::default(), Role::Member, false)
             .unwrap();
         let (name, remaining) = r.leave(1).unwrap();
         assert_eq!(name, "a");
@@ -363,7 +432,7 @@ mod tests {
     fn state_changes_apply_to_the_member_only() {
         let mut r = rooms_with(&["a", "b"], 8);
         for (id, room) in [(1, "a"), (2, "a"), (4, "b")] {
-            r.join(id, room, "x", MediaState::default(), Role::Member)
+            r.join(id, room, "x", MediaState::default(), Role::Member, false)
                 .unwrap();
         }
         let updated = r

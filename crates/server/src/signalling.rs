@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use parley_proto::{ClientMessage, ErrorCode, ServerMessage, MAX_MESSAGE_BYTES};
+use std::net::SocketAddr;
 
 use crate::outbox::{self, OutboxReader, CLOSE_TOO_SLOW};
 use crate::plane::ControlInput;
@@ -36,20 +37,28 @@ const READ_BUFFER: usize = 8 * 1024;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
     ws.max_message_size(FRAME_LIMIT)
         .max_frame_size(FRAME_LIMIT)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve(socket, state))
+        .on_upgrade(move |socket| serve(socket, state, peer.ip()))
 }
 
-async fn serve(socket: WebSocket, state: AppState) {
+async fn serve(socket: WebSocket, state: AppState, addr: std::net::IpAddr) {
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
     let (outbox, reader) = outbox::outbox();
     if state
         .control
-        .send(ControlInput::Connect { session, outbox })
+        .send(ControlInput::Connect {
+            session,
+            outbox,
+            addr: Some(addr),
+        })
         .await
         .is_err()
     {

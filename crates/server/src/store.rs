@@ -1,11 +1,14 @@
-//! Durable state in SQLite: rooms and chat history. Schema changes are numbered migrations applied at open.
+//! Durable state in SQLite: rooms (with their access settings, owner keys and invites), chat history and
+//! the admin token's hash. Schema changes are numbered migrations applied at open.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use parley_proto::ChatMessage;
-use rusqlite::{params, Connection};
+use parley_proto::{Access, ChatMessage, Role};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::secret::TokenHash;
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` records how far a database is.
 const MIGRATIONS: &[&str] = &[
@@ -23,7 +26,94 @@ const MIGRATIONS: &[&str] = &[
         sent_at_ms INTEGER NOT NULL
     );
     CREATE INDEX chat_messages_by_room ON chat_messages (room, id);",
+    // 2: access. Secrets are stored only as hashes (SHA-256 for random tokens, argon2id for passwords).
+    "ALTER TABLE rooms ADD COLUMN access TEXT NOT NULL DEFAULT 'public';
+    ALTER TABLE rooms ADD COLUMN password_hash TEXT;
+    ALTER TABLE rooms ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE owner_keys (
+        key_hash BLOB PRIMARY KEY NOT NULL,
+        room TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE invites (
+        id INTEGER PRIMARY KEY NOT NULL,
+        room TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        uses INTEGER,
+        used INTEGER NOT NULL DEFAULT 0,
+        not_before_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );",
 ];
+
+/// A room as stored, with everything the access rules need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRoom {
+    pub name: String,
+    pub access: Access,
+    pub password_hash: Option<String>,
+    pub locked: bool,
+    pub owner_keys: Vec<TokenHash>,
+    pub invites: Vec<StoredInvite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInvite {
+    pub id: i64,
+    pub token_hash: TokenHash,
+    pub role: Role,
+    pub uses: Option<u32>,
+    pub used: u32,
+    pub not_before_ms: i64,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
+    pub revoked: bool,
+}
+
+/// A durable change, done by the store thread; the control plane acknowledges it after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreWrite {
+    CreateRoom {
+        name: String,
+        access: Access,
+        password_hash: Option<String>,
+        owner_key: TokenHash,
+    },
+    Settings {
+        room: String,
+        access: Access,
+        password_hash: Option<String>,
+        locked: bool,
+    },
+    AddOwnerKey {
+        room: String,
+        key: TokenHash,
+    },
+    RemoveOwnerKey {
+        key: TokenHash,
+    },
+    AddInvite {
+        room: String,
+        invite: StoredInvite,
+    },
+    InviteUsed {
+        id: i64,
+    },
+    RevokeInvite {
+        id: i64,
+    },
+    /// The room, its chat, keys and invites.
+    DeleteRoom {
+        room: String,
+    },
+}
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -74,6 +164,189 @@ impl Store {
             .query_map([], |r| r.get(0))?
             .collect::<Result<Vec<String>, _>>()?;
         Ok(names)
+    }
+
+    /// Every room with its settings, owner keys and invites that are not revoked.
+    pub fn load_rooms(&self) -> Result<Vec<StoredRoom>> {
+        let conn = self.conn();
+        let mut rooms: Vec<StoredRoom> = conn
+            .prepare("SELECT name, access, password_hash, locked FROM rooms ORDER BY name")?
+            .query_map([], |r| {
+                let access: String = r.get(1)?;
+                Ok(StoredRoom {
+                    name: r.get(0)?,
+                    access: Access::parse(&access).unwrap_or_default(),
+                    password_hash: r.get(2)?,
+                    locked: r.get::<_, i64>(3)? != 0,
+                    ..Default::default()
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let index: std::collections::HashMap<String, usize> = rooms
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        let keys: Vec<(String, Vec<u8>)> = conn
+            .prepare("SELECT room, key_hash FROM owner_keys")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (room, hash) in keys {
+            if let (Some(&i), Ok(hash)) = (index.get(&room), TokenHash::try_from(hash.as_slice())) {
+                rooms[i].owner_keys.push(hash);
+            }
+        }
+        let mut stmt = conn.prepare(
+            "SELECT room, id, token_hash, role, uses, used, not_before_ms, expires_at_ms, created_at_ms
+             FROM invites WHERE revoked = 0 ORDER BY id",
+        )?;
+        let invites = stmt
+            .query_map([], |r| {
+                let hash: Vec<u8> = r.get(2)?;
+                let role: String = r.get(3)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    hash,
+                    StoredInvite {
+                        id: r.get(1)?,
+                        token_hash: TokenHash::default(),
+                        role: if role == "viewer" {
+                            Role::Viewer
+                        } else {
+                            Role::Member
+                        },
+                        uses: r
+                            .get::<_, Option<i64>>(4)?
+                            .map(|u| u.clamp(0, u32::MAX as i64) as u32),
+                        used: r.get::<_, i64>(5)?.clamp(0, u32::MAX as i64) as u32,
+                        not_before_ms: r.get(6)?,
+                        expires_at_ms: r.get(7)?,
+                        created_at_ms: r.get(8)?,
+                        revoked: false,
+                    },
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (room, hash, mut invite) in invites {
+            if let (Some(&i), Ok(hash)) = (index.get(&room), TokenHash::try_from(hash.as_slice())) {
+                invite.token_hash = hash;
+                rooms[i].invites.push(invite);
+            }
+        }
+        Ok(rooms)
+    }
+
+    /// Does `write`; returns only once it is durable.
+    pub fn write(&self, write: &StoreWrite, now_ms: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        match write {
+            StoreWrite::CreateRoom {
+                name,
+                access,
+                password_hash,
+                owner_key,
+            } => {
+                tx.execute(
+                    "INSERT INTO rooms (name, created_at_ms, access, password_hash) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, now_ms, access.as_str(), password_hash],
+                )?;
+                tx.execute(
+                    "INSERT INTO owner_keys (key_hash, room, created_at_ms) VALUES (?1, ?2, ?3)",
+                    params![owner_key.as_slice(), name, now_ms],
+                )?;
+            }
+            StoreWrite::Settings {
+                room,
+                access,
+                password_hash,
+                locked,
+            } => {
+                tx.execute(
+                    "UPDATE rooms SET access = ?2, password_hash = ?3, locked = ?4 WHERE name = ?1",
+                    params![room, access.as_str(), password_hash, *locked as i64],
+                )?;
+            }
+            StoreWrite::AddOwnerKey { room, key } => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO owner_keys (key_hash, room, created_at_ms) VALUES (?1, ?2, ?3)",
+                    params![key.as_slice(), room, now_ms],
+                )?;
+            }
+            StoreWrite::RemoveOwnerKey { key } => {
+                tx.execute(
+                    "DELETE FROM owner_keys WHERE key_hash = ?1",
+                    params![key.as_slice()],
+                )?;
+            }
+            StoreWrite::AddInvite { room, invite } => {
+                tx.execute(
+                    "INSERT INTO invites (id, room, token_hash, role, uses, used, not_before_ms, expires_at_ms, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        invite.id,
+                        room,
+                        invite.token_hash.as_slice(),
+                        match invite.role {
+                            Role::Viewer => "viewer",
+                            Role::Member => "member",
+                        },
+                        invite.uses.map(i64::from),
+                        i64::from(invite.used),
+                        invite.not_before_ms,
+                        invite.expires_at_ms,
+                        invite.created_at_ms
+                    ],
+                )?;
+            }
+            StoreWrite::InviteUsed { id } => {
+                tx.execute(
+                    "UPDATE invites SET used = used + 1 WHERE id = ?1",
+                    params![id],
+                )?;
+            }
+            StoreWrite::RevokeInvite { id } => {
+                tx.execute("UPDATE invites SET revoked = 1 WHERE id = ?1", params![id])?;
+            }
+            StoreWrite::DeleteRoom { room } => {
+                for table in ["chat_messages", "owner_keys", "invites"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE room = ?1"),
+                        params![room],
+                    )?;
+                }
+                tx.execute("DELETE FROM rooms WHERE name = ?1", params![room])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The highest invite id ever used (revoked ones too), so new ids never repeat.
+    pub fn last_invite_id(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM invites", [], |r| r.get(0))?)
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
     }
 
     pub fn add_room(&self, name: &str, now_ms: i64) -> Result<()> {

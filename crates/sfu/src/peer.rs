@@ -300,12 +300,22 @@ pub fn check_offer_limits(
         "that offer has more tracks than a participant may send (one audio, one camera, one screen share)",
     );
     let (mut audio, mut video) = (0, 0);
+    // New receive-only m-lines: a viewer's connection starts with one audio and one video (no more
+    // than a sender's).
+    let (mut recv_audio, mut recv_video) = (0, 0);
     for section in sections {
         let is_known = section.mid.as_deref().is_some_and(&known);
         if !section.sends {
-            // The server's own tracks come back in a re-offer as the client's recvonly; a new one
-            // is nothing our protocol has.
-            if !is_known {
+            // The server's own tracks come back in a re-offer as the client's recvonly.
+            if is_known {
+                continue;
+            }
+            match section.kind.as_str() {
+                "audio" => recv_audio += 1,
+                "video" => recv_video += 1,
+                _ => return Err(too_many),
+            }
+            if recv_audio > MAX_PUBLISHED_AUDIO || recv_video > MAX_PUBLISHED_VIDEO {
                 return Err(too_many);
             }
             continue;
@@ -1254,15 +1264,20 @@ mod tests {
         let bomb: Vec<(&str, &str, &str)> =
             bomb.iter().map(|(k, m, d)| (*k, m.as_str(), *d)).collect();
         assert!(check_offer_limits(&offer_sections(&sdp(&bomb)), none).is_err());
-        // A re-offer: the server's tracks come back recvonly and are known; new recvonly ones are not.
+        // A re-offer: the server's tracks come back recvonly and are known.
         let reoffer = sdp(&[
             ("audio", "0", "sendonly"),
             ("audio", "5", "recvonly"),
             ("video", "6", "recvonly"),
+            ("audio", "7", "recvonly"),
         ]);
-        let known = |m: &str| m == "5" || m == "6";
+        let known = |m: &str| m != "0";
         assert!(check_offer_limits(&offer_sections(&reoffer), known).is_ok());
-        assert!(check_offer_limits(&offer_sections(&reoffer), |m: &str| m == "5").is_err());
+        // A viewer's first offer: one new recvonly audio and video; no more than that.
+        let viewer = sdp(&[("audio", "0", "recvonly"), ("video", "1", "recvonly")]);
+        assert!(check_offer_limits(&offer_sections(&viewer), none).is_ok());
+        let greedy = sdp(&[("audio", "0", "recvonly"), ("audio", "1", "recvonly")]);
+        assert!(check_offer_limits(&offer_sections(&greedy), none).is_err());
         let mut layers = sdp(&[("video", "1", "sendonly")]);
         layers += "a=rid:a send\r\na=rid:b send\r\na=rid:c send\r\na=rid:d send\r\n";
         assert!(check_offer_limits(&offer_sections(&layers), none).is_err());

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use parley::control::{Control, ControlConfig, Output, SessionId, StoreRequest};
+use parley::control::{
+    Control, ControlConfig, Output, PasswordResult, PasswordWork, SessionId, StoreRequest,
+};
 use parley_proto::{
     ChatMessage, ClientMessage, ErrorCode, MediaState, MediaStateChange, ParticipantId, Role,
     ServerMessage,
@@ -116,6 +118,7 @@ impl<E: Endpoint> Net<E> {
                 name: format!("p{id}"),
                 state: MediaState::default(),
                 role,
+                credentials: Default::default(),
             },
         );
         self.pump();
@@ -316,11 +319,25 @@ impl<E: Endpoint> Net<E> {
             }) => self
                 .control
                 .history_loaded(session, request_id, room, (Vec::new(), false)),
-            Output::Store(StoreRequest::CreateRoom {
+            Output::Store(StoreRequest::Write {
                 session,
                 request_id,
-                name,
-            }) => self.control.room_stored(session, request_id, &name, true),
+                then,
+                ..
+            }) => self
+                .control
+                .written(session, request_id, then, true, self.now),
+            Output::Password(job) => {
+                let result = match &job.work {
+                    PasswordWork::Verify { hash } => PasswordResult::Matched(
+                        parley::secret::verify_password(&job.password, hash),
+                    ),
+                    PasswordWork::Hash => parley::secret::hash_password(&job.password)
+                        .map_or(PasswordResult::Failed, PasswordResult::Hashed),
+                };
+                let now = self.now;
+                self.control.password_done(job, result, now);
+            }
         }
     }
 }

@@ -611,8 +611,9 @@ async function joinRoom(room, creds = {}) {
   prefs.tabRoom = app.room;
   ui.roomTitle.textContent = app.room;
   ui.tiles.replaceChildren();
-  // The address is the room's link (an invite token in it is spent: a reload must not reuse it).
-  history.replaceState(null, '', roomPath(app.room));
+  // Came by a link: the address stays the room's link, without the invite token (spent: a reload must
+  // not reuse it).
+  if (creds.fromLink) history.replaceState(null, '', roomPath(app.room));
   app.owner = !!joined.owner;
   app.settings = joined.settings || null;
 

@@ -70,7 +70,6 @@ test('access: password room, kick from the tile menu, private room by invite lin
       await dialog.waitFor({ state: 'hidden' });
       await b.locator(`.tile[data-participant-id="${idA}"]`).waitFor({ state: 'visible' });
       await b.locator(`.tile[data-participant-id="${idA}"] [data-testid="icon-owner"]`).waitFor({ state: 'visible' });
-      assert.equal(await b.evaluate(() => location.pathname), '/r/vault', 'the address is the room link');
       assert.equal(await b.locator('[data-testid="room-admin-open"]').isVisible(), false, 'no owner controls for B');
       assert.equal(await b.locator(`.tile[data-participant-id="${idA}"] [data-testid="tile-menu"]`).isVisible(), false, 'no tile menu for B');
     });

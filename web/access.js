@@ -4,8 +4,6 @@
 // decides everything; these only ask and show. Text from the server and from people is set with
 // textContent only.
 
-import { ServerError } from './signal.js';
-
 const $ = (id) => document.getElementById(id);
 
 /** The path of `room`'s page: /r/<room>, the name URL-encoded. */
@@ -353,7 +351,8 @@ export class RoomAdmin {
     this.newInvite.hidden = true;
     this.link.value = '';
     this.password.value = '';
-    for (const el of [this.settingsError, this.settingsOk, this.inviteError, this.ownerError]) showError(el, '');
+    for (const el of [this.settingsError, this.inviteError, this.ownerError]) showError(el, '');
+    this.settingsOk.hidden = true;
     this.countRow.hidden = this.uses.value !== 'n';
     this.fill();
     this.list.replaceChildren();
@@ -506,7 +505,7 @@ export class RoomAdmin {
     try {
       await this.signal.request({ type: 'set_owner', participant_id: me, owner: false }, { ownErrors: true });
     } catch (err) {
-      showError(this.ownerError, err instanceof ServerError && err.code === 'forbidden' ? `${err.message} (make someone else an owner first)` : err.message);
+      showError(this.ownerError, err.message);
     }
   }
 

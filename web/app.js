@@ -311,6 +311,8 @@ function handleMessage(msg) {
     case 'room_removed':
       app.rooms = app.rooms.filter((r) => r.name !== msg.room);
       renderRooms();
+      // A room made private leaves every lobby, the admin's too, though the admin may list it: ask again.
+      if (app.admin) reloadRoomsSoon();
       break;
     case 'participant_updated':
       if (app.room && msg.participant && msg.participant.id === app.me) {
@@ -352,7 +354,7 @@ function handleMessage(msg) {
       prefs.setOwnerKey(msg.room, '');
       if (app.room && msg.room === app.room) {
         const mine = app.deleting === msg.room;
-        sentOut(msg.room, mine ? `You deleted ${msg.room}.` : `${msg.room} was deleted by its owner.`, {
+        sentOut(msg.room, mine ? `You deleted ${msg.room}.` : `${msg.room} was deleted.`, {
           title: 'Room deleted',
           code: 'room_deleted',
           kind: mine ? 'info' : 'error',
@@ -889,7 +891,11 @@ async function becomeAdmin(token, { again = false } = {}) {
   app.adminToken = token;
   setAdmin(true);
   if (!again) toast('This tab is the admin: an owner of every room; private rooms are listed too.', { title: 'Admin', kind: 'info', timeout: 6000 });
-  // The list again from the start, now with the private rooms.
+  await reloadRooms(); // now with the private rooms
+}
+
+/** The room list again from its first page. */
+async function reloadRooms() {
   try {
     const reply = await signal.request({ type: 'list_rooms' });
     app.rooms = [];
@@ -899,6 +905,14 @@ async function becomeAdmin(token, { again = false } = {}) {
   } catch (err) {
     toast(err.message, { title: 'Could not load the rooms', code: 'rooms' });
   }
+}
+
+let reloadTimer = null;
+function reloadRoomsSoon() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(() => {
+    if (app.admin && signal.connected) reloadRooms();
+  }, 250);
 }
 
 function setAdmin(on) {

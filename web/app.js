@@ -352,6 +352,8 @@ function handleMessage(msg) {
       break;
     case 'room_deleted':
       prefs.setOwnerKey(msg.room, '');
+      // Gone from our list too (a private room the admin lists gets no room_removed).
+      app.rooms = app.rooms.filter((r) => r.name !== msg.room);
       if (app.room && msg.room === app.room) {
         const mine = app.deleting === msg.room;
         sentOut(msg.room, mine ? `You deleted ${msg.room}.` : `${msg.room} was deleted.`, {

@@ -131,7 +131,8 @@ test('access: password room, kick from the tile menu, private room by invite lin
       await a.locator('[data-testid="invite-list"] li').first().waitFor({ state: 'visible' });
 
       // C opens the link: in the room, and the token leaves the address.
-      await c.goto(link);
+      const res = await c.goto(link);
+      assert.equal(res.status(), 200, `the server serves the client at the invite link (${link}): got HTTP ${res.status()}`);
       const nameInput = c.locator('[data-testid="name-input"]');
       if (await nameInput.isVisible()) {
         await nameInput.fill('Cy');

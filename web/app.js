@@ -1,5 +1,6 @@
-// parley's browser client: name screen, lobby, room. The server is the authority for who is where;
-// this file renders what it says and drives the media session (call.js) over the signalling socket.
+// parley's browser client: name screen, lobby, room. The server is the authority for who is where and
+// who may do what; this file renders what it says and drives the media session (call.js) over the
+// signalling socket. Room access (passwords, invites, owners, the admin) has its dialogs in access.js.
 
 import { Signal, ServerError, signalUrl } from './signal.js';
 import { prefs, checkDisplayName } from './prefs.js';
@@ -10,6 +11,7 @@ import { audioContext, meterPosition, serverLevelPosition } from './levels.js';
 import { Roster } from './roster.js';
 import { ChatPanel, DEFAULT_MAX_CHARS } from './chat.js';
 import { DeviceSettings } from './settings.js';
+import { AdminDialog, ConfirmDialog, ParticipantMenu, PasswordDialog, RoomAdmin, copyText, linkFromLocation, roomLink, roomPath } from './access.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +26,16 @@ const ui = {
   topbarRoom: $('topbar-room'),
   roomTitle: $('room-title'),
   roomCount: $('room-count'),
+  roomAccess: $('room-access'),
+  roomLink: $('room-link'),
+  roomAdminOpen: $('room-admin-open'),
+  nameLink: $('name-link'),
+  nameLinkRoom: $('name-link-room'),
+  createAccess: $('create-access'),
+  createPasswordRow: $('create-password-row'),
+  createPassword: $('create-password'),
+  adminOpen: $('admin-open'),
+  adminBadge: $('admin-badge'),
   viewToggle: $('view-toggle'),
   settingsOpen: $('settings-open'),
   nameForm: $('name-form'),
@@ -72,6 +84,12 @@ const app = {
   call: null, // Call while in a room
   mediaReady: Promise.resolve(), // settles when the devices asked for at join time are open (or failed)
   busy: new Set(), // controls with an operation under way
+  owner: false, // we are an owner of the room we are in (joined.owner, owner_key, participant_updated)
+  settings: null, // the room's {access, locked, has_password} while in it
+  admin: false, // this connection is the admin (after `admin`)
+  adminToken: '', // kept in memory only, to be the admin again after a reconnect
+  deleting: null, // the room we asked to delete (its room_deleted is then our own doing)
+  link: linkFromLocation(), // {room, invite} when the page was opened at /r/<room>[?invite=...]
 };
 
 const signal = new Signal(signalUrl());
@@ -88,6 +106,7 @@ function setView(view) {
   ui.roomsToggle.hidden = !inRoom;
   ui.topbarRoom.hidden = !inRoom;
   ui.viewToggle.hidden = !inRoom;
+  ui.roomLink.hidden = !inRoom;
   if (!inRoom) setRoomsOpen(false);
   ui.meChip.hidden = !app.name || view === 'name';
   ui.meChip.disabled = inRoom;
@@ -103,6 +122,8 @@ function setRoomsOpen(open) {
 function showNameScreen() {
   ui.nameInput.value = app.name;
   ui.nameError.hidden = true;
+  ui.nameLink.hidden = !app.link;
+  ui.nameLinkRoom.textContent = app.link ? app.link.room : '';
   setView('name');
   ui.nameInput.focus();
 }
@@ -131,6 +152,7 @@ ui.nameForm.addEventListener('submit', (ev) => {
   prefs.name = res.name;
   renderMe();
   showLobby();
+  joinFromLink();
 });
 
 ui.meChip.addEventListener('click', () => {
@@ -141,7 +163,7 @@ ui.roomsToggle.addEventListener('click', () => setRoomsOpen(!ui.app.classList.co
 ui.roomsMore.addEventListener('click', () => loadMoreRooms());
 ui.lobbyClose.addEventListener('click', () => setRoomsOpen(false));
 document.addEventListener('keydown', (ev) => {
-  if (ev.key === 'Escape' && ui.app.classList.contains('rooms-open')) setRoomsOpen(false);
+  if (ev.key === 'Escape' && ui.app.classList.contains('rooms-open') && !document.querySelector('dialog[open]')) setRoomsOpen(false);
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -161,6 +183,14 @@ const ERROR_TITLES = {
   rate_limited: 'Slow down',
   message_too_long: 'Message too long',
   empty_message: 'Empty message',
+  password_required: 'Password needed',
+  wrong_password: 'Wrong password',
+  invite_required: 'Invite needed',
+  invalid_invite: 'Invite link not valid',
+  room_locked: 'Room is locked',
+  banned: 'You were removed from this room',
+  forbidden: 'Not allowed',
+  invalid_password: 'Invalid password',
   internal: 'Server error',
 };
 
@@ -231,6 +261,10 @@ function setConn(state, label) {
 
 signal.addEventListener('open', () => {
   setConn('online', 'Connected');
+  if (app.adminToken) becomeAdmin(app.adminToken, { again: true }).catch((err) => {
+    app.adminToken = '';
+    toast(err.message, { title: 'No longer the admin', code: err.code || 'admin' });
+  });
 });
 
 signal.addEventListener('reconnecting', () => {
@@ -239,6 +273,7 @@ signal.addEventListener('reconnecting', () => {
 
 signal.addEventListener('close', () => {
   app.roomsKnown = false;
+  setAdmin(false); // a new connection is not the admin until it says so again
   if (app.room || app.joining) {
     teardownRoom();
     showLobby();
@@ -265,6 +300,7 @@ function handleMessage(msg) {
       app.roomsMore = !!msg.has_more;
       app.roomsKnown = true;
       renderRooms();
+      joinFromLink();
       rejoinAfterReload();
       break;
     case 'room_added':
@@ -275,9 +311,17 @@ function handleMessage(msg) {
     case 'room_removed':
       app.rooms = app.rooms.filter((r) => r.name !== msg.room);
       renderRooms();
+      // A room made private leaves every lobby, the admin's too, though the admin may list it: ask again.
+      if (app.admin) reloadRoomsSoon();
+      break;
+    case 'participant_updated':
+      if (app.room && msg.participant && msg.participant.id === app.me) {
+        setOwner(!!msg.participant.owner); // our own flags stay ours; only the owner mark comes from here
+        break;
+      }
+      roster.handle(msg);
       break;
     case 'participant_joined':
-    case 'participant_updated':
     case 'participant_left':
     case 'active_speaker':
     case 'levels':
@@ -301,11 +345,44 @@ function handleMessage(msg) {
     case 'chat':
       if (app.room && msg.message) chat.add(msg.message);
       break;
+    case 'kicked':
+      if (app.room && msg.room === app.room) {
+        sentOut(msg.room, `${msg.by || 'An owner'} removed you from ${msg.room}.`, { title: 'Removed from the room', code: 'kicked' });
+      }
+      break;
+    case 'room_deleted':
+      prefs.setOwnerKey(msg.room, '');
+      // Gone from our list too (a private room the admin lists gets no room_removed).
+      app.rooms = app.rooms.filter((r) => r.name !== msg.room);
+      if (app.room && msg.room === app.room) {
+        const mine = app.deleting === msg.room;
+        sentOut(msg.room, mine ? `You deleted ${msg.room}.` : `${msg.room} was deleted.`, {
+          title: 'Room deleted',
+          code: 'room_deleted',
+          kind: mine ? 'info' : 'error',
+        });
+      }
+      app.deleting = null;
+      break;
+    case 'state_set':
+      // Without an id: an owner muted us (`by` is their participant id). Replies to our own set_state have one.
+      if (msg.id == null && app.room && msg.state) mutedByOwner(msg);
+      break;
+    case 'owner_key':
+      if (msg.room && msg.key) prefs.setOwnerKey(msg.room, msg.key);
+      if (app.room && msg.room === app.room) {
+        setOwner(true);
+        toast(`You are now an owner of ${msg.room}.`, { title: 'Owner', kind: 'info', timeout: 6000 });
+      }
+      break;
+    case 'room_settings':
+      if (msg.id == null && app.room && msg.settings) setRoomSettings(msg.settings);
+      break;
     case 'error':
       serverErrorToast(msg);
       break;
     default:
-      break; // joined, room_created, state_set: answered through signal.request()
+      break; // joined, room_created, ok, invites, ...: answered through signal.request()
   }
 }
 
@@ -368,6 +445,17 @@ function renderRooms() {
     li.querySelector('.count').textContent = String(count);
     li.querySelector('.max').textContent = ` / ${max}`;
     li.dataset.count = String(count);
+    // Password rooms and locked rooms (and, for the admin, private ones) carry a lock badge.
+    const access = r.access || 'public';
+    const locks = [];
+    if (access === 'password') locks.push('Password');
+    if (access === 'private') locks.push('Private');
+    if (r.locked) locks.push('Locked');
+    li.dataset.access = access;
+    li.classList.toggle('locked', !!r.locked);
+    const lock = li.querySelector('.lock');
+    lock.hidden = locks.length === 0;
+    lock.querySelector('.lock-label').textContent = locks.join(' · ');
     const here = app.room === r.name;
     li.classList.toggle('current', here);
     li.querySelector('.here').hidden = !here;
@@ -378,7 +466,7 @@ function renderRooms() {
     btn.hidden = !!app.room;
     btn.disabled = full || !!app.joining || !signal.connected;
     btn.textContent = app.joining === r.name ? 'Joining…' : full ? 'Full' : 'Join';
-    btn.setAttribute('aria-label', full ? `${r.name} is full` : `Join ${r.name}`);
+    btn.setAttribute('aria-label', full ? `${r.name} is full` : `Join ${r.name}${locks.length ? ` (${locks.join(', ').toLowerCase()})` : ''}`);
     const want = prev ? prev.nextSibling : list.firstChild;
     if (want !== li) list.insertBefore(li, want);
     prev = li;
@@ -390,6 +478,8 @@ function renderRooms() {
   ui.roomsEmpty.textContent = signal.connected ? 'No rooms yet. Create the first one.' : 'Connecting to the server…';
   if (!app.roomsKnown && !signal.connected) ui.roomsEmpty.hidden = false;
 
+  ui.adminOpen.hidden = app.admin;
+  ui.adminBadge.hidden = !app.admin;
   ui.inRoomNote.hidden = !app.room;
   ui.inRoomName.textContent = app.room || '';
   ui.createSubmit.disabled = !signal.connected;
@@ -402,21 +492,40 @@ function renderRooms() {
   }
 }
 
+ui.createAccess.addEventListener('change', () => {
+  ui.createPasswordRow.hidden = ui.createAccess.value !== 'password';
+  if (ui.createAccess.value === 'password') ui.createPassword.focus();
+});
+
 ui.createForm.addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const room = ui.createInput.value.trim();
+  const access = ui.createAccess.value;
+  const password = ui.createPassword.value;
   ui.createError.hidden = true;
-  if (!room) {
-    ui.createError.textContent = 'Please type a room name.';
+  const refuse = (text, field) => {
+    ui.createError.textContent = text;
     ui.createError.hidden = false;
-    ui.createInput.focus();
+    field.focus();
+  };
+  if (!room) {
+    refuse('Please type a room name.', ui.createInput);
     return;
   }
+  if (access === 'password' && !password) {
+    refuse('Please choose a password for the room.', ui.createPassword);
+    return;
+  }
+  const msg = { type: 'create_room', room };
+  if (access !== 'public') msg.access = access;
+  if (access === 'password') msg.password = password;
   ui.createSubmit.disabled = true;
   try {
-    const reply = await signal.request({ type: 'create_room', room });
+    const reply = await signal.request(msg);
     ui.createInput.value = '';
+    ui.createPassword.value = '';
     const created = reply.room && reply.room.name ? reply.room.name : room;
+    if (reply.owner_key) prefs.setOwnerKey(created, reply.owner_key);
     if (!app.room && !app.joining) joinRoom(created);
     else toast(`Room ${created} was created.`, { kind: 'info', timeout: 4000 });
   } catch (err) {
@@ -434,7 +543,12 @@ ui.lobbyLeave.addEventListener('click', () => leaveRoom());
 // ---------------------------------------------------------------------------------------------------------
 // Room
 
-async function joinRoom(room) {
+/**
+ * Joins `room`, with our owner key for it when we have one. `creds`: `password` (asked for in a dialog when
+ * the room says it wants one, or the server does), `invite` (a link's token), `fromLink` (the page was
+ * opened at /r/<room>: a refusal leaves the address at /).
+ */
+async function joinRoom(room, creds = {}) {
   if (app.room) {
     toast(`You are in ${app.room}. Leave it first to join ${room}.`, {
       title: 'Already in a room',
@@ -447,6 +561,20 @@ async function joinRoom(room) {
   if (!app.name) {
     showNameScreen();
     return;
+  }
+  const ownerKey = prefs.ownerKey(room);
+  const summary = app.rooms.find((r) => r.name === room);
+  if (summary && summary.access === 'password' && !creds.password && !creds.invite && !ownerKey && !app.admin) {
+    const password = await passwords.ask(room);
+    if (password == null) {
+      leaveLinkAddress(creds);
+      return;
+    }
+    if (app.room || app.joining) {
+      passwords.close();
+      return;
+    }
+    creds = { ...creds, password };
   }
   app.joining = room;
   renderRooms();
@@ -461,18 +589,23 @@ async function joinRoom(room) {
   const call = new Call(signal, local);
   const prepared = call.prepare();
   prepared.catch(() => {}); // reported through sendOffer()
+  const join = { type: 'join', room, name: app.name, state: want };
+  if (ownerKey) join.owner_key = ownerKey;
+  if (creds.invite) join.invite = creds.invite;
+  if (creds.password) join.password = creds.password;
   let joined;
   try {
-    joined = await signal.request({ type: 'join', room, name: app.name, state: want });
+    joined = await signal.request(join, { ownErrors: true });
   } catch (err) {
     app.joining = null;
     call.close();
     media.then(() => local.stop());
     renderRooms();
-    if (!(err instanceof ServerError)) toast(err.message, { title: `Could not join ${room}` });
+    joinRefused(room, creds, err);
     return;
   }
 
+  passwords.close();
   app.joining = null;
   app.room = joined.room || room;
   app.me = joined.you;
@@ -482,6 +615,11 @@ async function joinRoom(room) {
   prefs.tabRoom = app.room;
   ui.roomTitle.textContent = app.room;
   ui.tiles.replaceChildren();
+  // Came by a link: the address stays the room's link, without the invite token (spent: a reload must
+  // not reuse it).
+  if (creds.fromLink) history.replaceState(null, '', roomPath(app.room));
+  app.owner = !!joined.owner;
+  app.settings = joined.settings || null;
 
   call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
   call.addEventListener('connectionstate', (ev) => {
@@ -507,6 +645,8 @@ async function joinRoom(room) {
   updateControls();
   setView('room');
   renderRooms();
+  renderOwner();
+  renderRoomAccess();
 
   const { audioError, videoError } = await media;
   if (app.local !== local) {
@@ -529,6 +669,51 @@ async function joinRoom(room) {
     call.setSending('audio', app.state.mic_muted ? null : local.audioTrack),
     call.setSending('video', app.state.camera_off ? null : local.videoTrack),
   ]).catch((err) => mediaError(err));
+}
+
+/** A join the server refused (or that failed): the password dialog again where a password helps, else a toast. */
+function joinRefused(room, creds, err) {
+  if (!(err instanceof ServerError)) {
+    passwords.close();
+    leaveLinkAddress(creds);
+    toast(err.message, { title: `Could not join ${room}` });
+    return;
+  }
+  const passwordHelps = err.code === 'password_required' || err.code === 'wrong_password' || (err.code === 'rate_limited' && creds.password);
+  // Asked again in the open dialog; a password sent from a dialog closed meanwhile gets a toast instead.
+  if (passwordHelps && (!creds.password || passwords.isOpen)) {
+    passwords.ask(room, { error: err.code === 'password_required' ? '' : err.message }).then((password) => {
+      if (password != null) joinRoom(room, { ...creds, password });
+      else leaveLinkAddress(creds);
+    });
+    return;
+  }
+  passwords.close();
+  leaveLinkAddress(creds);
+  serverErrorToast(err);
+}
+
+/** A join from a /r/<room> address did not happen: the lobby's address again. */
+function leaveLinkAddress(creds) {
+  if (creds.fromLink && !app.room && location.pathname !== '/') history.replaceState(null, '', '/');
+}
+
+/** Opened at /r/<room>[?invite=...]: joins that room once, as soon as we have a name and a connection. */
+function joinFromLink() {
+  const link = app.link;
+  if (!link || !app.name || app.room || app.joining || !signal.connected) return;
+  app.link = null;
+  app.tabRoom = ''; // the link decides where this tab goes
+  ui.nameLink.hidden = true;
+  joinRoom(link.room, { invite: link.invite, fromLink: true });
+}
+
+/** The server took us out of the room (kicked, room deleted): back to the lobby with `text`. */
+function sentOut(room, text, opts) {
+  prefs.tabRoom = '';
+  teardownRoom();
+  showLobby();
+  toast(text, opts);
 }
 
 /**
@@ -574,7 +759,182 @@ function teardownRoom({ keepCall = false } = {}) {
   ui.tiles.dataset.count = '0';
   setChatOpen(false);
   chat.reset(null);
+  app.owner = false;
+  app.settings = null;
+  menu.close(false);
+  roomAdmin.close();
+  confirmDialog.close();
+  renderOwner();
+  renderRoomAccess();
+  if (location.pathname !== '/') history.replaceState(null, '', '/');
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Owners and the admin: the room settings panel, the menu on the others' tiles, being acted on
+
+const passwords = new PasswordDialog();
+const confirmDialog = new ConfirmDialog();
+const menu = new ParticipantMenu({ onAction: (action, id) => participantAction(action, id) });
+const roomAdmin = new RoomAdmin({
+  signal,
+  confirm: confirmDialog,
+  room: () => app.room,
+  settings: () => app.settings,
+  me: () => app.me,
+  onSettings: (settings) => setRoomSettings(settings),
+  onDeleting: (room) => {
+    app.deleting = room;
+  },
+  toast,
+});
+const adminDialog = new AdminDialog({ onToken: (token) => becomeAdmin(token) });
+
+/** Owners (and the admin) may change the room and act on the people in it. */
+function canManage() {
+  return !!app.room && (app.owner || app.admin);
+}
+
+function setOwner(owner) {
+  if (app.owner === owner) return;
+  app.owner = owner;
+  // No longer an owner (set_owner false): the key stopped working, so it is not sent again.
+  if (!owner && app.room) prefs.setOwnerKey(app.room, '');
+  renderOwner();
+}
+
+/** The owner controls as `canManage()` says: the settings button, the tiles' menus, our own crown. */
+function renderOwner() {
+  const can = canManage();
+  ui.roomAdminOpen.hidden = !can;
+  for (const tile of app.tiles.values()) {
+    if (tile.self) tile.setInfo({ owner: app.owner });
+    else setTileMenu(tile);
+  }
+  if (!can) {
+    menu.close(false);
+    roomAdmin.close();
+  }
+}
+
+function setTileMenu(tile) {
+  tile.setMenu(canManage() ? (button) => {
+    const p = roster.get(tile.id);
+    if (p) menu.open(button, tile.id, p);
+  } : null);
+}
+
+function setRoomSettings(settings) {
+  app.settings = settings;
+  // Our own lobby entry follows at once (a room made private leaves the list with room_removed).
+  const listed = app.rooms.find((r) => r.name === app.room);
+  if (listed && (settings.access !== 'private' || app.admin)) {
+    putRoom({ ...listed, access: settings.access, locked: !!settings.locked });
+    renderRooms();
+  }
+  renderRoomAccess();
+  if (roomAdmin.isOpen) roomAdmin.fill();
+}
+
+/** The room's access beside its name in the top bar (nothing for a public, unlocked room). */
+function renderRoomAccess() {
+  const s = app.room ? app.settings : null;
+  const labels = [];
+  if (s && s.access === 'password') labels.push('Password');
+  if (s && s.access === 'private') labels.push('Private');
+  if (s && s.locked) labels.push('Locked');
+  ui.roomAccess.textContent = labels.join(' · ');
+  ui.roomAccess.hidden = labels.length === 0;
+}
+
+async function participantAction(action, id) {
+  const p = roster.get(id);
+  if (!p || !app.room) return;
+  const pid = Number(id);
+  try {
+    if (action === 'mute') {
+      await signal.request({ type: 'mute', participant_id: pid }, { ownErrors: true });
+    } else if (action === 'owner') {
+      await signal.request({ type: 'set_owner', participant_id: pid, owner: !p.owner }, { ownErrors: true });
+    } else if (action === 'kick') {
+      const yes = await confirmDialog.ask({
+        title: `Remove ${p.name}?`,
+        text: `${p.name} leaves ${app.room} at once and cannot come back for 10 minutes.`,
+        ok: 'Remove',
+      });
+      if (!yes || !roster.get(id)) return;
+      await signal.request({ type: 'kick', participant_id: pid }, { ownErrors: true });
+    }
+  } catch (err) {
+    toast(err.message, { title: ERROR_TITLES[err.code] || 'Could not do that', code: err.code || 'owner' });
+  }
+}
+
+/** An owner turned our microphone off (`state_set` with `by`): the button says so and nothing is sent. */
+function mutedByOwner(msg) {
+  const muted = !!msg.state.mic_muted;
+  const was = app.state.mic_muted;
+  app.state = { ...app.state, mic_muted: muted };
+  if (muted && !was) {
+    const local = app.local;
+    if (local && local.audioTrack) local.audioTrack.enabled = false;
+    if (app.call) app.call.setSending('audio', null).catch((err) => mediaError(err));
+  }
+  updateControls();
+  refreshSelfTile();
+  if (muted && msg.by != null) {
+    const who = roster.get(msg.by);
+    toast(`${who ? who.name : 'An owner'} muted you.`, { title: 'Microphone off', kind: 'info', code: 'muted_by', timeout: 8000 });
+  }
+}
+
+/** Makes this connection the admin (`again`: after a reconnect, quietly). */
+async function becomeAdmin(token, { again = false } = {}) {
+  await signal.request({ type: 'admin', token }, { ownErrors: true });
+  app.adminToken = token;
+  setAdmin(true);
+  if (!again) toast('This tab is the admin: an owner of every room; private rooms are listed too.', { title: 'Admin', kind: 'info', timeout: 6000 });
+  await reloadRooms(); // now with the private rooms
+}
+
+/** The room list again from its first page. */
+async function reloadRooms() {
+  try {
+    const reply = await signal.request({ type: 'list_rooms' });
+    app.rooms = [];
+    for (const r of Array.isArray(reply.rooms) ? reply.rooms : []) putRoom(r);
+    app.roomsMore = !!reply.has_more;
+    renderRooms();
+  } catch (err) {
+    toast(err.message, { title: 'Could not load the rooms', code: 'rooms' });
+  }
+}
+
+let reloadTimer = null;
+function reloadRoomsSoon() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(() => {
+    if (app.admin && signal.connected) reloadRooms();
+  }, 250);
+}
+
+function setAdmin(on) {
+  if (app.admin === on) return;
+  app.admin = on;
+  renderOwner();
+  renderRooms();
+}
+
+ui.roomAdminOpen.addEventListener('click', () => {
+  if (canManage()) roomAdmin.show();
+});
+ui.adminOpen.addEventListener('click', () => adminDialog.show());
+ui.roomLink.addEventListener('click', async () => {
+  if (!app.room) return;
+  const link = roomLink(app.room);
+  const ok = await copyText(link);
+  const note = app.settings && app.settings.access === 'private' ? ' Only invited people get in: owners make invites in the room settings.' : '';
+  toast(`${link}${note}`, { title: ok ? 'Room link copied' : 'Copy the room link', kind: 'info', code: 'room_link', timeout: 8000 });
+});
 
 // What the roster says about the others: tiles for members (a viewer, a wall screen, receives everything and
 // sends nothing, so it gets no tile), system lines in the chat, the lobby's count.
@@ -589,8 +949,9 @@ roster.addEventListener('add', (ev) => {
       tile.setDeafened(app.state.deafened);
       app.tiles.set(id, tile);
       ui.tiles.appendChild(tile.el);
+      setTileMenu(tile);
     }
-    tile.setInfo(p);
+    tile.setInfo({ owner: false, ...p }); // "owner" is absent for people who are not
     refreshRemote(id);
     layoutTiles();
   }
@@ -599,13 +960,16 @@ roster.addEventListener('add', (ev) => {
 });
 
 roster.addEventListener('update', (ev) => {
-  const tile = app.tiles.get(ev.detail.id);
-  if (tile && !tile.self) tile.setInfo(ev.detail.participant);
+  const { id, participant: p } = ev.detail;
+  const tile = app.tiles.get(id);
+  if (tile && !tile.self) tile.setInfo({ owner: false, ...p });
+  menu.update(id, p);
 });
 
 roster.addEventListener('remove', (ev) => {
   const { id, participant: p } = ev.detail;
   const tile = app.tiles.get(id);
+  if (menu.openFor === id) menu.close(false);
   if (tile && !tile.self) {
     tile.destroy();
     app.tiles.delete(id);
@@ -908,6 +1272,18 @@ window.parley = {
   },
   get rooms() {
     return app.rooms.map((r) => ({ ...r }));
+  },
+  /** Whether we are an owner of the room we are in. */
+  get owner() {
+    return app.owner;
+  },
+  /** Whether this tab's connection is the admin. */
+  get admin() {
+    return app.admin;
+  },
+  /** The room's settings {access, locked, has_password} as the server last said, or null. */
+  get settings() {
+    return app.settings ? { ...app.settings } : null;
   },
   /** RMS level (0..1) of the audio received from participant `id`, measured by a Web Audio AnalyserNode. */
   remoteLevel(id) {

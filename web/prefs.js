@@ -1,4 +1,5 @@
-// What the browser remembers between visits: the display name, the last room, the mic / speaker /
+// What the browser remembers between visits: the display name, the last room, the owner keys of rooms
+// (parley.ownerKeys: room -> key, from room_created and owner_key), the mic / speaker /
 // camera switches and devices, and the view mode. localStorage can be unavailable (private modes, storage
 // disabled): then nothing is kept. The room this tab is in is kept for the tab only (sessionStorage), so
 // a reload goes back into it.
@@ -9,6 +10,7 @@ const KEY_STATE = 'parley.state';
 const KEY_VIEW = 'parley.viewMode';
 const KEY_DEVICES = 'parley.devices';
 const KEY_TAB_ROOM = 'parley.tabRoom';
+const KEY_OWNER_KEYS = 'parley.ownerKeys';
 
 export const VIEW_MODES = ['speaker', 'grid'];
 /** The device kinds of enumerateDevices() that can be chosen. */
@@ -91,6 +93,18 @@ export const prefs = {
   },
   set tabRoom(v) {
     write(KEY_TAB_ROOM, v || null, 'session');
+  },
+  /** The owner key of `room` (from `room_created` or `owner_key`), or ''. */
+  ownerKey(room) {
+    const keys = readJson(KEY_OWNER_KEYS);
+    return typeof keys[room] === 'string' ? keys[room] : '';
+  },
+  /** Keeps `key` as the owner key of `room`; an empty key forgets it. */
+  setOwnerKey(room, key) {
+    const keys = readJson(KEY_OWNER_KEYS);
+    if (key) keys[room] = key;
+    else delete keys[room];
+    write(KEY_OWNER_KEYS, JSON.stringify(keys));
   },
 };
 

@@ -1,10 +1,12 @@
-// One tile per participant: video (or an avatar with initials), name, state icons and a level meter.
+// One tile per participant: video (or an avatar with initials), name, state icons (owner, muted,
+// deafened, camera off), a level meter and, for room owners, a menu button on the others' tiles.
 // Names come from other people: they are only ever set with textContent.
 
 import { LevelMeter, SPEAKING_POSITION } from './levels.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const STATE_ICONS = [
+  ['icon-owner', 'Room owner', '#i-crown'],
   ['icon-mic-muted', 'Microphone muted', '#i-mic-off'],
   ['icon-deafened', 'Deafened', '#i-headphones-off'],
   ['icon-camera-off', 'Camera off', '#i-cam-off'],
@@ -41,7 +43,14 @@ function buildTile() {
     icons.append(svg);
   }
   bar.append(meter, make('span', 'tile-name'), icons);
-  figure.append(video, avatar, bar);
+  const menu = make('button', 'icon-btn tile-menu-btn', { type: 'button', 'data-testid': 'tile-menu', 'aria-haspopup': 'menu', 'aria-expanded': 'false', hidden: '' });
+  const dots = document.createElementNS(SVG, 'svg');
+  dots.setAttribute('aria-hidden', 'true');
+  const dotsUse = document.createElementNS(SVG, 'use');
+  dotsUse.setAttribute('href', '#i-more');
+  dots.append(dotsUse);
+  menu.append(dots);
+  figure.append(video, avatar, bar, menu);
   return figure;
 }
 
@@ -79,7 +88,7 @@ export class Tile {
   constructor({ id, name, self = false }) {
     this.id = String(id);
     this.self = self;
-    this.info = { name, mic_muted: false, deafened: false, camera_off: false };
+    this.info = { name, mic_muted: false, deafened: false, camera_off: false, owner: false };
     this.videoTrack = null;
     this.audioTrack = null;
     this.audioEl = null;
@@ -97,7 +106,13 @@ export class Tile {
     this.initialsEl = el.querySelector('.initials');
     this.nameEl = el.querySelector('.tile-name');
     this.meterFill = el.querySelector('.meter-fill');
+    this.menuBtn = el.querySelector('.tile-menu-btn');
+    this.onMenu = null;
+    this.menuBtn.addEventListener('click', () => {
+      if (this.onMenu) this.onMenu(this.menuBtn);
+    });
     this.icons = {
+      owner: el.querySelector('[data-testid="icon-owner"]'),
       mic_muted: el.querySelector('[data-testid="icon-mic-muted"]'),
       deafened: el.querySelector('[data-testid="icon-deafened"]'),
       camera_off: el.querySelector('[data-testid="icon-camera-off"]'),
@@ -108,12 +123,14 @@ export class Tile {
     this.setInfo({ name });
   }
 
-  /** Name and mic / deafen / camera flags, as the server reports them. */
+  /** Name, owner and mic / deafen / camera flags, as the server reports them. */
   setInfo(info) {
     Object.assign(this.info, info);
     const name = this.info.name || '';
+    const label = `${name}${this.self ? ' (you)' : ''}${this.info.owner ? ', owner' : ''}`;
     this.nameEl.textContent = this.self ? `${name} (you)` : name;
-    this.el.setAttribute('aria-label', this.self ? `${name} (you)` : name);
+    this.el.setAttribute('aria-label', label);
+    this.menuBtn.setAttribute('aria-label', `Actions for ${name}`);
     this.initialsEl.textContent = initials(name);
     this.avatar.style.setProperty('--hue', String(hueFor(name)));
     for (const [flag, icon] of Object.entries(this.icons)) {
@@ -122,6 +139,14 @@ export class Tile {
       this.el.classList.toggle(flag.replace('_', '-'), on);
     }
     this.refreshVideo();
+  }
+
+  /**
+   * Shows the menu button (owners, on the others' tiles) that calls `onMenu(button)`; null hides it.
+   */
+  setMenu(onMenu) {
+    this.onMenu = onMenu || null;
+    this.menuBtn.hidden = !this.onMenu;
   }
 
   setVideoTrack(track) {

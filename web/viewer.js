@@ -132,7 +132,7 @@ roster.addEventListener('add', (ev) => {
     wall.tiles.set(id, tile);
     ui.tiles.appendChild(tile.el);
   }
-  tile.setInfo(p);
+  tile.setInfo({ owner: false, ...p }); // "owner" is absent for everyone else
   refreshRemote(id);
   layout();
   refreshMessage();
@@ -140,7 +140,7 @@ roster.addEventListener('add', (ev) => {
 
 roster.addEventListener('update', (ev) => {
   const tile = wall.tiles.get(ev.detail.id);
-  if (tile) tile.setInfo(ev.detail.participant);
+  if (tile) tile.setInfo({ owner: false, ...ev.detail.participant });
 });
 
 roster.addEventListener('remove', (ev) => {

@@ -260,7 +260,7 @@ export async function serveWebFromDisk(page, url) {
   await page.route(`${url}/**`, async (route) => {
     const u = new URL(route.request().url());
     if (u.pathname === '/ws') return route.continue();
-    const rel = u.pathname === '/' ? 'index.html'
+    const rel = u.pathname === '/' || u.pathname.startsWith('/r/') ? 'index.html'
       : u.pathname === '/status' ? 'status.html'
       : u.pathname.startsWith('/viewer/') ? 'viewer.html'
       : u.pathname.slice(1);

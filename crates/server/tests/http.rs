@@ -15,7 +15,14 @@ fn get(server: &Server, path: &str) -> (u16, String) {
 #[test]
 fn pages_are_served_and_nothing_else() {
     let server = start(&[]);
-    for path in ["/", "/status", "/viewer/General", "/app.js"] {
+    for path in [
+        "/",
+        "/status",
+        "/viewer/General",
+        "/r/General",
+        "/r/band%20practice",
+        "/app.js",
+    ] {
         let (status, body) = get(&server, path);
         assert_eq!(status, 200, "{path}");
         assert!(!body.is_empty(), "{path}");

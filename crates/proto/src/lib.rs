@@ -658,10 +658,43 @@ pub fn validate_room_name(name: &str) -> Result<&str, &'static str> {
     {
         return Err("room names may contain letters, digits, spaces, '-', '_' and '.'");
     }
+    // Letters that show as blanks (U+3164 HANGUL FILLER is one) would make an invisible room.
+    if name.chars().all(is_invisible) {
+        return Err("room names need at least one visible character");
+    }
     Ok(name)
 }
 
-/// Checks a display name: 1–32 characters, no control characters. Surrounding spaces are trimmed.
+/// Characters that reorder the text around them: a name with one can make "Ann" look like "nnA" or
+/// hide what follows it.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Characters that show as nothing (or as a blank): a name made only of them looks empty.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200D}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{FEFF}'
+                | '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{3164}'
+                | '\u{FFA0}'
+                | '\u{2800}'
+                | '\u{180E}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
+}
+
+/// Checks a display name: 1–32 characters, no control characters, no bidirectional overrides, not
+/// only invisible characters. Surrounding spaces are trimmed.
 pub fn validate_display_name(name: &str) -> Result<&str, &'static str> {
     let name = name.trim();
     let count = name.chars().count();
@@ -670,6 +703,12 @@ pub fn validate_display_name(name: &str) -> Result<&str, &'static str> {
     }
     if name.chars().any(char::is_control) {
         return Err("names cannot contain control characters");
+    }
+    if name.chars().any(is_bidi_control) {
+        return Err("names cannot contain text-direction controls");
+    }
+    if name.chars().all(is_invisible) {
+        return Err("names need at least one visible character");
     }
     Ok(name)
 }
@@ -771,6 +810,18 @@ mod tests {
         assert!(validate_room_name(&"x".repeat(41)).is_err());
         assert!(validate_display_name("  Ann ").unwrap() == "Ann");
         assert!(validate_display_name("a\u{7}").is_err());
+        // Direction overrides and names that show as nothing.
+        assert!(validate_display_name("Ann\u{202E}oB").is_err());
+        assert!(validate_display_name("\u{2066}Ann").is_err());
+        assert!(validate_display_name("\u{3164}\u{3164}").is_err());
+        assert!(validate_display_name("\u{200B}\u{FEFF} \u{2800}").is_err());
+        assert!(
+            validate_display_name("Jo\u{200D}y").is_ok(),
+            "invisible inside a visible name"
+        );
+        assert!(validate_display_name("李雷").is_ok());
+        assert!(validate_room_name("\u{3164}\u{3164}").is_err());
+        assert!(validate_room_name("a\u{202E}b").is_err());
     }
 
     #[test]

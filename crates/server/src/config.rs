@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// parley: self-hosted group voice, video and text chat in one binary.
 #[derive(Debug, Clone, Parser)]
@@ -105,6 +105,25 @@ pub struct Config {
     /// keep-alive included).
     #[arg(long, env = "PARLEY_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub header_timeout_ms: u64,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Administration on the data dir (parley itself need not run).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// Make a new admin token and print it; the old one stops working (a running parley takes the
+    /// new one when it starts next).
+    ResetToken,
 }
 
 fn parse_origin(s: &str) -> Result<String, String> {

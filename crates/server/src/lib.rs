@@ -46,6 +46,25 @@ pub struct AppState {
     pub signalling_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// `parley admin reset-token`: a new admin token in the data dir's database, printed once.
+fn reset_admin_token(data_dir: &std::path::Path) -> ExitCode {
+    let result = std::fs::create_dir_all(data_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Store::open(data_dir))
+        .and_then(|store| admin::reset_token(&store));
+    match result {
+        Ok(token) => {
+            println!("new admin token: {token}");
+            println!("(shown this once; the old one no longer works. A running parley takes it when it starts next.)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("parley: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Makes `path` readable by its owner only (a data dir or file made before umask was set, or by hand).
 fn make_private(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
@@ -66,6 +85,12 @@ pub fn main_with_args() -> ExitCode {
         libc::umask(0o077);
     }
     let config = Config::parse();
+    if let Some(config::Command::Admin {
+        action: config::AdminAction::ResetToken,
+    }) = &config.command
+    {
+        return reset_admin_token(&config.data_dir);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()

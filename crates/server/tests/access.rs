@@ -427,3 +427,60 @@ async fn names_are_unique_in_a_room() {
     .await;
     assert_eq!(second["name"], "Ann (2)");
 }
+
+/// `parley admin reset-token` prints a new token; after a restart it makes a connection the admin
+/// (an owner everywhere, private rooms listed), and the old one is refused.
+#[tokio::test]
+async fn the_admin_token_from_reset_token_works_and_the_old_one_does_not() {
+    let mut server = start();
+    let mut owner = connect(&server).await;
+    ask(
+        &mut owner,
+        json!({"type": "create_room", "room": "secret", "access": "private"}),
+        1,
+    )
+    .await;
+    let reset = |server: &Server| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+            .arg("--data-dir")
+            .arg(server.data_dir())
+            .args(["admin", "reset-token"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("new admin token: "))
+            .expect("the token is printed")
+            .to_string()
+    };
+    let old = reset(&server);
+    let new = reset(&server);
+    assert_ne!(old, new);
+    server.restart();
+    let mut admin = connect(&server).await;
+    assert_eq!(
+        code(&ask(&mut admin, json!({"type": "admin", "token": old}), 2).await),
+        "forbidden"
+    );
+    assert_eq!(
+        ask(&mut admin, json!({"type": "admin", "token": new}), 3).await["type"],
+        "admin"
+    );
+    let rooms = ask(&mut admin, json!({"type": "list_rooms"}), 4).await;
+    assert!(
+        rooms["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "secret"),
+        "the admin sees private rooms: {rooms}"
+    );
+    let joined = ask(
+        &mut admin,
+        json!({"type": "join", "room": "secret", "name": "Admin"}),
+        5,
+    )
+    .await;
+    assert_eq!(joined["owner"], true, "{joined}");
+}

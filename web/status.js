@@ -109,8 +109,14 @@ function render(status, debug) {
   }
 }
 
+// The admin token, when the page was opened as /status?token=… (the server asks for it unless it runs
+// with --public-status).
+const TOKEN = new URLSearchParams(location.search).get('token');
+
 async function getJson(path) {
-  const res = await fetch(path, { cache: 'no-store' });
+  const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+  const res = await fetch(path, { cache: 'no-store', headers });
+  if (res.status === 401) throw new Error('this page needs the admin token: open it as /status?token=<admin token>');
   if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
   return res.json();
 }
@@ -124,7 +130,7 @@ async function refresh() {
     conn.dataset.state = 'online';
     conn.querySelector('.conn-label').textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (err) {
-    $('status-error').textContent = `Cannot reach the server: ${err.message}`;
+    $('status-error').textContent = err.message.startsWith('this page') ? err.message : `Cannot reach the server: ${err.message}`;
     $('status-error').hidden = false;
     conn.dataset.state = 'offline';
     conn.querySelector('.conn-label').textContent = 'Offline';

@@ -192,6 +192,7 @@ fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> 
         .args(["--https-addr", "off"])
         .args(["--media-port", &media_port.to_string()])
         .args(["--media-bind", &SERVER_IP.to_string()])
+        .arg("--public-status")
         .args(workers_args(args, workers))
         .args(["--max-participants", "250"])
         .env("RUST_LOG", "warn")

@@ -99,6 +99,7 @@ export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = 
     '--https-addr', `127.0.0.1:${ports.https}`,
     '--media-port', '0',
     '--media-bind', '127.0.0.1',
+    '--public-status', // the tests read /api/status and /metrics without the admin token
     ...extraArgs,
   ];
   const child = spawn(BIN, args, {

@@ -106,6 +106,15 @@ pub struct Config {
     #[arg(long, env = "PARLEY_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub header_timeout_ms: u64,
 
+    /// Serve /status, /api/status, /api/debug and /metrics without the admin token (private rooms
+    /// and addresses stay hidden from those without it).
+    #[arg(long, env = "PARLEY_PUBLIC_STATUS")]
+    pub public_status: bool,
+
+    /// A token that reads /metrics only (for a Prometheus scraper), besides the admin token.
+    #[arg(long, env = "PARLEY_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

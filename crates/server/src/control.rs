@@ -146,6 +146,7 @@ pub struct RoomStatus {
     pub worker: Option<usize>,
     pub active_speaker: Option<ParticipantId>,
     pub participants: Vec<ParticipantInfo>,
+    pub access: parley_proto::Access,
 }
 
 /// Where a room with people in it lives.
@@ -322,6 +323,7 @@ impl Control {
                     worker: self.placements.get(&summary.name).map(|p| p.worker),
                     active_speaker: self.speakers.get(&summary.name).copied(),
                     participants: room.members().to_vec(),
+                    access: room.settings().access,
                     name: summary.name,
                     max_participants: summary.max_participants,
                 })

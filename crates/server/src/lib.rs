@@ -44,6 +44,8 @@ pub struct AppState {
     pub control: mpsc::Sender<ControlInput>,
     /// Messages refused before they reached the core (unreadable, too large, too many).
     pub signalling_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Who may read the status endpoints.
+    pub status_access: metrics::StatusAccess,
 }
 
 /// `parley admin reset-token`: a new admin token in the data dir's database, printed once.
@@ -191,7 +193,8 @@ async fn run(config: Config) -> Result<()> {
     }
     control.set_last_invite_id(store.last_invite_id()?);
     let admin_token = admin::ensure_token(&store)?;
-    control.set_admin_hash(Some(admin::token_hash(&store)?));
+    let admin_hash = admin::token_hash(&store)?;
+    control.set_admin_hash(Some(admin_hash));
     if !config.default_room.is_empty() && !stored_names.contains(&config.default_room) {
         match control.create_room(&config.default_room) {
             Ok(()) => store.add_room(&config.default_room, now_ms())?,
@@ -255,6 +258,11 @@ async fn run(config: Config) -> Result<()> {
         AppState {
             control: inputs,
             signalling_errors: Default::default(),
+            status_access: metrics::StatusAccess {
+                admin: admin_hash,
+                metrics: config.metrics_token.as_deref().map(secret::hash_token),
+                public: config.public_status,
+            },
         },
         std::sync::Arc::new(policy),
     );

@@ -4,13 +4,60 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::oneshot;
 
 use crate::plane::{ControlInput, Snapshot};
+use crate::secret::{self, TokenHash};
 use crate::AppState;
+
+/// Who may read the status endpoints: the admin token (or the metrics token, for `/metrics`) as
+/// `Authorization: Bearer …` or `?token=…`; everyone with `--public-status`, but then private rooms
+/// and addresses stay hidden from those without a token.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusAccess {
+    pub admin: TokenHash,
+    pub metrics: Option<TokenHash>,
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Admin,
+    Anyone,
+}
+
+fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or_else(|| query?.split('&').find_map(|kv| kv.strip_prefix("token=")))
+}
+
+/// Who is asking; `None`: nobody who may read (answer with [`unauthorized`]).
+fn reader(state: &AppState, headers: &HeaderMap, uri: &Uri, metrics: bool) -> Option<Reader> {
+    let access = state.status_access;
+    if let Some(token) = presented_token(headers, uri.query()) {
+        let hash = secret::hash_token(token);
+        if hash == access.admin || (metrics && access.metrics == Some(hash)) {
+            return Some(Reader::Admin);
+        }
+    }
+    access.public.then_some(Reader::Anyone)
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this needs the admin token: Authorization: Bearer <token>, or ?token=<token>",
+    )
+        .into_response()
+}
 
 async fn snapshot(state: &AppState) -> Option<Snapshot> {
     let (reply, answer) = oneshot::channel();
@@ -34,22 +81,54 @@ fn unavailable() -> Response {
 }
 
 /// Rooms, their participants and flags, and the active speaker.
-pub async fn status(State(state): State<AppState>) -> Response {
+pub async fn status(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    let Some(reader) = reader(&state, &headers, &uri, false) else {
+        return unauthorized();
+    };
     match snapshot(&state).await {
-        Some(s) => Json(serde_json::json!({ "rooms": s.rooms })).into_response(),
+        Some(mut s) => {
+            if reader == Reader::Anyone {
+                s.rooms
+                    .retain(|r| r.access != parley_proto::Access::Private);
+            }
+            Json(serde_json::json!({ "rooms": s.rooms })).into_response()
+        }
         None => unavailable(),
     }
 }
 
 /// Per connection: ICE state, selected pair, bitrates, loss, RTT.
-pub async fn debug(State(state): State<AppState>) -> Response {
+pub async fn debug(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    let Some(reader) = reader(&state, &headers, &uri, false) else {
+        return unauthorized();
+    };
     match snapshot(&state).await {
-        Some(s) => Json(serde_json::json!({ "participants": s.peers })).into_response(),
+        Some(mut s) => {
+            if reader == Reader::Anyone {
+                // Addresses are for the admin; and nothing of private rooms.
+                let private: Vec<String> = s
+                    .rooms
+                    .iter()
+                    .filter(|r| r.access == parley_proto::Access::Private)
+                    .map(|r| r.name.clone())
+                    .collect();
+                s.peers
+                    .retain(|p| p.room.as_ref().is_none_or(|r| !private.contains(r)));
+                for p in &mut s.peers {
+                    p.local_address = None;
+                    p.remote_address = None;
+                }
+            }
+            Json(serde_json::json!({ "participants": s.peers })).into_response()
+        }
         None => unavailable(),
     }
 }
 
-pub async fn prometheus(State(state): State<AppState>) -> Response {
+pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    if reader(&state, &headers, &uri, true).is_none() {
+        return unauthorized();
+    }
     let Some(s) = snapshot(&state).await else {
         return unavailable();
     };

@@ -179,3 +179,88 @@ async fn status_and_metrics_show_the_media_workers() {
         assert_eq!(metrics.get(name), Some(&0.0), "{name}");
     }
 }
+
+/// The status endpoints want the admin token (as a bearer or `?token=`) unless `--public-status`;
+/// then private rooms and addresses are still only for the admin.
+#[tokio::test]
+async fn status_endpoints_want_the_admin_token() {
+    let bin = env!("CARGO_BIN_EXE_parley");
+    let mut server = parley_testkit::server::Launch::new(bin)
+        .private_status()
+        .args(["--metrics-token", "scrape-me"])
+        .start();
+    let token = {
+        let out = std::process::Command::new(bin)
+            .arg("--data-dir")
+            .arg(server.data_dir())
+            .args(["admin", "reset-token"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("new admin token: "))
+            .unwrap()
+            .to_string()
+    };
+    server.restart();
+    let request = |path: &str, auth: Option<&str>| {
+        let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let r = http_request(
+            server.http,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+                server.http
+            ),
+        );
+        (r.status, r.body)
+    };
+    for path in ["/api/status", "/api/debug", "/metrics"] {
+        assert_eq!(request(path, None).0, 401, "{path} without a token");
+        assert_eq!(
+            request(path, Some("wrong")).0,
+            401,
+            "{path} with a wrong token"
+        );
+        assert_eq!(
+            request(path, Some(&token)).0,
+            200,
+            "{path} with the admin token"
+        );
+        assert_eq!(
+            request(&format!("{path}?token={token}"), None).0,
+            200,
+            "{path}?token="
+        );
+    }
+    assert_eq!(
+        request("/metrics", Some("scrape-me")).0,
+        200,
+        "the metrics token reads /metrics"
+    );
+    assert_eq!(
+        request("/api/status", Some("scrape-me")).0,
+        401,
+        "and nothing else"
+    );
+
+    // --public-status: readable by anyone, without private rooms or addresses.
+    let server = start(&[]);
+    let mut ann = connect(&server).await;
+    send(
+        &mut ann,
+        json!({"type": "create_room", "id": 1, "room": "hidden", "access": "private"}),
+    )
+    .await;
+    let key = next_of(&mut ann, "room_created").await["owner_key"].clone();
+    send(
+        &mut ann,
+        json!({"type": "join", "id": 2, "room": "hidden", "name": "Ann", "owner_key": key}),
+    )
+    .await;
+    next_of(&mut ann, "joined").await;
+    let (status, body) = get(&server, "/api/status");
+    assert_eq!(status, 200);
+    assert!(!body.contains("hidden") && !body.contains("Ann"), "{body}");
+    let (_, debug) = get(&server, "/api/debug");
+    assert!(!debug.contains("127.0.0.1"), "{debug}");
+}

@@ -119,6 +119,8 @@ pub struct Launch {
     binary: PathBuf,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// Without `--public-status`: the status endpoints want the admin token.
+    private_status: bool,
     media_port: u16,
     media_bind: Option<String>,
     tag: String,
@@ -127,10 +129,17 @@ pub struct Launch {
 }
 
 impl Launch {
+    /// Starts without `--public-status` (the harness passes it otherwise).
+    pub fn private_status(mut self) -> Launch {
+        self.private_status = true;
+        self
+    }
+
     pub fn new(binary: impl Into<PathBuf>) -> Launch {
         Launch {
             binary: binary.into(),
             args: Vec::new(),
+            private_status: false,
             env: Vec::new(),
             media_port: 0,
             media_bind: Some("127.0.0.1".into()),
@@ -326,6 +335,10 @@ impl Server {
             .args(["--media-port", &launch.media_port.to_string()]);
         if let Some(bind) = &launch.media_bind {
             cmd.args(["--media-bind", bind]);
+        }
+        // Tests and the bench read the status endpoints without the admin token.
+        if !launch.private_status {
+            cmd.arg("--public-status");
         }
         cmd.args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))

@@ -9,19 +9,24 @@ fn start() -> Server {
     Server::start(env!("CARGO_BIN_EXE_parley"), &[])
 }
 
-/// The reply to request `id`: its message, or the error sent instead.
-async fn reply(ws: &mut Ws, id: u64) -> Value {
+/// The first message that `wanted`, whatever comes before it (at most 5 s).
+async fn first(ws: &mut Ws, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let wait = async {
         loop {
             let v = next(ws).await;
-            if v["id"] == id {
+            if wanted(&v) {
                 return v;
             }
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), wait)
         .await
-        .unwrap_or_else(|_| panic!("no reply to request {id} in 5 s"))
+        .unwrap_or_else(|_| panic!("no {what} in 5 s"))
+}
+
+/// The reply to request `id`: its message, or the error sent instead.
+async fn reply(ws: &mut Ws, id: u64) -> Value {
+    first(ws, &format!("reply to request {id}"), |v| v["id"] == id).await
 }
 
 async fn ask(ws: &mut Ws, mut request: Value, id: u64) -> Value {
@@ -32,17 +37,7 @@ async fn ask(ws: &mut Ws, mut request: Value, id: u64) -> Value {
 
 /// The next message of `kind`, whatever comes before it.
 async fn until(ws: &mut Ws, kind: &str) -> Value {
-    let wait = async {
-        loop {
-            let v = next(ws).await;
-            if v["type"] == kind {
-                return v;
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {kind} in 5 s"))
+    first(ws, kind, |v| v["type"] == kind).await
 }
 
 fn code(v: &Value) -> &str {

@@ -111,6 +111,18 @@ impl Control {
         }
     }
 
+    /// The room `session` owns, when `target` is in it too.
+    fn owned_room_of(&self, session: SessionId, target: ParticipantId) -> Result<String, Refusal> {
+        let room = self.owned_room(session)?;
+        if !self.in_room(target, &room) {
+            return Err(refusal(
+                ErrorCode::NotInRoom,
+                "that participant is not in your room",
+            ));
+        }
+        Ok(room)
+    }
+
     fn write(
         &mut self,
         session: SessionId,
@@ -594,17 +606,17 @@ impl Control {
         target: ParticipantId,
         now: Instant,
     ) {
-        let room = match self.owned_room(session) {
-            Ok(r) => r,
+        let room = match self.owned_room_of(session, target) {
+            Ok(r) if target != session => r,
+            Ok(_) => {
+                let r = refusal(
+                    ErrorCode::NotInRoom,
+                    "you cannot remove yourself: leave instead",
+                );
+                return self.refuse(session, id, r);
+            }
             Err(r) => return self.refuse(session, id, r),
         };
-        if !self.in_room(target, &room) || target == session {
-            return self.refuse(
-                session,
-                id,
-                refusal(ErrorCode::NotInRoom, "that participant is not in your room"),
-            );
-        }
         let by = self.name_of(session).unwrap_or_else(|| "an owner".into());
         self.remove_from_room(target, &room, &by, now);
         self.send(session, ServerMessage::Ok { id });
@@ -634,16 +646,8 @@ impl Control {
         id: Option<RequestId>,
         target: ParticipantId,
     ) {
-        let room = match self.owned_room(session) {
-            Ok(r) => r,
-            Err(r) => return self.refuse(session, id, r),
-        };
-        if !self.in_room(target, &room) {
-            return self.refuse(
-                session,
-                id,
-                refusal(ErrorCode::NotInRoom, "that participant is not in your room"),
-            );
+        if let Err(r) = self.owned_room_of(session, target) {
+            return self.refuse(session, id, r);
         }
         let change = MediaStateChange {
             mic_muted: Some(true),
@@ -660,17 +664,10 @@ impl Control {
         target: ParticipantId,
         owner: bool,
     ) {
-        let room = match self.owned_room(session) {
+        let room = match self.owned_room_of(session, target) {
             Ok(r) => r,
             Err(r) => return self.refuse(session, id, r),
         };
-        if !self.in_room(target, &room) {
-            return self.refuse(
-                session,
-                id,
-                refusal(ErrorCode::NotInRoom, "that participant is not in your room"),
-            );
-        }
         if owner {
             let Some(key) = self.new_token(session, id) else {
                 return;

@@ -49,6 +49,7 @@ const ui = {
   createInput: $('create-room-input'),
   createSubmit: $('create-room-submit'),
   createError: $('create-error'),
+  createRule: $('create-rule'),
   roomList: $('room-list'),
   roomsEmpty: $('rooms-empty'),
   roomsMore: $('rooms-more'),
@@ -70,6 +71,7 @@ const app = {
   state: prefs.state, // this tab's MediaState (mic_muted, deafened, camera_off)
   maxParticipants: 16,
   maxChatChars: DEFAULT_MAX_CHARS,
+  roomCreation: 'anyone', // who may create rooms here (welcome.room_creation): anyone, owners or admin
   rooms: [],
   roomsKnown: false,
   roomsMore: false,
@@ -292,6 +294,8 @@ function handleMessage(msg) {
     case 'welcome':
       if (Number.isFinite(msg.max_participants)) app.maxParticipants = msg.max_participants;
       if (Number.isFinite(msg.max_chat_chars)) app.maxChatChars = msg.max_chat_chars;
+      app.roomCreation = typeof msg.room_creation === 'string' ? msg.room_creation : 'anyone';
+      renderCreateRule();
       break;
     case 'rooms':
       // The first page on connecting; later pages (asked for with "More rooms") add to it.
@@ -348,6 +352,21 @@ function handleMessage(msg) {
     case 'kicked':
       if (app.room && msg.room === app.room) {
         sentOut(msg.room, `${msg.by || 'An owner'} removed you from ${msg.room}.`, { title: 'Removed from the room', code: 'kicked' });
+      }
+      break;
+    case 'room_closed':
+      if (app.room && msg.room === app.room) {
+        sentOut(msg.room, `The admin closed ${msg.room}: everyone left. You may join again.`, {
+          title: 'Room closed',
+          code: 'room_closed',
+          kind: 'info',
+        });
+      }
+      break;
+    case 'chat_cleared':
+      if (app.room && msg.room === app.room) {
+        chat.reset(msg.room);
+        toast(`The admin deleted the chat history of ${msg.room}.`, { title: 'Chat deleted', kind: 'info', timeout: 6000 });
       }
       break;
     case 'room_deleted':
@@ -482,7 +501,7 @@ function renderRooms() {
   ui.adminBadge.hidden = !app.admin;
   ui.inRoomNote.hidden = !app.room;
   ui.inRoomName.textContent = app.room || '';
-  ui.createSubmit.disabled = !signal.connected;
+  renderCreateRule();
 
   if (app.room) {
     const r = app.rooms.find((x) => x.name === app.room);
@@ -518,6 +537,8 @@ ui.createForm.addEventListener('submit', async (ev) => {
   }
   const msg = { type: 'create_room', room };
   if (access !== 'public') msg.access = access;
+  // Where only owners may create rooms, the keys we keep prove that we own one.
+  if (app.roomCreation === 'owners') msg.owner_keys = prefs.ownerKeys().slice(0, 32);
   if (access === 'password') msg.password = password;
   ui.createSubmit.disabled = true;
   try {
@@ -534,7 +555,7 @@ ui.createForm.addEventListener('submit', async (ev) => {
     ui.createError.hidden = false;
     if (!(err instanceof ServerError)) toast(err.message, { title: 'Could not create the room' });
   } finally {
-    ui.createSubmit.disabled = !signal.connected;
+    renderCreateRule();
   }
 });
 
@@ -922,6 +943,19 @@ function setAdmin(on) {
   app.admin = on;
   renderOwner();
   renderRooms();
+  renderCreateRule();
+}
+
+/** Says who may create rooms when that is not everyone, and turns the form off for those who may not. */
+function renderCreateRule() {
+  let rule = '';
+  if (!app.admin && app.roomCreation === 'admin') rule = 'Only the admin can create rooms on this server.';
+  if (!app.admin && app.roomCreation === 'owners' && prefs.ownerKeys().length === 0) {
+    rule = 'Only owners of a room can create rooms on this server.';
+  }
+  ui.createRule.textContent = rule;
+  ui.createRule.hidden = !rule;
+  for (const el of ui.createForm.querySelectorAll('input, select, button')) el.disabled = !!rule || (el === ui.createSubmit && !signal.connected);
 }
 
 ui.roomAdminOpen.addEventListener('click', () => {

@@ -99,6 +99,13 @@ export const prefs = {
     const keys = readJson(KEY_OWNER_KEYS);
     return typeof keys[room] === 'string' ? keys[room] : '';
   },
+  /** Every owner key kept, as `[{room, key}]` (proof of owning a room, where only owners create rooms). */
+  ownerKeys() {
+    const keys = readJson(KEY_OWNER_KEYS);
+    return Object.entries(keys)
+      .filter(([, key]) => typeof key === 'string' && key)
+      .map(([room, key]) => ({ room, key }));
+  },
   /** Keeps `key` as the owner key of `room`; an empty key forgets it. */
   setOwnerKey(room, key) {
     const keys = readJson(KEY_OWNER_KEYS);

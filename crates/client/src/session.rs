@@ -161,6 +161,7 @@ impl Session {
                     room: config.room.clone(),
                     access: Default::default(),
                     password: None,
+                    owner_keys: Vec::new(),
                 },
             )
             .await?;

@@ -19,6 +19,11 @@ pub const MAX_CHAT_CHARS: usize = 4000;
 pub const MAX_HISTORY_PAGE: u32 = 100;
 /// Pages of the room list hold at most this many rooms.
 pub const MAX_ROOMS_PAGE: u32 = 100;
+/// Owner keys a `create_room` may carry as proof.
+pub const MAX_OWNER_PROOFS: usize = 32;
+/// The most `max_participants` may be: each member may publish three tracks, and the server's offer
+/// to everyone else (about 2.5 KB of SDP per publisher) must stay well inside the message limit.
+pub const MAX_PARTICIPANTS_LIMIT: u16 = 250;
 
 /// Request id chosen by the client, echoed in the reply.
 pub type RequestId = u64;
@@ -179,6 +184,214 @@ pub struct ChatMessage {
     pub sent_at_ms: i64,
 }
 
+/// Who may create rooms (`--allow-room-creation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomCreation {
+    #[default]
+    Anyone,
+    /// Those who own a room already (they show one of its owner keys), and the admin.
+    Owners,
+    Admin,
+}
+
+impl RoomCreation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomCreation::Anyone => "anyone",
+            RoomCreation::Owners => "owners",
+            RoomCreation::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RoomCreation> {
+        match s {
+            "anyone" => Some(RoomCreation::Anyone),
+            "owners" => Some(RoomCreation::Owners),
+            "admin" => Some(RoomCreation::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Server-wide limits. Flags set them at start; the admin changes them with `set_limits`, and such
+/// changes are kept (they outlast restarts and win over the flags).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerLimits {
+    pub room_creation: RoomCreation,
+    /// Rooms on the server, in all.
+    pub max_rooms: u32,
+    /// Rooms that people from one address have created and that still exist.
+    pub max_rooms_per_address: u32,
+    /// An empty room is deleted (with its chat) after this many seconds without anyone in it; 0:
+    /// never. The default room never expires.
+    pub room_idle_expiry_s: u64,
+    /// People in one room (viewers have as many places again).
+    pub max_participants: u16,
+    /// Chat messages per second and burst, for each participant.
+    pub chat_rate: f64,
+    pub chat_burst: f64,
+    /// Chat messages per second and burst, for all participants from one address together.
+    pub chat_rate_per_address: f64,
+    pub chat_burst_per_address: f64,
+    /// Chat messages older than this many days are deleted; 0: kept for ever.
+    pub chat_retention_days: f64,
+}
+
+impl ServerLimits {
+    /// The ranges each limit must be in (the same for flags and for `set_limits`).
+    pub fn validate(&self) -> Result<(), String> {
+        fn range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
+            if v.is_finite() && v >= lo && v <= hi {
+                Ok(())
+            } else {
+                Err(format!("{name} must be from {lo} to {hi}"))
+            }
+        }
+        range("max_rooms", self.max_rooms as f64, 1.0, 1e6)?;
+        range(
+            "max_rooms_per_address",
+            self.max_rooms_per_address as f64,
+            1.0,
+            1e6,
+        )?;
+        range(
+            "room_idle_expiry_s",
+            self.room_idle_expiry_s as f64,
+            0.0,
+            10.0 * 365.0 * 86400.0,
+        )?;
+        range(
+            "max_participants",
+            f64::from(self.max_participants),
+            1.0,
+            MAX_PARTICIPANTS_LIMIT as f64,
+        )?;
+        range("chat_rate", self.chat_rate, 0.01, 1000.0)?;
+        range("chat_burst", self.chat_burst, 1.0, 10_000.0)?;
+        range(
+            "chat_rate_per_address",
+            self.chat_rate_per_address,
+            0.01,
+            10_000.0,
+        )?;
+        range(
+            "chat_burst_per_address",
+            self.chat_burst_per_address,
+            1.0,
+            100_000.0,
+        )?;
+        range(
+            "chat_retention_days",
+            self.chat_retention_days,
+            0.0,
+            36_500.0,
+        )?;
+        Ok(())
+    }
+
+    /// These limits with `change` applied (not yet validated).
+    pub fn with(mut self, change: &LimitsChange) -> ServerLimits {
+        macro_rules! apply {
+            ($($f:ident),*) => { $( if let Some(v) = change.$f { self.$f = v; } )* };
+        }
+        apply!(
+            room_creation,
+            max_rooms,
+            max_rooms_per_address,
+            room_idle_expiry_s,
+            max_participants,
+            chat_rate,
+            chat_burst,
+            chat_rate_per_address,
+            chat_burst_per_address,
+            chat_retention_days
+        );
+        self
+    }
+}
+
+/// Some of the [`ServerLimits`]; absent fields stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_creation: Option<RoomCreation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rooms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rooms_per_address: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_idle_expiry_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_participants: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_burst: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_rate_per_address: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_burst_per_address: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_retention_days: Option<f64>,
+}
+
+impl LimitsChange {
+    /// `self` followed by `later` (later values win).
+    pub fn then(mut self, later: &LimitsChange) -> LimitsChange {
+        macro_rules! merge {
+            ($($f:ident),*) => { $( if later.$f.is_some() { self.$f = later.$f; } )* };
+        }
+        merge!(
+            room_creation,
+            max_rooms,
+            max_rooms_per_address,
+            room_idle_expiry_s,
+            max_participants,
+            chat_rate,
+            chat_burst,
+            chat_rate_per_address,
+            chat_burst_per_address,
+            chat_retention_days
+        );
+        self
+    }
+}
+
+/// Proof that the sender owns a room: one of its owner keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerKeyProof {
+    pub room: String,
+    pub key: String,
+}
+
+/// A room as the admin sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminRoom {
+    pub name: String,
+    pub settings: RoomSettings,
+    pub participants: Vec<AdminParticipant>,
+    /// The address the room was created from (none for the default room and older rooms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// Empty since (Unix ms); absent while anyone is in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since_ms: Option<i64>,
+    /// The server's default room (never expires).
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// Someone in a room, as the admin sees them: with their address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminParticipant {
+    #[serde(flatten)]
+    pub participant: ParticipantInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -201,6 +414,10 @@ pub enum ClientMessage {
         access: Access,
         #[serde(default)]
         password: Option<String>,
+        /// Owner keys of rooms the sender owns: where only owners may create rooms, one valid key
+        /// is enough (at most [`MAX_OWNER_PROOFS`] are looked at).
+        #[serde(default)]
+        owner_keys: Vec<OwnerKeyProof>,
     },
     /// Enter a room; answered by `joined`. The client then sends its `offer`.
     Join {
@@ -324,6 +541,34 @@ pub enum ClientMessage {
         id: Option<RequestId>,
         token: String,
     },
+    /// Admin: a page of every room (private ones too) with who is in it and their addresses, and
+    /// the server's limits; answered by `admin_overview`.
+    AdminOverview {
+        #[serde(default)]
+        id: Option<RequestId>,
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Admin: everyone in `room` leaves it (`room_closed`, then `left`); the room stays.
+    CloseRoom {
+        #[serde(default)]
+        id: Option<RequestId>,
+        room: String,
+    },
+    /// Admin: delete `room`'s chat history; its members get `chat_cleared`.
+    DeleteChat {
+        #[serde(default)]
+        id: Option<RequestId>,
+        room: String,
+    },
+    /// Admin: change server-wide limits; answered by `limits`.
+    SetLimits {
+        #[serde(default)]
+        id: Option<RequestId>,
+        limits: LimitsChange,
+    },
 }
 
 /// What a `join` may present to get in.
@@ -347,6 +592,9 @@ pub enum ServerMessage {
         max_participants: usize,
         /// Longest chat message this server accepts, in characters.
         max_chat_chars: usize,
+        /// Who may create rooms here.
+        #[serde(default)]
+        room_creation: RoomCreation,
     },
     /// A page of the room list, by name: the reply to `list_rooms` (with its id), and the first page
     /// on connecting (without). Changes after it come as `room_added`, `room_updated`, `room_removed`.
@@ -465,6 +713,32 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
+    /// The reply to `admin_overview`: a page of rooms by name (`has_more`: ask again with `after`).
+    AdminOverview {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        rooms: Vec<AdminRoom>,
+        has_more: bool,
+        /// Rooms on the server, connections open, people in rooms.
+        total_rooms: usize,
+        connections: usize,
+        in_rooms: usize,
+        limits: Box<ServerLimits>,
+    },
+    /// The server's limits now: the reply to `set_limits`.
+    Limits {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        limits: Box<ServerLimits>,
+    },
+    /// The admin closed your room; `left` follows.
+    RoomClosed {
+        room: String,
+    },
+    /// The admin deleted your room's chat history.
+    ChatCleared {
+        room: String,
+    },
     /// A chat message in your room. `id` is set only in the copy sent to its author.
     Chat {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -539,6 +813,10 @@ pub enum ErrorCode {
     Forbidden,
     /// A password that cannot be set (empty or too long).
     InvalidPassword,
+    /// The server or your address has as many rooms as it may.
+    TooManyRooms,
+    /// Limits outside their ranges (`set_limits`).
+    InvalidLimits,
     Internal,
 }
 
@@ -567,6 +845,8 @@ impl ErrorCode {
             ErrorCode::Banned => "banned",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidPassword => "invalid_password",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::InvalidLimits => "invalid_limits",
             ErrorCode::Internal => "internal",
         }
     }
@@ -637,7 +917,11 @@ impl ClientMessage {
             | ClientMessage::ListInvites { id }
             | ClientMessage::RevokeInvite { id, .. }
             | ClientMessage::DeleteRoom { id, .. }
-            | ClientMessage::Admin { id, .. } => *id,
+            | ClientMessage::Admin { id, .. }
+            | ClientMessage::AdminOverview { id, .. }
+            | ClientMessage::CloseRoom { id, .. }
+            | ClientMessage::DeleteChat { id, .. }
+            | ClientMessage::SetLimits { id, .. } => *id,
         }
     }
 }

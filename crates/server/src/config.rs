@@ -48,7 +48,7 @@ pub struct Config {
     /// Most people in one room (and, separately, most viewers).
     // At most 250: each member may publish three tracks, and the server's offer to everyone else
     // (about 2.5 KB of SDP per publisher) must stay well inside the 768 KiB message limit.
-    #[arg(long, env = "PARLEY_MAX_PARTICIPANTS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=250))]
+    #[arg(long, env = "PARLEY_MAX_PARTICIPANTS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=i64::from(parley_proto::MAX_PARTICIPANTS_LIMIT)))]
     pub max_participants: u16,
 
     /// Longest chat message, in characters.
@@ -62,6 +62,36 @@ pub struct Config {
     /// Chat messages a participant may send in a quick burst.
     #[arg(long, env = "PARLEY_CHAT_BURST", default_value_t = 10.0)]
     pub chat_burst: f64,
+
+    /// Chat messages per second from one address, all its participants together (a class behind
+    /// one router shares it).
+    #[arg(long, env = "PARLEY_CHAT_RATE_PER_IP", default_value_t = 20.0)]
+    pub chat_rate_per_ip: f64,
+
+    /// Chat messages in a quick burst from one address.
+    #[arg(long, env = "PARLEY_CHAT_BURST_PER_IP", default_value_t = 40.0)]
+    pub chat_burst_per_ip: f64,
+
+    /// Chat messages older than this many days are deleted (fractions allowed). 0: keep them all.
+    #[arg(long, env = "PARLEY_CHAT_RETENTION_DAYS", default_value_t = 0.0)]
+    pub chat_retention_days: f64,
+
+    /// Who may create rooms: anyone, owners (people who own a room already) or admin.
+    #[arg(long, env = "PARLEY_ALLOW_ROOM_CREATION", default_value = "anyone", value_parser = parse_room_creation)]
+    pub allow_room_creation: parley_proto::RoomCreation,
+
+    /// Most rooms on the server.
+    #[arg(long, env = "PARLEY_MAX_ROOMS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_rooms: u32,
+
+    /// Most rooms created from one address that exist at once.
+    #[arg(long, env = "PARLEY_MAX_ROOMS_PER_IP", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_rooms_per_ip: u32,
+
+    /// An empty room is deleted, with its chat, after this long without anyone in it (e.g. 30d,
+    /// 12h, 90s; 0 or never: rooms stay). The default room stays.
+    #[arg(long, env = "PARLEY_ROOM_IDLE_EXPIRY", default_value = "30d", value_parser = parse_duration_s)]
+    pub room_idle_expiry: u64,
 
     /// Active speaker: audio at or above this level counts as voice (-dBov; smaller is louder).
     #[arg(long, env = "PARLEY_SPEAKER_VOICE_LEVEL", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=127))]
@@ -135,6 +165,37 @@ pub enum AdminAction {
     ResetToken,
 }
 
+fn parse_room_creation(s: &str) -> Result<parley_proto::RoomCreation, String> {
+    parley_proto::RoomCreation::parse(s)
+        .ok_or_else(|| format!("{s}: expected anyone, owners or admin"))
+}
+
+/// `30d`, `12h`, `15m`, `90s` or plain seconds, in seconds; `0` and `never` are 0.
+fn parse_duration_s(s: &str) -> Result<u64, String> {
+    if s.eq_ignore_ascii_case("never") {
+        return Ok(0);
+    }
+    let (number, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_lowercase()),
+        _ => (s, 's'),
+    };
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{s}: the unit is s, m, h or d")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n <= 10 * 365 * 86_400)
+        .ok_or_else(|| {
+            format!("{s}: expected a duration such as 30d, 12h, 15m or 90s (at most 10 years)")
+        })
+}
+
 fn parse_origin(s: &str) -> Result<String, String> {
     crate::edge::normalize_origin(s)
         .ok_or_else(|| format!("{s}: expected an origin such as https://chat.example.org"))
@@ -151,4 +212,23 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     s.parse()
         .map(|a| OptionalAddr(Some(a)))
         .map_err(|e| format!("{s}: {e} (expected ADDR:PORT or off)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration_s("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_duration_s("12h"), Ok(12 * 3600));
+        assert_eq!(parse_duration_s("15m"), Ok(900));
+        assert_eq!(parse_duration_s("90s"), Ok(90));
+        assert_eq!(parse_duration_s("90"), Ok(90));
+        assert_eq!(parse_duration_s("never"), Ok(0));
+        assert_eq!(parse_duration_s("0"), Ok(0));
+        for bad in ["", "d", "-1d", "1.5h", "3w", "99999999999d", "1dd"] {
+            assert!(parse_duration_s(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

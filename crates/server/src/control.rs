@@ -10,32 +10,36 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use parley_proto::{
-    validate_chat_text, ChatMessage, ClientMessage, ErrorCode, MediaStateChange, ParticipantId,
-    ParticipantInfo, RequestId, Role, ServerMessage, MAX_HISTORY_PAGE, MAX_ROOMS_PAGE,
+    validate_chat_text, ChatMessage, ClientMessage, ErrorCode, LimitsChange, MediaStateChange,
+    ParticipantId, ParticipantInfo, RequestId, Role, RoomCreation, ServerLimits, ServerMessage,
+    MAX_HISTORY_PAGE, MAX_ROOMS_PAGE,
 };
 use parley_sfu::{MediaCommand, MediaEvent, PeerId, RoomId};
 use serde::Serialize;
 
-use crate::rate::{RateLimit, TokenBucket};
+use crate::rate::TokenBucket;
 use crate::rooms::{Refusal, Rooms};
 use crate::secret::TokenHash;
 use crate::store::{StoreWrite, StoredInvite, StoredRoom};
 
 mod access;
+mod limits;
 
 pub use access::{AfterPassword, PasswordJob, PasswordResult, PasswordWork, PendingJoin};
+pub use limits::{retention, LIMITS_SETTING};
 
 /// A signalling connection (one browser tab). When it joins a room, it is the participant of the same id.
 pub type SessionId = ParticipantId;
 
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    pub max_participants: usize,
     pub server_version: String,
     /// Longest chat message, in characters.
     pub chat_max_chars: usize,
-    /// Chat messages per participant.
-    pub chat_rate: RateLimit,
+    /// The limits the flags set (the admin's changes apply over them).
+    pub limits: ServerLimits,
+    /// The room that always exists (it never expires).
+    pub default_room: Option<String>,
     /// Media workers to place rooms on.
     pub workers: usize,
 }
@@ -43,21 +47,29 @@ pub struct ControlConfig {
 impl ControlConfig {
     pub fn new(workers: usize) -> ControlConfig {
         ControlConfig {
-            max_participants: 16,
             server_version: String::new(),
             chat_max_chars: parley_proto::MAX_CHAT_CHARS,
-            chat_rate: RateLimit {
-                per_second: 5.0,
-                burst: 10.0,
+            limits: ServerLimits {
+                room_creation: RoomCreation::Anyone,
+                max_rooms: 1000,
+                max_rooms_per_address: 20,
+                room_idle_expiry_s: 30 * 86_400,
+                max_participants: 16,
+                chat_rate: 5.0,
+                chat_burst: 10.0,
+                chat_rate_per_address: 20.0,
+                chat_burst_per_address: 40.0,
+                chat_retention_days: 0.0,
             },
+            default_room: None,
             workers: workers.max(1),
         }
     }
 }
 
-/// Durable work for the store; results come back through [`Control::room_stored`],
+/// Durable work for the store; results come back through [`Control::written`],
 /// [`Control::chat_saved`] and [`Control::history_loaded`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreRequest {
     /// A durable change; the store reports back with [`Control::written`] and `then`.
     Write {
@@ -81,6 +93,8 @@ pub enum StoreRequest {
         before: Option<i64>,
         limit: u32,
     },
+    /// Chat retention: delete messages sent before this (Unix ms). Nothing is reported back.
+    PruneChat { before_ms: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +114,7 @@ pub enum Output {
 }
 
 /// What the control plane does once a write is durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AfterWrite {
     RoomCreated {
         name: String,
@@ -132,6 +146,13 @@ pub enum AfterWrite {
     },
     RoomDeleted {
         room: String,
+    },
+    ChatDeleted {
+        room: String,
+    },
+    /// The admin's limits (all their changes so far).
+    Limits {
+        stored: LimitsChange,
     },
     /// Nothing to tell anyone (an invite's use count).
     Nothing,
@@ -222,12 +243,29 @@ pub struct Control {
     next_room: RoomId,
     outputs: Vec<Output>,
     refusals: u64,
+    /// The limits in force: the flags' with the admin's changes.
+    limits: ServerLimits,
+    admin_limits: LimitsChange,
+    /// The address each room was created from (rooms per address).
+    room_creators: HashMap<String, IpAddr>,
+    /// Empty rooms, since when (Unix ms): they expire.
+    idle_since: HashMap<String, i64>,
+    /// Chat from all of one address's connections.
+    address_chat: HashMap<IpAddr, TokenBucket>,
+    /// When chat retention runs next (Unix ms).
+    next_prune_ms: i64,
 }
 
 impl Control {
     pub fn new(config: ControlConfig) -> Control {
         Control {
-            rooms: Rooms::new(config.max_participants),
+            rooms: Rooms::new(usize::from(config.limits.max_participants)),
+            limits: config.limits,
+            admin_limits: LimitsChange::default(),
+            room_creators: HashMap::new(),
+            idle_since: HashMap::new(),
+            address_chat: HashMap::new(),
+            next_prune_ms: 0,
             worker_load: vec![0; config.workers.max(1)],
             config,
             sessions: BTreeSet::new(),
@@ -266,7 +304,9 @@ impl Control {
 
     /// Creates a room outside of signalling (the default room, tests).
     pub fn create_room(&mut self, name: &str) -> Result<(), Refusal> {
-        self.rooms.create(name).map(|_| ())
+        self.rooms.create(name)?;
+        self.idle_since.insert(name.to_string(), self.unix_ms);
+        Ok(())
     }
 
     /// A room loaded from the store, with its settings and secrets.
@@ -278,6 +318,11 @@ impl Control {
             has_password: stored.password_hash.is_some(),
         };
         self.rooms.set_settings(&stored.name, settings);
+        self.idle_since
+            .insert(stored.name.clone(), stored.last_active_ms);
+        if let Some(addr) = stored.creator_addr {
+            self.room_creators.insert(stored.name.clone(), addr);
+        }
         self.next_invite = self
             .next_invite
             .max(stored.invites.iter().map(|i| i.id + 1).max().unwrap_or(1));
@@ -346,6 +391,7 @@ impl Control {
                 server_version: self.config.server_version.clone(),
                 max_participants: self.rooms.max_participants(),
                 max_chat_chars: self.config.chat_max_chars,
+                room_creation: self.limits.room_creation,
             },
         );
         let (rooms, has_more) = self.rooms.page(None, MAX_ROOMS_PAGE as usize, false);
@@ -366,8 +412,9 @@ impl Control {
         }
         self.leave_room(session, true);
         self.chat_buckets.remove(&session);
-        self.session_info.remove(&session);
+        let addr = self.session_info.remove(&session).and_then(|i| i.addr);
         self.pending_joins.remove(&session);
+        self.address_closed(addr);
     }
 
     /// Sends `message` to `session` in order with everything else it is sent.
@@ -401,8 +448,9 @@ impl Control {
                 room,
                 access,
                 password,
+                owner_keys,
                 ..
-            } => self.create(session, id, &room, access, password),
+            } => self.create(session, id, &room, access, password, &owner_keys),
             ClientMessage::Join {
                 room,
                 name,
@@ -485,6 +533,12 @@ impl Control {
             } => self.revoke_invite(session, id, invite_id, kick),
             ClientMessage::DeleteRoom { room, .. } => self.delete_room(session, id, &room),
             ClientMessage::Admin { token, .. } => self.admin_login(session, id, &token, now),
+            ClientMessage::AdminOverview { after, limit, .. } => {
+                self.admin_overview(session, id, after, limit)
+            }
+            ClientMessage::CloseRoom { room, .. } => self.close_room(session, id, &room),
+            ClientMessage::DeleteChat { room, .. } => self.delete_chat(session, id, &room),
+            ClientMessage::SetLimits { limits, .. } => self.set_limits(session, id, limits),
         }
     }
 
@@ -653,6 +707,9 @@ impl Control {
             .filter(|m| m.id != session)
             .cloned()
             .collect();
+        if others.is_empty() {
+            self.room_occupied(&room_name);
+        }
         let placement = match self.placements.get(&room_name) {
             Some(p) => *p,
             None => {
@@ -745,6 +802,7 @@ impl Control {
                 self.room_names.remove(&p.id);
             }
             self.speakers.remove(&room);
+            self.room_emptied(&room);
         }
         self.outputs.push(Output::Send {
             sessions: remaining,
@@ -821,7 +879,7 @@ impl Control {
         if let Err((code, message)) = validate_chat_text(&text, self.config.chat_max_chars) {
             return self.refuse(session, id, Refusal { code, message });
         }
-        let limit = self.config.chat_rate;
+        let limit = self.chat_limit();
         let bucket = self
             .chat_buckets
             .entry(session)
@@ -839,6 +897,9 @@ impl Control {
                     message,
                 },
             );
+        }
+        if let Err(r) = self.address_chat_allowed(session, now) {
+            return self.refuse(session, id, r);
         }
         self.outputs.push(Output::Store(StoreRequest::SaveChat {
             session,

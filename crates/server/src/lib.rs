@@ -175,14 +175,43 @@ async fn run(config: Config) -> Result<()> {
     let media_addrs: Vec<Vec<SocketAddr>> = workers.iter().map(MediaWorker::addresses).collect();
 
     let mut control_config = ControlConfig::new(worker_count);
-    control_config.max_participants = usize::from(config.max_participants);
     control_config.chat_max_chars = config.chat_max_chars as usize;
-    control_config.chat_rate = crate::rate::RateLimit {
-        per_second: config.chat_rate,
-        burst: config.chat_burst,
+    control_config.limits = parley_proto::ServerLimits {
+        room_creation: config.allow_room_creation,
+        max_rooms: config.max_rooms,
+        max_rooms_per_address: config.max_rooms_per_ip,
+        room_idle_expiry_s: config.room_idle_expiry,
+        max_participants: config.max_participants,
+        chat_rate: config.chat_rate,
+        chat_burst: config.chat_burst,
+        chat_rate_per_address: config.chat_rate_per_ip,
+        chat_burst_per_address: config.chat_burst_per_ip,
+        chat_retention_days: config.chat_retention_days,
     };
+    control_config
+        .limits
+        .validate()
+        .map_err(|e| anyhow::anyhow!("limits: {e}"))?;
+    control_config.default_room =
+        (!config.default_room.is_empty()).then(|| config.default_room.clone());
     control_config.server_version = env!("CARGO_PKG_VERSION").to_string();
     let mut control = Control::new(control_config);
+    control.set_unix_ms(now_ms());
+    if let Some(json) = store.setting(control::LIMITS_SETTING)? {
+        match serde_json::from_str::<parley_proto::LimitsChange>(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|change| control.load_admin_limits(change).map(|()| change))
+        {
+            Ok(change) => tracing::info!(
+                "the admin's limits apply over the flags: {}",
+                serde_json::to_string(&change).unwrap_or_default()
+            ),
+            Err(e) => tracing::warn!("the admin's stored limits are not used: {e}"),
+        }
+    }
+    if let Some(keep) = control::retention(&control.limits()) {
+        tracing::info!("chat retention: messages older than {keep:?} are deleted");
+    }
     let stored = store.load_rooms().context("loading rooms")?;
     let stored_names: Vec<String> = stored.iter().map(|r| r.name.clone()).collect();
     for room in stored {

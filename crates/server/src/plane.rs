@@ -73,6 +73,8 @@ pub enum ControlInput {
         what: &'static str,
     },
     Snapshot(oneshot::Sender<Snapshot>),
+    /// A second has passed (idle rooms expire, chat retention runs).
+    Tick,
 }
 
 /// Inputs waiting for the control plane at most (connections wait; workers retry).
@@ -90,6 +92,9 @@ pub struct Snapshot {
     pub dropped_levels: u64,
     pub slow_closes: u64,
 }
+
+/// How often the control plane looks at the clock by itself.
+const TICK: Duration = Duration::from_secs(1);
 
 /// How long a snapshot waits for a worker.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
@@ -125,7 +130,16 @@ impl ControlPlane {
 
     /// Runs until every input sender is gone.
     pub async fn run(mut self, mut inputs: mpsc::Receiver<ControlInput>) {
-        while let Some(input) = inputs.recv().await {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let input = tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => input,
+                    None => return,
+                },
+                _ = tick.tick() => ControlInput::Tick,
+            };
             self.handle(input);
             self.carry_out();
         }
@@ -183,6 +197,7 @@ impl ControlPlane {
                 what,
             } => self.control.store_failed(session, request_id, what),
             ControlInput::Snapshot(reply) => self.snapshot(reply),
+            ControlInput::Tick => self.control.tick(),
         }
     }
 
@@ -325,6 +340,14 @@ fn spawn_store_thread(
         .spawn(move || {
             for request in queue {
                 let input = match request {
+                    StoreRequest::PruneChat { before_ms } => {
+                        match store.prune_chat(before_ms) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!("chat retention: {n} old messages deleted"),
+                            Err(e) => tracing::error!("chat retention failed: {e:#}"),
+                        }
+                        continue;
+                    }
                     StoreRequest::Write {
                         session,
                         request_id,

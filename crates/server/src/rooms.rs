@@ -81,6 +81,16 @@ impl Rooms {
         self.max_participants
     }
 
+    /// A new capacity (the admin's limits): those already in a fuller room stay.
+    pub fn set_max_participants(&mut self, max: usize) {
+        self.max_participants = max.max(1);
+    }
+
+    /// Rooms, those being created included.
+    pub fn count(&self) -> usize {
+        self.rooms.len()
+    }
+
     /// Creates a room that is usable at once (rooms loaded from the store, the default room).
     pub fn create(&mut self, name: &str) -> Result<RoomSummary, Refusal> {
         let summary = self.create_pending(name)?;

@@ -51,6 +51,11 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     );",
+    // 3: limits. Who made a room (rooms per address) and when it was last empty or entered (idle
+    // rooms expire); chat by time (retention).
+    "ALTER TABLE rooms ADD COLUMN creator_addr TEXT;
+    ALTER TABLE rooms ADD COLUMN last_active_ms INTEGER;
+    CREATE INDEX chat_messages_by_time ON chat_messages (sent_at_ms);",
 ];
 
 /// A room as stored, with everything the access rules need.
@@ -62,6 +67,10 @@ pub struct StoredRoom {
     pub locked: bool,
     pub owner_keys: Vec<TokenHash>,
     pub invites: Vec<StoredInvite>,
+    /// The address it was created from.
+    pub creator_addr: Option<std::net::IpAddr>,
+    /// When someone last entered it or it became empty (its creation, if never).
+    pub last_active_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +94,20 @@ pub enum StoreWrite {
         access: Access,
         password_hash: Option<String>,
         owner_key: TokenHash,
+        creator_addr: Option<std::net::IpAddr>,
+    },
+    /// Someone entered the room, or its last person left (idle rooms expire by this).
+    RoomActive {
+        room: String,
+    },
+    /// The room's chat history, all of it.
+    DeleteChat {
+        room: String,
+    },
+    /// A server setting (the admin's limits).
+    Setting {
+        key: String,
+        value: String,
     },
     Settings {
         room: String,
@@ -170,14 +193,21 @@ impl Store {
     pub fn load_rooms(&self) -> Result<Vec<StoredRoom>> {
         let conn = self.conn();
         let mut rooms: Vec<StoredRoom> = conn
-            .prepare("SELECT name, access, password_hash, locked FROM rooms ORDER BY name")?
+            .prepare(
+                "SELECT name, access, password_hash, locked, creator_addr,
+                        COALESCE(last_active_ms, created_at_ms)
+                 FROM rooms ORDER BY name",
+            )?
             .query_map([], |r| {
                 let access: String = r.get(1)?;
+                let creator: Option<String> = r.get(4)?;
                 Ok(StoredRoom {
                     name: r.get(0)?,
                     access: Access::parse(&access).unwrap_or_default(),
                     password_hash: r.get(2)?,
                     locked: r.get::<_, i64>(3)? != 0,
+                    creator_addr: creator.and_then(|a| a.parse().ok()),
+                    last_active_ms: r.get(5)?,
                     ..Default::default()
                 })
             })?
@@ -246,10 +276,18 @@ impl Store {
                 access,
                 password_hash,
                 owner_key,
+                creator_addr,
             } => {
                 tx.execute(
-                    "INSERT INTO rooms (name, created_at_ms, access, password_hash) VALUES (?1, ?2, ?3, ?4)",
-                    params![name, now_ms, access.as_str(), password_hash],
+                    "INSERT INTO rooms (name, created_at_ms, access, password_hash, creator_addr, last_active_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?2)",
+                    params![
+                        name,
+                        now_ms,
+                        access.as_str(),
+                        password_hash,
+                        creator_addr.map(|a| a.to_string())
+                    ],
                 )?;
                 tx.execute(
                     "INSERT INTO owner_keys (key_hash, room, created_at_ms) VALUES (?1, ?2, ?3)",
@@ -308,6 +346,22 @@ impl Store {
             StoreWrite::RevokeInvite { id } => {
                 tx.execute("UPDATE invites SET revoked = 1 WHERE id = ?1", params![id])?;
             }
+            StoreWrite::RoomActive { room } => {
+                tx.execute(
+                    "UPDATE rooms SET last_active_ms = ?2 WHERE name = ?1",
+                    params![room, now_ms],
+                )?;
+            }
+            StoreWrite::DeleteChat { room } => {
+                tx.execute("DELETE FROM chat_messages WHERE room = ?1", params![room])?;
+            }
+            StoreWrite::Setting { key, value } => {
+                tx.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )?;
+            }
             StoreWrite::DeleteRoom { room } => {
                 for table in ["chat_messages", "owner_keys", "invites"] {
                     tx.execute(
@@ -355,6 +409,14 @@ impl Store {
             params![name, now_ms],
         )?;
         Ok(())
+    }
+
+    /// Deletes chat messages sent before `before_ms`; returns how many.
+    pub fn prune_chat(&self, before_ms: i64) -> Result<usize> {
+        Ok(self.conn().execute(
+            "DELETE FROM chat_messages WHERE sent_at_ms < ?1",
+            params![before_ms],
+        )?)
     }
 
     /// Stores a message and returns it with its id. Returns only once it is durable.
@@ -469,6 +531,54 @@ mod tests {
         let (exact, more) = store.history("a", Some(page3[0].id + 1), 50).unwrap();
         assert_eq!((exact.len(), more), (50, false));
         assert_eq!(store.message_count(), 500);
+    }
+
+    #[test]
+    fn retention_deletes_only_older_messages_and_delete_chat_only_that_room() {
+        let store = Store::in_memory();
+        for t in [10, 20, 30, 40] {
+            store.add_chat("a", 1, "Ann", &format!("a{t}"), t).unwrap();
+            store.add_chat("b", 2, "Bo", &format!("b{t}"), t).unwrap();
+        }
+        // Strictly older than the cut: the message at exactly 30 stays.
+        assert_eq!(store.prune_chat(30).unwrap(), 4);
+        let (left, _) = store.history("a", None, 10).unwrap();
+        let texts: Vec<&str> = left.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["a40", "a30"]);
+        store
+            .write(&StoreWrite::DeleteChat { room: "a".into() }, 50)
+            .unwrap();
+        assert!(store.history("a", None, 10).unwrap().0.is_empty());
+        assert_eq!(store.history("b", None, 10).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn rooms_keep_their_creator_and_last_activity() {
+        let store = Store::in_memory();
+        let creator: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let create = StoreWrite::CreateRoom {
+            name: "made".into(),
+            access: Access::Public,
+            password_hash: None,
+            owner_key: TokenHash::default(),
+            creator_addr: Some(creator),
+        };
+        store.write(&create, 100).unwrap();
+        store.add_room("old", 5).unwrap();
+        let rooms = store.load_rooms().unwrap();
+        assert_eq!(
+            (
+                rooms[0].name.as_str(),
+                rooms[0].creator_addr,
+                rooms[0].last_active_ms
+            ),
+            ("made", Some(creator), 100)
+        );
+        // A room from before migration 3 is as old as its creation.
+        assert_eq!((rooms[1].creator_addr, rooms[1].last_active_ms), (None, 5));
+        let active = StoreWrite::RoomActive { room: "old".into() };
+        store.write(&active, 900).unwrap();
+        assert_eq!(store.load_rooms().unwrap()[1].last_active_ms, 900);
     }
 
     #[test]

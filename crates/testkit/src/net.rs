@@ -81,7 +81,7 @@ impl<E: Endpoint> Net<E> {
     pub fn with_workers(workers: usize) -> Net<E> {
         let now = Instant::now();
         let mut config = ControlConfig::new(workers);
-        config.max_participants = 64;
+        config.limits.max_participants = 64;
         let mut control = Control::new(config);
         control.create_room("band").unwrap();
         control.create_room("other").unwrap();
@@ -319,6 +319,7 @@ impl<E: Endpoint> Net<E> {
             }) => self
                 .control
                 .history_loaded(session, request_id, room, (Vec::new(), false)),
+            Output::Store(StoreRequest::PruneChat { .. }) => {}
             Output::Store(StoreRequest::Write {
                 session,
                 request_id,

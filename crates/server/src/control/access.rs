@@ -93,7 +93,7 @@ impl Control {
         self.session_info.get(&session).is_some_and(|i| i.admin)
     }
 
-    fn addr_of(&self, session: SessionId) -> Option<IpAddr> {
+    pub(super) fn addr_of(&self, session: SessionId) -> Option<IpAddr> {
         self.session_info.get(&session).and_then(|i| i.addr)
     }
 
@@ -112,7 +112,15 @@ impl Control {
     }
 
     /// The room `session` owns, when `target` is in it too.
+    /// The admin reaches anyone in any room, from anywhere (the admin page).
     fn owned_room_of(&self, session: SessionId, target: ParticipantId) -> Result<String, Refusal> {
+        if self.is_admin(session) && self.rooms.room_of(session).is_none() {
+            return self
+                .rooms
+                .room_of(target)
+                .map(|r| r.name().to_string())
+                .ok_or_else(|| refusal(ErrorCode::NotInRoom, "that participant is in no room"));
+        }
         let room = self.owned_room(session)?;
         if !self.in_room(target, &room) {
             return Err(refusal(
@@ -123,7 +131,7 @@ impl Control {
         Ok(room)
     }
 
-    fn write(
+    pub(super) fn write(
         &mut self,
         session: SessionId,
         id: Option<RequestId>,
@@ -163,7 +171,11 @@ impl Control {
         name: &str,
         access: Access,
         password: Option<String>,
+        owner_keys: &[parley_proto::OwnerKeyProof],
     ) {
+        if let Err(r) = self.may_create_room(session, owner_keys) {
+            return self.refuse(session, id, r);
+        }
         let password = match (access, password) {
             (Access::Password, Some(p)) => match secret::validate_password(&p) {
                 Ok(_) => Some(p),
@@ -186,6 +198,7 @@ impl Control {
             Ok(s) => s,
             Err(r) => return self.refuse(session, id, r),
         };
+        self.note_room_creator(&summary.name, session);
         let settings = RoomSettings {
             access,
             locked: false,
@@ -215,7 +228,7 @@ impl Control {
         password_hash: Option<String>,
     ) {
         let Some(owner_key) = self.new_token(session, id) else {
-            self.rooms.discard(&name);
+            self.discard_pending_room(&name);
             return;
         };
         self.secrets.insert(
@@ -233,6 +246,7 @@ impl Control {
                 access,
                 password_hash,
                 owner_key: secret::hash_token(&owner_key),
+                creator_addr: self.addr_of(session),
             },
             AfterWrite::RoomCreated { name, owner_key },
         );
@@ -425,7 +439,7 @@ impl Control {
         let session = job.session;
         if !self.sessions.contains(&session) {
             if let AfterPassword::CreateRoom { name, .. } = &job.then {
-                self.rooms.discard(name);
+                self.discard_pending_room(name);
             }
             return;
         }
@@ -467,7 +481,7 @@ impl Control {
                         j.id
                     }
                     AfterPassword::CreateRoom { id, name } => {
-                        self.rooms.discard(&name);
+                        self.discard_pending_room(&name);
                         id
                     }
                     AfterPassword::Settings { id, .. } => id,
@@ -617,7 +631,7 @@ impl Control {
             }
             Err(r) => return self.refuse(session, id, r),
         };
-        let by = self.name_of(session).unwrap_or_else(|| "an owner".into());
+        let by = self.name_of(session).unwrap_or_else(|| "the admin".into());
         self.remove_from_room(target, &room, &by, now);
         self.send(session, ServerMessage::Ok { id });
     }
@@ -863,8 +877,9 @@ impl Control {
         if !stored {
             if let AfterWrite::RoomCreated { name, .. } = &then {
                 // Only a pending room is discarded; its name is free again.
-                self.rooms.discard(name);
-                self.secrets.remove(name);
+                let name = name.clone();
+                self.discard_pending_room(&name);
+                self.secrets.remove(&name);
             }
             if !matches!(then, AfterWrite::Nothing) {
                 self.store_failed(session, id, "that could not be saved; try again");
@@ -962,6 +977,8 @@ impl Control {
                     self.send(session, ServerMessage::Ok { id });
                 }
             }
+            AfterWrite::ChatDeleted { room } => self.chat_deleted(session, id, room),
+            AfterWrite::Limits { stored } => self.limits_stored(session, id, stored),
             AfterWrite::Nothing => {}
         }
     }
@@ -976,6 +993,7 @@ impl Control {
         let Some(room) = self.rooms.confirm(&name) else {
             return;
         };
+        self.idle_since.insert(name.clone(), self.unix_ms);
         self.secrets
             .entry(name.clone())
             .or_default()
@@ -1001,7 +1019,7 @@ impl Control {
     }
 
     /// Everyone in `room` leaves it (told why), and the room is gone.
-    fn room_deleted(&mut self, room: &str) {
+    pub(super) fn room_deleted(&mut self, room: &str) {
         let members: Vec<SessionId> = self
             .rooms
             .room(room)
@@ -1027,6 +1045,8 @@ impl Control {
         }
         self.rooms.remove(room);
         self.secrets.remove(room);
+        self.room_creators.remove(room);
+        self.idle_since.remove(room);
         self.bans.retain(|(r, _), _| r != room);
         tracing::info!(room, "room deleted");
         if listed {

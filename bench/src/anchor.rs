@@ -193,6 +193,8 @@ fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> 
         .args(["--media-port", &media_port.to_string()])
         .args(["--media-bind", &SERVER_IP.to_string()])
         .arg("--public-status")
+        // The load generator makes every room from one address.
+        .args(["--max-rooms-per-ip", "1000000", "--max-rooms", "1000000"])
         .args(workers_args(args, workers))
         .args(["--max-participants", "250"])
         .env("RUST_LOG", "warn")

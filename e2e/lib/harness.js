@@ -100,6 +100,8 @@ export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = 
     '--media-port', '0',
     '--media-bind', '127.0.0.1',
     '--public-status', // the tests read /api/status and /metrics without the admin token
+    // Every page comes from 127.0.0.1: the per-address room cap would stop the suite's many rooms.
+    ...(extraArgs.includes('--max-rooms-per-ip') ? [] : ['--max-rooms-per-ip', '1000000']),
     ...extraArgs,
   ];
   const child = spawn(BIN, args, {

@@ -10,7 +10,7 @@ const texts = async (page) => (await page.evaluate(() => window.parley.chat)).fi
 
 test('chat history: a late joiner gets the last 100 messages, scrolling up loads the older ones', { timeout: 60_000 }, async (t) => {
   // A generous chat rate, so 130 messages go quickly (the connection limit of 50/s, bursts of 100, still applies).
-  const env = await setup(t, { serverArgs: ['--chat-rate', '1000', '--chat-burst', '1000'] });
+  const env = await setup(t, { serverArgs: ['--chat-rate', '1000', '--chat-burst', '1000', '--chat-rate-per-ip', '1000', '--chat-burst-per-ip', '1000'] });
   await withReport(env, async () => {
     const state = { camera_off: true }; // text only: spare the CPU
     const [a, b] = await Promise.all([env.client('Ann', { state }), env.client('Bo', { state })]);

@@ -161,7 +161,7 @@ pub enum Command {
 #[derive(Debug, Clone, Subcommand)]
 pub enum AdminAction {
     /// Make a new admin token and print it; the old one stops working (a running parley takes the
-    /// new one when it starts next).
+    /// new one within seconds, and whoever was logged in with the old one is not the admin any more).
     ResetToken,
 }
 

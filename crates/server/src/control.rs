@@ -95,6 +95,9 @@ pub enum StoreRequest {
     },
     /// Chat retention: delete messages sent before this (Unix ms). Nothing is reported back.
     PruneChat { before_ms: i64 },
+    /// Read the admin token's hash again (`parley admin reset-token` may have changed it); reported
+    /// with [`Control::admin_hash_read`].
+    ReadAdminHash,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +257,8 @@ pub struct Control {
     address_chat: HashMap<IpAddr, TokenBucket>,
     /// When chat retention runs next (Unix ms).
     next_prune_ms: i64,
+    /// When the store is next asked for the admin token's hash (Unix ms).
+    next_admin_check_ms: i64,
 }
 
 impl Control {
@@ -266,6 +271,7 @@ impl Control {
             idle_since: HashMap::new(),
             address_chat: HashMap::new(),
             next_prune_ms: 0,
+            next_admin_check_ms: 0,
             worker_load: vec![0; config.workers.max(1)],
             config,
             sessions: BTreeSet::new(),

@@ -57,7 +57,7 @@ fn reset_admin_token(data_dir: &std::path::Path) -> ExitCode {
     match result {
         Ok(token) => {
             println!("new admin token: {token}");
-            println!("(shown this once; the old one no longer works. A running parley takes it when it starts next.)");
+            println!("(shown this once; the old one no longer works. A running parley takes it within seconds.)");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -273,7 +273,14 @@ async fn run(config: Config) -> Result<()> {
         worker.spawn(rx, inputs.clone())?;
         worker_commands.push(tx);
     }
-    let plane = ControlPlane::new(control, worker_commands, store, inputs.clone())?;
+    let shared_admin_hash = std::sync::Arc::new(std::sync::RwLock::new(admin_hash));
+    let plane = ControlPlane::new(
+        control,
+        worker_commands,
+        store,
+        inputs.clone(),
+        shared_admin_hash.clone(),
+    )?;
     tokio::spawn(plane.run(input_rx));
     let policy = edge::Policy::new(edge::PolicyConfig {
         http: http_listener.local_addr()?,
@@ -288,7 +295,7 @@ async fn run(config: Config) -> Result<()> {
             control: inputs,
             signalling_errors: Default::default(),
             status_access: metrics::StatusAccess {
-                admin: admin_hash,
+                admin: shared_admin_hash,
                 metrics: config.metrics_token.as_deref().map(secret::hash_token),
                 public: config.public_status,
             },

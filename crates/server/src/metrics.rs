@@ -16,12 +16,16 @@ use crate::AppState;
 /// Who may read the status endpoints: the admin token (or the metrics token, for `/metrics`) as
 /// `Authorization: Bearer …` or `?token=…`; everyone with `--public-status`, but then private rooms
 /// and addresses stay hidden from those without a token.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StatusAccess {
-    pub admin: TokenHash,
+    /// Shared with the control plane, which replaces it when the token is reset.
+    pub admin: AdminHash,
     pub metrics: Option<TokenHash>,
     pub public: bool,
 }
+
+/// The admin token's hash as the HTTP side sees it.
+pub type AdminHash = std::sync::Arc<std::sync::RwLock<TokenHash>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reader {
@@ -40,10 +44,11 @@ fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option
 
 /// Who is asking; `None`: nobody who may read (answer with [`unauthorized`]).
 fn reader(state: &AppState, headers: &HeaderMap, uri: &Uri, metrics: bool) -> Option<Reader> {
-    let access = state.status_access;
+    let access = &state.status_access;
     if let Some(token) = presented_token(headers, uri.query()) {
         let hash = secret::hash_token(token);
-        if hash == access.admin || (metrics && access.metrics == Some(hash)) {
+        let admin = *access.admin.read().unwrap_or_else(|p| p.into_inner());
+        if hash == admin || (metrics && access.metrics == Some(hash)) {
             return Some(Reader::Admin);
         }
     }

@@ -75,6 +75,8 @@ pub enum ControlInput {
     Snapshot(oneshot::Sender<Snapshot>),
     /// A second has passed (idle rooms expire, chat retention runs).
     Tick,
+    /// The admin token's hash as the store has it now.
+    AdminHash(crate::secret::TokenHash),
 }
 
 /// Inputs waiting for the control plane at most (connections wait; workers retry).
@@ -108,6 +110,8 @@ pub struct ControlPlane {
     inputs: mpsc::Sender<ControlInput>,
     dropped_levels: u64,
     slow_closes: u64,
+    /// The HTTP side's copy of the admin token's hash (status endpoints).
+    admin_hash: crate::metrics::AdminHash,
 }
 
 impl ControlPlane {
@@ -116,8 +120,10 @@ impl ControlPlane {
         workers: Vec<mpsc::Sender<WorkerCommand>>,
         store: Arc<Store>,
         inputs: mpsc::Sender<ControlInput>,
+        admin_hash: crate::metrics::AdminHash,
     ) -> Result<ControlPlane> {
         Ok(ControlPlane {
+            admin_hash,
             control,
             workers,
             outboxes: HashMap::new(),
@@ -198,6 +204,10 @@ impl ControlPlane {
             } => self.control.store_failed(session, request_id, what),
             ControlInput::Snapshot(reply) => self.snapshot(reply),
             ControlInput::Tick => self.control.tick(),
+            ControlInput::AdminHash(hash) => {
+                *self.admin_hash.write().unwrap_or_else(|p| p.into_inner()) = hash;
+                self.control.admin_hash_read(hash);
+            }
         }
     }
 
@@ -340,6 +350,13 @@ fn spawn_store_thread(
         .spawn(move || {
             for request in queue {
                 let input = match request {
+                    StoreRequest::ReadAdminHash => match crate::admin::token_hash(&store) {
+                        Ok(hash) => ControlInput::AdminHash(hash),
+                        Err(e) => {
+                            tracing::error!("the admin token could not be read: {e:#}");
+                            continue;
+                        }
+                    },
                     StoreRequest::PruneChat { before_ms } => {
                         match store.prune_chat(before_ms) {
                             Ok(0) => {}

@@ -479,3 +479,65 @@ async fn the_admin_token_from_reset_token_works_and_the_old_one_does_not() {
     .await;
     assert_eq!(joined["owner"], true, "{joined}");
 }
+
+/// Prints a new admin token for `server`'s data dir with `parley admin reset-token`.
+fn reset_token(server: &Server) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .args(["admin", "reset-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("new admin token: ").map(str::to_string))
+        .expect("the token is printed")
+}
+
+/// A reset takes effect in the running server within seconds: the new token works (WebSocket and
+/// status endpoints), the old one does not, and a connection logged in with it is the admin no more.
+#[tokio::test]
+async fn a_reset_admin_token_takes_effect_without_a_restart() {
+    let mut server = Launch::new(env!("CARGO_BIN_EXE_parley"))
+        .private_status()
+        .start();
+    let old = reset_token(&server);
+    server.restart();
+    let mut before = connect(&server).await;
+    assert_eq!(
+        ask(&mut before, json!({"type": "admin", "token": old}), 1).await["type"],
+        "admin"
+    );
+    assert_eq!(
+        ask(&mut before, json!({"type": "admin_overview"}), 2).await["type"],
+        "admin_overview"
+    );
+    let new = reset_token(&server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while server.get(&format!("/api/status?token={new}")).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new token never worked"
+        );
+        // Keep reading: a connection that does not answer pings is dropped.
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(200), next(&mut before)).await;
+    }
+    assert_eq!(server.get(&format!("/api/status?token={old}")).0, 401);
+    assert_eq!(
+        code(&ask(&mut before, json!({"type": "admin_overview"}), 3).await),
+        "forbidden",
+        "logged in with the old token: not the admin any more"
+    );
+    let mut after = connect(&server).await;
+    assert_eq!(
+        code(&ask(&mut after, json!({"type": "admin", "token": old}), 1).await),
+        "forbidden"
+    );
+    assert_eq!(
+        ask(&mut after, json!({"type": "admin", "token": new}), 2).await["type"],
+        "admin"
+    );
+}

@@ -218,6 +218,11 @@ async fn a_client_that_stops_reading_is_closed_with_a_reason_and_memory_stays_bo
             "100",
             "--chat-burst",
             "100",
+            // The flooders all come from 127.0.0.1.
+            "--chat-rate-per-ip",
+            "10000",
+            "--chat-burst-per-ip",
+            "10000",
         ],
     );
     let stop_creating = Arc::new(AtomicBool::new(false));

@@ -319,7 +319,7 @@ impl<E: Endpoint> Net<E> {
             }) => self
                 .control
                 .history_loaded(session, request_id, room, (Vec::new(), false)),
-            Output::Store(StoreRequest::PruneChat { .. }) => {}
+            Output::Store(StoreRequest::PruneChat { .. } | StoreRequest::ReadAdminHash) => {}
             Output::Store(StoreRequest::Write {
                 session,
                 request_id,

@@ -340,6 +340,16 @@ impl Server {
         if !launch.private_status {
             cmd.arg("--public-status");
         }
+        // Every test client comes from 127.0.0.1: the per-address room cap would stop a test (or the
+        // bench) that makes many rooms. Tests of the cap give their own.
+        for (flag, value) in [
+            ("--max-rooms-per-ip", "1000000"),
+            ("--max-rooms", "1000000"),
+        ] {
+            if !launch.args.iter().any(|a| a == flag) {
+                cmd.args([flag, value]);
+            }
+        }
         cmd.args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -21,6 +21,8 @@ pub const LIMITS_SETTING: &str = "limits";
 /// Retention runs at least this often (and every quarter of the retention time when that is less).
 const LONGEST_PRUNE_INTERVAL_MS: i64 = 3_600_000;
 const SHORTEST_PRUNE_INTERVAL_MS: i64 = 1_000;
+/// How often the store is asked whether the admin token was reset.
+const ADMIN_HASH_INTERVAL_MS: i64 = 3_000;
 
 fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal {
@@ -208,6 +210,11 @@ impl Control {
                 }));
             }
         }
+        if self.unix_ms >= self.next_admin_check_ms {
+            self.outputs
+                .push(Output::Store(StoreRequest::ReadAdminHash));
+            self.next_admin_check_ms = self.unix_ms + ADMIN_HASH_INTERVAL_MS;
+        }
         let retention_ms = (self.limits.chat_retention_days * 86_400_000.0) as i64;
         if retention_ms > 0 && self.unix_ms >= self.next_prune_ms {
             self.outputs.push(Output::Store(StoreRequest::PruneChat {
@@ -215,6 +222,27 @@ impl Control {
             }));
             self.next_prune_ms = self.unix_ms
                 + (retention_ms / 4).clamp(SHORTEST_PRUNE_INTERVAL_MS, LONGEST_PRUNE_INTERVAL_MS);
+        }
+    }
+
+    /// The admin token's hash as stored now: after a reset, the old token stops at once, and those
+    /// logged in with it are not the admin any more.
+    pub fn admin_hash_read(&mut self, hash: crate::secret::TokenHash) {
+        if self.admin_hash == Some(hash) {
+            return;
+        }
+        let was_set = self.admin_hash.is_some();
+        self.admin_hash = Some(hash);
+        if was_set {
+            let mut demoted = 0;
+            for info in self.session_info.values_mut() {
+                demoted += usize::from(info.admin);
+                info.admin = false;
+            }
+            tracing::info!(
+                demoted,
+                "the admin token was reset: the old one works no more"
+            );
         }
     }
 

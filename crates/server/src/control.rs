@@ -974,17 +974,38 @@ impl Control {
     }
 
     /// Everyone connected hears a room's new count (a small delta, not the whole list).
+    /// Private rooms: only the admin's lobby hears of them.
     fn room_count_changed(&mut self, room: &str) {
-        if !self.rooms.room(room).is_some_and(|r| r.listed()) {
-            return;
-        }
+        let listed = self.rooms.room(room).is_some_and(|r| r.listed());
         let Some(room) = self.rooms.summary_of(room) else {
             return;
         };
+        let sessions = if listed {
+            self.sessions.iter().copied().collect()
+        } else {
+            self.admins()
+        };
         self.outputs.push(Output::Send {
-            sessions: self.sessions.iter().copied().collect(),
+            sessions,
             message: ServerMessage::RoomUpdated { room },
         });
+    }
+
+    /// Connections of the admin (they see private rooms in the lobby too).
+    fn admins(&self) -> Vec<SessionId> {
+        self.session_info
+            .iter()
+            .filter(|(_, i)| i.admin)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    fn non_admins(&self) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .copied()
+            .filter(|s| !self.session_info.get(s).is_some_and(|i| i.admin))
+            .collect()
     }
 }
 

@@ -631,7 +631,7 @@ impl Control {
             }
             Err(r) => return self.refuse(session, id, r),
         };
-        let by = self.name_of(session).unwrap_or_else(|| "the admin".into());
+        let by = self.name_of(session).unwrap_or_else(|| "The admin".into());
         self.remove_from_room(target, &room, &by, now);
         self.send(session, ServerMessage::Ok { id });
     }
@@ -840,7 +840,12 @@ impl Control {
             self.owned_room(session).is_ok_and(|r| r == room)
         };
         if !allowed {
-            let r = if self.rooms.room_of(session).is_some() || self.is_admin(session) {
+            let r = if self.is_admin(session) {
+                refusal(
+                    ErrorCode::NoSuchRoom,
+                    format!("there is no room called {room}"),
+                )
+            } else if self.rooms.room_of(session).is_some() {
                 refusal(
                     ErrorCode::Forbidden,
                     "to delete a room, be its owner, be in it, and give its exact name",
@@ -1010,12 +1015,15 @@ impl Control {
                 },
             );
         }
-        if room.access != Access::Private {
-            self.outputs.push(Output::Send {
-                sessions: self.sessions.iter().copied().collect(),
-                message: ServerMessage::RoomAdded { room },
-            });
-        }
+        let sessions = if room.access != Access::Private {
+            self.sessions.iter().copied().collect()
+        } else {
+            self.admins()
+        };
+        self.outputs.push(Output::Send {
+            sessions,
+            message: ServerMessage::RoomAdded { room },
+        });
     }
 
     /// Everyone in `room` leaves it (told why), and the room is gone.
@@ -1049,33 +1057,47 @@ impl Control {
         self.idle_since.remove(room);
         self.bans.retain(|(r, _), _| r != room);
         tracing::info!(room, "room deleted");
-        if listed {
-            self.outputs.push(Output::Send {
-                sessions: self.sessions.iter().copied().collect(),
-                message: ServerMessage::RoomRemoved {
-                    room: room.to_string(),
-                },
-            });
-        }
+        let sessions = if listed {
+            self.sessions.iter().copied().collect()
+        } else {
+            self.admins()
+        };
+        self.outputs.push(Output::Send {
+            sessions,
+            message: ServerMessage::RoomRemoved {
+                room: room.to_string(),
+            },
+        });
     }
 
     /// A room that became private leaves every lobby; one that became listed joins them.
+    /// The admin's lobby lists private rooms too: for it the room only changed.
     fn lobby_after_settings(&mut self, room: &str, was_listed: bool) {
         let listed = self.rooms.room(room).is_some_and(|r| r.listed());
-        let message = match (was_listed, listed) {
-            (true, false) => ServerMessage::RoomRemoved {
-                room: room.to_string(),
-            },
-            (false, true) | (true, true) => match self.rooms.summary_of(room) {
-                Some(summary) if !was_listed => ServerMessage::RoomAdded { room: summary },
-                Some(summary) => ServerMessage::RoomUpdated { room: summary },
-                None => return,
-            },
-            (false, false) => return,
+        let Some(summary) = self.rooms.summary_of(room) else {
+            return;
         };
+        let for_others = match (was_listed, listed) {
+            (true, false) => Some(ServerMessage::RoomRemoved {
+                room: room.to_string(),
+            }),
+            (false, true) => Some(ServerMessage::RoomAdded {
+                room: summary.clone(),
+            }),
+            (true, true) => Some(ServerMessage::RoomUpdated {
+                room: summary.clone(),
+            }),
+            (false, false) => None,
+        };
+        if let Some(message) = for_others {
+            self.outputs.push(Output::Send {
+                sessions: self.non_admins(),
+                message,
+            });
+        }
         self.outputs.push(Output::Send {
-            sessions: self.sessions.iter().copied().collect(),
-            message,
+            sessions: self.admins(),
+            message: ServerMessage::RoomUpdated { room: summary },
         });
     }
 

@@ -170,6 +170,7 @@ function start() {
     token: readToken(),
     signedIn: false, // this connection is the admin
     signingIn: false,
+    signIns: 0, // times this page signed in (by hand or again after a reconnect)
     rooms: new Map(), // name -> {body, cells, people: Map(id -> row)}
     pagesWanted: 1,
     busy: new Set(), // actions in flight ('close:<room>', 'kick:<id>', ...): their buttons stay disabled
@@ -230,6 +231,7 @@ function start() {
     }
     keepToken(token);
     page.signedIn = true;
+    page.signIns += 1;
     showPanel();
     refresh();
   }
@@ -766,6 +768,13 @@ function start() {
     },
     get connected() {
       return signal.connected;
+    },
+    get signIns() {
+      return page.signIns;
+    },
+    /** Drops the WebSocket as a network failure would (the page reconnects and signs in again). */
+    dropConnection() {
+      if (signal.ws) signal.ws.close();
     },
     refresh,
   };

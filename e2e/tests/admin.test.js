@@ -123,7 +123,7 @@ test('admin page: sign in, rooms and people, delete chat, mute, limits, close, k
       assert.equal(await annRow.locator('[data-testid="person-mute"]').isDisabled(), true);
     });
 
-    await t.test('limits: a value out of range is refused in place; 5 people a room is saved and outlasts a reload', async () => {
+    await t.test('limits: a value out of range is refused in place; 5 people a room is saved and outlasts a reload and a reconnect', async () => {
       const field = admin.locator('[data-testid="limit-max_participants"]');
       assert.equal(await field.inputValue(), '16', 'the default');
       assert.equal(await admin.locator('[data-testid="limit-room_idle_expiry"]').inputValue(), '30');
@@ -150,6 +150,12 @@ test('admin page: sign in, rooms and people, delete chat, mute, limits, close, k
       await panel.waitFor({ state: 'visible' });
       assert.equal(await admin.locator('[data-testid="admin-token"]').isVisible(), false, 'still signed in');
       await waitFor(async () => (await field.inputValue()) === '5', { what: 'the limit after a reload' });
+
+      // A lost connection: the page signs in again by itself with the kept token.
+      const before = await admin.evaluate(() => window.parleyAdmin.signIns);
+      await admin.evaluate(() => window.parleyAdmin.dropConnection());
+      await waitFor(() => admin.evaluate((n) => window.parleyAdmin.signIns > n && window.parleyAdmin.signedIn, before), { what: 'signed in again after a reconnect' });
+      assert.equal(await admin.locator('[data-testid="admin-token"]').isVisible(), false);
     });
 
     await t.test('close the room: Ann is back in the lobby with a notice; the room stays', async () => {

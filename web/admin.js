@@ -499,8 +499,8 @@ function start() {
     entry.delChat.disabled = page.busy.has(`chat:${room.name}`);
     entry.delRoom.disabled = page.busy.has(`delete:${room.name}`);
     entry.close.setAttribute('aria-label', `Close ${room.name}`);
-    entry.delChat.setAttribute('aria-label', `Delete the chat of ${room.name}`);
-    entry.delRoom.setAttribute('aria-label', `Delete ${room.name}`);
+    entry.delChat.setAttribute('aria-label', `Delete chat of ${room.name}`);
+    entry.delRoom.setAttribute('aria-label', `Delete room ${room.name}`);
 
     entry.nobody.hidden = ps.length > 0;
     entry.peopleTable.hidden = ps.length === 0;

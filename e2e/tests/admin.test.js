@@ -204,6 +204,46 @@ test('admin page: sign in, rooms and people, delete chat, mute, limits, close, k
       await waitFor(async () => (await admin.locator('[data-testid="admin-total-rooms"]').textContent()) === '1', { what: 'one room left' });
     });
 
+    await t.test('paging: over 100 rooms, "More rooms" shows the rest', async () => {
+      // 100 more rooms, made by the admin (not capped per address) on a socket of its own, 50 at a time
+      // (a connection may send bursts of 100).
+      await admin.evaluate(async (token) => {
+        const ws = new WebSocket(`ws://${location.host}/ws`);
+        const waiting = new Map();
+        ws.onmessage = (ev) => {
+          const m = JSON.parse(ev.data);
+          const w = waiting.get(m.id);
+          if (!w) return;
+          waiting.delete(m.id);
+          if (m.type === 'error') w.reject(new Error(`${m.code}: ${m.message}`));
+          else w.resolve(m);
+        };
+        await new Promise((resolve, reject) => {
+          ws.onopen = resolve;
+          ws.onerror = () => reject(new Error('no socket'));
+        });
+        const ask = (msg) => new Promise((resolve, reject) => {
+          waiting.set(msg.id, { resolve, reject });
+          ws.send(JSON.stringify(msg));
+        });
+        await ask({ type: 'admin', id: 1, token });
+        for (let batch = 0; batch < 2; batch++) {
+          const names = Array.from({ length: 50 }, (_, i) => `page ${String(batch * 50 + i).padStart(3, '0')}`);
+          await Promise.all(names.map((room, i) => ask({ type: 'create_room', id: 10 + batch * 50 + i, room })));
+        }
+        ws.close();
+      }, env.adminToken);
+      const rows = admin.locator('[data-testid="admin-rooms"] > tbody');
+      const more = admin.locator('[data-testid="admin-rooms-more"]');
+      await waitFor(async () => (await admin.locator('[data-testid="admin-total-rooms"]').textContent()) === '101', { what: '101 rooms' });
+      await more.waitFor({ state: 'visible' });
+      assert.equal(await rows.count(), 100, 'the first page');
+      await more.click();
+      await waitFor(async () => (await rows.count()) === 101, { what: 'the second page shown' });
+      await more.waitFor({ state: 'hidden' });
+      assert.equal(await admin.locator('tbody[data-room="page 099"]').count(), 1);
+    });
+
     await t.test('log out: the token is forgotten, a reload asks for it', async () => {
       await admin.locator('[data-testid="admin-logout"]').click();
       await admin.locator('[data-testid="admin-token"]').waitFor({ state: 'visible' });

@@ -903,8 +903,9 @@ function mutedByOwner(msg) {
   updateControls();
   refreshSelfTile();
   if (muted && msg.by != null) {
+    // An owner is in the room; the admin may mute from anywhere (the admin page), so is not.
     const who = roster.get(msg.by);
-    toast(`${who ? who.name : 'An owner'} muted you.`, { title: 'Microphone off', kind: 'info', code: 'muted_by', timeout: 8000 });
+    toast(`${who ? who.name : 'The admin'} muted you.`, { title: 'Microphone off', kind: 'info', code: 'muted_by', timeout: 8000 });
   }
 }
 

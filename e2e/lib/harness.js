@@ -83,15 +83,35 @@ export function toneWav() {
 // Server
 
 /**
- * Starts `parley` on free loopback ports (or the given `ports`) with a fresh data dir. Resolves once
- * HTTP answers.
- * @returns {Promise<{url: string, ports: object, logs: () => string, stop: () => Promise<void>}>}
+ * A new admin token for the data dir `dataDir` (`parley --data-dir DIR admin reset-token`), made before the
+ * server starts there so that it is the one in force.
  */
-export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = null } = {}) {
+export function resetAdminToken(dataDir) {
+  const r = spawnSync(BIN, ['--data-dir', dataDir, 'admin', 'reset-token'], { encoding: 'utf8', timeout: 20_000 });
+  const m = /new admin token: (\S+)/.exec(r.stdout || '');
+  if (r.status !== 0 || !m) throw new Error(`parley admin reset-token failed (${r.status}): ${r.error || r.stderr}`);
+  return m[1];
+}
+
+/**
+ * Starts `parley` on free loopback ports (or the given `ports`) with a fresh data dir. Resolves once
+ * HTTP answers. With `adminToken`, the data dir gets an admin token first (`server.adminToken`).
+ * @returns {Promise<{url: string, ports: object, logs: () => string, stop: () => Promise<void>, adminToken?: string}>}
+ */
+export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = null, adminToken = false } = {}) {
   if (!fs.existsSync(BIN)) {
     throw new Error(`no server binary at ${BIN}: build it first with \`cargo build --release -p parley\``);
   }
   const dataDir = tempDir('parley-e2e-data-');
+  let token;
+  if (adminToken) {
+    try {
+      token = resetAdminToken(dataDir);
+    } catch (err) {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+      throw err;
+    }
+  }
   ports = ports || (await freePorts());
   const args = [
     '--data-dir', dataDir,
@@ -162,7 +182,7 @@ export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = 
     }
     await sleep(100);
   }
-  return { url, ports, dataDir, logs, stop, child };
+  return { url, ports, dataDir, logs, stop, child, ...(token ? { adminToken: token } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -265,6 +285,7 @@ export async function serveWebFromDisk(page, url) {
     if (u.pathname === '/ws') return route.continue();
     const rel = u.pathname === '/' || u.pathname.startsWith('/r/') ? 'index.html'
       : u.pathname === '/status' ? 'status.html'
+      : u.pathname === '/admin' ? 'admin.html'
       : u.pathname.startsWith('/viewer/') ? 'viewer.html'
       : u.pathname.slice(1);
     const file = path.join(web, rel);
@@ -391,11 +412,12 @@ export function find(stats, id, kind) {
  * `env.report()` to print the server log and the pages' console output.
  * - `serverArgs`: extra command-line flags for parley (e.g. `['--chat-burst', '500']`).
  * - `audioFile`: the fake microphone of the first browser (default: the 440 Hz tone).
+ * - `adminToken`: give the server an admin token before it starts (`env.adminToken`).
  * `env.launchBrowser({audioFile})` starts more browsers (closed with the test); pass one as `browser` to
  * `env.client` / `env.page`.
  */
-export async function setup(t, { serverArgs = [], audioFile } = {}) {
-  const server = await startServer({ extraArgs: serverArgs });
+export async function setup(t, { serverArgs = [], audioFile, adminToken = false } = {}) {
+  const server = await startServer({ extraArgs: serverArgs, adminToken });
   let browser;
   try {
     browser = await launchBrowser({ audioFile });
@@ -409,6 +431,7 @@ export async function setup(t, { serverArgs = [], audioFile } = {}) {
     server,
     browser,
     url: server.url,
+    adminToken: server.adminToken,
     pages,
     async launchBrowser(opts) {
       const b = await launchBrowser(opts);
@@ -427,7 +450,8 @@ export async function setup(t, { serverArgs = [], audioFile } = {}) {
     },
     /** Starts a fresh server (empty state) on the same ports. */
     async startServerAgain() {
-      env.server = await startServer({ ports: server.ports, extraArgs: serverArgs });
+      env.server = await startServer({ ports: server.ports, extraArgs: serverArgs, adminToken });
+      env.adminToken = env.server.adminToken;
       return env.server;
     },
     report() {

@@ -33,6 +33,7 @@ pub fn router(state: AppState, policy: Arc<Policy>) -> Router {
         .route("/api/status", get(metrics::status))
         .route("/api/debug", get(metrics::debug))
         .route("/status", get(|| async { asset("status.html") }))
+        .route("/admin", get(|| async { asset("admin.html") }))
         .route("/viewer/{room}", get(|| async { asset("viewer.html") }))
         // A room's link (and, with `?invite=`, an invite): the client reads the path.
         .route("/r/{room}", get(|| async { asset("index.html") }))

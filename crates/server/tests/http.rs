@@ -18,6 +18,8 @@ fn pages_are_served_and_nothing_else() {
     for path in [
         "/",
         "/status",
+        "/admin",
+        "/admin.js",
         "/viewer/General",
         "/r/General",
         "/r/band%20practice",

@@ -189,7 +189,7 @@ test('admin page: sign in, rooms and people, delete chat, mute, limits, close, k
       assert.ok(out < 1500, `Ann is out within ~1 s (${out} ms)`);
       const notice = a.locator('[data-testid="toast"][data-code="kicked"]');
       await notice.waitFor({ state: 'visible', timeout: 3000 });
-      assert.match(await notice.textContent(), /the admin removed you from ops/);
+      assert.match(await notice.textContent(), /The admin removed you from ops/);
       await row.waitFor({ state: 'detached' });
     });
 

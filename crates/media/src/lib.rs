@@ -3,9 +3,11 @@
 //! headless client's recorder uses it, and the server's room recorder will use it next.
 //!
 //! - [`opus_packet`]: samples, frame length and channels from an Opus packet's TOC (RFC 6716 §3.1).
+//! - [`journal`]: a recording's raw packets per track with their arrival times, written live and cut-safe.
 //! - [`ogg_opus`]: [`OggOpusWriter`], which writes one Opus stream to a file, fills RTP timestamp gaps
 //!   with empty frames so the file keeps the real timing, and the `OpusHead` / `OpusTags` headers.
 
+pub mod journal;
 pub mod ogg_opus;
 pub mod opus_packet;
 

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod error;
 pub mod load;
 pub mod recorder;
+pub mod room_recording;
 pub mod session;
 pub mod stats;
 pub mod video;

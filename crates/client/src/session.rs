@@ -126,6 +126,8 @@ pub struct Session {
     pub name: String,
     /// The others in the room when we joined.
     pub participants: Vec<ParticipantInfo>,
+    /// The room's recording running when we joined (people are told they are recorded).
+    pub recording: Option<parley_proto::RecordingNow>,
     pub local_addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
     task: Option<JoinHandle<Result<SessionEnd, ClientError>>>,
@@ -187,6 +189,7 @@ impl Session {
             },
         )
         .await?;
+        let recording_now;
         let joined = match next_reply(&mut stream, Some(2), "joined").await? {
             ServerMessage::Joined {
                 room,
@@ -194,14 +197,18 @@ impl Session {
                 name,
                 participants,
                 active_speaker,
+                recording,
                 ..
-            } => Joined {
-                you,
-                room,
-                name,
-                participants,
-                active_speaker,
-            },
+            } => {
+                recording_now = recording.map(|r| *r);
+                Joined {
+                    you,
+                    room,
+                    name,
+                    participants,
+                    active_speaker,
+                }
+            }
             other => return Err(ClientError::Protocol(format!("{other:?}"))),
         };
         let socket = UdpSocket::bind(SocketAddr::new(config.local_ip, 0))
@@ -259,6 +266,7 @@ impl Session {
             room,
             name,
             participants,
+            recording: recording_now,
             local_addr,
             commands,
             task: Some(task),
@@ -354,15 +362,9 @@ async fn send(sink: &mut WsSink, message: &ClientMessage) -> Result<(), ClientEr
 /// The request id a server message answers, if any.
 fn reply_id(message: &ServerMessage) -> Option<RequestId> {
     match message {
-        ServerMessage::Rooms { id, .. }
-        | ServerMessage::RoomCreated { id, .. }
-        | ServerMessage::Joined { id, .. }
-        | ServerMessage::Left { id, .. }
-        | ServerMessage::StateSet { id, .. }
-        | ServerMessage::Chat { id, .. }
-        | ServerMessage::ChatHistory { id, .. }
-        | ServerMessage::Error { id, .. } => *id,
-        _ => None,
+        // The offer's answer is the call's business (it is matched there).
+        ServerMessage::Answer { .. } => None,
+        m => m.reply_id(),
     }
 }
 

@@ -314,3 +314,152 @@ fn a_small_load_run_connects_everyone_with_little_loss() {
     assert_eq!(json["totals"]["connected"], 6);
     assert!(json["totals"]["latency_ms"]["p99"].is_number(), "{json}");
 }
+
+/// The Ogg page granule positions of an Ogg/Opus file: the last one is its length in 48 kHz samples
+/// (pre-skip included).
+fn last_granule(ogg: &[u8]) -> u64 {
+    let mut last = 0;
+    let mut at = 0;
+    while let Some(i) = ogg[at..].windows(4).position(|w| w == b"OggS") {
+        let page = at + i;
+        if page + 14 > ogg.len() {
+            break;
+        }
+        let granule = u64::from_le_bytes(ogg[page + 6..page + 14].try_into().unwrap());
+        if granule != u64::MAX {
+            last = last.max(granule);
+        }
+        at = page + 4;
+    }
+    last
+}
+
+#[test]
+fn a_room_recording_is_shared_with_the_room_and_only_with_it() {
+    use parley_client::room_recording;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = start_server();
+    let dir = temp_dir("room-rec");
+    let wav = tone_wav(dir.path(), 2.0);
+    runtime().block_on(async {
+        let a = Session::join(player(&server, "General", "Ann", &wav))
+            .await
+            .expect("A joins");
+        let b = Session::join(player(&server, "General", "Bo", &wav))
+            .await
+            .expect("B joins");
+        // A viewer may list recordings but not start one.
+        let mut v_config = ClientConfig::new(&url(&server), "General", "Wall");
+        v_config.role = parley_proto::Role::Viewer;
+        let mut viewer = Session::join(v_config).await.expect("viewer joins");
+        let refused = room_recording::start(&viewer).await.unwrap_err();
+        assert_eq!(refused.code(), Some(ErrorCode::Forbidden), "{refused}");
+        assert_eq!(
+            room_recording::stop(&a).await.unwrap_err().code(),
+            Some(ErrorCode::NotRecording)
+        );
+
+        let now = room_recording::start(&a).await.expect("recording starts");
+        assert_eq!(now.started_by, "Ann");
+        let twice = room_recording::start(&b).await.unwrap_err();
+        assert_eq!(twice.code(), Some(ErrorCode::RecordingRunning), "{twice}");
+        // A late joiner is told at once.
+        let late = Session::join(ClientConfig::new(&url(&server), "General", "Cy"))
+            .await
+            .expect("C joins");
+        assert_eq!(
+            late.recording.as_ref().map(|r| r.recording_id),
+            Some(now.recording_id),
+            "the late joiner knows it is being recorded"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        room_recording::stop(&b).await.expect("B stops it");
+        let made = room_recording::wait_until_made(&a, now.recording_id, Duration::from_secs(20))
+            .await
+            .expect("the files are made");
+        assert_eq!(made.state, parley_proto::RecordingState::Ready, "{made:?}");
+        assert_eq!(made.started_by, "Ann");
+        assert_eq!(made.stopped_by.as_deref(), Some("Bo"));
+        let tracks: Vec<_> = made.files.iter().filter(|f| f.kind == "track").collect();
+        assert_eq!(tracks.len(), 2, "one track per talker: {:?}", made.files);
+        let out = dir.path().join("downloaded");
+        let paths = room_recording::download_all(&server.url(), &made, &out)
+            .await
+            .expect("members download");
+        assert!(!paths.is_empty());
+        for path in &paths {
+            let bytes = std::fs::read(path).unwrap();
+            assert_eq!(&bytes[..4], b"OggS", "{}", path.display());
+            let seconds = last_granule(&bytes) as f64 / 48_000.0;
+            assert!(
+                (2.0..=4.5).contains(&seconds),
+                "{} lasts {seconds:.2} s for about 3 s of recording",
+                path.display()
+            );
+        }
+
+        // Links are capabilities for one file, signed by the server: edited ones are refused.
+        let url = made.files[0].url.clone().unwrap();
+        let edited = url.replace("sig=", "sig=A");
+        let (status, _) = room_recording::get(&server.url(), &edited).await.unwrap();
+        assert_eq!(status, 403);
+        let other = url.replace(&made.files[0].name, "mix.wav");
+        let (status, _) = room_recording::get(&server.url(), &other).await.unwrap();
+        assert_eq!(status, 403, "a link for one file opens no other");
+        let (status, _) = room_recording::get(
+            &server.url(),
+            &format!("/api/recordings/{}/../parley.sqlite3", now.recording_id),
+        )
+        .await
+        .unwrap();
+        assert!(status == 404 || status == 400, "{status}");
+        // Someone in another room sees none of them.
+        let mut elsewhere = ClientConfig::new(&url_of(&server), "Other", "Dee");
+        elsewhere.create_room = true;
+        let dee = Session::join(elsewhere)
+            .await
+            .expect("D joins another room");
+        assert!(room_recording::list(&dee).await.expect("list").is_empty());
+        viewer.leave().await.ok();
+    });
+    // A recording running when the server is killed is made from its journals, as interrupted.
+    runtime().block_on(async {
+        let a = Session::join(player(&server, "General", "Ann", &wav))
+            .await
+            .expect("A joins");
+        let now = room_recording::start(&a).await.expect("starts");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        server.restart();
+        let again = Session::join(ClientConfig::new(&url(&server), "General", "Ann"))
+            .await
+            .expect("A joins the restarted server");
+        let made =
+            room_recording::wait_until_made(&again, now.recording_id, Duration::from_secs(20))
+                .await
+                .expect("made after the restart");
+        assert_eq!(
+            made.state,
+            parley_proto::RecordingState::Interrupted,
+            "{made:?}"
+        );
+        let track = made
+            .files
+            .iter()
+            .find(|f| f.kind == "track")
+            .expect("a track");
+        let (status, bytes) = room_recording::get(&server.url(), track.url.as_ref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        let seconds = last_granule(&bytes) as f64 / 48_000.0;
+        // At most the last second is lost (the journal is flushed every half second).
+        assert!(
+            seconds >= 1.8,
+            "the interrupted track lasts {seconds:.2} s of about 3"
+        );
+    });
+}
+
+fn url_of(server: &Server) -> String {
+    server.url()
+}

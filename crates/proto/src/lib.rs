@@ -359,6 +359,94 @@ impl LimitsChange {
     }
 }
 
+/// The recording running in a room, as everyone in it sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingNow {
+    pub recording_id: i64,
+    pub started_at_ms: i64,
+    pub started_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingState {
+    Recording,
+    /// Stopped; the files are being made.
+    Processing,
+    Ready,
+    /// The server stopped while it ran: made from what was on disk (at most the last second lost).
+    Interrupted,
+    /// Nothing usable could be made (the message says why).
+    Failed,
+}
+
+impl RecordingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingState::Recording => "recording",
+            RecordingState::Processing => "processing",
+            RecordingState::Ready => "ready",
+            RecordingState::Interrupted => "interrupted",
+            RecordingState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecordingState> {
+        [
+            RecordingState::Recording,
+            RecordingState::Processing,
+            RecordingState::Ready,
+            RecordingState::Interrupted,
+            RecordingState::Failed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// One file of a recording, with a link to download it (valid for a while).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingFile {
+    /// The file's name on the server (made by the server: `mix.ogg`, `p12-audio.ogg`, `p12.webm`, …).
+    pub name: String,
+    /// `mix` (everyone, denoised), `track` (one person's audio as sent), `video` (one person's camera
+    /// with their audio).
+    pub kind: String,
+    /// `ogg`, `wav`, `flac`, `webm`.
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<ParticipantId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_name: Option<String>,
+    pub bytes: u64,
+    /// A path on this server (`/api/recordings/…`) that downloads it until `url_expires_at_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A recording of a room as its members list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingInfo {
+    pub recording_id: i64,
+    pub room: String,
+    pub state: RecordingState,
+    pub started_at_ms: i64,
+    pub started_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    #[serde(default)]
+    pub files: Vec<RecordingFile>,
+    /// Why it failed or was cut short, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_expires_at_ms: Option<i64>,
+}
+
 /// Proof that the sender owns a room: one of its owner keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerKeyProof {
@@ -541,6 +629,21 @@ pub enum ClientMessage {
         id: Option<RequestId>,
         token: String,
     },
+    /// Members: start recording the room for everyone in it; answered by `recording_state`.
+    RecordingStart {
+        #[serde(default)]
+        id: Option<RequestId>,
+    },
+    /// Members: stop the room's recording; answered by `recording_state` (with `recording: null`).
+    RecordingStop {
+        #[serde(default)]
+        id: Option<RequestId>,
+    },
+    /// Members: the room's recordings, newest first, with download links; answered by `recordings`.
+    ListRecordings {
+        #[serde(default)]
+        id: Option<RequestId>,
+    },
     /// Admin: a page of every room (private ones too) with who is in it and their addresses, and
     /// the server's limits; answered by `admin_overview`.
     AdminOverview {
@@ -641,6 +744,9 @@ pub enum ServerMessage {
         owner: bool,
         #[serde(default)]
         settings: RoomSettings,
+        /// The room is being recorded (people must know): by whom, since when.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recording: Option<Box<RecordingNow>>,
     },
     /// The dominant speaker changed (`null`: nobody, e.g. they muted).
     ActiveSpeaker {
@@ -712,6 +818,32 @@ pub enum ServerMessage {
     Admin {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
+    },
+    /// The room's recording started or stopped (to everyone in it; with `id` to who asked). `recording`
+    /// is the one running, or null.
+    RecordingState {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+        recording: Option<Box<RecordingNow>>,
+        /// Who stopped the last one (absent: it started, or nobody stopped it: the room emptied,
+        /// or it failed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stopped_by: Option<String>,
+        /// Why it stopped on its own (e.g. the disk is full).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// The reply to `list_recordings`.
+    Recordings {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+        recordings: Vec<RecordingInfo>,
+    },
+    /// One of the room's recordings changed (its files are ready, it failed): to everyone in the room.
+    RecordingUpdated {
+        recording: Box<RecordingInfo>,
     },
     /// The reply to `admin_overview`: a page of rooms by name (`has_more`: ask again with `after`).
     AdminOverview {
@@ -815,6 +947,10 @@ pub enum ErrorCode {
     InvalidPassword,
     /// The server or your address has as many rooms as it may.
     TooManyRooms,
+    /// A recording is running in this room already.
+    RecordingRunning,
+    /// No recording is running in this room.
+    NotRecording,
     /// Limits outside their ranges (`set_limits`).
     InvalidLimits,
     Internal,
@@ -846,6 +982,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidPassword => "invalid_password",
             ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::RecordingRunning => "recording_running",
+            ErrorCode::NotRecording => "not_recording",
             ErrorCode::InvalidLimits => "invalid_limits",
             ErrorCode::Internal => "internal",
         }
@@ -853,6 +991,31 @@ impl ErrorCode {
 }
 
 impl ServerMessage {
+    /// The request this message answers, if it is a reply.
+    pub fn reply_id(&self) -> Option<RequestId> {
+        match self {
+            ServerMessage::Rooms { id, .. }
+            | ServerMessage::RoomCreated { id, .. }
+            | ServerMessage::Joined { id, .. }
+            | ServerMessage::Left { id, .. }
+            | ServerMessage::StateSet { id, .. }
+            | ServerMessage::RoomSettings { id, .. }
+            | ServerMessage::Ok { id }
+            | ServerMessage::InviteCreated { id, .. }
+            | ServerMessage::Invites { id, .. }
+            | ServerMessage::Admin { id }
+            | ServerMessage::Chat { id, .. }
+            | ServerMessage::ChatHistory { id, .. }
+            | ServerMessage::Answer { id, .. }
+            | ServerMessage::AdminOverview { id, .. }
+            | ServerMessage::Limits { id, .. }
+            | ServerMessage::RecordingState { id, .. }
+            | ServerMessage::Recordings { id, .. }
+            | ServerMessage::Error { id, .. } => *id,
+            _ => None,
+        }
+    }
+
     pub fn error(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMessage::Error {
             id,
@@ -921,7 +1084,10 @@ impl ClientMessage {
             | ClientMessage::AdminOverview { id, .. }
             | ClientMessage::CloseRoom { id, .. }
             | ClientMessage::DeleteChat { id, .. }
-            | ClientMessage::SetLimits { id, .. } => *id,
+            | ClientMessage::SetLimits { id, .. }
+            | ClientMessage::RecordingStart { id }
+            | ClientMessage::RecordingStop { id }
+            | ClientMessage::ListRecordings { id } => *id,
         }
     }
 }

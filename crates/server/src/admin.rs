@@ -38,6 +38,18 @@ pub fn reset_token(store: &Store) -> Result<String> {
     Ok(token)
 }
 
+/// The key recording download links are signed with: made once, kept in the database.
+pub fn download_key(store: &Store) -> Result<[u8; 32]> {
+    const KEY: &str = "download_key";
+    if let Some(key) = store.setting(KEY)?.and_then(|h| from_hex(&h)) {
+        return Ok(key);
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    store.set_setting(KEY, &to_hex(&key))?;
+    Ok(key)
+}
+
 pub fn token_hash(store: &Store) -> Result<TokenHash> {
     store
         .setting(SETTING)?

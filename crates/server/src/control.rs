@@ -24,9 +24,11 @@ use crate::store::{StoreWrite, StoredInvite, StoredRoom};
 
 mod access;
 mod limits;
+mod recording;
 
 pub use access::{AfterPassword, PasswordJob, PasswordResult, PasswordWork, PendingJoin};
 pub use limits::{retention, LIMITS_SETTING};
+pub use recording::{RecorderCommand, RecordingOutcome, DOWNLOAD_LINK_LIFE_MS};
 
 /// A signalling connection (one browser tab). When it joins a room, it is the participant of the same id.
 pub type SessionId = ParticipantId;
@@ -95,6 +97,12 @@ pub enum StoreRequest {
     },
     /// Chat retention: delete messages sent before this (Unix ms). Nothing is reported back.
     PruneChat { before_ms: i64 },
+    /// A room's recordings (metadata), reported with [`Control::recordings_loaded`].
+    LoadRecordings {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+    },
     /// Read the admin token's hash again (`parley admin reset-token` may have changed it); reported
     /// with [`Control::admin_hash_read`].
     ReadAdminHash,
@@ -114,6 +122,8 @@ pub enum Output {
     Store(StoreRequest),
     /// Argon2 work, too slow for this task: done elsewhere, reported with [`Control::password_done`].
     Password(PasswordJob),
+    /// For the room recorder.
+    Recorder(RecorderCommand),
 }
 
 /// What the control plane does once a write is durable.
@@ -156,6 +166,15 @@ pub enum AfterWrite {
     /// The admin's limits (all their changes so far).
     Limits {
         stored: LimitsChange,
+    },
+    RecordingStarted {
+        room: String,
+        recording: i64,
+        started_by: String,
+        started_at_ms: i64,
+    },
+    RecordingFinished {
+        info: Box<parley_proto::RecordingInfo>,
     },
     /// Nothing to tell anyone (an invite's use count).
     Nothing,
@@ -259,6 +278,13 @@ pub struct Control {
     next_prune_ms: i64,
     /// When the store is next asked for the admin token's hash (Unix ms).
     next_admin_check_ms: i64,
+    /// Recordings running, by room; rooms whose recording is being stored; stopped ones whose
+    /// files are being made.
+    recordings: HashMap<String, recording::ActiveRecording>,
+    starting_recordings: std::collections::HashSet<String>,
+    finishing: HashMap<i64, parley_proto::RecordingInfo>,
+    next_recording: i64,
+    download_key: Option<[u8; 32]>,
 }
 
 impl Control {
@@ -272,6 +298,11 @@ impl Control {
             address_chat: HashMap::new(),
             next_prune_ms: 0,
             next_admin_check_ms: 0,
+            recordings: HashMap::new(),
+            starting_recordings: std::collections::HashSet::new(),
+            finishing: HashMap::new(),
+            next_recording: 1,
+            download_key: None,
             worker_load: vec![0; config.workers.max(1)],
             config,
             sessions: BTreeSet::new(),
@@ -545,6 +576,9 @@ impl Control {
             ClientMessage::CloseRoom { room, .. } => self.close_room(session, id, &room),
             ClientMessage::DeleteChat { room, .. } => self.delete_chat(session, id, &room),
             ClientMessage::SetLimits { limits, .. } => self.set_limits(session, id, limits),
+            ClientMessage::RecordingStart { .. } => self.recording_start(session, id),
+            ClientMessage::RecordingStop { .. } => self.recording_stop(session, id),
+            ClientMessage::ListRecordings { .. } => self.list_recordings(session, id),
         }
     }
 
@@ -716,6 +750,13 @@ impl Control {
         if others.is_empty() {
             self.room_occupied(&room_name);
         }
+        if let Some(r) = self.recordings.get(&room_name) {
+            self.outputs.push(Output::Recorder(RecorderCommand::Name {
+                recording: r.now.recording_id,
+                participant: session,
+                name: me.name.clone(),
+            }));
+        }
         let placement = match self.placements.get(&room_name) {
             Some(p) => *p,
             None => {
@@ -771,6 +812,7 @@ impl Control {
                 active_speaker,
                 owner,
                 settings,
+                recording: self.recording_now(&room_name).map(Box::new),
             },
         );
         if counted {
@@ -804,6 +846,7 @@ impl Control {
         }
         tracing::info!(room = %room, participant = session, "leave");
         if remaining.is_empty() {
+            self.stop_recording(&room, None, Some("everyone left the room".into()), 0, None);
             if let Some(p) = self.placements.remove(&room) {
                 self.room_names.remove(&p.id);
             }

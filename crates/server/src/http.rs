@@ -32,6 +32,10 @@ pub fn router(state: AppState, policy: Arc<Policy>) -> Router {
         .route("/metrics", get(metrics::prometheus))
         .route("/api/status", get(metrics::status))
         .route("/api/debug", get(metrics::debug))
+        .route(
+            "/api/recordings/{id}/{file}",
+            get(crate::downloads::recording_file),
+        )
         .route("/status", get(|| async { asset("status.html") }))
         .route("/admin", get(|| async { asset("admin.html") }))
         .route("/viewer/{room}", get(|| async { asset("viewer.html") }))

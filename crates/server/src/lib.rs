@@ -9,6 +9,7 @@
 mod admin;
 mod config;
 pub mod control;
+mod downloads;
 mod edge;
 mod http;
 mod metrics;
@@ -16,6 +17,7 @@ mod net;
 mod outbox;
 mod plane;
 pub mod rate;
+mod recorder;
 pub mod rooms;
 pub mod secret;
 mod signalling;
@@ -46,6 +48,10 @@ pub struct AppState {
     pub signalling_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Who may read the status endpoints.
     pub status_access: metrics::StatusAccess,
+    /// Where recordings are, and the key their download links are signed with.
+    pub recordings: downloads::RecordingFiles,
+    /// Packets the recorder had no room for.
+    pub recorder_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// `parley admin reset-token`: a new admin token in the data dir's database, printed once.
@@ -221,6 +227,9 @@ async fn run(config: Config) -> Result<()> {
         }
     }
     control.set_last_invite_id(store.last_invite_id()?);
+    control.set_last_recording_id(store.last_recording_id()?);
+    let download_key = admin::download_key(&store)?;
+    control.set_download_key(download_key);
     let admin_token = admin::ensure_token(&store)?;
     let admin_hash = admin::token_hash(&store)?;
     control.set_admin_hash(Some(admin_hash));
@@ -267,10 +276,31 @@ async fn run(config: Config) -> Result<()> {
     let http_listener = bind_tcp(config.http_addr, "--http-addr").await?;
 
     let (inputs, input_rx) = mpsc::channel(INPUT_QUEUE);
+    let (recorder_commands, recorder_rx) = std::sync::mpsc::channel();
+    let (packets, packets_rx) = std::sync::mpsc::sync_channel(recorder::PACKET_QUEUE);
+    let tap = recorder::RecorderTap {
+        packets,
+        dropped: Default::default(),
+    };
+    recorder::spawn(
+        config.data_dir.clone(),
+        recorder_rx,
+        packets_rx,
+        inputs.clone(),
+    )?;
+    // Recordings the last run left unfinished are made from their journals, as interrupted.
+    for (recording, room, started_at_ms) in store.unfinished_recordings()? {
+        tracing::info!(recording, room = %room, "finishing a recording the last run left");
+        control.note_interrupted_recording(recording, room, started_at_ms);
+        let _ = recorder_commands.send(control::RecorderCommand::Recover {
+            recording,
+            started_at_ms,
+        });
+    }
     let mut worker_commands = Vec::with_capacity(worker_count);
     for worker in workers {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        worker.spawn(rx, inputs.clone())?;
+        worker.spawn(rx, inputs.clone(), tap.clone())?;
         worker_commands.push(tx);
     }
     let shared_admin_hash = std::sync::Arc::new(std::sync::RwLock::new(admin_hash));
@@ -280,6 +310,7 @@ async fn run(config: Config) -> Result<()> {
         store,
         inputs.clone(),
         shared_admin_hash.clone(),
+        recorder_commands,
     )?;
     tokio::spawn(plane.run(input_rx));
     let policy = edge::Policy::new(edge::PolicyConfig {
@@ -299,6 +330,11 @@ async fn run(config: Config) -> Result<()> {
                 metrics: config.metrics_token.as_deref().map(secret::hash_token),
                 public: config.public_status,
             },
+            recordings: downloads::RecordingFiles {
+                data_dir: config.data_dir.clone(),
+                key: download_key,
+            },
+            recorder_dropped: tap.dropped.clone(),
         },
         std::sync::Arc::new(policy),
     );

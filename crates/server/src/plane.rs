@@ -77,6 +77,22 @@ pub enum ControlInput {
     Tick,
     /// The admin token's hash as the store has it now.
     AdminHash(crate::secret::TokenHash),
+    /// The recorder could not write a running recording.
+    RecordingFailed {
+        recording: i64,
+        message: String,
+    },
+    /// The recorder made a recording's files (or could not).
+    RecordingFinished {
+        recording: i64,
+        outcome: crate::control::RecordingOutcome,
+    },
+    RecordingsLoaded {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        recordings: Vec<parley_proto::RecordingInfo>,
+    },
 }
 
 /// Inputs waiting for the control plane at most (connections wait; workers retry).
@@ -112,6 +128,7 @@ pub struct ControlPlane {
     slow_closes: u64,
     /// The HTTP side's copy of the admin token's hash (status endpoints).
     admin_hash: crate::metrics::AdminHash,
+    recorder: std::sync::mpsc::Sender<crate::control::RecorderCommand>,
 }
 
 impl ControlPlane {
@@ -121,9 +138,11 @@ impl ControlPlane {
         store: Arc<Store>,
         inputs: mpsc::Sender<ControlInput>,
         admin_hash: crate::metrics::AdminHash,
+        recorder: std::sync::mpsc::Sender<crate::control::RecorderCommand>,
     ) -> Result<ControlPlane> {
         Ok(ControlPlane {
             admin_hash,
+            recorder,
             control,
             workers,
             outboxes: HashMap::new(),
@@ -204,6 +223,20 @@ impl ControlPlane {
             } => self.control.store_failed(session, request_id, what),
             ControlInput::Snapshot(reply) => self.snapshot(reply),
             ControlInput::Tick => self.control.tick(),
+            ControlInput::RecordingFailed { recording, message } => {
+                self.control.recording_failed(recording, message)
+            }
+            ControlInput::RecordingFinished { recording, outcome } => {
+                self.control.recording_finished(recording, outcome)
+            }
+            ControlInput::RecordingsLoaded {
+                session,
+                request_id,
+                room,
+                recordings,
+            } => self
+                .control
+                .recordings_loaded(session, request_id, room, recordings),
             ControlInput::AdminHash(hash) => {
                 *self.admin_hash.write().unwrap_or_else(|p| p.into_inner()) = hash;
                 self.control.admin_hash_read(hash);
@@ -252,6 +285,11 @@ impl ControlPlane {
                         }
                     }
                     Output::Password(job) => self.password_work(job),
+                    Output::Recorder(command) => {
+                        if self.recorder.send(command).is_err() {
+                            tracing::error!("the recorder thread is gone");
+                        }
+                    }
                 }
             }
             for session in too_slow {
@@ -350,6 +388,26 @@ fn spawn_store_thread(
         .spawn(move || {
             for request in queue {
                 let input = match request {
+                    StoreRequest::LoadRecordings {
+                        session,
+                        request_id,
+                        room,
+                    } => match store.recordings(&room) {
+                        Ok(recordings) => ControlInput::RecordingsLoaded {
+                            session,
+                            request_id,
+                            room,
+                            recordings,
+                        },
+                        Err(e) => {
+                            tracing::error!(room = %room, "recordings not read: {e:#}");
+                            ControlInput::StoreFailed {
+                                session,
+                                request_id,
+                                what: "the recordings could not be read",
+                            }
+                        }
+                    },
                     StoreRequest::ReadAdminHash => match crate::admin::token_hash(&store) {
                         Ok(hash) => ControlInput::AdminHash(hash),
                         Err(e) => {

@@ -22,6 +22,41 @@ pub fn new_token() -> Result<String, getrandom::Error> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// A download link's signature: HMAC-SHA256 over the recording, the file and the expiry, base64url.
+pub fn sign_download(key: &[u8; 32], recording: i64, file: &str, expires_ms: i64) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = match hmac::Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        // A 32-byte key always fits HMAC.
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{recording}/{file}/{expires_ms}").as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// Checks a download link's signature (in constant time) and expiry.
+pub fn verify_download(
+    key: &[u8; 32],
+    recording: i64,
+    file: &str,
+    expires_ms: i64,
+    signature: &str,
+    now_ms: i64,
+) -> bool {
+    use hmac::{KeyInit, Mac};
+    if expires_ms < now_ms {
+        return false;
+    }
+    let Ok(sig) = URL_SAFE_NO_PAD.decode(signature) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(format!("{recording}/{file}/{expires_ms}").as_bytes());
+    mac.verify_slice(&sig).is_ok()
+}
+
 pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }

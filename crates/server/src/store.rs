@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use parley_proto::{Access, ChatMessage, Role};
+use parley_proto::{Access, ChatMessage, RecordingFile, RecordingInfo, RecordingState, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::secret::TokenHash;
@@ -56,7 +56,26 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE rooms ADD COLUMN creator_addr TEXT;
     ALTER TABLE rooms ADD COLUMN last_active_ms INTEGER;
     CREATE INDEX chat_messages_by_time ON chat_messages (sent_at_ms);",
+    // 4: room recordings. Files are in DATA_DIR/recordings/<id>/, named by the server.
+    "CREATE TABLE recordings (
+        id INTEGER PRIMARY KEY NOT NULL,
+        room TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        started_by TEXT NOT NULL,
+        stopped_at_ms INTEGER,
+        stopped_by TEXT,
+        duration_ms INTEGER,
+        files TEXT NOT NULL DEFAULT '[]',
+        message TEXT
+    );
+    CREATE INDEX recordings_by_room ON recordings (room, id);",
 ];
+
+/// Where a recording's files are, under the data dir.
+pub fn recording_dir(data_dir: &Path, id: i64) -> std::path::PathBuf {
+    data_dir.join("recordings").join(id.to_string())
+}
 
 /// A room as stored, with everything the access rules need.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,6 +128,25 @@ pub enum StoreWrite {
         key: String,
         value: String,
     },
+    RecordingStarted {
+        id: i64,
+        room: String,
+        started_by: String,
+        started_at_ms: i64,
+    },
+    RecordingStopped {
+        id: i64,
+        stopped_by: Option<String>,
+        stopped_at_ms: i64,
+    },
+    /// Its files are made (or could not be).
+    RecordingFinished {
+        id: i64,
+        state: RecordingState,
+        duration_ms: Option<i64>,
+        files: Vec<RecordingFile>,
+        message: Option<String>,
+    },
     Settings {
         room: String,
         access: Access,
@@ -140,6 +178,8 @@ pub enum StoreWrite {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The data dir (none for a database in memory): a deleted room's recordings go from here.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -147,7 +187,10 @@ impl Store {
         let path = data_dir.join("parley.sqlite3");
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        Store::with_connection(conn).with_context(|| format!("preparing {}", path.display()))
+        let mut store = Store::with_connection(conn)
+            .with_context(|| format!("preparing {}", path.display()))?;
+        store.dir = Some(data_dir.to_path_buf());
+        Ok(store)
     }
 
     fn with_connection(mut conn: Connection) -> Result<Store> {
@@ -172,6 +215,7 @@ impl Store {
         }
         Ok(Store {
             conn: Mutex::new(conn),
+            dir: None,
         })
     }
 
@@ -362,7 +406,54 @@ impl Store {
                     params![key, value],
                 )?;
             }
+            StoreWrite::RecordingStarted {
+                id,
+                room,
+                started_by,
+                started_at_ms,
+            } => {
+                tx.execute(
+                    "INSERT INTO recordings (id, room, state, started_at_ms, started_by)
+                     VALUES (?1, ?2, 'recording', ?3, ?4)",
+                    params![id, room, started_at_ms, started_by],
+                )?;
+            }
+            StoreWrite::RecordingStopped {
+                id,
+                stopped_by,
+                stopped_at_ms,
+            } => {
+                tx.execute(
+                    "UPDATE recordings SET state = 'processing', stopped_at_ms = ?2, stopped_by = ?3
+                     WHERE id = ?1",
+                    params![id, stopped_at_ms, stopped_by],
+                )?;
+            }
+            StoreWrite::RecordingFinished {
+                id,
+                state,
+                duration_ms,
+                files,
+                message,
+            } => {
+                let files = serde_json::to_string(files)?;
+                tx.execute(
+                    "UPDATE recordings SET state = ?2, duration_ms = ?3, files = ?4, message = ?5,
+                     stopped_at_ms = COALESCE(stopped_at_ms, ?6) WHERE id = ?1",
+                    params![id, state.as_str(), duration_ms, files, message, now_ms],
+                )?;
+            }
             StoreWrite::DeleteRoom { room } => {
+                let ids: Vec<i64> = tx
+                    .prepare("SELECT id FROM recordings WHERE room = ?1")?
+                    .query_map(params![room], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                tx.execute("DELETE FROM recordings WHERE room = ?1", params![room])?;
+                if let Some(dir) = &self.dir {
+                    for id in ids {
+                        let _ = std::fs::remove_dir_all(recording_dir(dir, id));
+                    }
+                }
                 for table in ["chat_messages", "owner_keys", "invites"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE room = ?1"),
@@ -374,6 +465,69 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// `room`'s recordings, newest first (without download links).
+    pub fn recordings(&self, room: &str) -> Result<Vec<RecordingInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, room, state, started_at_ms, started_by, stopped_at_ms, stopped_by,
+                    duration_ms, files, message
+             FROM recordings WHERE room = ?1 ORDER BY id DESC LIMIT 200",
+        )?;
+        let rows = stmt
+            .query_map(params![room], |r| {
+                let state: String = r.get(2)?;
+                let files: String = r.get(8)?;
+                Ok(RecordingInfo {
+                    recording_id: r.get(0)?,
+                    room: r.get(1)?,
+                    state: RecordingState::parse(&state).unwrap_or(RecordingState::Failed),
+                    started_at_ms: r.get(3)?,
+                    started_by: r.get(4)?,
+                    stopped_at_ms: r.get(5)?,
+                    stopped_by: r.get(6)?,
+                    duration_ms: r.get(7)?,
+                    files: serde_json::from_str::<Vec<RecordingFile>>(&files).unwrap_or_default(),
+                    message: r.get(9)?,
+                    url_expires_at_ms: None,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The room a recording belongs to.
+    pub fn recording_room(&self, id: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT room FROM recordings WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Recordings that were running or being made when the server stopped: `(id, room, started_at_ms)`.
+    pub fn unfinished_recordings(&self) -> Result<Vec<(i64, String, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, room, started_at_ms FROM recordings
+             WHERE state IN ('recording', 'processing') ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn last_recording_id(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM recordings", [], |r| {
+                r.get(0)
+            })?)
     }
 
     /// The highest invite id ever used (revoked ones too), so new ids never repeat.

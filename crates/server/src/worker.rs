@@ -118,6 +118,7 @@ impl MediaWorker {
         self,
         commands: mpsc::Receiver<WorkerCommand>,
         control: mpsc::Sender<ControlInput>,
+        recorder: crate::recorder::RecorderTap,
     ) -> Result<std::thread::JoinHandle<()>> {
         let name = format!("parley-media-{}", self.index);
         let handle = std::thread::Builder::new().name(name).spawn(move || {
@@ -132,7 +133,7 @@ impl MediaWorker {
                 }
             };
             let index = self.index;
-            if let Err(e) = runtime.block_on(self.run(commands, control)) {
+            if let Err(e) = runtime.block_on(self.run(commands, control, recorder)) {
                 tracing::error!(worker = index, "media worker stopped: {e:#}");
             }
         })?;
@@ -143,6 +144,7 @@ impl MediaWorker {
         self,
         mut commands: mpsc::Receiver<WorkerCommand>,
         control: mpsc::Sender<ControlInput>,
+        recorder: crate::recorder::RecorderTap,
     ) -> Result<()> {
         let index = self.index;
         let mut core = MediaCore::new(self.config);
@@ -219,6 +221,9 @@ impl MediaWorker {
             if !outgoing.is_empty() {
                 send_all(&sockets, &outgoing);
                 core.recycle(outgoing.drain(..));
+            }
+            for packet in core.drain_recorded() {
+                recorder.offer(packet);
             }
             for event in core.drain_events() {
                 // Behind a backlog, a room's levels are stale before they arrive.

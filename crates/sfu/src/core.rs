@@ -75,6 +75,28 @@ pub enum MediaCommand {
     },
     /// The participant left: close its connection.
     RemovePeer { peer: PeerId },
+    /// Copy (or stop copying) every packet the room forwards for its recorder
+    /// ([`MediaCore::drain_recorded`]).
+    SetRecording { room: RoomId, on: bool },
+}
+
+/// A packet of a recorded room as forwarded (opened, after the mute check), for the recorder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedPacket {
+    pub room: RoomId,
+    pub participant: ParticipantId,
+    /// The publisher's track (its SDP mid).
+    pub mid: String,
+    pub kind: TrackKind,
+    /// `opus`, `vp8`, `h264`, `vp9`, `av1`.
+    pub codec: &'static str,
+    pub clock_rate: u32,
+    pub pt: u8,
+    pub marker: bool,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub payload: Vec<u8>,
+    pub received: Instant,
 }
 
 /// What a media worker tells the control plane.
@@ -115,6 +137,8 @@ pub struct MediaCounters {
     pub dropped_muted_packets: u64,
     pub unrouted_datagrams: u64,
     pub speaker_switches: u64,
+    /// Packets copied for a room's recorder.
+    pub recorded_packets: u64,
     /// Publishers' audio packets opened on the direct path (not handed to str0m).
     pub direct_received: u64,
     /// Direct-path packets dropped: replayed or not authentic.
@@ -129,6 +153,7 @@ impl MediaCounters {
         self.dropped_muted_packets += other.dropped_muted_packets;
         self.unrouted_datagrams += other.unrouted_datagrams;
         self.speaker_switches += other.speaker_switches;
+        self.recorded_packets += other.recorded_packets;
         self.direct_received += other.direct_received;
         self.direct_dropped += other.direct_dropped;
     }
@@ -183,6 +208,9 @@ pub struct MediaCore {
     /// The payload of the audio packet being opened on the direct path.
     rx_payload: Vec<u8>,
     counters: MediaCounters,
+    /// Rooms being recorded, and their packets waiting for the shell.
+    recording: Vec<RoomId>,
+    recorded: Vec<RecordedPacket>,
 }
 
 /// How long a core with no peers sleeps.
@@ -213,6 +241,8 @@ impl MediaCore {
             scratch_ids: Vec::new(),
             rx_payload: Vec::with_capacity(1500),
             counters: MediaCounters::default(),
+            recording: Vec::new(),
+            recorded: Vec::new(),
         }
     }
 
@@ -251,6 +281,31 @@ impl MediaCore {
     /// Events for the control plane, in order.
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, MediaEvent> {
         self.events.drain(..)
+    }
+
+    /// Packets of recorded rooms, for the recorder (the shell hands them on without waiting).
+    pub fn drain_recorded(&mut self) -> std::vec::Drain<'_, RecordedPacket> {
+        self.recorded.drain(..)
+    }
+
+    /// Every video track published in `room` sends a keyframe soon.
+    fn request_keyframes_in(&mut self, room: RoomId) {
+        let sources: Vec<TrackSource> = self
+            .seats
+            .iter()
+            .filter(|(_, s)| s.room == room)
+            .filter_map(|(id, _)| self.peers.get(id))
+            .flat_map(|p| {
+                let publisher = p.id();
+                p.published()
+                    .filter(|(_, kind)| *kind == TrackKind::Video)
+                    .map(move |(mid, _)| TrackSource { publisher, mid })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for source in sources {
+            self.request_keyframe(source, KeyframeRequestKind::Pli);
+        }
     }
 
     /// Takes back the buffers of sent datagrams, so forwarding does not allocate per packet.
@@ -350,6 +405,14 @@ impl MediaCore {
                 camera_off,
             } => self.set_mute(peer, mic_muted, camera_off),
             MediaCommand::RemovePeer { peer } => self.remove_peer(peer),
+            MediaCommand::SetRecording { room, on } => {
+                self.recording.retain(|r| *r != room);
+                if on {
+                    self.recording.push(room);
+                    // The recording starts with a picture: ask every camera in the room for one.
+                    self.request_keyframes_in(room);
+                }
+            }
         }
         self.process_queue();
     }
@@ -683,6 +746,25 @@ impl MediaCore {
             self.counters.dropped_muted_packets += 1;
             return;
         }
+        if !self.recording.is_empty() && self.recording.contains(&seat.room) {
+            if let Some(p) = self.peers.get(&publisher) {
+                self.counters.recorded_packets += 1;
+                self.recorded.push(RecordedPacket {
+                    room: seat.room,
+                    participant: p.participant(),
+                    mid: mid.to_string(),
+                    kind,
+                    codec: codec_name(params.spec().codec),
+                    clock_rate: params.spec().clock_rate.get(),
+                    pt: *packet.pt,
+                    marker: packet.marker,
+                    seq: packet.seq,
+                    timestamp: packet.timestamp,
+                    payload: packet.payload.to_vec(),
+                    received: packet.received,
+                });
+            }
+        }
         let Some(room) = self.rooms.get_mut(&seat.room) else {
             return;
         };
@@ -785,6 +867,19 @@ impl MediaCore {
 const MAX_SPARE_BUFFERS: usize = 2048;
 /// Small buffers (STUN responses) are not worth keeping; direct sends allocate at least this much.
 const MIN_SPARE_CAPACITY: usize = crate::peer::SPARE_CAPACITY;
+
+/// The codec's name as in SDP, lower case.
+fn codec_name(codec: str0m::format::Codec) -> &'static str {
+    use str0m::format::Codec;
+    match codec {
+        Codec::Opus => "opus",
+        Codec::Vp8 => "vp8",
+        Codec::Vp9 => "vp9",
+        Codec::H264 => "h264",
+        Codec::Av1 => "av1",
+        _ => "other",
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@ mod speaker;
 pub mod srtp;
 
 pub use crate::core::{
-    MediaCommand, MediaConfig, MediaCore, MediaCounters, MediaEvent, MediaGauges,
+    MediaCommand, MediaConfig, MediaCore, MediaCounters, MediaEvent, MediaGauges, RecordedPacket,
 };
 pub use down_track::DownTrack;
 pub use peer::{Forwarded, Peer, PeerDebug, PeerEvent, TrackKind, TrackSource, Transmit};

@@ -67,6 +67,9 @@ pub struct Net<E: Endpoint = Browser> {
     pub clients: Vec<(SessionId, E)>,
     /// Real time spent inside the media cores (for the forwarding benchmark).
     pub media_busy: Duration,
+    /// What the control plane told the recorder, and the packets workers copied for it.
+    pub recorder: Vec<parley::control::RecorderCommand>,
+    pub recorded: Vec<parley_sfu::RecordedPacket>,
     /// Every message the server sent, by session (for assertions).
     pub sent: HashMap<SessionId, Vec<ServerMessage>>,
     /// Messages from clients not yet handed to the control plane.
@@ -99,6 +102,8 @@ impl<E: Endpoint> Net<E> {
             workers,
             clients: Vec::new(),
             media_busy: Duration::ZERO,
+            recorder: Vec::new(),
+            recorded: Vec::new(),
             sent: HashMap::new(),
             inbox: Vec::new(),
             next_chat_id: 1,
@@ -230,6 +235,7 @@ impl<E: Endpoint> Net<E> {
             let mut transmits = Vec::new();
             for w in &mut self.workers {
                 events.extend(w.drain_events());
+                self.recorded.extend(w.drain_recorded());
                 transmits.extend(w.drain_transmits());
             }
             self.media_busy += busy.elapsed();
@@ -320,6 +326,14 @@ impl<E: Endpoint> Net<E> {
                 .control
                 .history_loaded(session, request_id, room, (Vec::new(), false)),
             Output::Store(StoreRequest::PruneChat { .. } | StoreRequest::ReadAdminHash) => {}
+            Output::Store(StoreRequest::LoadRecordings {
+                session,
+                request_id,
+                room,
+            }) => self
+                .control
+                .recordings_loaded(session, request_id, room, Vec::new()),
+            Output::Recorder(command) => self.recorder.push(command),
             Output::Store(StoreRequest::Write {
                 session,
                 request_id,

@@ -880,6 +880,9 @@ impl Control {
         now: Instant,
     ) {
         if !stored {
+            if let AfterWrite::RecordingStarted { room, .. } = &then {
+                self.starting_recordings.remove(room);
+            }
             if let AfterWrite::RoomCreated { name, .. } = &then {
                 // Only a pending room is discarded; its name is free again.
                 let name = name.clone();
@@ -983,6 +986,20 @@ impl Control {
                 }
             }
             AfterWrite::ChatDeleted { room } => self.chat_deleted(session, id, room),
+            AfterWrite::RecordingStarted {
+                room,
+                recording,
+                started_by,
+                started_at_ms,
+            } => {
+                let now = parley_proto::RecordingNow {
+                    recording_id: recording,
+                    started_at_ms,
+                    started_by,
+                };
+                self.recording_started(session, id, room, now)
+            }
+            AfterWrite::RecordingFinished { info } => self.recording_stored(info),
             AfterWrite::Limits { stored } => self.limits_stored(session, id, stored),
             AfterWrite::Nothing => {}
         }
@@ -1028,6 +1045,8 @@ impl Control {
 
     /// Everyone in `room` leaves it (told why), and the room is gone.
     pub(super) fn room_deleted(&mut self, room: &str) {
+        // Its recordings go with it (the store removes their files).
+        self.stop_recording(room, None, Some("the room was deleted".into()), 0, None);
         let members: Vec<SessionId> = self
             .rooms
             .room(room)
@@ -1118,13 +1137,13 @@ impl Control {
         });
     }
 
-    fn in_room(&self, session: SessionId, room: &str) -> bool {
+    pub(super) fn in_room(&self, session: SessionId, room: &str) -> bool {
         self.rooms
             .room_of(session)
             .is_some_and(|r| r.name() == room)
     }
 
-    fn name_of(&self, session: SessionId) -> Option<String> {
+    pub(super) fn name_of(&self, session: SessionId) -> Option<String> {
         self.rooms
             .room_of(session)
             .and_then(|r| r.member(session))

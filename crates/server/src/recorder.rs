@@ -1,0 +1,439 @@
+//! The room recorder: one thread that takes the packets media workers copy from recorded rooms (a
+//! bounded channel: when it falls behind, workers drop and count, forwarding never waits) and appends
+//! them to a journal per track; at stop (or at start-up, for a recording a crash interrupted) another
+//! thread makes the files from the journals and reports back to the control plane.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use parley_media::journal::{JournalReader, JournalWriter, TrackHeader, TrackMedia};
+use parley_proto::{ParticipantId, RecordingFile, RecordingState};
+use parley_sfu::{RecordedPacket, RoomId, TrackKind};
+use tokio::sync::mpsc;
+
+use crate::control::{RecorderCommand, RecordingOutcome};
+use crate::plane::ControlInput;
+use crate::store::recording_dir;
+
+/// Packets waiting for the recorder at most (about 4 s of a room of 10 talkers with video).
+pub const PACKET_QUEUE: usize = 16_384;
+/// Journals of the recording, inside its directory (removed once the files are made).
+const JOURNALS: &str = "journal";
+
+/// What workers hold to hand packets on, and what they count when it is full.
+#[derive(Clone)]
+pub struct RecorderTap {
+    pub packets: SyncSender<RecordedPacket>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl RecorderTap {
+    /// Never waits: a full queue drops the packet (and counts it).
+    pub fn offer(&self, packet: RecordedPacket) {
+        if self.packets.try_send(packet).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Track {
+    writer: JournalWriter,
+}
+
+struct Running {
+    id: i64,
+    room: RoomId,
+    started: Instant,
+    started_at_ms: i64,
+    dir: PathBuf,
+    names: HashMap<ParticipantId, String>,
+    tracks: HashMap<(ParticipantId, String), Track>,
+    /// A write failed: the recording is being stopped (the control plane was told).
+    failed: bool,
+}
+
+/// Starts the recorder thread; `commands` come from the control plane, packets from `tap`s.
+pub fn spawn(
+    data_dir: PathBuf,
+    commands: std::sync::mpsc::Receiver<RecorderCommand>,
+    packets: Receiver<RecordedPacket>,
+    control: mpsc::Sender<ControlInput>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("parley-recorder".into())
+        .spawn(move || run(&data_dir, commands, packets, control))
+        .context("starting the recorder thread")?;
+    Ok(())
+}
+
+fn run(
+    data_dir: &Path,
+    commands: Receiver<RecorderCommand>,
+    packets: Receiver<RecordedPacket>,
+    control: mpsc::Sender<ControlInput>,
+) {
+    let mut running: HashMap<RoomId, Running> = HashMap::new();
+    loop {
+        // Commands first: a room's start is always seen before its packets.
+        loop {
+            match commands.try_recv() {
+                Ok(command) => handle(data_dir, &mut running, command, &control),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        match packets.recv_timeout(Duration::from_millis(100)) {
+            Ok(packet) => {
+                append(&mut running, packet, &control);
+                // Whatever else is waiting, without a syscall per packet.
+                for packet in packets.try_iter().take(4096) {
+                    append(&mut running, packet, &control);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        for r in running.values_mut() {
+            for t in r.tracks.values_mut() {
+                if let Err(e) = t.writer.flush_if_due(now) {
+                    fail(r, &format!("{e}"), &control);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn handle(
+    data_dir: &Path,
+    running: &mut HashMap<RoomId, Running>,
+    command: RecorderCommand,
+    control: &mpsc::Sender<ControlInput>,
+) {
+    match command {
+        RecorderCommand::Start {
+            recording,
+            room,
+            started_at_ms,
+            names,
+        } => {
+            let dir = recording_dir(data_dir, recording);
+            if let Err(e) = std::fs::create_dir_all(dir.join(JOURNALS)) {
+                tracing::error!(recording, "recording directory not made: {e}");
+                let _ = control.blocking_send(ControlInput::RecordingFailed {
+                    recording,
+                    message: format!("the server could not write the recording: {e}"),
+                });
+                return;
+            }
+            tracing::info!(recording, room, "recording started");
+            running.insert(
+                room,
+                Running {
+                    id: recording,
+                    room,
+                    started: Instant::now(),
+                    started_at_ms,
+                    dir,
+                    names: names.into_iter().collect(),
+                    tracks: HashMap::new(),
+                    failed: false,
+                },
+            );
+        }
+        RecorderCommand::Name {
+            recording,
+            participant,
+            name,
+        } => {
+            if let Some(r) = running.values_mut().find(|r| r.id == recording) {
+                r.names.insert(participant, name);
+            }
+        }
+        RecorderCommand::Stop { recording } => {
+            let Some(room) = running
+                .iter()
+                .find(|(_, r)| r.id == recording)
+                .map(|(room, _)| *room)
+            else {
+                return;
+            };
+            let Some(r) = running.remove(&room) else {
+                return;
+            };
+            let duration_ms = r.started.elapsed().as_millis() as i64;
+            for (_, t) in r.tracks {
+                if let Err(e) = t.writer.finish() {
+                    tracing::warn!(recording, "journal not synced: {e}");
+                }
+            }
+            let dir = r.dir;
+            let started_at_ms = r.started_at_ms;
+            finish_elsewhere(
+                recording,
+                dir,
+                Some(duration_ms),
+                started_at_ms,
+                RecordingState::Ready,
+                control.clone(),
+            );
+        }
+        RecorderCommand::Recover {
+            recording,
+            started_at_ms,
+        } => {
+            let dir = recording_dir(data_dir, recording);
+            finish_elsewhere(
+                recording,
+                dir,
+                None,
+                started_at_ms,
+                RecordingState::Interrupted,
+                control.clone(),
+            );
+        }
+    }
+}
+
+fn append(
+    running: &mut HashMap<RoomId, Running>,
+    packet: RecordedPacket,
+    control: &mpsc::Sender<ControlInput>,
+) {
+    let Some(r) = running.get_mut(&packet.room) else {
+        return;
+    };
+    if r.failed {
+        return;
+    }
+    let arrival_us = packet
+        .received
+        .saturating_duration_since(r.started)
+        .as_micros() as u64;
+    let key = (packet.participant, packet.mid.clone());
+    if !r.tracks.contains_key(&key) {
+        let header = TrackHeader {
+            media: match packet.kind {
+                TrackKind::Audio => TrackMedia::Audio,
+                TrackKind::Video => TrackMedia::Video,
+            },
+            codec: packet.codec.to_string(),
+            clock_rate: packet.clock_rate,
+            payload_type: packet.pt,
+            participant_id: packet.participant,
+            name: r
+                .names
+                .get(&packet.participant)
+                .cloned()
+                .unwrap_or_default(),
+            recording_start_unix_ms: r.started_at_ms,
+            track_start_us: arrival_us,
+        };
+        let file = r.dir.join(JOURNALS).join(journal_name(&packet));
+        match JournalWriter::create(&file, &header) {
+            Ok(writer) => {
+                r.tracks.insert(key.clone(), Track { writer });
+            }
+            Err(e) => return fail(r, &format!("{e}"), control),
+        }
+    }
+    let Some(track) = r.tracks.get_mut(&key) else {
+        return;
+    };
+    let rtp = rtp_packet(&packet);
+    if let Err(e) = track.writer.append(arrival_us, &rtp, Instant::now()) {
+        fail(r, &format!("{e}"), control);
+    }
+}
+
+/// `p12-audio-0.journal`: made of server ids only (the mid is a client's string: only its
+/// letters and digits are kept).
+fn journal_name(packet: &RecordedPacket) -> String {
+    let mid: String = packet
+        .mid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    let kind = match packet.kind {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+    };
+    format!("p{}-{kind}-{mid}.journal", packet.participant)
+}
+
+/// The packet as RTP again: the header the publisher's stream had (less its extensions).
+fn rtp_packet(packet: &RecordedPacket) -> Vec<u8> {
+    let mut rtp = Vec::with_capacity(12 + packet.payload.len());
+    rtp.push(0x80);
+    rtp.push((u8::from(packet.marker) << 7) | (packet.pt & 0x7f));
+    rtp.extend_from_slice(&(packet.seq as u16).to_be_bytes());
+    rtp.extend_from_slice(&packet.timestamp.to_be_bytes());
+    rtp.extend_from_slice(&(packet.participant as u32).to_be_bytes());
+    rtp.extend_from_slice(&packet.payload);
+    rtp
+}
+
+/// A write failed (disk full, say): the room is told and the recording stops; what was written is
+/// kept and made into files.
+fn fail(r: &mut Running, message: &str, control: &mpsc::Sender<ControlInput>) {
+    if r.failed {
+        return;
+    }
+    r.failed = true;
+    tracing::error!(
+        recording = r.id,
+        room = r.room,
+        "recording stopped: {message}"
+    );
+    let _ = control.blocking_send(ControlInput::RecordingFailed {
+        recording: r.id,
+        message: format!("the recording stopped: the server could not write it ({message})"),
+    });
+}
+
+/// Makes the files on a thread of their own (decoding and encoding take seconds) and reports.
+fn finish_elsewhere(
+    recording: i64,
+    dir: PathBuf,
+    duration_ms: Option<i64>,
+    started_at_ms: i64,
+    state: RecordingState,
+    control: mpsc::Sender<ControlInput>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("parley-finalize".into())
+        .spawn(move || {
+            let outcome = match make_files(&dir, duration_ms, started_at_ms) {
+                Ok((files, duration_ms)) => RecordingOutcome {
+                    state,
+                    duration_ms: Some(duration_ms),
+                    files,
+                    message: (state == RecordingState::Interrupted).then(|| {
+                        "the server stopped during the recording: it ends there".to_string()
+                    }),
+                },
+                Err(e) => {
+                    tracing::error!(recording, "recording files not made: {e:#}");
+                    RecordingOutcome {
+                        state: RecordingState::Failed,
+                        duration_ms,
+                        files: Vec::new(),
+                        message: Some(format!("the files could not be made: {e}")),
+                    }
+                }
+            };
+            let _ = control.blocking_send(ControlInput::RecordingFinished { recording, outcome });
+        });
+    if let Err(e) = spawned {
+        tracing::error!(recording, "no thread to make the recording's files: {e}");
+    }
+}
+
+/// The journals' files: one Ogg/Opus per audio track, on the recording's clock. Returns the files and
+/// the recording's length (for an interrupted one: up to its last packet).
+fn make_files(
+    dir: &Path,
+    duration_ms: Option<i64>,
+    _started_at_ms: i64,
+) -> Result<(Vec<RecordingFile>, i64)> {
+    let journals = dir.join(JOURNALS);
+    let mut files = Vec::new();
+    let mut last_us = 0u64;
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(&journals) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).context("reading the journals"),
+    };
+    entries.sort();
+    for path in entries {
+        let Ok(mut reader) = JournalReader::open(&path) else {
+            tracing::warn!("{} is not a journal: skipped", path.display());
+            continue;
+        };
+        let header = reader.header.clone();
+        if header.media != TrackMedia::Audio || header.codec != "opus" {
+            continue;
+        }
+        let name = format!("p{}-audio.ogg", header.participant_id);
+        let out = dir.join(&name);
+        let comments = vec![
+            format!("TITLE={}", header.name),
+            "ENCODER=parley (the packets as sent)".to_string(),
+        ];
+        let mut writer = parley_media::OggOpusWriter::create(
+            &out,
+            1,
+            header.participant_id as u32,
+            "parley",
+            &comments,
+        )?;
+        let mut extended: Option<(u32, u64)> = None;
+        for entry in reader.by_ref() {
+            let parley_media::journal::Entry::Rtp { arrival_us, packet } = entry else {
+                continue;
+            };
+            if packet.len() < 12 {
+                continue;
+            }
+            last_us = last_us.max(arrival_us);
+            let ts = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+            // 32-bit RTP time, extended.
+            let ext = match extended {
+                None => u64::from(ts),
+                Some((prev, prev_ext)) => {
+                    prev_ext.wrapping_add(i64::from(ts.wrapping_sub(prev) as i32) as u64)
+                }
+            };
+            extended = Some((ts, ext));
+            writer.write(ext, &packet[12..])?;
+        }
+        writer.finish()?;
+        let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        files.push(RecordingFile {
+            name,
+            kind: "track".into(),
+            format: "ogg".into(),
+            participant_id: Some(header.participant_id),
+            participant_name: Some(header.name),
+            bytes,
+            url: None,
+        });
+    }
+    let duration = duration_ms.unwrap_or((last_us / 1000) as i64);
+    Ok((files, duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_names_are_made_of_server_ids() {
+        let packet = RecordedPacket {
+            room: 1,
+            participant: 12,
+            mid: "../../etc/passwd".into(),
+            kind: TrackKind::Audio,
+            codec: "opus",
+            clock_rate: 48_000,
+            pt: 111,
+            marker: false,
+            seq: 70_000,
+            timestamp: 960,
+            payload: vec![0xfc, 1, 2],
+            received: Instant::now(),
+        };
+        assert_eq!(journal_name(&packet), "p12-audio-etcpasswd.journal");
+        let rtp = rtp_packet(&packet);
+        assert_eq!(&rtp[..2], &[0x80, 111]);
+        assert_eq!(u16::from_be_bytes([rtp[2], rtp[3]]), 70_000u64 as u16);
+        assert_eq!(&rtp[12..], &[0xfc, 1, 2]);
+    }
+}

@@ -32,6 +32,47 @@ enum Command {
     Record(RecordArgs),
     /// Run many participants in rooms of a given size and print what they received.
     Load(LoadArgs),
+    /// The server's room recordings: start, stop, list, download, or record for a while and fetch.
+    Recording(RecordingArgs),
+}
+
+#[derive(Debug, Args)]
+struct RecordingArgs {
+    #[command(subcommand)]
+    action: RecordingAction,
+    /// The server's plain-HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// The room.
+    #[arg(long, default_value = "General", global = true)]
+    room: String,
+    /// Display name (others see it: "recording started by …").
+    #[arg(long, default_value = "Recorder", global = true)]
+    name: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum RecordingAction {
+    /// Start the room's recording (it runs while anyone is in the room).
+    Start,
+    /// Stop the room's recording.
+    Stop,
+    /// List the room's recordings and their files.
+    List,
+    /// Download a recording's files (the newest made one unless --id), waiting until they are made.
+    Download {
+        #[arg(long)]
+        id: Option<i64>,
+        #[arg(long, default_value = "recordings")]
+        out: PathBuf,
+    },
+    /// Start a recording, stay in the room for --duration seconds, stop it and download its files.
+    Run {
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        #[arg(long, default_value = "recordings")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +198,7 @@ fn main() -> ExitCode {
             Command::Play(args) => play(args).await,
             Command::Record(args) => record(args).await,
             Command::Load(args) => load(args).await,
+            Command::Recording(args) => recording(args).await,
         }
     });
     match result {
@@ -232,6 +274,85 @@ async fn run_session(
         Why::Stop => session.leave().await?,
     };
     Ok(end)
+}
+
+async fn recording(args: RecordingArgs) -> anyhow::Result<()> {
+    use parley_client::room_recording as rec;
+    let mut config = ClientConfig::new(&args.server, &args.room, &args.name);
+    // Listing and downloading need no seat in the room; starting and stopping need a member.
+    if matches!(
+        args.action,
+        RecordingAction::List | RecordingAction::Download { .. }
+    ) {
+        config.role = Role::Viewer;
+    }
+    config.state = MediaState {
+        mic_muted: true,
+        camera_off: true,
+        ..Default::default()
+    };
+    let mut session = Session::join(config).await?;
+    let result = async {
+        match args.action {
+            RecordingAction::Start => {
+                let r = rec::start(&session).await?;
+                println!("recording {} started by {}", r.recording_id, r.started_by);
+            }
+            RecordingAction::Stop => {
+                rec::stop(&session).await?;
+                println!("recording stopped");
+            }
+            RecordingAction::List => {
+                for r in rec::list(&session).await? {
+                    println!(
+                        "{}  {}  {:.1} s  started by {}  {} file(s){}",
+                        r.recording_id,
+                        r.state.as_str(),
+                        r.duration_ms.unwrap_or(0) as f64 / 1000.0,
+                        r.started_by,
+                        r.files.len(),
+                        r.message.map(|m| format!("  ({m})")).unwrap_or_default()
+                    );
+                    for f in r.files {
+                        println!("    {}  {} bytes", f.name, f.bytes);
+                    }
+                }
+            }
+            RecordingAction::Download { id, out } => {
+                let id = match id {
+                    Some(id) => id,
+                    None => rec::list(&session)
+                        .await?
+                        .first()
+                        .map(|r| r.recording_id)
+                        .ok_or_else(|| anyhow::anyhow!("{} has no recordings", args.room))?,
+                };
+                let made = rec::wait_until_made(&session, id, Duration::from_secs(300)).await?;
+                for path in rec::download_all(&args.server, &made, &out).await? {
+                    println!("downloaded {}", path.display());
+                }
+            }
+            RecordingAction::Run { duration, out } => {
+                let r = rec::start(&session).await?;
+                println!("recording {} started", r.recording_id);
+                tokio::select! {
+                    _ = tokio::time::sleep(seconds(duration, "--duration")?) => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                rec::stop(&session).await?;
+                let made = rec::wait_until_made(&session, r.recording_id, Duration::from_secs(300))
+                    .await?;
+                println!("recording {}: {}", made.recording_id, made.state.as_str());
+                for path in rec::download_all(&args.server, &made, &out).await? {
+                    println!("downloaded {}", path.display());
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = session.leave().await;
+    result
 }
 
 fn print_end(end: &SessionEnd) {

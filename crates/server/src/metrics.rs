@@ -138,7 +138,7 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap, uri: 
         return unavailable();
     };
     let signalling_errors = state.signalling_errors.load(Ordering::Relaxed) + s.refusals;
-    let rows: [(&str, &str, &str, u64); 16] = [
+    let rows: [(&str, &str, &str, u64); 18] = [
         (
             "parley_rooms",
             "gauge",
@@ -222,6 +222,20 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap, uri: 
             "counter",
             "levels messages not sent to clients that were behind in reading.",
             s.dropped_levels,
+        ),
+        (
+            "parley_recorded_packets_total",
+            "counter",
+            "Packets media workers copied for room recordings.",
+            s.counters.recorded_packets,
+        ),
+        (
+            "parley_recorder_dropped_packets_total",
+            "counter",
+            "Recorded packets dropped because the recorder was behind.",
+            state
+                .recorder_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
         ),
         (
             "parley_slow_client_closes_total",

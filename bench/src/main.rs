@@ -11,6 +11,7 @@
 mod anchor;
 mod fanout;
 mod procstat;
+mod recording;
 mod workers;
 
 use std::io::{Read, Write};
@@ -60,6 +61,10 @@ struct Args {
     /// Only run the 1 vs N media workers comparison and print its section; writes no files.
     #[arg(long, conflicts_with = "anchor_only")]
     workers_only: bool,
+    /// Only measure what a room recording costs (a room of 10 talkers on one media worker, without
+    /// and with a recording, and making its files) and print it; writes no files.
+    #[arg(long, conflicts_with_all = ["anchor_only", "workers_only"])]
+    recording_only: bool,
     /// Janus configurations for the anchor, by their `event_loops` setting (0: Janus's default, a
     /// thread per handle; N: N shared loops): each is measured at every anchor step.
     #[arg(long, value_delimiter = ',', default_value = "0,2")]
@@ -648,6 +653,19 @@ fn bench(mut args: Args) -> Result<()> {
         if let Some(a) = anchor::run(&args, duration)? {
             println!("{}", a.markdown(cores, duration));
         }
+        return Ok(());
+    }
+    if args.recording_only {
+        let server = start_server(&args, 1)?;
+        let http = server.http.clone();
+        let cost = recording::run(
+            &args.client_bin,
+            &server.http,
+            server.server.pid(),
+            duration,
+            |name| metric(&http, name),
+        )?;
+        println!("{}", cost.markdown());
         return Ok(());
     }
     if args.workers_only {

@@ -13,7 +13,7 @@ fn ticks_per_second() -> f64 {
 }
 
 /// User + system CPU time used so far by the process or task whose `stat` file is at `path`.
-fn cpu_of_stat(path: &str) -> Option<Duration> {
+pub fn cpu_of_stat(path: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];

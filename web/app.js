@@ -1,6 +1,7 @@
 // parley's browser client: name screen, lobby, room. The server is the authority for who is where and
 // who may do what; this file renders what it says and drives the media session (call.js) over the
-// signalling socket. Room access (passwords, invites, owners, the admin) has its dialogs in access.js.
+// signalling socket. Room access (passwords, invites, owners, the admin) has its dialogs in access.js;
+// room recordings (the Record button, the indicator, the Recordings panel) are in recording.js.
 
 import { Signal, ServerError, signalUrl } from './signal.js';
 import { prefs, checkDisplayName } from './prefs.js';
@@ -12,6 +13,7 @@ import { Roster } from './roster.js';
 import { ChatPanel, DEFAULT_MAX_CHARS } from './chat.js';
 import { DeviceSettings } from './settings.js';
 import { AdminDialog, ConfirmDialog, ParticipantMenu, PasswordDialog, RoomAdmin, copyText, linkFromLocation, roomLink, roomPath } from './access.js';
+import { RoomRecording } from './recording.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -193,6 +195,8 @@ const ERROR_TITLES = {
   banned: 'You were removed from this room',
   forbidden: 'Not allowed',
   invalid_password: 'Invalid password',
+  recording_running: 'Already recording',
+  not_recording: 'Not recording',
   internal: 'Server error',
 };
 
@@ -396,6 +400,10 @@ function handleMessage(msg) {
       break;
     case 'room_settings':
       if (msg.id == null && app.room && msg.settings) setRoomSettings(msg.settings);
+      break;
+    case 'recording_state':
+    case 'recording_updated':
+      recording.handle(msg);
       break;
     case 'error':
       serverErrorToast(msg);
@@ -663,6 +671,7 @@ async function joinRoom(room, creds = {}) {
   app.tiles.set(me.id, me);
   ui.tiles.appendChild(me.el);
   roster.enter(joined, app.room); // the people already there get their tiles
+  recording.enter(joined); // people must know they are recorded: the indicator, at once
   updateControls();
   setView('room');
   renderRooms();
@@ -780,6 +789,7 @@ function teardownRoom({ keepCall = false } = {}) {
   ui.tiles.dataset.count = '0';
   setChatOpen(false);
   chat.reset(null);
+  recording.leave();
   app.owner = false;
   app.settings = null;
   menu.close(false);
@@ -1240,6 +1250,16 @@ ui.chatToggle.addEventListener('click', () => setChatOpen(!ui.room.classList.con
 ui.chatClose.addEventListener('click', () => setChatOpen(false));
 
 // ---------------------------------------------------------------------------------------------------------
+// Recording (recording.js): any member records the room for everyone; everyone sees it
+
+const recording = new RoomRecording({
+  signal,
+  room: () => app.room,
+  toast,
+  onSystem: (text) => chat.system(text),
+});
+
+// ---------------------------------------------------------------------------------------------------------
 // Level meters
 
 /** Own tile: the microphone through Web Audio. Everyone else: the server's levels. */
@@ -1382,6 +1402,13 @@ window.parley = {
   devicesInUse() {
     const id = (t) => (t && t.getSettings().deviceId) || '';
     return { audioinput: id(app.local && app.local.audioTrack), videoinput: id(app.local && app.local.videoTrack) };
+  },
+  /**
+   * The room's recording as this page shows it: {current: {recording_id, started_at_ms, started_by,
+   * elapsed_ms} | null, recordings: [as the server listed them, updates applied]}.
+   */
+  get recording() {
+    return recording.snapshot();
   },
   /** Sends a raw signalling message on this tab's socket (replies and errors reach the UI as usual). */
   send(msg) {

@@ -8,6 +8,7 @@ import { Call } from './call.js';
 import { Tile, layoutStage } from './tiles.js';
 import { audioContext, serverLevelPosition } from './levels.js';
 import { Roster } from './roster.js';
+import { RecordingIndicator, serverElapsed } from './recording.js';
 
 const RETRY_MS = 5000;
 
@@ -23,6 +24,8 @@ const ui = {
   sound: $('wall-sound'),
   fullscreen: $('wall-fullscreen'),
 };
+// The room is being recorded: the people in front of the screen must know too.
+const recIndicator = new RecordingIndicator($('recording-indicator'));
 
 const prefix = '/viewer/';
 const room = (() => {
@@ -105,6 +108,17 @@ async function join() {
   call.sendOffer().catch((err) => console.error('[parley] viewer media', err));
   roster.enter(joined, room);
   refreshMessage();
+  if (joined.recording) showRecording(joined.recording, true);
+}
+
+/** A recording runs: shown; `late`: it started before we came (its age comes from the server). */
+function showRecording(now, late) {
+  recIndicator.show(now, late ? Date.now() - now.started_at_ms : 0);
+  if (late) {
+    serverElapsed(signal, now.recording_id).then((ms) => {
+      if (ms != null && recIndicator.now && recIndicator.now.recording_id === now.recording_id) recIndicator.correct(ms);
+    });
+  }
 }
 
 function leftRoom(reason) {
@@ -115,6 +129,7 @@ function leftRoom(reason) {
   wall.inRoom = false;
   wall.joining = false;
   roster.leave();
+  recIndicator.hide();
   wall.shown = null;
   layout();
   say(reason);
@@ -206,6 +221,11 @@ signal.addEventListener('message', (ev) => {
         retryLater();
       }
       break;
+    case 'recording_state':
+      if (!wall.inRoom || msg.room !== room) break;
+      if (!msg.recording) recIndicator.hide();
+      else if (!recIndicator.now || recIndicator.now.recording_id !== msg.recording.recording_id) showRecording(msg.recording, false);
+      break;
     case 'error':
       console.warn('[parley] server error', msg.code, msg.message);
       break;
@@ -289,6 +309,10 @@ window.parley = {
   },
   receiver(id, kind) {
     return wall.call ? wall.call.receiverFor(id, kind) : null;
+  },
+  /** The recording shown: {recording_id, started_at_ms, started_by, elapsed_ms}, or null. */
+  get recording() {
+    return recIndicator.now ? { ...recIndicator.now, elapsed_ms: Math.round(recIndicator.elapsedMs) } : null;
   },
   get connected() {
     return signal.connected;

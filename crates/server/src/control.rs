@@ -845,8 +845,15 @@ impl Control {
             }
         }
         tracing::info!(room = %room, participant = session, "leave");
-        if remaining.is_empty() {
+        // A wall screen alone does not keep a recording going: it ends with the last member.
+        let members_left = self
+            .rooms
+            .room(&room)
+            .is_some_and(|r| r.members().iter().any(|m| m.role == Role::Member));
+        if !members_left {
             self.stop_recording(&room, None, Some("everyone left the room".into()), 0, None);
+        }
+        if remaining.is_empty() {
             if let Some(p) = self.placements.remove(&room) {
                 self.room_names.remove(&p.id);
             }

@@ -243,7 +243,7 @@ thread_local! {
 /// The SDP the server produces is parsed back for one input in four, chosen by a hash of the input
 /// (so a failure reproduces): str0m's parser is most of the time an input takes.
 pub fn with_world(data: &[u8], input: impl FnOnce(&mut Media)) {
-    PARSE_BACK.set(fnv1a(data) % 4 == 0);
+    PARSE_BACK.set(fnv1a(data).is_multiple_of(4));
     STR0M_PANICS.set(0);
     WORLD.with(|world| {
         let mut world = world.borrow_mut();

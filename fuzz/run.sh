@@ -21,8 +21,10 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/../target}/fuzz"
 
 if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
   echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  started=$SECONDS
   cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" \
     --target-dir "$target_dir/cargo-fuzz-install"
+  echo "installed in $((SECONDS - started)) s"
 fi
 
 cargo fmt --check

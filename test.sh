@@ -39,6 +39,9 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace
 
+echo "== fuzz (cargo fuzz, ${FUZZ_SECONDS:-60} s per target)"
+./fuzz/run.sh
+
 echo "== end-to-end (headless Chromium)"
 cd e2e
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then

@@ -367,11 +367,18 @@ impl MediaCore {
                         });
                         self.drive(peer);
                     }
-                    Err(e) => self.events.push(MediaEvent::SdpRefused {
-                        peer,
-                        request,
-                        reason: e.0,
-                    }),
+                    Err(e) => {
+                        self.events.push(MediaEvent::SdpRefused {
+                            peer,
+                            request,
+                            reason: e.0,
+                        });
+                        // An offer that broke the connection: the peer is lost now (not at its next
+                        // timer), so no later offer is answered on a connection that is gone.
+                        if self.peers.get(&peer).is_some_and(Peer::is_gone) {
+                            self.drive(peer);
+                        }
+                    }
                 }
             }
             MediaCommand::Answer { peer, request, sdp } => {
@@ -972,5 +979,54 @@ mod tests {
         assert!(core.poll_timeout() <= now + IDLE_TIMEOUT);
         core.handle_timeout(now + Duration::from_millis(200));
         assert!(core.poll_timeout() > now);
+    }
+
+    /// Offers that break the connection (found by `cargo fuzz`, fuzz/): the refusal says so and the
+    /// peer is lost at once, so a later offer is not answered on a connection that is gone.
+    #[test]
+    fn an_offer_that_breaks_the_connection_loses_the_peer_at_once() {
+        // str0m closes the connection on a first offer without a=fingerprint; and it panics
+        // ("Pt locked multiple times", caught by the peer) on this one, whose payload types take
+        // up every dynamic one.
+        let no_fingerprint =
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n\
+            a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\na=mid:0\r\na=sendonly\r\n\
+            a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
+        let str0m_panics = include_str!("../testdata/str0m-panic-offer.sdp");
+        for sdp in [no_fingerprint, str0m_panics] {
+            let now = Instant::now();
+            let mut core = core_with_peers(2, now);
+            core.handle_command(
+                MediaCommand::Offer {
+                    peer: 1,
+                    request: Some(5),
+                    sdp: sdp.into(),
+                },
+                now,
+            );
+            let events: Vec<_> = core.drain_events().collect();
+            assert_eq!(
+                events,
+                [
+                    MediaEvent::SdpRefused {
+                        peer: 1,
+                        request: Some(5),
+                        reason: "that offer broke the media connection"
+                    },
+                    MediaEvent::PeerLost { peer: 1 }
+                ]
+            );
+            assert_eq!(core.gauges().peers, 1);
+            core.handle_command(
+                MediaCommand::Offer {
+                    peer: 1,
+                    request: Some(6),
+                    sdp: sdp.into(),
+                },
+                now,
+            );
+            assert!(core.drain_events().next().is_none(), "the peer is gone");
+        }
     }
 }

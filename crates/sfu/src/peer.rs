@@ -749,15 +749,28 @@ impl Peer {
         let sections = offer_sections(sdp);
         let known = |mid: &str| self.rtc.media(Mid::from(mid)).is_some();
         check_offer_limits(&sections, known)?;
-        let answer = catch_unwind(AssertUnwindSafe(|| self.rtc.sdp_api().accept_offer(offer)))
-            .map_err(|_| {
-                self.gone = true;
-                SdpRefusal("that offer broke the media connection")
-            })?
-            .map_err(|e| {
+        let broke = SdpRefusal("that offer broke the media connection");
+        let answer = match catch_unwind(AssertUnwindSafe(|| self.rtc.sdp_api().accept_offer(offer)))
+        {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
                 tracing::debug!(peer = id, "offer refused: {e}");
-                SdpRefusal("that offer cannot be used (no codec or transport in common)")
-            })?;
+                // Some refusals close the connection in str0m (a first offer without
+                // a=fingerprint): then it does not go on as before, it is lost.
+                if !self.rtc.is_alive() {
+                    self.gone = true;
+                    return Err(broke);
+                }
+                return Err(SdpRefusal(
+                    "that offer cannot be used (no codec or transport in common)",
+                ));
+            }
+            Err(_) => {
+                tracing::warn!(peer = id, "an offer made str0m panic");
+                self.gone = true;
+                return Err(broke);
+            }
+        };
         self.negotiated = true;
         tracing::debug!(participant = self.participant, "client offer answered");
         Ok(answer.to_sdp_string())

@@ -1,6 +1,8 @@
 //! Ogg/Opus files (RFC 7845) written packet by packet, without decoding: gaps in the RTP timestamps (DTX
 //! silences, lost packets) are filled with empty Opus frames so the file keeps the real timing, and granule
-//! positions count 48 kHz samples.
+//! positions count 48 kHz samples. [`OggOpusWriter::write_at`] places packets on a session's sample grid
+//! instead (see [`crate::placement`]), and [`OggOpusWriter::finish_at`] ends the file at an exact length
+//! (the last page's granule trims the end, RFC 7845 §4.4).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -8,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use ogg::writing::{PacketWriteEndInfo, PacketWriter};
 
-use crate::opus_packet::{packet_samples, samples_per_frame};
+use crate::opus_packet::{empty_frames, packet_samples, samples_per_frame};
+use crate::placement::{self, Placement};
 use crate::SAMPLE_RATE;
 
 /// Pre-skip written in OpusHead: libopus' usual encoder delay at 48 kHz.
@@ -56,8 +59,17 @@ pub struct OggOpusWriter {
     in_page: u32,
     /// The last packet is held back so the stream can be ended on it.
     held: Option<Vec<u8>>,
+    pre_skip: u16,
+    /// The TOC of the last packet written (empty frames copy its mode).
+    last_toc: Option<u8>,
     pub path: PathBuf,
     pub packets: u64,
+    /// Gaps filled with empty frames, those frames, and the samples they cover.
+    pub gaps: u64,
+    pub empty_frames: u64,
+    pub empty_samples: u64,
+    /// Packets [`OggOpusWriter::write_at`] dropped because they would have started too late.
+    pub dropped: u64,
 }
 
 impl OggOpusWriter {
@@ -70,9 +82,21 @@ impl OggOpusWriter {
         vendor: &str,
         comments: &[String],
     ) -> std::io::Result<OggOpusWriter> {
+        Self::create_with_pre_skip(path, channels, serial, vendor, comments, PRE_SKIP)
+    }
+
+    /// [`OggOpusWriter::create`] with the encoder delay to skip (an encoder's `lookahead`).
+    pub fn create_with_pre_skip(
+        path: &Path,
+        channels: u8,
+        serial: u32,
+        vendor: &str,
+        comments: &[String],
+        pre_skip: u16,
+    ) -> std::io::Result<OggOpusWriter> {
         let mut writer = PacketWriter::new(BufWriter::new(File::create(path)?));
         writer.write_packet(
-            opus_head(channels, PRE_SKIP, SAMPLE_RATE),
+            opus_head(channels, pre_skip, SAMPLE_RATE),
             serial,
             PacketWriteEndInfo::EndPage,
             0,
@@ -87,13 +111,59 @@ impl OggOpusWriter {
         Ok(OggOpusWriter {
             writer,
             serial,
-            granule: u64::from(PRE_SKIP),
+            granule: u64::from(pre_skip),
             next_rtp: None,
             in_page: 0,
             held: None,
+            pre_skip,
+            last_toc: None,
             path: path.to_path_buf(),
             packets: 0,
+            gaps: 0,
+            empty_frames: 0,
+            empty_samples: 0,
+            dropped: 0,
         })
+    }
+
+    /// Samples written so far (after the pre-skip): where the next packet goes.
+    pub fn position(&self) -> u64 {
+        self.granule - u64::from(self.pre_skip)
+    }
+
+    /// Places a packet whose mapped time is `at` (48 kHz samples from the file's start): a gap before it
+    /// is filled with empty frames, a packet that would start too late is dropped (`Ok(false)`).
+    pub fn write_at(&mut self, at: i64, packet: &[u8]) -> std::io::Result<bool> {
+        if packet.is_empty() {
+            return Ok(false);
+        }
+        let samples = packet_samples(packet);
+        match placement::place(self.position(), at, samples) {
+            Placement::Drop => {
+                self.dropped += 1;
+                Ok(false)
+            }
+            Placement::At { gap } => {
+                self.fill(gap, packet[0])?;
+                self.push(packet.to_vec(), samples)?;
+                self.last_toc = Some(packet[0]);
+                self.packets += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    fn fill(&mut self, gap: u64, toc: u8) -> std::io::Result<()> {
+        if gap == 0 {
+            return Ok(());
+        }
+        self.gaps += 1;
+        for (toc, samples) in empty_frames(gap, toc) {
+            self.push(vec![toc], samples)?;
+            self.empty_frames += 1;
+            self.empty_samples += samples;
+        }
+        Ok(())
     }
 
     /// Adds a packet whose RTP time (48 kHz, extended to 64 bits) is `rtp`.
@@ -116,6 +186,7 @@ impl OggOpusWriter {
         let samples = packet_samples(packet);
         self.push(packet.to_vec(), samples)?;
         self.next_rtp = Some(rtp.wrapping_add(samples));
+        self.last_toc = Some(packet[0]);
         self.packets += 1;
         Ok(())
     }
@@ -139,6 +210,20 @@ impl OggOpusWriter {
         self.granule += samples;
         self.held = Some(packet);
         Ok(())
+    }
+
+    /// Fills the file with empty frames to `total` samples, ends the stream there exactly (the last
+    /// granule trims what the frames overshoot) and closes the file. A file already longer ends where
+    /// it is.
+    pub fn finish_at(mut self, total: u64) -> std::io::Result<PathBuf> {
+        // With nothing written, any mode does: CELT fullband, 20 ms, mono.
+        let toc = self.last_toc.unwrap_or(0xf8);
+        let gap = placement::pad_to(self.position(), total);
+        self.fill(gap, toc)?;
+        // The last packet's granule may trim at most into that packet.
+        let floor = self.granule - self.held.as_ref().map_or(0, |p| packet_samples(p));
+        self.granule = (u64::from(self.pre_skip) + total).clamp(floor, self.granule);
+        self.finish()
     }
 
     /// Ends the stream and closes the file.

@@ -1,7 +1,10 @@
 //! parley's audio and containers (placeholder doc, rewritten at the end)
 
+pub mod denoise;
 pub mod error;
+pub mod flac;
 pub mod journal;
+pub mod limiter;
 pub mod ogg_opus;
 pub mod opus_packet;
 pub mod opus_track;
@@ -11,6 +14,7 @@ pub mod rtp;
 mod testutil;
 pub mod timeline;
 pub mod track;
+pub mod wav;
 
 pub use ogg_opus::{opus_head, opus_tags, OggOpusWriter, PRE_SKIP};
 pub use opus_packet::packet_samples;

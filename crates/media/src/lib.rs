@@ -5,6 +5,7 @@ pub mod error;
 pub mod flac;
 pub mod journal;
 pub mod limiter;
+pub mod mix;
 pub mod ogg_opus;
 pub mod opus_packet;
 pub mod opus_track;

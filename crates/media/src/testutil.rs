@@ -1,6 +1,5 @@
 //! Helpers for this crate's tests: synthetic journals with known send times and jitter, tones encoded
 //! with libopus, and an Ogg reader.
-#![allow(dead_code)] // TODO(mix): used by the mixer's tests next
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -206,4 +205,27 @@ pub fn rms_db(x: &[f32]) -> f64 {
     let e: f64 =
         x.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>() / x.len().max(1) as f64;
     10.0 * e.max(1e-20).log10()
+}
+
+/// A voice-like signal: `f0` Hz and its harmonics with a slow vibrato, syllables of amplitude
+/// modulation, and silent gaps (600 ms voiced, 400 ms silent each second); `voiced(i)` says whether
+/// sample `i` is in a syllable. Full scale is 1.0; peaks reach about 0.5.
+pub fn voice(f0: f64, seconds: f64) -> (Vec<f32>, impl Fn(usize) -> bool) {
+    let voiced = |i: usize| (i as f64 / 48_000.0) % 1.0 < 0.6;
+    let x = (0..(seconds * 48_000.0) as usize)
+        .map(|i| {
+            if !voiced(i) {
+                return 0.0;
+            }
+            let t = i as f64 / 48_000.0;
+            let syllable = (std::f64::consts::PI * (t % 1.0) / 0.6).sin();
+            let am = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 4.0 * t).sin();
+            let f = f0 * (1.0 + 0.05 * (2.0 * std::f64::consts::PI * 0.7 * t).sin());
+            let v: f64 = (1..=12)
+                .map(|h| (2.0 * std::f64::consts::PI * f * f64::from(h) * t).sin() / f64::from(h))
+                .sum();
+            (0.25 * syllable * am * v) as f32
+        })
+        .collect();
+    (x, voiced)
 }

@@ -15,7 +15,9 @@ pub mod rtp;
 mod testutil;
 pub mod timeline;
 pub mod track;
+pub mod vp8;
 pub mod wav;
+pub mod webm_mux;
 
 pub use ogg_opus::{opus_head, opus_tags, OggOpusWriter, PRE_SKIP};
 pub use opus_packet::packet_samples;

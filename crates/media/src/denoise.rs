@@ -28,7 +28,7 @@ pub const SPEECH_ABOVE_FLOOR_DB: f32 = 3.0;
 const SILENT_DBFS: f32 = -70.0;
 /// Above this a frame is always treated as speech: a wrong floor can only cost CPU on loud tracks.
 const LOUD_DBFS: f32 = -35.0;
-/// The noise floor is the lowest level (averaged over [`LEVEL_FRAMES`]) of the last 10 s of sound: long
+/// The noise floor is the lowest level (averaged over 40 ms) of the last 10 s of sound: long
 /// enough that words always have pauses in it, short enough that a quiet moment is forgotten soon.
 pub const FLOOR_WINDOW_FRAMES: u64 = 1_000;
 /// Frames whose mean power is a level (40 ms: one odd frame moves it little).

@@ -102,8 +102,15 @@ impl FlacWriter {
     /// Encodes the last partial block, fills in STREAMINFO and closes the file; returns its length.
     pub fn finish(mut self) -> Result<u64> {
         self.encode_block()?;
-        // update_frame_info counted the samples; the MD5 is of all of them.
+        // update_frame_info counted the samples and frame sizes; the MD5 is of all samples. A fixed
+        // block size stream says so (the last, shorter block does not count).
         self.info.set_md5_digest(&self.context.md5_digest());
+        self.info
+            .set_block_sizes(BLOCK, BLOCK)
+            .map_err(flac_error)?;
+        if self.frames == 0 {
+            self.info.set_frame_sizes(0, 0).map_err(flac_error)?;
+        }
         let len = self.out.stream_position()?;
         self.out.seek(SeekFrom::Start(0))?;
         self.out.write_all(&stream_head(&self.info)?)?;
@@ -139,6 +146,16 @@ mod tests {
         let back: Vec<i16> = r.samples().map(|s| s.unwrap() as i16).collect();
         assert_eq!(back, x);
         assert!(len < (x.len() * 2) as u64, "compressed");
+        // Short last blocks, and no samples at all.
+        for n in [0, 1, 5, 15, BLOCK + 1, BLOCK + 7] {
+            let x: Vec<i16> = (0..n).map(|i| (i * 37 % 1000) as i16).collect();
+            let mut w = FlacWriter::create(&path, 48_000, 1).unwrap();
+            w.write(&x).unwrap();
+            w.finish().unwrap();
+            let mut r = claxon::FlacReader::open(&path).unwrap();
+            let back: Vec<i16> = r.samples().map(|s| s.unwrap() as i16).collect();
+            assert_eq!(back, x, "{n} samples");
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

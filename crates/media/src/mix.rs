@@ -650,6 +650,57 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    #[test]
+    fn losses_are_concealed_and_garbage_packets_do_not_stop_the_mix() {
+        let d = tmpdir("mix-loss");
+        let mut packets = opus_packets(&tone(440.0, 0.3, 5.0), 64_000);
+        // A packet of garbage that libopus refuses, and one it may take.
+        packets[40] = vec![0x0b, 0xff, 0xff, 0xff];
+        packets[41] = vec![0xfc; 30];
+        let mut rng = Rng::new(5);
+        let lost: Vec<bool> = (0..packets.len()).map(|_| rng.next_f64() < 0.1).collect();
+        // 10 % lost, and nothing sent from 2.0 s to 2.4 s.
+        let sent = opus_stream(&packets, 0.0, 0.0, 1, |i| {
+            !lost[i] && !(100..120).contains(&i)
+        });
+        let j = d.join("t.journal");
+        write_journal(
+            &j,
+            &header(TrackMedia::Audio, "opus", 1),
+            &sent,
+            10_000.0,
+            20_000.0,
+            1,
+            &[],
+        );
+        let wav = d.join("mix.wav");
+        for denoise in [false, true] {
+            let settings = MixSettings {
+                denoise,
+                ..MixSettings::default()
+            };
+            let outputs = MixOutputs {
+                wav: Some(&wav),
+                ..MixOutputs::default()
+            };
+            let report = mix_tracks_with(&[&j], outputs, 5_000_000, &settings).unwrap();
+            let t = &report.tracks[0];
+            eprintln!("denoise {denoise}: {t:?}");
+            assert!(t.concealed_us >= 500_000, "{t:?}");
+            assert!(t.decode_errors >= 1);
+            assert_eq!(
+                t.lost, 0,
+                "DTX-like silence and loss look alike: sequence numbers run on"
+            );
+            let x = read_wav(&wav);
+            // The tone is there through the losses, on both sides of the silence.
+            for r in [12_000..90_000, 120_000..230_000] {
+                assert!(goertzel(&x[r.clone()], 440.0) > 1e-3, "{r:?}");
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     /// Finalize time per recorded minute for 10 voices over a noise floor, every track sending all the
     /// time (no DTX): a meeting where they speak in turn, and the worst case where all ten speak at
     /// once. The mix (denoise, limiter, Ogg + WAV + FLAC) and the ten per-person Ogg files.

@@ -235,6 +235,51 @@ mod tests {
     }
 
     #[test]
+    fn ten_minutes_of_a_drifting_clock_stay_in_place() {
+        let d = tmpdir("opus-drift");
+        // 10 minutes from a sender 100 ppm fast (60 ms over the whole), talking 20 s then 2 s of DTX.
+        let sent = opus_stream(&numbered(30_000), 0.0, 100e-6, 1, |i| i % 1_100 < 1_000);
+        let j = d.join("t.journal");
+        write_journal(
+            &j,
+            &header(TrackMedia::Audio, "opus", 1),
+            &sent,
+            10_000.0,
+            30_000.0,
+            9,
+            &[],
+        );
+        let out = d.join("t.opus");
+        let report = finalize_opus_track(&j, &out, 601_000_000).unwrap();
+        let (found, ogg) = positions(&out);
+        assert_eq!(
+            ogg.last_granule - pre_skip(&ogg.head),
+            samples_of_us(601_000_000)
+        );
+        let sent_at: std::collections::HashMap<usize, f64> = sent
+            .iter()
+            .map(|s| {
+                let p = crate::rtp::parse(&s.packet).unwrap();
+                (
+                    (usize::from(p.payload[1]) << 8) | usize::from(p.payload[2]),
+                    s.sent_us,
+                )
+            })
+            .collect();
+        // The numbers wrap at 65 536: fine, 30 000 packets.
+        let worst = found
+            .iter()
+            .map(|(i, pos)| (us_of_samples(*pos) as f64 - sent_at[i] - 10_000.0).abs())
+            .fold(0.0, f64::max);
+        eprintln!("10 min at +100 ppm: worst placement error {worst:.0} µs, {report:?}");
+        assert!(worst <= 15_000.0, "worst placement error {worst} µs");
+        // DTX silences absorb the drift: few or no packets dropped for it.
+        assert!(report.drift_dropped <= 3, "{report:?}");
+        assert_eq!(found.len() as u64 + report.drift_dropped, sent.len() as u64);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn duplicates_and_reordering_are_undone() {
         let d = tmpdir("opus-dups");
         let mut sent = opus_stream(&numbered(300), 0.0, 0.0, 1, |_| true);

@@ -17,6 +17,9 @@ use crate::timeline::{ClockEstimator, TrackClock, Unwrapped, Unwrapper};
 pub const HOLD_US: f64 = 2_000_000.0;
 /// Recently emitted packets remembered to tell duplicates from late packets.
 const RECENT: usize = 4096;
+/// Packets held for reordering at most (arrival times that run backwards, a corrupt journal, would
+/// otherwise hold them all).
+const MAX_PENDING: usize = 16_384;
 
 /// What the first pass counted.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -205,10 +208,11 @@ impl TrackPackets {
                     arrival_us as f64
                 }
             };
-            if self
-                .pending
-                .first_key_value()
-                .is_some_and(|(k, _)| (k.0 as f64) / 1e3 < newest - HOLD_US)
+            if self.pending.len() > MAX_PENDING
+                || self
+                    .pending
+                    .first_key_value()
+                    .is_some_and(|(k, _)| (k.0 as f64) / 1e3 < newest - HOLD_US)
             {
                 return;
             }

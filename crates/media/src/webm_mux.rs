@@ -164,6 +164,10 @@ pub fn finalize_webm(
     let (start_us, width, height) = frames
         .find_map(|f| keyframe_size(&f.data).map(|(w, h)| (f.session_us, w, h)))
         .ok_or(FinalizeError::NoKeyframe)?;
+    if samples_of_us(start_us.max(0.0) as u64) >= samples_of_us(duration_us) {
+        // The first keyframe came after the recording's end: nothing to write.
+        return Err(FinalizeError::NoKeyframe);
+    }
     report.first_keyframe_us = start_us.max(0.0) as u64;
     report.width = width;
     report.height = height;
@@ -580,5 +584,116 @@ mod tests {
             &[0x1A, 0x45, 0xDF, 0xA3]
         );
         std::fs::remove_dir_all(&d).unwrap();
+    }
+}
+
+/// Writes real files for a person to look at (`ffprobe`, a player): set `PARLEY_IVF` to a VP8 IVF file
+/// (`ffmpeg -f lavfi -i testsrc=size=320x240:rate=30 -t 6 -c:v libvpx -g 60 t.ivf`) and
+/// `PARLEY_OUT` to a folder.
+#[cfg(test)]
+mod inspect {
+    use super::*;
+    use crate::testutil::*;
+    use crate::vp8::tests::packetize;
+
+    #[test]
+    #[ignore = "writes files for inspection: PARLEY_IVF=... PARLEY_OUT=... cargo test -- --ignored inspect"]
+    fn write_files_for_inspection() {
+        let (Ok(ivf), Ok(out)) = (std::env::var("PARLEY_IVF"), std::env::var("PARLEY_OUT")) else {
+            return;
+        };
+        let out = std::path::PathBuf::from(out);
+        let ivf = std::fs::read(ivf).unwrap();
+        let mut at = 32;
+        let mut video = Vec::new();
+        let mut seq = 0u16;
+        let mut i = 0u32;
+        while at + 12 <= ivf.len() {
+            let size = u32::from_le_bytes(ivf[at..at + 4].try_into().unwrap()) as usize;
+            let frame = &ivf[at + 12..at + 12 + size];
+            at += 12 + size;
+            let parts = packetize(frame, frame.len().div_ceil(1_100), i as u16);
+            let n = parts.len();
+            for (k, p) in parts.into_iter().enumerate() {
+                let packet = crate::rtp::build(96, k + 1 == n, seq, i * 3_000, 7, &p);
+                seq = seq.wrapping_add(1);
+                video.push(Sent {
+                    sent_us: 300_000.0 + f64::from(i) * 1e6 / 30.0,
+                    packet,
+                });
+            }
+            i += 1;
+        }
+        let vj = out.join("v.journal");
+        let aj = out.join("a.journal");
+        let bj = out.join("b.journal");
+        for p in [&vj, &aj, &bj] {
+            let _ = std::fs::remove_file(p);
+        }
+        write_journal(
+            &vj,
+            &header(TrackMedia::Video, "vp8", 1),
+            &video,
+            30_000.0,
+            20_000.0,
+            1,
+            &[],
+        );
+        let (voice_a, _) = voice(140.0, 6.0);
+        let a = opus_stream(&opus_packets(&voice_a, 32_000), 0.0, 0.0, 1, |i| {
+            i % 100 < 80
+        });
+        write_journal(
+            &aj,
+            &header(TrackMedia::Audio, "opus", 1),
+            &a,
+            10_000.0,
+            20_000.0,
+            2,
+            &[],
+        );
+        let b = opus_stream(
+            &opus_packets(&tone(660.0, 0.3, 4.0), 32_000),
+            2_500_000.0,
+            0.0,
+            2,
+            |_| true,
+        );
+        write_journal(
+            &bj,
+            &header(TrackMedia::Audio, "opus", 2),
+            &b,
+            10_000.0,
+            20_000.0,
+            3,
+            &[],
+        );
+        let duration = 7_000_000;
+        eprintln!(
+            "{:?}",
+            finalize_webm(&vj, Some(&aj), &out.join("p1.webm"), duration).unwrap()
+        );
+        eprintln!(
+            "{:?}",
+            crate::finalize_opus_track(&aj, &out.join("p1.opus"), duration).unwrap()
+        );
+        eprintln!(
+            "{:?}",
+            crate::finalize_opus_track(&bj, &out.join("p2.opus"), duration).unwrap()
+        );
+        let (ogg, wav, flac) = (
+            out.join("mix.opus"),
+            out.join("mix.wav"),
+            out.join("mix.flac"),
+        );
+        let outputs = crate::MixOutputs {
+            ogg: Some(&ogg),
+            wav: Some(&wav),
+            flac: Some(&flac),
+        };
+        eprintln!(
+            "{:?}",
+            crate::mix_tracks(&[&aj, &bj], outputs, duration).unwrap()
+        );
     }
 }

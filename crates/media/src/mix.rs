@@ -327,7 +327,8 @@ impl OpusMixEncoder {
             self.pending.resize(FRAME, 0.0);
             self.encode_frame()?;
         }
-        let path = self.writer.finish_at(total)?;
+        let path = self.writer.path.clone();
+        self.writer.finish_at(total)?;
         Ok(std::fs::metadata(path)?.len())
     }
 }

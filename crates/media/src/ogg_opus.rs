@@ -1,6 +1,7 @@
 //! Ogg/Opus files (RFC 7845) written packet by packet, without decoding: gaps in the RTP timestamps (DTX
 //! silences, lost packets) are filled with empty Opus frames so the file keeps the real timing, and granule
-//! positions count 48 kHz samples. [`OggOpusWriter::write_at`] places packets on a session's sample grid
+//! positions count the 48 kHz samples decoded from the stream's start, the pre-skip among them (a player
+//! drops the first `pre_skip` of them: output time is granule − pre-skip, RFC 7845 §4). [`OggOpusWriter::write_at`] places packets on a session's sample grid
 //! instead (see [`crate::placement`]), and [`OggOpusWriter::finish_at`] ends the file at an exact length
 //! (the last page's granule trims the end, RFC 7845 §4.4).
 
@@ -52,7 +53,7 @@ pub fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
 pub struct OggOpusWriter {
     writer: PacketWriter<'static, BufWriter<File>>,
     serial: u32,
-    /// Samples written so far, pre-skip included (the granule position).
+    /// Samples the packets so far decode to, the pre-skip among them (the granule position).
     granule: u64,
     /// RTP time (48 kHz, extended) at which the next packet is expected.
     next_rtp: Option<u64>,
@@ -111,7 +112,7 @@ impl OggOpusWriter {
         Ok(OggOpusWriter {
             writer,
             serial,
-            granule: u64::from(pre_skip),
+            granule: 0,
             next_rtp: None,
             in_page: 0,
             held: None,
@@ -126,13 +127,15 @@ impl OggOpusWriter {
         })
     }
 
-    /// Samples written so far (after the pre-skip): where the next packet goes.
+    /// Samples the packets written so far decode to: where the next packet goes.
     pub fn position(&self) -> u64 {
-        self.granule - u64::from(self.pre_skip)
+        self.granule
     }
 
     /// Places a packet whose mapped time is `at` (48 kHz samples from the file's start): a gap before it
-    /// is filled with empty frames, a packet that would start too late is dropped (`Ok(false)`).
+    /// is filled with empty frames, a packet that would start too late is dropped (`Ok(false)`). A
+    /// packet decodes delayed by its encoder's look-ahead, which the pre-skip takes out again: so placed,
+    /// its sound plays at `at`.
     pub fn write_at(&mut self, at: i64, packet: &[u8]) -> std::io::Result<bool> {
         if packet.is_empty() {
             return Ok(false);
@@ -212,18 +215,21 @@ impl OggOpusWriter {
         Ok(())
     }
 
-    /// Fills the file with empty frames to `total` samples, ends the stream there exactly (the last
-    /// granule trims what the frames overshoot) and closes the file. A file already longer ends where
-    /// it is.
-    pub fn finish_at(mut self, total: u64) -> std::io::Result<PathBuf> {
+    /// Fills the file with empty frames until it plays `total` samples (after the pre-skip), ends the
+    /// stream there exactly (the last granule trims what the frames overshoot) and closes the file;
+    /// returns the samples it plays. A file already longer ends where it is.
+    pub fn finish_at(mut self, total: u64) -> std::io::Result<u64> {
         // With nothing written, any mode does: CELT fullband, 20 ms, mono.
         let toc = self.last_toc.unwrap_or(0xf8);
-        let gap = placement::pad_to(self.position(), total);
+        let pre_skip = u64::from(self.pre_skip);
+        let gap = placement::pad_to(self.position(), total + pre_skip);
         self.fill(gap, toc)?;
         // The last packet's granule may trim at most into that packet.
         let floor = self.granule - self.held.as_ref().map_or(0, |p| packet_samples(p));
-        self.granule = (u64::from(self.pre_skip) + total).clamp(floor, self.granule);
-        self.finish()
+        self.granule = (total + pre_skip).clamp(floor, self.granule);
+        let plays = self.granule.saturating_sub(pre_skip);
+        self.finish()?;
+        Ok(plays)
     }
 
     /// Ends the stream and closes the file.
@@ -304,9 +310,9 @@ mod tests {
             "empty frames: TOC only"
         );
         assert_eq!(packets[65], [0xf8, 60, 0xaa]);
-        // A page every 50 packets, granules counting samples after the pre-skip.
-        assert_eq!(page_ends[0], (49, 312 + 50 * 960));
-        assert_eq!(*page_ends.last().unwrap(), (74, 312 + 75 * 960));
+        // A page every 50 packets, granules counting the samples decoded (the pre-skip among them).
+        assert_eq!(page_ends[0], (49, 50 * 960));
+        assert_eq!(*page_ends.last().unwrap(), (74, 75 * 960));
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -327,7 +333,7 @@ mod tests {
             last_gp = p.absgp_page();
         }
         assert_eq!(n, 2 + 2, "no fill for more than 60 s");
-        assert_eq!(last_gp, 312 + 2 * 960);
+        assert_eq!(last_gp, 2 * 960);
         std::fs::remove_file(&path).unwrap();
     }
 }

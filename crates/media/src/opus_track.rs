@@ -113,12 +113,12 @@ pub fn finalize_opus_track(
     report.drift_dropped = writer.dropped;
     let (gaps, empty) = (writer.gaps, writer.empty_samples);
     let position = writer.position();
-    writer.finish_at(total)?;
-    // finish_at pads the tail: count it as a filled gap as well.
-    let tail = total.saturating_sub(position);
+    let plays = writer.finish_at(total)?;
+    // finish_at pads the tail (to the recording's end, past the pre-skip): a filled gap as well.
+    let tail = (total + u64::from(crate::PRE_SKIP)).saturating_sub(position);
     report.gaps_filled = gaps + u64::from(tail > 0);
     report.filled_us = us_of_samples(empty + tail);
-    report.duration_us = us_of_samples(total.max(position));
+    report.duration_us = us_of_samples(plays);
     report.lost = stats.lost;
     report.duplicates = stats.duplicates;
     report.too_late = stats.too_late;
@@ -142,7 +142,6 @@ mod tests {
     /// Where each numbered packet starts in the file (samples after pre-skip), checking granules.
     fn positions(path: &Path) -> (Vec<(usize, u64)>, OggRead) {
         let ogg = read_ogg(path);
-        let skip = pre_skip(&ogg.head);
         let mut pos = 0;
         let mut found = Vec::new();
         let last = ogg.packets.len() - 1;
@@ -155,9 +154,8 @@ mod tests {
             pos += crate::opus_packet::packet_samples(p);
             if let (Some(gp), true) = (gp, k < last) {
                 assert_eq!(
-                    *gp,
-                    skip + pos,
-                    "a page's granule counts the samples up to its end"
+                    *gp, pos,
+                    "a page's granule counts the samples decoded to its end"
                 );
             }
         }
@@ -392,6 +390,7 @@ mod tests {
         assert_eq!((r.packets, r.duration_us), (0, 1_000_000));
         let ogg = read_ogg(&d.join("e.opus"));
         assert_eq!(ogg.last_granule - pre_skip(&ogg.head), 48_000);
+        assert_eq!(decode_ogg(&d.join("e.opus")).len(), 48_000, "plays as long");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

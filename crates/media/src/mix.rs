@@ -76,6 +76,8 @@ pub struct MixTrack {
     pub duplicates: u64,
     pub too_late: u64,
     pub journal_truncated: bool,
+    /// Journal records that were not RTP of the track's payload type.
+    pub skipped: u64,
     /// 10 ms frames RNNoise ran on (silence is skipped).
     pub denoised_frames: u64,
 }
@@ -146,6 +148,7 @@ impl Voice {
             report: MixTrack {
                 participant_id: track.header.participant_id,
                 name: track.header.name.clone(),
+                skipped: track.stats.skipped,
                 ..MixTrack::default()
             },
         })

@@ -36,6 +36,9 @@ pub struct TrackReport {
     pub gaps_filled: u64,
     pub filled_us: u64,
     pub bytes: u64,
+    /// Journal records that were not RTP of the track's payload type (RTX, RED, garbage): none if the
+    /// header's payload type is right.
+    pub skipped: u64,
     /// Clock restarts (new SSRC, timestamp jump) plus one.
     pub segments: usize,
     pub sender_reports: u64,
@@ -92,6 +95,7 @@ pub fn finalize_opus_track(
         participant_id: header.participant_id,
         name: header.name.clone(),
         codec: header.codec.clone(),
+        skipped: track.stats.skipped,
         segments: track.stats.segments,
         sender_reports: track.stats.sender_reports,
         ..TrackReport::default()
@@ -291,6 +295,18 @@ mod tests {
             })
             .collect();
         sent.extend(dups);
+        // Retransmissions on their own payload type (RTX) and a record that is not RTP: skipped.
+        for i in 0..5u16 {
+            let packet = crate::rtp::build(97, false, i, 0, 99, &[0, 1, 0xf8, 1]);
+            sent.push(Sent {
+                sent_us: f64::from(i) * 100_000.0,
+                packet,
+            });
+        }
+        sent.push(Sent {
+            sent_us: 50_000.0,
+            packet: vec![0x12, 0x34],
+        });
         let j = d.join("t.journal");
         write_journal(
             &j,
@@ -305,6 +321,7 @@ mod tests {
         let report = finalize_opus_track(&j, &out, 6_000_000).unwrap();
         assert_eq!(report.packets, 300);
         assert_eq!(report.duplicates, 30);
+        assert_eq!(report.skipped, 6);
         assert_eq!(report.lost, 0);
         let (found, _) = positions(&out);
         assert!(

@@ -43,6 +43,8 @@ pub struct WebmReport {
     /// Keyframes whose size differs from the first one's (VP8 changes size in-band).
     pub size_changes: u64,
     pub video_lost: u64,
+    /// Journal records that were not RTP of the video track's payload type (RTX, FEC).
+    pub video_skipped: u64,
     pub audio_packets: u64,
     /// Empty Opus frames written for DTX and gaps.
     pub audio_empty_frames: u64,
@@ -144,6 +146,7 @@ pub fn finalize_webm(
         }
     }
     let mut report = WebmReport {
+        video_skipped: video.stats.skipped,
         participant_id: video.header.participant_id,
         name: video.header.name.clone(),
         duration_us,

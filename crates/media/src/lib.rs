@@ -1,18 +1,52 @@
-//! parley's audio and containers: what is known about Opus packets without decoding them, and Ogg/Opus
-//! files (RFC 7845) written packet by packet as they arrive. No rooms, no transport, no codec library: the
-//! headless client's recorder uses it, and the server's room recorder will use it next.
+//! parley's audio and containers: what is known about Opus packets without decoding them, Ogg/Opus files
+//! written packet by packet, a recording's per-track journals, and finalizing those journals into the
+//! files a recording keeps. No rooms, no transport: the headless client's recorder and the server's room
+//! recorder use it.
 //!
-//! - [`opus_packet`]: samples, frame length and channels from an Opus packet's TOC (RFC 6716 §3.1).
+//! Live, while recording:
 //! - [`journal`]: a recording's raw packets per track with their arrival times, written live and cut-safe.
 //! - [`ogg_opus`]: [`OggOpusWriter`], which writes one Opus stream to a file, fills RTP timestamp gaps
 //!   with empty frames so the file keeps the real timing, and the `OpusHead` / `OpusTags` headers.
+//! - [`opus_packet`]: samples, frame length and channels from an Opus packet's TOC (RFC 6716 §3.1).
+//!
+//! At a recording's stop (or at start-up, for one a crash cut short), from its journals:
+//! - [`opus_track::finalize_opus_track`]: one person's Ogg/Opus, the packets as sent, on the session
+//!   clock from the recording's start to its end (every per-person file has the recording's length).
+//! - [`mix::mix_tracks`]: the mixed take — decoded, denoised ([`denoise`]), summed, limited
+//!   ([`limiter`]), as Ogg/Opus and, on request, [`wav`] and [`flac`]; streamed a second at a time.
+//! - [`webm_mux::finalize_webm`]: one person's VP8 video ([`vp8`]) with their Opus audio as WebM.
+//! - Underneath: [`rtp`] (headers), [`timeline`] (RTP time → session time: unwrapping, clock restarts,
+//!   the minimum-delay envelope that follows clock drift, sender-report lip sync), [`track`] (a journal
+//!   read back in order, twice, so memory does not grow with the recording), [`placement`] (the one
+//!   rule that puts audio packets on the session's sample grid). Every finalizer returns a report
+//!   (durations, packet counts, gaps filled, bytes) for the server to store; a corrupt or cut journal
+//!   finalizes to what it holds, and what cannot be handled is a [`FinalizeError`], never a panic.
 
+pub mod denoise;
+pub mod error;
+pub mod flac;
 pub mod journal;
+pub mod limiter;
+pub mod mix;
 pub mod ogg_opus;
 pub mod opus_packet;
+pub mod opus_track;
+pub mod placement;
+pub mod rtp;
+#[cfg(test)]
+mod testutil;
+pub mod timeline;
+pub mod track;
+pub mod vp8;
+pub mod wav;
+pub mod webm_mux;
 
+pub use error::FinalizeError;
+pub use mix::{mix_tracks, mix_tracks_with, MixOutputs, MixReport, MixSettings};
 pub use ogg_opus::{opus_head, opus_tags, OggOpusWriter, PRE_SKIP};
 pub use opus_packet::packet_samples;
+pub use opus_track::{finalize_opus_track, TrackReport};
+pub use webm_mux::{finalize_webm, WebmReport};
 
 /// Opus' clock: RTP timestamps and Ogg granule positions count 48 kHz samples.
 pub const SAMPLE_RATE: u32 = 48_000;

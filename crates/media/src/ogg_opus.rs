@@ -1,6 +1,9 @@
 //! Ogg/Opus files (RFC 7845) written packet by packet, without decoding: gaps in the RTP timestamps (DTX
 //! silences, lost packets) are filled with empty Opus frames so the file keeps the real timing, and granule
-//! positions count 48 kHz samples.
+//! positions count the 48 kHz samples decoded from the stream's start, the pre-skip among them (a player
+//! drops the first `pre_skip` of them: output time is granule − pre-skip, RFC 7845 §4). [`OggOpusWriter::write_at`] places packets on a session's sample grid
+//! instead (see [`crate::placement`]), and [`OggOpusWriter::finish_at`] ends the file at an exact length
+//! (the last page's granule trims the end, RFC 7845 §4.4).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -8,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use ogg::writing::{PacketWriteEndInfo, PacketWriter};
 
-use crate::opus_packet::{packet_samples, samples_per_frame};
+use crate::opus_packet::{empty_frames, packet_samples, samples_per_frame};
+use crate::placement::{self, Placement};
 use crate::SAMPLE_RATE;
 
 /// Pre-skip written in OpusHead: libopus' usual encoder delay at 48 kHz.
@@ -49,15 +53,24 @@ pub fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
 pub struct OggOpusWriter {
     writer: PacketWriter<'static, BufWriter<File>>,
     serial: u32,
-    /// Samples written so far, pre-skip included (the granule position).
+    /// Samples the packets so far decode to, the pre-skip among them (the granule position).
     granule: u64,
     /// RTP time (48 kHz, extended) at which the next packet is expected.
     next_rtp: Option<u64>,
     in_page: u32,
     /// The last packet is held back so the stream can be ended on it.
     held: Option<Vec<u8>>,
+    pre_skip: u16,
+    /// The TOC of the last packet written (empty frames copy its mode).
+    last_toc: Option<u8>,
     pub path: PathBuf,
     pub packets: u64,
+    /// Gaps filled with empty frames, those frames, and the samples they cover.
+    pub gaps: u64,
+    pub empty_frames: u64,
+    pub empty_samples: u64,
+    /// Packets [`OggOpusWriter::write_at`] dropped because they would have started too late.
+    pub dropped: u64,
 }
 
 impl OggOpusWriter {
@@ -70,9 +83,21 @@ impl OggOpusWriter {
         vendor: &str,
         comments: &[String],
     ) -> std::io::Result<OggOpusWriter> {
+        Self::create_with_pre_skip(path, channels, serial, vendor, comments, PRE_SKIP)
+    }
+
+    /// [`OggOpusWriter::create`] with the encoder delay to skip (an encoder's `lookahead`).
+    pub fn create_with_pre_skip(
+        path: &Path,
+        channels: u8,
+        serial: u32,
+        vendor: &str,
+        comments: &[String],
+        pre_skip: u16,
+    ) -> std::io::Result<OggOpusWriter> {
         let mut writer = PacketWriter::new(BufWriter::new(File::create(path)?));
         writer.write_packet(
-            opus_head(channels, PRE_SKIP, SAMPLE_RATE),
+            opus_head(channels, pre_skip, SAMPLE_RATE),
             serial,
             PacketWriteEndInfo::EndPage,
             0,
@@ -87,13 +112,61 @@ impl OggOpusWriter {
         Ok(OggOpusWriter {
             writer,
             serial,
-            granule: u64::from(PRE_SKIP),
+            granule: 0,
             next_rtp: None,
             in_page: 0,
             held: None,
+            pre_skip,
+            last_toc: None,
             path: path.to_path_buf(),
             packets: 0,
+            gaps: 0,
+            empty_frames: 0,
+            empty_samples: 0,
+            dropped: 0,
         })
+    }
+
+    /// Samples the packets written so far decode to: where the next packet goes.
+    pub fn position(&self) -> u64 {
+        self.granule
+    }
+
+    /// Places a packet whose mapped time is `at` (48 kHz samples from the file's start): a gap before it
+    /// is filled with empty frames, a packet that would start too late is dropped (`Ok(false)`). A
+    /// packet decodes delayed by its encoder's look-ahead, which the pre-skip takes out again: so placed,
+    /// its sound plays at `at`.
+    pub fn write_at(&mut self, at: i64, packet: &[u8]) -> std::io::Result<bool> {
+        if packet.is_empty() {
+            return Ok(false);
+        }
+        let samples = packet_samples(packet);
+        match placement::place(self.position(), at, samples) {
+            Placement::Drop => {
+                self.dropped += 1;
+                Ok(false)
+            }
+            Placement::At { gap } => {
+                self.fill(gap, packet[0])?;
+                self.push(packet.to_vec(), samples)?;
+                self.last_toc = Some(packet[0]);
+                self.packets += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    fn fill(&mut self, gap: u64, toc: u8) -> std::io::Result<()> {
+        if gap == 0 {
+            return Ok(());
+        }
+        self.gaps += 1;
+        for (toc, samples) in empty_frames(gap, toc) {
+            self.push(vec![toc], samples)?;
+            self.empty_frames += 1;
+            self.empty_samples += samples;
+        }
+        Ok(())
     }
 
     /// Adds a packet whose RTP time (48 kHz, extended to 64 bits) is `rtp`.
@@ -116,6 +189,7 @@ impl OggOpusWriter {
         let samples = packet_samples(packet);
         self.push(packet.to_vec(), samples)?;
         self.next_rtp = Some(rtp.wrapping_add(samples));
+        self.last_toc = Some(packet[0]);
         self.packets += 1;
         Ok(())
     }
@@ -139,6 +213,23 @@ impl OggOpusWriter {
         self.granule += samples;
         self.held = Some(packet);
         Ok(())
+    }
+
+    /// Fills the file with empty frames until it plays `total` samples (after the pre-skip), ends the
+    /// stream there exactly (the last granule trims what the frames overshoot) and closes the file;
+    /// returns the samples it plays. A file already longer ends where it is.
+    pub fn finish_at(mut self, total: u64) -> std::io::Result<u64> {
+        // With nothing written, any mode does: CELT fullband, 20 ms, mono.
+        let toc = self.last_toc.unwrap_or(0xf8);
+        let pre_skip = u64::from(self.pre_skip);
+        let gap = placement::pad_to(self.position(), total + pre_skip);
+        self.fill(gap, toc)?;
+        // The last packet's granule may trim at most into that packet.
+        let floor = self.granule - self.held.as_ref().map_or(0, |p| packet_samples(p));
+        self.granule = (total + pre_skip).clamp(floor, self.granule);
+        let plays = self.granule.saturating_sub(pre_skip);
+        self.finish()?;
+        Ok(plays)
     }
 
     /// Ends the stream and closes the file.
@@ -219,9 +310,9 @@ mod tests {
             "empty frames: TOC only"
         );
         assert_eq!(packets[65], [0xf8, 60, 0xaa]);
-        // A page every 50 packets, granules counting samples after the pre-skip.
-        assert_eq!(page_ends[0], (49, 312 + 50 * 960));
-        assert_eq!(*page_ends.last().unwrap(), (74, 312 + 75 * 960));
+        // A page every 50 packets, granules counting the samples decoded (the pre-skip among them).
+        assert_eq!(page_ends[0], (49, 50 * 960));
+        assert_eq!(*page_ends.last().unwrap(), (74, 75 * 960));
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -242,7 +333,7 @@ mod tests {
             last_gp = p.absgp_page();
         }
         assert_eq!(n, 2 + 2, "no fill for more than 60 s");
-        assert_eq!(last_gp, 312 + 2 * 960);
+        assert_eq!(last_gp, 2 * 960);
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -57,6 +57,34 @@ pub fn channels(toc: u8) -> u8 {
     }
 }
 
+/// The TOC of a 10 ms frame in the same mode, bandwidth and channels as `toc` (one frame, code 0).
+pub fn ten_ms_toc(toc: u8) -> u8 {
+    let config = toc >> 3;
+    let config = if config < 12 {
+        config & !3 // SILK: size 0 is 10 ms
+    } else if config < 16 {
+        config & !1 // hybrid: size 0 is 10 ms
+    } else {
+        (config & !3) | 2 // CELT: size 2 is 10 ms
+    };
+    config << 3 | (toc & 0x04)
+}
+
+/// Empty frames (TOC only, which decoders conceal or play as silence) that fill `gap` samples, as
+/// `(toc, samples)`: frames as long as `toc`'s where they fit, 10 ms ones for the rest (`gap` is meant
+/// to be whole 10 ms steps; a remainder under 10 ms is left out).
+pub fn empty_frames(gap: u64, toc: u8) -> impl Iterator<Item = (u8, u64)> {
+    let long = u64::from(samples_per_frame(toc));
+    let (long, long_toc) = if long >= 480 {
+        (long, toc & 0xfc)
+    } else {
+        (480, ten_ms_toc(toc))
+    };
+    let short = (gap % long) / 480;
+    std::iter::repeat_n((long_toc, long), (gap / long) as usize)
+        .chain(std::iter::repeat_n((ten_ms_toc(toc), 480), short as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +114,33 @@ mod tests {
         assert_eq!(packet_samples(&[0x7b, 0]), 960, "no frames");
         assert_eq!(packet_samples(&[]), 960);
         assert_eq!((channels(0x78), channels(0x7c)), (1, 2));
+    }
+
+    #[test]
+    fn ten_ms_and_empty_frames_keep_the_mode() {
+        for toc in 0..=255u8 {
+            let t = ten_ms_toc(toc);
+            assert_eq!(samples_per_frame(t), 480, "toc {toc:#04x}");
+            assert_eq!(t & 0x84, toc & 0x84, "CELT bit and stereo flag kept");
+            assert_eq!(t & 0x03, 0, "one frame");
+            if toc & 0x80 == 0 {
+                assert_eq!(toc & 0x60 == 0x60, t & 0x60 == 0x60, "SILK or hybrid kept");
+            }
+        }
+        let frames: Vec<_> = empty_frames(960 * 3 + 480, 0x79).collect();
+        assert_eq!(
+            frames,
+            vec![(0x78, 960), (0x78, 960), (0x78, 960), (0x70, 480)]
+        );
+        let frames: Vec<_> = empty_frames(960, 0x80).collect();
+        assert_eq!(
+            frames,
+            vec![(0x90, 480), (0x90, 480)],
+            "2.5 ms CELT: 10 ms steps"
+        );
+        let frames: Vec<_> = empty_frames(2_880 + 960, 0x18).collect();
+        assert_eq!(frames, vec![(0x18, 2_880), (0x00, 480), (0x00, 480)]);
+        assert_eq!(empty_frames(0, 0xf8).count(), 0);
     }
 
     #[test]

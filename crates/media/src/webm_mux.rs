@@ -1,0 +1,702 @@
+//! One person's video, with their voice, as WebM: VP8 frames put back together from RTP and the Opus
+//! packets as sent, muxed with libwebm (the `webm` crate), nothing re-encoded. Timestamps are session
+//! time, so the file lines up with the recording's other files; it starts at the first keyframe (a
+//! decoder cannot start before one) and its Duration is the recording's. The video is placed on the
+//! audio's clock through sender reports where both have them (lip sync as sent), else by arrival.
+//!
+//! H.264 (RFC 6184) is not handled: WebM does not carry it, and the `webm` crate muxes only VP8, VP9
+//! and AV1; it is refused with [`FinalizeError::UnsupportedCodec`].
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use serde::Serialize;
+use webm::mux::{AudioCodecId, SegmentBuilder, SegmentMode, VideoCodecId, Writer};
+
+use crate::error::{FinalizeError, Result};
+use crate::journal::TrackMedia;
+use crate::ogg_opus::{opus_head, PRE_SKIP};
+use crate::opus_packet::{self, empty_frames, packet_samples};
+use crate::opus_track::samples_of_us;
+use crate::placement::{self, Placement};
+use crate::track::{Track, TrackPackets};
+use crate::vp8::{keyframe_size, Vp8Depacketizer, Vp8Frame};
+use crate::SAMPLE_RATE;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WebmReport {
+    pub participant_id: u64,
+    pub name: String,
+    pub width: u16,
+    pub height: u16,
+    /// Session time of the first keyframe: where the file starts.
+    pub first_keyframe_us: u64,
+    pub duration_us: u64,
+    pub video_frames: u64,
+    pub keyframes: u64,
+    /// Frames dropped for a missing packet, before the first keyframe, or after the end.
+    pub incomplete_frames: u64,
+    pub frames_before_keyframe: u64,
+    pub frames_after_end: u64,
+    /// Keyframes whose size differs from the first one's (VP8 changes size in-band).
+    pub size_changes: u64,
+    pub video_lost: u64,
+    /// Journal records that were not RTP of the video track's payload type (RTX, FEC).
+    pub video_skipped: u64,
+    pub audio_packets: u64,
+    /// Empty Opus frames written for DTX and gaps.
+    pub audio_empty_frames: u64,
+    /// "sender_reports": the video sits on the audio's clock through RTCP; "arrival": each track's own.
+    pub lip_sync: String,
+    pub bytes: u64,
+}
+
+fn webm_error(e: webm::mux::Error) -> FinalizeError {
+    FinalizeError::Webm(e.to_string())
+}
+
+/// A track's Opus packets placed on the session's sample grid, gaps filled with empty frames, as
+/// `(sample position, packet, is it an empty frame)`.
+struct PlacedAudio {
+    packets: TrackPackets,
+    pos: u64,
+    queue: VecDeque<(u64, Vec<u8>, bool)>,
+}
+
+impl Iterator for PlacedAudio {
+    type Item = (u64, Vec<u8>, bool);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(f) = self.queue.pop_front() {
+                return Some(f);
+            }
+            let p = self.packets.next()?;
+            let samples = packet_samples(&p.payload);
+            if let Placement::At { gap } = placement::place(self.pos, p.session_sample(), samples) {
+                for (toc, n) in empty_frames(gap, p.payload[0]) {
+                    self.queue.push_back((self.pos, vec![toc], true));
+                    self.pos += n;
+                }
+                self.queue.push_back((self.pos, p.payload, false));
+                self.pos += samples;
+            }
+        }
+    }
+}
+
+/// The VP8 frames of a track, in order.
+struct Frames {
+    packets: TrackPackets,
+    depacketizer: Vp8Depacketizer,
+}
+
+impl Iterator for Frames {
+    type Item = Vp8Frame;
+
+    fn next(&mut self) -> Option<Vp8Frame> {
+        loop {
+            let Some(p) = self.packets.next() else {
+                self.depacketizer.finish();
+                return None;
+            };
+            if let Some(frame) = self.depacketizer.push(&p) {
+                return Some(frame);
+            }
+        }
+    }
+}
+
+fn ns_of_us(us: f64) -> u64 {
+    (us.max(0.0) * 1_000.0).round() as u64
+}
+
+fn ns_of_samples(samples: u64) -> u64 {
+    (u128::from(samples) * 1_000_000_000 / u128::from(SAMPLE_RATE)) as u64
+}
+
+/// Muxes the VP8 track in `video_journal` and, if given, the Opus track in `audio_journal` (the same
+/// person's) into a WebM file at `out`, for a recording lasting `duration_us`.
+pub fn finalize_webm(
+    video_journal: &Path,
+    audio_journal: Option<&Path>,
+    out: &Path,
+    duration_us: u64,
+) -> Result<WebmReport> {
+    let mut video = Track::scan(video_journal)?;
+    if video.header.media != TrackMedia::Video {
+        return Err(FinalizeError::WrongMedia { expected: "video" });
+    }
+    if !video.header.codec.eq_ignore_ascii_case("vp8") {
+        return Err(FinalizeError::UnsupportedCodec {
+            codec: video.header.codec.clone(),
+        });
+    }
+    let audio = audio_journal.map(Track::scan).transpose()?;
+    if let Some(a) = &audio {
+        if a.header.media != TrackMedia::Audio {
+            return Err(FinalizeError::WrongMedia { expected: "audio" });
+        }
+        if !a.header.codec.eq_ignore_ascii_case("opus") {
+            return Err(FinalizeError::UnsupportedCodec {
+                codec: a.header.codec.clone(),
+            });
+        }
+    }
+    let mut report = WebmReport {
+        video_skipped: video.stats.skipped,
+        participant_id: video.header.participant_id,
+        name: video.header.name.clone(),
+        duration_us,
+        lip_sync: "arrival".into(),
+        ..WebmReport::default()
+    };
+    if let Some(a) = &audio {
+        if video.clock.sync_to(&a.clock) {
+            report.lip_sync = "sender_reports".into();
+        }
+    }
+
+    // First pass over the video: where the first keyframe is, and its size.
+    let mut frames = Frames {
+        packets: video.packets()?,
+        depacketizer: Vp8Depacketizer::new(),
+    };
+    let (start_us, width, height) = frames
+        .find_map(|f| keyframe_size(&f.data).map(|(w, h)| (f.session_us, w, h)))
+        .ok_or(FinalizeError::NoKeyframe)?;
+    if samples_of_us(start_us.max(0.0) as u64) >= samples_of_us(duration_us) {
+        // The first keyframe came after the recording's end: nothing to write.
+        return Err(FinalizeError::NoKeyframe);
+    }
+    report.first_keyframe_us = start_us.max(0.0) as u64;
+    report.width = width;
+    report.height = height;
+
+    let file = BufWriter::new(File::create(out)?);
+    let builder = SegmentBuilder::new(Writer::new(file))
+        .and_then(|b| b.set_mode(SegmentMode::File))
+        .and_then(|b| b.set_writing_app("parley"))
+        .map_err(webm_error)?;
+    let (builder, video_track) = builder
+        .add_video_track(u32::from(width), u32::from(height), VideoCodecId::VP8, None)
+        .map_err(webm_error)?;
+    let mut audio_frames = None;
+    let mut builder = builder;
+    let mut audio_track = None;
+    if let Some(a) = &audio {
+        let mut packets = a.packets()?;
+        let channels = packets
+            .peek()
+            .and_then(|p| p.payload.first())
+            .map_or(1, |toc| opus_packet::channels(*toc));
+        let (b, t) = builder
+            .add_audio_track(SAMPLE_RATE, u32::from(channels), AudioCodecId::Opus, None)
+            .map_err(webm_error)?;
+        builder = b
+            .set_codec_private(t, &opus_head(channels, PRE_SKIP, SAMPLE_RATE))
+            .map_err(webm_error)?;
+        audio_track = Some(t);
+        audio_frames = Some(PlacedAudio {
+            packets,
+            pos: 0,
+            queue: VecDeque::new(),
+        });
+    }
+    let mut segment = builder.build();
+
+    let total = samples_of_us(duration_us);
+    let start_ns = ns_of_us(start_us);
+    let end_ns = ns_of_samples(total);
+    let mut frames = Frames {
+        packets: video.packets()?,
+        depacketizer: Vp8Depacketizer::new(),
+    };
+    let mut next_video = frames.next();
+    let mut next_audio = audio_frames.as_mut().and_then(|a| a.next());
+    let mut started = false;
+    // libwebm wants timestamps that never go back, across tracks.
+    let mut last_ns = 0;
+    loop {
+        let take_video = match (&next_video, &next_audio) {
+            (None, None) => break,
+            (Some(v), Some(a)) => ns_of_us(v.session_us) <= ns_of_samples(a.0),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        if take_video {
+            let Some(f) = next_video.take() else { break };
+            next_video = frames.next();
+            let ns = ns_of_us(f.session_us);
+            let starts = f.keyframe && ns >= start_ns;
+            if !(started || starts) {
+                report.frames_before_keyframe += 1;
+                continue;
+            }
+            if ns >= end_ns {
+                report.frames_after_end += 1;
+                continue;
+            }
+            started = true;
+            if f.keyframe {
+                report.keyframes += 1;
+                if keyframe_size(&f.data).is_some_and(|s| s != (width, height)) {
+                    report.size_changes += 1;
+                }
+            }
+            last_ns = last_ns.max(ns);
+            segment
+                .add_frame(video_track, &f.data, last_ns, f.keyframe)
+                .map_err(webm_error)?;
+            report.video_frames += 1;
+        } else {
+            let Some((pos, packet, empty)) = next_audio.take() else {
+                break;
+            };
+            next_audio = audio_frames.as_mut().and_then(|a| a.next());
+            let ns = ns_of_samples(pos);
+            let Some(track) = audio_track.filter(|_| started && ns >= start_ns && ns < end_ns)
+            else {
+                continue;
+            };
+            last_ns = last_ns.max(ns);
+            segment
+                .add_frame(track, &packet, last_ns, true)
+                .map_err(webm_error)?;
+            if empty {
+                report.audio_empty_frames += 1;
+            } else {
+                report.audio_packets += 1;
+            }
+        }
+    }
+    report.incomplete_frames = frames.depacketizer.incomplete;
+    report.video_lost = frames.packets.stats.lost;
+    segment
+        .finalize(Some(duration_us / 1_000))
+        .map_err(|_| FinalizeError::Webm("libwebm could not finalize the segment".into()))?;
+    report.bytes = std::fs::metadata(out)?.len();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use crate::vp8::tests::{frame, packetize};
+
+    /// A variable-length EBML integer at `at`: (value, length); with `marker` the length bits stay (ids).
+    fn vint(b: &[u8], at: usize, marker: bool) -> (u64, usize) {
+        let first = b[at];
+        let len = first.leading_zeros() as usize + 1;
+        let mut v = if marker {
+            u64::from(first)
+        } else {
+            u64::from(first) & (0xff >> len)
+        };
+        for i in 1..len {
+            v = v << 8 | u64::from(b[at + i]);
+        }
+        (v, len)
+    }
+
+    /// The elements at one level: (id, body).
+    fn elements(b: &[u8]) -> Vec<(u64, &[u8])> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < b.len() {
+            let (id, n) = vint(b, at, true);
+            at += n;
+            let (size, n) = vint(b, at, false);
+            at += n;
+            // libwebm's file mode writes every size (no unknown-size clusters).
+            let end = (at + size as usize).min(b.len());
+            out.push((id, &b[at..end]));
+            at = end;
+        }
+        out
+    }
+
+    fn child(b: &[u8], id: u64) -> Option<&[u8]> {
+        elements(b).into_iter().find(|e| e.0 == id).map(|e| e.1)
+    }
+
+    fn uint(b: &[u8]) -> u64 {
+        b.iter().fold(0, |v, x| v << 8 | u64::from(*x))
+    }
+
+    const NTP_BASE: f64 = 3_900_000_000.0;
+
+    fn ntp(t_us: f64) -> u64 {
+        let s = NTP_BASE + t_us / 1e6;
+        ((s.floor() as u64) << 32) | ((s.fract() * 4_294_967_296.0) as u64)
+    }
+
+    #[test]
+    fn vp8_and_opus_mux_into_webm_on_the_audio_clock() {
+        let d = tmpdir("webm");
+        // Video: 30 fps for 6 s, three packets a frame; inter frames until the keyframe at 0.5 s, another
+        // at 4 s; frame 60 loses a packet. It arrives 60 ms later than the audio (a slower encoder).
+        let mut video = Vec::new();
+        let mut seq = 0u16;
+        for i in 0..180u32 {
+            let key = i == 15 || i == 120;
+            let data = frame(key, 640, 360, 3_000, i as u8);
+            let parts = packetize(&data, 3, i as u16);
+            let t = f64::from(i) * 1e6 / 30.0;
+            for (k, p) in parts.iter().enumerate() {
+                let packet = crate::rtp::build(96, k == 2, seq, 1_000 + i * 3_000, 7, p);
+                seq = seq.wrapping_add(1);
+                if i == 60 && k == 1 {
+                    continue;
+                }
+                video.push(Sent {
+                    sent_us: t + k as f64 * 200.0,
+                    packet,
+                });
+            }
+        }
+        let video_reports: Vec<(u64, u64, u32)> = (0..6)
+            .map(|s| {
+                let t = f64::from(s) * 1e6;
+                ((t + 70_000.0) as u64, ntp(t), 1_000 + s * 90_000)
+            })
+            .collect();
+        let vj = d.join("v.journal");
+        write_journal(
+            &vj,
+            &header(TrackMedia::Video, "vp8", 5),
+            &video,
+            70_000.0,
+            10_000.0,
+            1,
+            &video_reports,
+        );
+        // Audio: fake 20 ms packets from 0.2 s, the same sender's wall clock in its reports.
+        let payloads: Vec<Vec<u8>> = (0..290).map(|i| vec![0xf8, i as u8, 0xaa]).collect();
+        let audio = opus_stream(&payloads, 200_000.0, 0.0, 8, |_| true);
+        let audio_reports: Vec<(u64, u64, u32)> = (1..6)
+            .map(|s| {
+                let t = f64::from(s) * 1e6;
+                // The stream's timestamp 0xfff00000 was sent at 0.2 s.
+                let rtp = (0xfff0_0000u64 + ((t - 200_000.0) * 0.048) as u64) as u32;
+                ((t + 10_000.0) as u64, ntp(t), rtp)
+            })
+            .collect();
+        let aj = d.join("a.journal");
+        write_journal(
+            &aj,
+            &header(TrackMedia::Audio, "opus", 5),
+            &audio,
+            10_000.0,
+            5_000.0,
+            2,
+            &audio_reports,
+        );
+
+        let out = d.join("p.webm");
+        let report = finalize_webm(&vj, Some(&aj), &out, 8_000_000).unwrap();
+        eprintln!("{report:?}");
+        assert_eq!(report.lip_sync, "sender_reports");
+        assert_eq!((report.width, report.height), (640, 360));
+        assert_eq!(report.frames_before_keyframe, 15);
+        assert_eq!(report.incomplete_frames, 1);
+        assert_eq!(report.video_frames, 164);
+        assert_eq!(report.keyframes, 2);
+        // On the audio's clock: 500 ms plus the audio's 10 ms of network, not the video's 70.
+        let first = report.first_keyframe_us as f64;
+        assert!(
+            (first - 510_000.0).abs() < 5_000.0,
+            "first keyframe at {first} µs"
+        );
+
+        let b = std::fs::read(&out).unwrap();
+        assert_eq!(report.bytes, b.len() as u64);
+        let top = elements(&b);
+        assert_eq!(top[0].0, 0x1A45_DFA3, "EBML header");
+        assert_eq!(child(top[0].1, 0x4282), Some(&b"webm"[..]), "DocType");
+        assert_eq!(top[1].0, 0x1853_8067, "Segment");
+        let segment = top[1].1;
+        let info = child(segment, 0x1549_A966).unwrap();
+        let scale = child(info, 0x2AD7B1).map_or(1_000_000, uint);
+        let duration = child(info, 0x4489).unwrap();
+        let duration = match duration.len() {
+            4 => f64::from(f32::from_be_bytes(duration.try_into().unwrap())),
+            _ => f64::from_be_bytes(duration.try_into().unwrap()),
+        };
+        assert!(
+            (duration * scale as f64 / 1e6 - 8_000.0).abs() < 1.0,
+            "Duration {duration}"
+        );
+        let tracks: Vec<_> = elements(child(segment, 0x1654_AE6B).unwrap())
+            .into_iter()
+            .filter(|e| e.0 == 0xAE)
+            .map(|e| e.1)
+            .collect();
+        assert_eq!(tracks.len(), 2);
+        let codec = |t: &[u8]| child(t, 0x86).map(|c| String::from_utf8_lossy(c).to_string());
+        let vtrack = tracks
+            .iter()
+            .find(|t| codec(t).as_deref() == Some("V_VP8"))
+            .unwrap();
+        let atrack = tracks
+            .iter()
+            .find(|t| codec(t).as_deref() == Some("A_OPUS"))
+            .unwrap();
+        let v = child(vtrack, 0xE0).unwrap();
+        assert_eq!(
+            (child(v, 0xB0).map(uint), child(v, 0xBA).map(uint)),
+            (Some(640), Some(360))
+        );
+        assert_eq!(&child(atrack, 0x63A2).unwrap()[..8], b"OpusHead");
+        let (vnum, anum) = (
+            uint(child(vtrack, 0xD7).unwrap()),
+            uint(child(atrack, 0xD7).unwrap()),
+        );
+
+        let mut blocks: Vec<(u64, u64, bool, usize)> = Vec::new();
+        for (id, cluster) in elements(segment) {
+            if id != 0x1F43_B675 {
+                continue;
+            }
+            let base = child(cluster, 0xE7).map_or(0, uint);
+            for (id, block) in elements(cluster) {
+                if id == 0xA3 {
+                    let (track, n) = vint(block, 0, false);
+                    let rel = i16::from_be_bytes([block[n], block[n + 1]]);
+                    let t = (base as i64 + i64::from(rel)) as u64 * scale / 1_000;
+                    blocks.push((track, t, block[n + 2] & 0x80 != 0, block.len() - n - 3));
+                }
+            }
+        }
+        let vblocks: Vec<_> = blocks.iter().filter(|b| b.0 == vnum).collect();
+        let ablocks: Vec<_> = blocks.iter().filter(|b| b.0 == anum).collect();
+        assert_eq!(vblocks.len() as u64, report.video_frames);
+        assert_eq!(
+            ablocks.len() as u64,
+            report.audio_packets + report.audio_empty_frames
+        );
+        assert!(vblocks[0].2, "the first video block is a keyframe");
+        assert_eq!(vblocks.iter().filter(|b| b.2).count(), 2);
+        assert_eq!(
+            vblocks[0].3, 3_010,
+            "a keyframe's bytes, descriptors stripped"
+        );
+        assert!(
+            blocks.windows(2).all(|w| w[0].1 <= w[1].1),
+            "timestamps never go back"
+        );
+        assert!(
+            ablocks[0].1 >= vblocks[0].1,
+            "audio from the first keyframe on"
+        );
+        // Audio blocks every 20 ms.
+        assert!(ablocks.windows(2).all(|w| w[1].1 - w[0].1 == 20_000));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn h264_and_keyframeless_video_are_typed_errors() {
+        let d = tmpdir("webm-errors");
+        let j = d.join("h264.journal");
+        write_journal(
+            &j,
+            &header(TrackMedia::Video, "h264", 1),
+            &[],
+            0.0,
+            0.0,
+            1,
+            &[],
+        );
+        let err = finalize_webm(&j, None, &d.join("x.webm"), 1_000_000).unwrap_err();
+        assert!(matches!(err, FinalizeError::UnsupportedCodec { ref codec } if codec == "h264"));
+        let inter: Vec<Sent> = (0..30u32)
+            .map(|i| Sent {
+                sent_us: f64::from(i) * 33_000.0,
+                packet: crate::rtp::build(
+                    96,
+                    true,
+                    i as u16,
+                    i * 3_000,
+                    1,
+                    &packetize(&frame(false, 0, 0, 50, 1), 1, 0)[0],
+                ),
+            })
+            .collect();
+        let j = d.join("inter.journal");
+        write_journal(
+            &j,
+            &header(TrackMedia::Video, "vp8", 1),
+            &inter,
+            0.0,
+            0.0,
+            1,
+            &[],
+        );
+        assert!(matches!(
+            finalize_webm(&j, None, &d.join("y.webm"), 1_000_000),
+            Err(FinalizeError::NoKeyframe)
+        ));
+        let a = d.join("a.journal");
+        write_journal(
+            &a,
+            &header(TrackMedia::Audio, "opus", 1),
+            &[],
+            0.0,
+            0.0,
+            1,
+            &[],
+        );
+        assert!(matches!(
+            finalize_webm(&a, None, &d.join("z.webm"), 1_000_000),
+            Err(FinalizeError::WrongMedia { .. })
+        ));
+        // Video alone, cut mid-write: a shorter valid file.
+        let video: Vec<Sent> = (0..60u32)
+            .map(|i| Sent {
+                sent_us: f64::from(i) * 33_333.0,
+                packet: crate::rtp::build(
+                    96,
+                    true,
+                    i as u16,
+                    i * 3_000,
+                    1,
+                    &packetize(&frame(i % 30 == 0, 320, 240, 500, 1), 1, 0)[0],
+                ),
+            })
+            .collect();
+        let j = d.join("cut.journal");
+        write_journal(
+            &j,
+            &header(TrackMedia::Video, "vp8", 1),
+            &video,
+            0.0,
+            0.0,
+            1,
+            &[],
+        );
+        let whole = std::fs::read(&j).unwrap();
+        std::fs::write(&j, &whole[..whole.len() * 3 / 4 + 1]).unwrap();
+        let r = finalize_webm(&j, None, &d.join("cut.webm"), 2_000_000).unwrap();
+        assert!(r.video_frames > 30 && r.video_frames < 60, "{r:?}");
+        assert_eq!(r.lip_sync, "arrival");
+        assert_eq!(
+            &std::fs::read(d.join("cut.webm")).unwrap()[..4],
+            &[0x1A, 0x45, 0xDF, 0xA3]
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
+
+/// Writes real files for a person to look at (`ffprobe`, a player): set `PARLEY_IVF` to a VP8 IVF file
+/// (`ffmpeg -f lavfi -i testsrc=size=320x240:rate=30 -t 6 -c:v libvpx -g 60 t.ivf`) and
+/// `PARLEY_OUT` to a folder.
+#[cfg(test)]
+mod inspect {
+    use super::*;
+    use crate::testutil::*;
+    use crate::vp8::tests::packetize;
+
+    #[test]
+    #[ignore = "writes files for inspection: PARLEY_IVF=... PARLEY_OUT=... cargo test -- --ignored inspect"]
+    fn write_files_for_inspection() {
+        let (Ok(ivf), Ok(out)) = (std::env::var("PARLEY_IVF"), std::env::var("PARLEY_OUT")) else {
+            return;
+        };
+        let out = std::path::PathBuf::from(out);
+        let ivf = std::fs::read(ivf).unwrap();
+        let mut at = 32;
+        let mut video = Vec::new();
+        let mut seq = 0u16;
+        let mut i = 0u32;
+        while at + 12 <= ivf.len() {
+            let size = u32::from_le_bytes(ivf[at..at + 4].try_into().unwrap()) as usize;
+            let frame = &ivf[at + 12..at + 12 + size];
+            at += 12 + size;
+            let parts = packetize(frame, frame.len().div_ceil(1_100), i as u16);
+            let n = parts.len();
+            for (k, p) in parts.into_iter().enumerate() {
+                let packet = crate::rtp::build(96, k + 1 == n, seq, i * 3_000, 7, &p);
+                seq = seq.wrapping_add(1);
+                video.push(Sent {
+                    sent_us: 300_000.0 + f64::from(i) * 1e6 / 30.0,
+                    packet,
+                });
+            }
+            i += 1;
+        }
+        let vj = out.join("v.journal");
+        let aj = out.join("a.journal");
+        let bj = out.join("b.journal");
+        for p in [&vj, &aj, &bj] {
+            let _ = std::fs::remove_file(p);
+        }
+        write_journal(
+            &vj,
+            &header(TrackMedia::Video, "vp8", 1),
+            &video,
+            30_000.0,
+            20_000.0,
+            1,
+            &[],
+        );
+        let (voice_a, _) = voice(140.0, 6.0);
+        let a = opus_stream(&opus_packets(&voice_a, 32_000), 0.0, 0.0, 1, |i| {
+            i % 100 < 80
+        });
+        write_journal(
+            &aj,
+            &header(TrackMedia::Audio, "opus", 1),
+            &a,
+            10_000.0,
+            20_000.0,
+            2,
+            &[],
+        );
+        let b = opus_stream(
+            &opus_packets(&tone(660.0, 0.3, 4.0), 32_000),
+            2_500_000.0,
+            0.0,
+            2,
+            |_| true,
+        );
+        write_journal(
+            &bj,
+            &header(TrackMedia::Audio, "opus", 2),
+            &b,
+            10_000.0,
+            20_000.0,
+            3,
+            &[],
+        );
+        let duration = 7_000_000;
+        eprintln!(
+            "{:?}",
+            finalize_webm(&vj, Some(&aj), &out.join("p1.webm"), duration).unwrap()
+        );
+        eprintln!(
+            "{:?}",
+            crate::finalize_opus_track(&aj, &out.join("p1.opus"), duration).unwrap()
+        );
+        eprintln!(
+            "{:?}",
+            crate::finalize_opus_track(&bj, &out.join("p2.opus"), duration).unwrap()
+        );
+        let (ogg, wav, flac) = (
+            out.join("mix.opus"),
+            out.join("mix.wav"),
+            out.join("mix.flac"),
+        );
+        let outputs = crate::MixOutputs {
+            ogg: Some(&ogg),
+            wav: Some(&wav),
+            flac: Some(&flac),
+        };
+        eprintln!(
+            "{:?}",
+            crate::mix_tracks(&[&aj, &bj], outputs, duration).unwrap()
+        );
+    }
+}

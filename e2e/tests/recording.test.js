@@ -184,8 +184,10 @@ test('recording: Record, the indicator for all and late joiners, refusals, Stop,
       const when = await item.locator('time.rec-when').getAttribute('datetime');
       assert.ok(Math.abs(Date.parse(when) - tStart) < 2000, `start time shown (${when})`);
 
-      const rows = item.locator('[data-testid="recording-file"]');
+      const rows = item.locator('.rec-group[data-kind="track"] [data-testid="recording-file"]');
       assert.equal(await rows.count(), 3, 'one file per talker');
+      const mix = await item.locator('.rec-group[data-kind="mix"] [data-testid="recording-file"]').evaluateAll((els) => els.map((e) => e.dataset.format));
+      assert.deepEqual(mix, ['ogg', 'wav', 'flac'], 'the denoised mix, in three formats');
       const files = await rows.evaluateAll((els) => els.map((e) => ({
         kind: e.dataset.kind,
         format: e.dataset.format,

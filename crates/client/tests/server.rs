@@ -387,8 +387,26 @@ fn a_room_recording_is_shared_with_the_room_and_only_with_it() {
             .await
             .expect("members download");
         assert!(!paths.is_empty());
+        let mixes: Vec<_> = made.files.iter().filter(|f| f.kind == "mix").collect();
+        let formats: Vec<&str> = mixes.iter().map(|f| f.format.as_str()).collect();
+        assert_eq!(formats, ["ogg", "wav", "flac"], "the mix: {:?}", made.files);
         for path in &paths {
             let bytes = std::fs::read(path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".wav") {
+                assert_eq!(&bytes[..4], b"RIFF");
+                // 16-bit mono at 48 kHz after a 44-byte header.
+                let seconds = (bytes.len() - 44) as f64 / 96_000.0;
+                assert!(
+                    (2.5..=4.5).contains(&seconds),
+                    "the WAV mix lasts {seconds:.2} s"
+                );
+                continue;
+            }
+            if name.ends_with(".flac") {
+                assert_eq!(&bytes[..4], b"fLaC");
+                continue;
+            }
             assert_eq!(&bytes[..4], b"OggS", "{}", path.display());
             let seconds = last_granule(&bytes) as f64 / 48_000.0;
             assert!(

@@ -336,78 +336,109 @@ fn finish_elsewhere(
     }
 }
 
-/// The journals' files: one Ogg/Opus per audio track, on the recording's clock. Returns the files and
-/// the recording's length (for an interrupted one: up to its last packet).
+/// The journals' files: the denoised mix (Ogg/Opus, WAV, FLAC), one Ogg/Opus per person (their packets
+/// as sent, on the recording's clock) and one WebM per camera (with its person's audio). Returns the
+/// files and the recording's length (for an interrupted one: up to its last packet).
 fn make_files(
     dir: &Path,
     duration_ms: Option<i64>,
     _started_at_ms: i64,
 ) -> Result<(Vec<RecordingFile>, i64)> {
     let journals = dir.join(JOURNALS);
-    let mut files = Vec::new();
-    let mut last_us = 0u64;
-    let mut entries: Vec<PathBuf> = match std::fs::read_dir(&journals) {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&journals) {
         Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).context("reading the journals"),
     };
-    entries.sort();
-    for path in entries {
+    paths.sort();
+    let mut audio: Vec<(PathBuf, TrackHeader)> = Vec::new();
+    let mut video: Vec<(PathBuf, TrackHeader)> = Vec::new();
+    let mut last_us = 0u64;
+    for path in paths {
         let Ok(mut reader) = JournalReader::open(&path) else {
             tracing::warn!("{} is not a journal: skipped", path.display());
             continue;
         };
         let header = reader.header.clone();
-        if header.media != TrackMedia::Audio || header.codec != "opus" {
-            continue;
-        }
-        let name = format!("p{}-audio.ogg", header.participant_id);
-        let out = dir.join(&name);
-        let comments = vec![
-            format!("TITLE={}", header.name),
-            "ENCODER=parley (the packets as sent)".to_string(),
-        ];
-        let mut writer = parley_media::OggOpusWriter::create(
-            &out,
-            1,
-            header.participant_id as u32,
-            "parley",
-            &comments,
-        )?;
-        let mut extended: Option<(u32, u64)> = None;
-        for entry in reader.by_ref() {
-            let parley_media::journal::Entry::Rtp { arrival_us, packet } = entry else {
-                continue;
-            };
-            if packet.len() < 12 {
-                continue;
-            }
-            last_us = last_us.max(arrival_us);
-            let ts = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
-            // 32-bit RTP time, extended.
-            let ext = match extended {
-                None => u64::from(ts),
-                Some((prev, prev_ext)) => {
-                    prev_ext.wrapping_add(i64::from(ts.wrapping_sub(prev) as i32) as u64)
+        if duration_ms.is_none() {
+            for entry in reader.by_ref() {
+                if let parley_media::journal::Entry::Rtp { arrival_us, .. } = entry {
+                    last_us = last_us.max(arrival_us);
                 }
-            };
-            extended = Some((ts, ext));
-            writer.write(ext, &packet[12..])?;
+            }
         }
-        writer.finish()?;
-        let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        files.push(RecordingFile {
-            name,
-            kind: "track".into(),
-            format: "ogg".into(),
-            participant_id: Some(header.participant_id),
-            participant_name: Some(header.name),
-            bytes,
-            url: None,
-        });
+        match header.media {
+            TrackMedia::Audio if header.codec == "opus" => audio.push((path, header)),
+            TrackMedia::Video => video.push((path, header)),
+            TrackMedia::Audio => {}
+        }
     }
-    let duration = duration_ms.unwrap_or((last_us / 1000) as i64);
-    Ok((files, duration))
+    let duration_ms = duration_ms.unwrap_or((last_us / 1000) as i64);
+    let duration_us = (duration_ms.max(0) as u64) * 1000;
+    let mut files = Vec::new();
+    let file = |name: String, kind: &str, format: &str, who: Option<&TrackHeader>| RecordingFile {
+        bytes: std::fs::metadata(dir.join(&name))
+            .map(|m| m.len())
+            .unwrap_or(0),
+        name,
+        kind: kind.into(),
+        format: format.into(),
+        participant_id: who.map(|h| h.participant_id),
+        participant_name: who.map(|h| h.name.clone()),
+        url: None,
+    };
+    if !audio.is_empty() {
+        let voices: Vec<&Path> = audio.iter().map(|(p, _)| p.as_path()).collect();
+        let outputs = parley_media::MixOutputs {
+            ogg: Some(&dir.join("mix.ogg")),
+            wav: Some(&dir.join("mix.wav")),
+            flac: Some(&dir.join("mix.flac")),
+        };
+        let report =
+            parley_media::mix_tracks(&voices, outputs, duration_us).context("making the mix")?;
+        for skipped in &report.skipped {
+            tracing::warn!(
+                "left out of the mix: {}: {}",
+                skipped.path.display(),
+                skipped.reason
+            );
+        }
+        for (name, format) in [("mix.ogg", "ogg"), ("mix.wav", "wav"), ("mix.flac", "flac")] {
+            files.push(file(name.into(), "mix", format, None));
+        }
+    }
+    // One file per person: a second audio track of theirs (a new microphone) gets its own.
+    let mut taken = std::collections::HashSet::new();
+    for (path, header) in &audio {
+        let mut name = format!("p{}-audio.ogg", header.participant_id);
+        let mut n = 2;
+        while !taken.insert(name.clone()) {
+            name = format!("p{}-audio-{n}.ogg", header.participant_id);
+            n += 1;
+        }
+        match parley_media::finalize_opus_track(path, &dir.join(&name), duration_us) {
+            Ok(_) => files.push(file(name, "track", "ogg", Some(header))),
+            Err(e) => tracing::warn!("{}: no track file: {e}", path.display()),
+        }
+    }
+    for (path, header) in &video {
+        let mut name = format!("p{}.webm", header.participant_id);
+        let mut n = 2;
+        while !taken.insert(name.clone()) {
+            name = format!("p{}-{n}.webm", header.participant_id);
+            n += 1;
+        }
+        let voice = audio
+            .iter()
+            .find(|(_, a)| a.participant_id == header.participant_id)
+            .map(|(p, _)| p.as_path());
+        match parley_media::finalize_webm(path, voice, &dir.join(&name), duration_us) {
+            Ok(_) => files.push(file(name, "video", "webm", Some(header))),
+            // H.264 has no WebM; a camera that never sent a keyframe has nothing to show.
+            Err(e) => tracing::warn!("{}: no video file: {e}", path.display()),
+        }
+    }
+    Ok((files, duration_ms))
 }
 
 #[cfg(test)]

@@ -420,8 +420,9 @@ function start() {
     const actions = el('td', 'admin-actions');
     const close = button('Close', 'room-close');
     const delChat = button('Delete chat', 'room-delete-chat');
+    const delRecs = button('Delete recordings', 'room-delete-recordings');
     const delRoom = button('Delete room', 'room-delete', 'danger');
-    actions.append(close, delChat, delRoom);
+    actions.append(close, delChat, delRecs, delRoom);
     row.append(nameCell, accessCell, peopleCell, createdCell, idleCell, actions);
 
     const peopleRow = el('tr', 'admin-people-row');
@@ -462,6 +463,7 @@ function start() {
       idleCell,
       close,
       delChat,
+      delRecs,
       delRoom,
       nobody,
       peopleTable,
@@ -470,6 +472,7 @@ function start() {
     };
     close.addEventListener('click', () => closeRoom(entry));
     delChat.addEventListener('click', () => deleteChat(entry));
+    delRecs.addEventListener('click', () => deleteRecordings(entry));
     delRoom.addEventListener('click', () => deleteRoom(entry));
     return entry;
   }
@@ -497,6 +500,8 @@ function start() {
     }
     entry.close.disabled = ps.length === 0 || page.busy.has(`close:${room.name}`);
     entry.delChat.disabled = page.busy.has(`chat:${room.name}`);
+    entry.delRecs.disabled = page.busy.has(`recs:${room.name}`);
+    entry.delRecs.setAttribute('aria-label', `Delete recordings of ${room.name}`);
     entry.delRoom.disabled = page.busy.has(`delete:${room.name}`);
     entry.close.setAttribute('aria-label', `Close ${room.name}`);
     entry.delChat.setAttribute('aria-label', `Delete chat of ${room.name}`);
@@ -614,6 +619,17 @@ function start() {
     });
     if (!ok) return;
     act(`chat:${room}`, entry.delChat, { type: 'delete_chat', room }, `Deleted the chat of ${room}.`);
+  }
+
+  async function deleteRecordings(entry) {
+    const room = entry.name;
+    const ok = await confirm.ask({
+      title: `Delete the recordings of ${room}?`,
+      text: `Every finished recording of ${room} is deleted with its files, for good (one running or being made stays).`,
+      ok: 'Delete recordings',
+    });
+    if (!ok) return;
+    act(`recs:${room}`, entry.delRecs, { type: 'delete_recordings', room }, `Deleted the recordings of ${room}.`);
   }
 
   async function deleteRoom(entry) {

@@ -403,6 +403,7 @@ function handleMessage(msg) {
       break;
     case 'recording_state':
     case 'recording_updated':
+    case 'recordings_deleted':
       recording.handle(msg);
       break;
     case 'error':

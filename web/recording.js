@@ -304,6 +304,16 @@ export class RoomRecording {
       else this.stopped(msg);
       return true;
     }
+    if (msg.type === 'recordings_deleted') {
+      if (!this.room() || msg.room !== this.room()) return true;
+      // Only the running one (or one being made) is left: list again.
+      this.recordings = this.recordings.filter((r) => r.state === 'recording' || r.state === 'processing');
+      if (this.isOpen) {
+        this.renderList();
+        this.refresh();
+      }
+      return true;
+    }
     if (msg.type === 'recording_updated') {
       const rec = msg.recording;
       if (!this.room() || !rec || (rec.room && rec.room !== this.room())) return true;

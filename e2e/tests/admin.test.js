@@ -112,6 +112,27 @@ test('admin page: sign in, rooms and people, delete chat, mute, limits, close, k
       assert.equal(await a.locator('#chat-list .chat-msg').count(), 0);
     });
 
+    await t.test('delete recordings: Ann\'s recording of ops and its files go', async () => {
+      await a.locator('[data-testid="record-toggle"]').click();
+      await a.locator('[data-testid="recording-indicator"]').waitFor({ state: 'visible' });
+      await new Promise((r) => setTimeout(r, 1500));
+      await a.locator('[data-testid="record-toggle"]').click();
+      await a.locator('[data-testid="recording-indicator"]').waitFor({ state: 'hidden' });
+      await a.locator('[data-testid="recordings-open"]').click();
+      await waitFor(async () => {
+        const recs = await a.evaluate(() => window.parley.recording.recordings);
+        return recs.length === 1 && recs[0].state === 'ready' && recs[0].files.length > 0;
+      }, { what: 'the recording is made', timeout: 20_000 });
+      const url = (await a.evaluate(() => window.parley.recording.recordings))[0].files[0].url;
+      assert.equal(await a.evaluate((u) => fetch(u).then((r) => r.status), url), 200);
+      await ops.locator('[data-testid="room-delete-recordings"]').click();
+      await confirm();
+      await admin.locator('[data-testid="admin-action-ok"]').filter({ hasText: 'Deleted the recordings of ops' }).waitFor({ state: 'visible' });
+      await waitFor(async () => (await a.evaluate(() => window.parley.recording.recordings)).length === 0, { what: "Ann's list emptied" });
+      assert.equal(await a.evaluate((u) => fetch(u).then((r) => r.status), url), 404, 'the files are gone');
+      await a.keyboard.press('Escape');
+    });
+
     await t.test('mute: Ann\'s microphone is off, and the admin page says so', async () => {
       await annRow.locator('[data-testid="person-mute"]').click();
       await waitFor(() => a.evaluate(() => window.parley.state.mic_muted), { what: 'Ann muted' });

@@ -671,6 +671,13 @@ pub enum ClientMessage {
         id: Option<RequestId>,
         room: String,
     },
+    /// Admin: delete `room`'s recordings and their files (not one running or being made); its members
+    /// get `recordings_deleted`.
+    DeleteRecordings {
+        #[serde(default)]
+        id: Option<RequestId>,
+        room: String,
+    },
     /// Admin: change server-wide limits; answered by `limits`.
     SetLimits {
         #[serde(default)]
@@ -870,6 +877,10 @@ pub enum ServerMessage {
     },
     /// The admin closed your room; `left` follows.
     RoomClosed {
+        room: String,
+    },
+    /// The admin deleted your room's recordings (those finished): list them again.
+    RecordingsDeleted {
         room: String,
     },
     /// The admin deleted your room's chat history.
@@ -1094,6 +1105,7 @@ impl ClientMessage {
             | ClientMessage::AdminOverview { id, .. }
             | ClientMessage::CloseRoom { id, .. }
             | ClientMessage::DeleteChat { id, .. }
+            | ClientMessage::DeleteRecordings { id, .. }
             | ClientMessage::SetLimits { id, .. }
             | ClientMessage::RecordingStart { id }
             | ClientMessage::RecordingStop { id }

@@ -163,6 +163,9 @@ pub enum AfterWrite {
     ChatDeleted {
         room: String,
     },
+    RecordingsDeleted {
+        room: String,
+    },
     /// The admin's limits (all their changes so far).
     Limits {
         stored: LimitsChange,
@@ -575,6 +578,9 @@ impl Control {
             }
             ClientMessage::CloseRoom { room, .. } => self.close_room(session, id, &room),
             ClientMessage::DeleteChat { room, .. } => self.delete_chat(session, id, &room),
+            ClientMessage::DeleteRecordings { room, .. } => {
+                self.delete_recordings(session, id, &room)
+            }
             ClientMessage::SetLimits { limits, .. } => self.set_limits(session, id, limits),
             ClientMessage::RecordingStart { .. } => self.recording_start(session, id),
             ClientMessage::RecordingStop { .. } => self.recording_stop(session, id),

@@ -123,6 +123,11 @@ pub enum StoreWrite {
     DeleteChat {
         room: String,
     },
+    /// A room's recordings and their files, but for those in `keep` (running, being made).
+    DeleteRecordings {
+        room: String,
+        keep: Vec<i64>,
+    },
     /// A server setting (the admin's limits).
     Setting {
         key: String,
@@ -395,6 +400,23 @@ impl Store {
                     "UPDATE rooms SET last_active_ms = ?2 WHERE name = ?1",
                     params![room, now_ms],
                 )?;
+            }
+            StoreWrite::DeleteRecordings { room, keep } => {
+                let ids: Vec<i64> = tx
+                    .prepare("SELECT id FROM recordings WHERE room = ?1")?
+                    .query_map(params![room], |r| r.get(0))?
+                    .collect::<Result<Vec<i64>, _>>()?
+                    .into_iter()
+                    .filter(|id| !keep.contains(id))
+                    .collect();
+                for id in &ids {
+                    tx.execute("DELETE FROM recordings WHERE id = ?1", params![id])?;
+                }
+                if let Some(dir) = &self.dir {
+                    for id in ids {
+                        let _ = std::fs::remove_dir_all(recording_dir(dir, id));
+                    }
+                }
             }
             StoreWrite::DeleteChat { room } => {
                 tx.execute("DELETE FROM chat_messages WHERE room = ?1", params![room])?;

@@ -326,6 +326,7 @@ async fn the_admin_oversees_rooms_people_chat_and_limits() {
         json!({"type": "admin_overview"}),
         json!({"type": "close_room", "room": "General"}),
         json!({"type": "delete_chat", "room": "General"}),
+        json!({"type": "delete_recordings", "room": "General"}),
         json!({"type": "set_limits", "limits": {"max_participants": 2}}),
     ]
     .into_iter()
@@ -444,6 +445,23 @@ async fn the_admin_oversees_rooms_people_chat_and_limits() {
         ),
         "no_such_room"
     );
+    for (i, request) in [
+        json!({"type": "delete_recordings", "room": "nowhere"}),
+        json!({"type": "delete_chat", "room": "nowhere"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let v = ask(&mut admin, request, 6 + i as u64).await;
+        assert_eq!(code(&v), "no_such_room");
+    }
+    let v = ask(
+        &mut admin,
+        json!({"type": "delete_recordings", "room": "General"}),
+        8,
+    )
+    .await;
+    assert_eq!(v["type"], "ok", "{v}");
 
     // Limits: out of range or unknown refused; the change applies at once and outlasts SIGKILL.
     for (i, limits) in [

@@ -986,6 +986,7 @@ impl Control {
                 }
             }
             AfterWrite::ChatDeleted { room } => self.chat_deleted(session, id, room),
+            AfterWrite::RecordingsDeleted { room } => self.recordings_deleted(session, id, room),
             AfterWrite::RecordingStarted {
                 room,
                 recording,

@@ -434,6 +434,67 @@ impl Control {
         );
     }
 
+    /// Admin: `room`'s recordings go, but one running or being made.
+    pub(super) fn delete_recordings(
+        &mut self,
+        session: SessionId,
+        id: Option<RequestId>,
+        room: &str,
+    ) {
+        if !self.is_admin(session) {
+            return self.refuse(
+                session,
+                id,
+                refusal(ErrorCode::Forbidden, "only the admin can do that"),
+            );
+        }
+        if self.rooms.summary_of(room).is_none() {
+            let message = format!("there is no room called {room}");
+            return self.refuse(session, id, refusal(ErrorCode::NoSuchRoom, message));
+        }
+        let keep: Vec<i64> = self
+            .recordings
+            .get(room)
+            .map(|r| r.now.recording_id)
+            .into_iter()
+            .chain(
+                self.finishing
+                    .iter()
+                    .filter(|(_, info)| info.room == room)
+                    .map(|(id, _)| *id),
+            )
+            .collect();
+        self.write(
+            session,
+            id,
+            StoreWrite::DeleteRecordings {
+                room: room.to_string(),
+                keep,
+            },
+            AfterWrite::RecordingsDeleted {
+                room: room.to_string(),
+            },
+        );
+    }
+
+    /// Stored: the room's members list their recordings again.
+    pub(super) fn recordings_deleted(
+        &mut self,
+        session: SessionId,
+        id: Option<RequestId>,
+        room: String,
+    ) {
+        tracing::info!(room = %room, "recordings deleted by the admin");
+        let members = self.members_except(&room, 0);
+        self.outputs.push(Output::Send {
+            sessions: members,
+            message: ServerMessage::RecordingsDeleted { room },
+        });
+        if self.sessions.contains(&session) {
+            self.send(session, ServerMessage::Ok { id });
+        }
+    }
+
     /// Download links for each file, valid for [`DOWNLOAD_LINK_LIFE_MS`].
     fn sign_links(&self, info: &mut RecordingInfo) {
         let Some(key) = self.download_key else {

@@ -985,9 +985,9 @@ mod tests {
     /// peer is lost at once, so a later offer is not answered on a connection that is gone.
     #[test]
     fn an_offer_that_breaks_the_connection_loses_the_peer_at_once() {
-        // str0m closes the connection on a first offer without a=fingerprint; and it panics
-        // ("Pt locked multiple times", caught by the peer) on this one, whose payload types take
-        // up every dynamic one.
+        // str0m (0.25.0) closes the connection on a first offer without a=fingerprint; and it
+        // panics ("Pt locked multiple times", caught by the peer) on this one, whose payload types
+        // take up every dynamic one.
         let no_fingerprint =
             "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n\

@@ -9,42 +9,6 @@ fn start() -> Server {
     Server::start(env!("CARGO_BIN_EXE_parley"), &[])
 }
 
-/// The first message that `wanted`, whatever comes before it (at most 5 s).
-async fn first(ws: &mut Ws, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-    let wait = async {
-        loop {
-            let v = next(ws).await;
-            if wanted(&v) {
-                return v;
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} in 5 s"))
-}
-
-/// The reply to request `id`: its message, or the error sent instead.
-async fn reply(ws: &mut Ws, id: u64) -> Value {
-    first(ws, &format!("reply to request {id}"), |v| v["id"] == id).await
-}
-
-async fn ask(ws: &mut Ws, mut request: Value, id: u64) -> Value {
-    request["id"] = json!(id);
-    send(ws, request).await;
-    reply(ws, id).await
-}
-
-/// The next message of `kind`, whatever comes before it.
-async fn until(ws: &mut Ws, kind: &str) -> Value {
-    first(ws, kind, |v| v["type"] == kind).await
-}
-
-fn code(v: &Value) -> &str {
-    assert_eq!(v["type"], "error", "expected an error, got {v}");
-    v["code"].as_str().unwrap_or("")
-}
-
 #[tokio::test]
 async fn password_rooms_refuse_wrong_and_missing_passwords_and_keep_them_after_sigkill() {
     let mut server = start();
@@ -436,18 +400,7 @@ async fn the_admin_token_from_reset_token_works_and_the_old_one_does_not() {
     )
     .await;
     let reset = |server: &Server| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-            .arg("--data-dir")
-            .arg(server.data_dir())
-            .args(["admin", "reset-token"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("new admin token: "))
-            .expect("the token is printed")
-            .to_string()
+        reset_admin_token(std::path::Path::new(env!("CARGO_BIN_EXE_parley")), server)
     };
     let old = reset(&server);
     let new = reset(&server);
@@ -480,22 +433,6 @@ async fn the_admin_token_from_reset_token_works_and_the_old_one_does_not() {
     assert_eq!(joined["owner"], true, "{joined}");
 }
 
-/// Prints a new admin token for `server`'s data dir with `parley admin reset-token`.
-fn reset_token(server: &Server) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .args(["admin", "reset-token"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("new admin token: ").map(str::to_string))
-        .expect("the token is printed")
-}
-
 /// A reset takes effect in the running server within seconds: the new token works (WebSocket and
 /// status endpoints), the old one does not, and a connection logged in with it is the admin no more.
 #[tokio::test]
@@ -503,7 +440,7 @@ async fn a_reset_admin_token_takes_effect_without_a_restart() {
     let mut server = Launch::new(env!("CARGO_BIN_EXE_parley"))
         .private_status()
         .start();
-    let old = reset_token(&server);
+    let old = reset_admin_token(std::path::Path::new(env!("CARGO_BIN_EXE_parley")), &server);
     server.restart();
     let mut before = connect(&server).await;
     assert_eq!(
@@ -514,7 +451,7 @@ async fn a_reset_admin_token_takes_effect_without_a_restart() {
         ask(&mut before, json!({"type": "admin_overview"}), 2).await["type"],
         "admin_overview"
     );
-    let new = reset_token(&server);
+    let new = reset_admin_token(std::path::Path::new(env!("CARGO_BIN_EXE_parley")), &server);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
     while server.get(&format!("/api/status?token={new}")).0 != 200 {
         assert!(

@@ -11,26 +11,6 @@ fn start(args: &[&str]) -> Server {
     Server::start(env!("CARGO_BIN_EXE_parley"), args)
 }
 
-/// The first message that `wanted`, whatever comes before it (at most `secs`).
-async fn first_within(
-    ws: &mut Ws,
-    secs: u64,
-    what: &str,
-    wanted: impl Fn(&Value) -> bool,
-) -> Value {
-    let wait = async {
-        loop {
-            let v = next(ws).await;
-            if wanted(&v) {
-                return v;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(secs), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} in {secs} s"))
-}
-
 /// Reads (and drops) what `ws` gets for `time`: a connection that does not read answers no pings,
 /// and the server drops it after 2.5 s.
 async fn pump(ws: &mut Ws, time: Duration) {
@@ -42,35 +22,9 @@ async fn pump(ws: &mut Ws, time: Duration) {
     .await;
 }
 
-async fn ask(ws: &mut Ws, mut request: Value, id: u64) -> Value {
-    request["id"] = json!(id);
-    send(ws, request).await;
-    first_within(ws, 5, &format!("reply to request {id}"), |v| v["id"] == id).await
-}
-
-async fn until(ws: &mut Ws, kind: &str) -> Value {
-    first_within(ws, 5, kind, |v| v["type"] == kind).await
-}
-
-fn code(v: &Value) -> &str {
-    assert_eq!(v["type"], "error", "expected an error, got {v}");
-    v["code"].as_str().unwrap_or("")
-}
-
 /// A new admin token for `server` (it takes effect at its next start: the server is restarted).
 fn admin_token(server: &mut Server) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .args(["admin", "reset-token"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("new admin token: ").map(str::to_string))
-        .expect("the token is printed");
+    let token = reset_admin_token(std::path::Path::new(env!("CARGO_BIN_EXE_parley")), server);
     server.restart();
     token
 }

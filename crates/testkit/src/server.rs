@@ -588,6 +588,59 @@ pub async fn next_of(ws: &mut Ws, kind: &str) -> Value {
     }
 }
 
+/// The first message that `wanted`, whatever comes before it (at most `secs`).
+pub async fn first_within(
+    ws: &mut Ws,
+    secs: u64,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    let wait = async {
+        loop {
+            let v = next(ws).await;
+            if wanted(&v) {
+                return v;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(secs), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} in {secs} s"))
+}
+
+/// Sends `request` with request id `id` and waits (5 s) for its reply, or the error sent instead.
+pub async fn ask(ws: &mut Ws, mut request: Value, id: u64) -> Value {
+    request["id"] = serde_json::json!(id);
+    send(ws, request).await;
+    first_within(ws, 5, &format!("reply to request {id}"), |v| v["id"] == id).await
+}
+
+/// The next message of `kind`, whatever comes before it (at most 5 s).
+pub async fn until(ws: &mut Ws, kind: &str) -> Value {
+    first_within(ws, 5, kind, |v| v["type"] == kind).await
+}
+
+/// The code of an `error` (the test fails on anything else).
+pub fn code(v: &Value) -> &str {
+    assert_eq!(v["type"], "error", "expected an error, got {v}");
+    v["code"].as_str().unwrap_or("")
+}
+
+/// `parley admin reset-token` on `server`'s data dir: the new admin token it prints.
+pub fn reset_admin_token(binary: &Path, server: &Server) -> String {
+    let out = Command::new(binary)
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .args(["admin", "reset-token"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("new admin token: ").map(str::to_string))
+        .expect("the token is printed")
+}
+
 /// Sends `v` as one text frame.
 pub async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into()))

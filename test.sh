@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)   # the recording tests read the files back
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)   # builds libopus for parley-client
 command -v janus >/dev/null 2>&1 || need_apt+=(janus)   # the bench's Janus test (in a network namespace)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)

@@ -1,17 +1,38 @@
-// Room recording through the web client: a member presses Record and everyone in the room sees the red
-// indicator (with who started it and a running time that agrees between pages), a late joiner sees it
-// too, a second start is refused (`recording_running`), another member stops it (indicators gone, "stopped
-// by" toast), and the Recordings panel lists it (processing, then ready) with one Ogg/Opus file per
-// talker: an <audio> player and a download link whose signed URL serves the file, while an edited URL is
-// refused. Then the wall screen shows a recording too. One server, one browser, three pages.
+// Room recording through the web client, with known inputs: three people in three browsers, each fake
+// microphone a tone of its own (440, 700, 1100 Hz), Ann's camera on. A member presses Record and everyone
+// in the room sees the red indicator (with who started it and a running time that agrees between pages), a
+// late joiner sees it too, a second start is refused (`recording_running`), everyone falls silent and
+// starts again at one moment, another member stops it (indicators gone, "stopped by" toast), and the
+// Recordings panel lists it (processing, then ready) with one Ogg/Opus file per talker: an <audio> player
+// and a download link whose signed URL serves the file, while an edited URL is refused. Then every file is
+// downloaded and read back with ffmpeg: each person's file holds their own tone (FFT), the mix holds all
+// three, every file lasts as long as the others (within 100 ms), the common onset sits at the same moment
+// in every file (within 20 ms), and Ann's WebM has VP8 video and Opus audio (ffprobe). Then the wall
+// screen shows a recording too. One server, three browsers, four pages.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { clickJoin, createRoom, setup, sleep, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { decode, dominantFrequency, probe, RATE, toneOnset, toneLevels } from '../lib/audio.js';
+import { clickJoin, createRoom, makeWav, setup, sleep, tempDir, waitFor, waitInRoom, withReport } from '../lib/harness.js';
 import { describeRecording, fileLabel, formatBytes, formatElapsed, groupFiles, playerKind } from '../../web/recording.js';
 
 const CAMERA_OFF = { mic_muted: false, deafened: false, camera_off: true }; // spares the CPU
+const CAMERA_ON = { mic_muted: false, deafened: false, camera_off: false };
 const ROOM = 'studio';
+/** Each person's fake microphone: a sine of its own. */
+const TONES = { Ann: 440, Bo: 700, Cy: 1100 };
+const toneFile = (hz) => makeWav(`tone${hz}`, ['synth', '30', 'sine', String(hz), 'vol', '0.5']);
+
+/** Turns the microphone track we send on or off (not the app's mute: the server must not gate it); the wall time. */
+function setSending(page, on) {
+  return page.evaluate((enabled) => {
+    const sender = window.parley.pc.getSenders().find((s) => s.track && s.track.kind === 'audio');
+    sender.track.enabled = enabled;
+    return Date.now();
+  }, on);
+}
 
 test('recording helpers (web/recording.js, no browser)', () => {
   assert.equal(formatElapsed(0), '00:00');
@@ -37,6 +58,40 @@ test('recording helpers (web/recording.js, no browser)', () => {
   assert.equal(describeRecording({ state: 'ready', duration_ms: 65_000, started_by: 'Ann', stopped_by: 'Bo' }), '01:05 · started by Ann · stopped by Bo');
 });
 
+test('the audio tools the checks rely on (e2e/lib/audio.js, synthetic signals, ffmpeg round trip)', () => {
+  // 1 s of silence, then 440 Hz and 1100 Hz at once (a mix), then 2 s of both.
+  const x = new Float32Array(3 * RATE);
+  for (let i = RATE; i < x.length; i++) x[i] = 0.3 * Math.sin((2 * Math.PI * 440 * i) / RATE) + 0.2 * Math.sin((2 * Math.PI * 1100 * i) / RATE);
+  assert.ok(Math.abs(dominantFrequency(x, RATE + 4800) - 440) < 1);
+  const [l440, l700, l1100] = toneLevels(x, RATE + 4800, [440, 700, 1100]);
+  assert.ok(Math.abs(l440 - 20 * Math.log10(0.3)) < 0.5 && Math.abs(l1100 - 20 * Math.log10(0.2)) < 0.5 && l700 < -60, `levels ${l440}, ${l700}, ${l1100} dBFS`);
+  for (const hz of [440, 1100]) {
+    const onset = toneOnset(x, hz, { from: 0.2 });
+    assert.ok(Math.abs(onset - 1) < 0.002, `${hz} Hz onset at ${onset} s`);
+  }
+  assert.equal(toneOnset(x, 700, { from: 0.2 }), null, 'no 700 Hz tone');
+  assert.equal(toneOnset(x, 440, { from: 1.5 }), null, 'no silence before a tone after 1.5 s');
+  // Through Opus and back with ffmpeg: the onset moves by less than a millisecond.
+  const dir = tempDir('parley-e2e-audio-');
+  try {
+    const wav = path.join(dir, 'x.wav');
+    const data = Buffer.alloc(x.length * 2);
+    x.forEach((v, i) => data.writeInt16LE(Math.round(v * 32767), i * 2));
+    const header = Buffer.alloc(44);
+    header.write('RIFF', 0); header.writeUInt32LE(36 + data.length, 4); header.write('WAVEfmt ', 8);
+    header.writeUInt32LE(16, 16); header.writeUInt16LE(1, 20); header.writeUInt16LE(1, 22);
+    header.writeUInt32LE(RATE, 24); header.writeUInt32LE(RATE * 2, 28); header.writeUInt16LE(2, 32);
+    header.writeUInt16LE(16, 34); header.write('data', 36); header.writeUInt32LE(data.length, 40);
+    fs.writeFileSync(wav, Buffer.concat([header, data]));
+    const back = decode(wav);
+    assert.equal(back.length, x.length);
+    assert.ok(Math.abs(toneOnset(back, 440, { from: 0.2 }) - 1) < 0.002);
+    assert.ok(Math.abs(probe(wav).duration - 3) < 0.001);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 /** The indicator's elapsed seconds on `page` (from its mm:ss text), or null while hidden. */
 async function shownSeconds(page) {
   const ind = page.locator('[data-testid="recording-indicator"]');
@@ -57,11 +112,18 @@ async function expectIndicator(page, who, by) {
   assert.equal(color, 'rgb(240, 82, 93)', `${who}: a red dot`);
 }
 
-test('recording: Record, the indicator for all and late joiners, refusals, Stop, the Recordings panel, files', { timeout: 120_000 }, async (t) => {
+test('recording: Record, the indicator for all and late joiners, refusals, Stop, the Recordings panel, files', { timeout: 180_000 }, async (t) => {
   const t0 = Date.now();
-  const env = await setup(t);
+  const env = await setup(t, { audioFile: toneFile(TONES.Ann) });
+  const [browserB, browserC] = await Promise.all([
+    env.launchBrowser({ audioFile: toneFile(TONES.Bo) }),
+    env.launchBrowser({ audioFile: toneFile(TONES.Cy) }),
+  ]);
   await withReport(env, async () => {
-    const [a, b] = await Promise.all([env.client('Ann', { state: CAMERA_OFF }), env.client('Bo', { state: CAMERA_OFF })]);
+    const [a, b] = await Promise.all([
+      env.client('Ann', { state: CAMERA_ON }),
+      env.client('Bo', { state: CAMERA_OFF, browser: browserB }),
+    ]);
     await createRoom(a, ROOM);
     const idA = await waitInRoom(a, ROOM);
     await clickJoin(b, ROOM);
@@ -108,7 +170,7 @@ test('recording: Record, the indicator for all and late joiners, refusals, Stop,
     let c;
     let idC;
     await t.test('a late joiner sees the recording at once, with the same time', async () => {
-      c = await env.client('Cy', { state: CAMERA_OFF });
+      c = await env.client('Cy', { state: CAMERA_OFF, browser: browserC });
       await clickJoin(c, ROOM);
       idC = await waitInRoom(c, ROOM);
       await expectIndicator(c, 'C', 'Ann');
@@ -135,6 +197,18 @@ test('recording: Record, the indicator for all and late joiners, refusals, Stop,
       await err.locator('[data-testid="toast-dismiss"]').click();
       // Still one recording, still shown.
       assert.equal(await b.evaluate(() => window.parley.recording.current && window.parley.recording.current.started_by), 'Ann');
+    });
+
+    let enabledAt;
+    await t.test('everyone falls silent, then all three start at one moment', async () => {
+      await Promise.all([a, b, c].map((p) => setSending(p, false)));
+      await waitFor(() => a.evaluate((ids) => ids.every((id) => window.parley.remoteLevel(id) === 0), [idB, idC]), { timeout: 5000, what: 'A hears silence' });
+      await sleep(1000);
+      const [ta, tb, tc] = await Promise.all([a, b, c].map((p) => setSending(p, true)));
+      enabledAt = { Ann: ta, Bo: tb, Cy: tc };
+      t.diagnostic(`the three microphones came on within ${Math.max(ta, tb, tc) - Math.min(ta, tb, tc)} ms of each other`);
+      await waitFor(() => a.evaluate((ids) => ids.every((id) => window.parley.remoteLevel(id) > 0), [idB, idC]), { timeout: 5000, what: 'A hears B and C again' });
+      await sleep(2500); // sound after the onset, for the FFT
     });
 
     let tStop;
@@ -253,6 +327,91 @@ test('recording: Record, the indicator for all and late joiners, refusals, Stop,
       assert.ok(played.ok, `the <audio> player loads the file (${JSON.stringify(played)})`);
       await panel.locator('[data-close]').first().click();
       await panel.waitFor({ state: 'hidden' });
+    });
+
+    await t.test('the files, read back: own tones, all three in the mix, one length, one onset, WebM with video and audio', async () => {
+      const rec = (await c.evaluate(() => window.parley.recording.recordings))[0];
+      const dir = tempDir('parley-e2e-recording-');
+      t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+      const local = {};
+      for (const f of rec.files) {
+        assert.match(f.name, /^[a-z0-9][a-z0-9.-]*$/, 'a server-made name');
+        const r = await fetch(env.url + f.url);
+        assert.equal(r.status, 200, `${f.name} downloads`);
+        local[f.name] = path.join(dir, f.name);
+        fs.writeFileSync(local[f.name], Buffer.from(await r.arrayBuffer()));
+      }
+      const who = { [idA]: 'Ann', [idB]: 'Bo', [idC]: 'Cy' };
+      const track = (name) => local[rec.files.find((f) => f.kind === 'track' && who[f.participant_id] === name).name];
+      const webm = rec.files.filter((f) => f.kind === 'video');
+      assert.deepEqual(webm.map((f) => [who[f.participant_id], f.format]), [['Ann', 'webm']], "one video: Ann's camera");
+
+      // One length: every file lasts the recording's time, within 100 ms of each other.
+      const lengths = {};
+      for (const name of Object.keys(local)) lengths[name] = probe(local[name]).duration;
+      const spread = Math.max(...Object.values(lengths)) - Math.min(...Object.values(lengths));
+      t.diagnostic(`lengths (s): ${JSON.stringify(lengths)}; spread ${(spread * 1000).toFixed(1)} ms; recording ${rec.duration_ms} ms`);
+      assert.ok(spread <= 0.1, `the files' lengths agree within 100 ms (spread ${(spread * 1000).toFixed(1)} ms)`);
+      for (const [name, len] of Object.entries(lengths)) {
+        assert.ok(Math.abs(len * 1000 - rec.duration_ms) <= 100, `${name}: ${len} s ≈ the recording's ${rec.duration_ms} ms`);
+      }
+
+      // Own tone per file (dominant frequency, the others far below), all three in the mix.
+      const names = Object.keys(TONES);
+      const freqs = names.map((n) => TONES[n]);
+      const expected = Object.fromEntries(names.map((n) => [n, (enabledAt[n] - rec.started_at_ms) / 1000]));
+      const pcm = Object.fromEntries(names.map((n) => [n, decode(track(n))]));
+      const mixes = { 'mix.wav': decode(local['mix.wav']), 'mix.ogg': decode(local['mix.ogg']), 'mix.flac': decode(local['mix.flac']) };
+      for (const n of names) {
+        const at = Math.round((expected[n] + 0.8) * RATE);
+        const f = dominantFrequency(pcm[n], at);
+        const levels = toneLevels(pcm[n], at, freqs);
+        t.diagnostic(`${n}: dominant ${f.toFixed(1)} Hz; ${freqs.map((hz, i) => `${hz} Hz ${levels[i].toFixed(0)} dBFS`).join(', ')}`);
+        assert.ok(Math.abs(f - TONES[n]) < 3, `${n}'s file holds ${n}'s ${TONES[n]} Hz tone (dominant ${f.toFixed(1)} Hz)`);
+        freqs.forEach((hz, i) => {
+          if (hz !== TONES[n]) assert.ok(levels[i] < levels[names.indexOf(n)] - 30, `${n}'s file does not hold ${hz} Hz (${levels[i].toFixed(0)} dBFS)`);
+        });
+      }
+      const mixAt = Math.round((Math.max(...Object.values(expected)) + 0.8) * RATE);
+      const own = names.map((n) => toneLevels(pcm[n], mixAt, [TONES[n]])[0]);
+      for (const [name, x] of Object.entries(mixes)) {
+        const levels = toneLevels(x, mixAt, freqs);
+        t.diagnostic(`${name}: ${freqs.map((hz, i) => `${hz} Hz ${levels[i].toFixed(1)} dBFS (${(levels[i] - own[i]).toFixed(1)} dB against their file)`).join(', ')}`);
+        // Denoising keeps a steady tone; the sum of three stays below the limiter, so each is as loud as sent.
+        levels.forEach((db, i) => assert.ok(db > own[i] - 6 && db > -45, `${name} holds ${names[i]}'s ${freqs[i]} Hz (${db.toFixed(1)} dBFS; ${own[i].toFixed(1)} in their file)`));
+      }
+
+      // One onset: the moment all three came on sits at the same place in every file.
+      const residual = {};
+      for (const n of names) {
+        const onset = toneOnset(pcm[n], TONES[n], { from: expected[n] - 0.8 });
+        assert.ok(onset !== null, `${n}: the tone starts again in their file`);
+        residual[n] = onset - expected[n];
+        for (const [name, x] of Object.entries(mixes)) {
+          const inMix = toneOnset(x, TONES[n], { from: expected[n] - 0.8 });
+          assert.ok(inMix !== null, `${name}: ${n}'s tone starts again in the mix`);
+          t.diagnostic(`${n}: onset ${(onset * 1000).toFixed(1)} ms in their file, ${(inMix * 1000).toFixed(1)} ms in ${name}`);
+          assert.ok(Math.abs(inMix - onset) <= 0.02, `${n}'s onset in ${name} is within 20 ms of their file's (${((inMix - onset) * 1000).toFixed(1)} ms)`);
+        }
+      }
+      const offsets = Object.values(residual);
+      const onsetSpread = Math.max(...offsets) - Math.min(...offsets);
+      t.diagnostic(`file position − (page's wall time − recording start), ms: ${names.map((n) => `${n} ${(residual[n] * 1000).toFixed(1)}`).join(', ')}; spread ${(onsetSpread * 1000).toFixed(1)} ms`);
+      assert.ok(onsetSpread <= 0.02, `the onsets line up across the three files within 20 ms (spread ${(onsetSpread * 1000).toFixed(1)} ms)`);
+      for (const n of names) assert.ok(residual[n] > -0.05 && residual[n] < 0.5, `${n}: the file is on the recording's clock (${(residual[n] * 1000).toFixed(0)} ms after the page's wall time)`);
+
+      // Ann's WebM: VP8 video and her Opus audio, her tone in it.
+      const info = probe(local[webm[0].name]);
+      t.diagnostic(`${webm[0].name}: ${JSON.stringify(info)}`);
+      assert.equal(info.format, 'matroska,webm');
+      const v = info.streams.find((st) => st.type === 'video');
+      const au = info.streams.find((st) => st.type === 'audio');
+      assert.ok(v && v.codec === 'vp8' && v.width > 0 && v.height > 0, 'VP8 video with a size');
+      assert.ok(v.packets >= 5 * info.duration, `a video frame rate above 5/s (${v.packets} frames in ${info.duration} s)`);
+      assert.ok(au && au.codec === 'opus', 'Opus audio');
+      const webmAudio = decode(local[webm[0].name]);
+      const f = dominantFrequency(webmAudio, webmAudio.length - 8192 - RATE);
+      assert.ok(Math.abs(f - TONES.Ann) < 3, `Ann's tone in her WebM (${f.toFixed(1)} Hz)`);
     });
 
     await t.test('the wall screen shows a recording too', async () => {

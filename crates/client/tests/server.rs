@@ -382,6 +382,15 @@ fn a_room_recording_is_shared_with_the_room_and_only_with_it() {
         assert_eq!(made.stopped_by.as_deref(), Some("Bo"));
         let tracks: Vec<_> = made.files.iter().filter(|f| f.kind == "track").collect();
         assert_eq!(tracks.len(), 2, "one track per talker: {:?}", made.files);
+        let recording_dir = server
+            .data_dir()
+            .join("recordings")
+            .join(made.recording_id.to_string());
+        assert!(recording_dir.join("mix.ogg").exists());
+        assert!(
+            !recording_dir.join("journal").exists(),
+            "the journals go once the files are made"
+        );
         let out = dir.path().join("downloaded");
         let paths = room_recording::download_all(&server.url(), &made, &out)
             .await
@@ -446,7 +455,10 @@ fn a_room_recording_is_shared_with_the_room_and_only_with_it() {
             .await
             .expect("A joins");
         let now = room_recording::start(&a).await.expect("starts");
+        let started = std::time::Instant::now();
         tokio::time::sleep(Duration::from_secs(3)).await;
+        // The recording ran at least this long when the server was killed.
+        let ran = started.elapsed().as_secs_f64();
         server.restart();
         let again = Session::join(ClientConfig::new(&url(&server), "General", "Ann"))
             .await
@@ -472,8 +484,17 @@ fn a_room_recording_is_shared_with_the_room_and_only_with_it() {
         let seconds = last_granule(&bytes) as f64 / 48_000.0;
         // At most the last second is lost (the journal is flushed every half second).
         assert!(
-            seconds >= 1.8,
-            "the interrupted track lasts {seconds:.2} s of about 3"
+            seconds >= ran - 1.0 && seconds <= ran + 1.0,
+            "the interrupted track lasts {seconds:.2} s of the {ran:.2} s before the kill"
+        );
+        assert!(
+            !server
+                .data_dir()
+                .join("recordings")
+                .join(now.recording_id.to_string())
+                .join("journal")
+                .exists(),
+            "the journals go once the interrupted recording's files are made"
         );
     });
 }

@@ -27,12 +27,12 @@ pub struct Link {
     sig: Option<String>,
 }
 
-/// Only names the recorder makes: `mix.ogg`, `p12-audio.ogg`, `p12.webm`.
+/// Only names the recorder makes: `mix.ogg`, `p12-audio.ogg`, `p12.webm`, `p12.mkv`.
 fn server_file_name(name: &str) -> bool {
     let Some((stem, ext)) = name.rsplit_once('.') else {
         return false;
     };
-    matches!(ext, "ogg" | "wav" | "flac" | "webm")
+    matches!(ext, "ogg" | "wav" | "flac" | "webm" | "mkv")
         && !stem.is_empty()
         && stem.len() <= 64
         && stem
@@ -46,6 +46,7 @@ fn content_type(name: &str) -> &'static str {
         Some("wav") => "audio/wav",
         Some("flac") => "audio/flac",
         Some("webm") => "video/webm",
+        Some("mkv") => "video/x-matroska",
         _ => "application/octet-stream",
     }
 }
@@ -114,6 +115,7 @@ mod tests {
             "mix.ogg",
             "p12-audio.ogg",
             "p12.webm",
+            "p12.mkv",
             "mix.flac",
             "mix.wav",
         ] {

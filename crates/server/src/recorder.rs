@@ -13,28 +13,26 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use parley_media::journal::{JournalReader, JournalWriter, TrackHeader, TrackMedia};
 use parley_proto::{ParticipantId, RecordingFile, RecordingState};
-use parley_sfu::{RecordedPacket, RoomId, TrackKind};
+use parley_sfu::{Recorded, RecordedPacket, RecordedSenderReport, RoomId, TrackKind};
 use tokio::sync::mpsc;
 
 use crate::control::{RecorderCommand, RecordingOutcome};
 use crate::plane::ControlInput;
-use crate::store::recording_dir;
+use crate::store::{journal_dir, recording_dir, JOURNAL_DIR};
 
 /// Packets waiting for the recorder at most (about 4 s of a room of 10 talkers with video).
 pub const PACKET_QUEUE: usize = 16_384;
-/// Journals of the recording, inside its directory (removed once the files are made).
-const JOURNALS: &str = "journal";
 
 /// What workers hold to hand packets on, and what they count when it is full.
 #[derive(Clone)]
 pub struct RecorderTap {
-    pub packets: SyncSender<RecordedPacket>,
+    pub packets: SyncSender<Recorded>,
     pub dropped: Arc<AtomicU64>,
 }
 
 impl RecorderTap {
     /// Never waits: a full queue drops the packet (and counts it).
-    pub fn offer(&self, packet: RecordedPacket) {
+    pub fn offer(&self, packet: Recorded) {
         if self.packets.try_send(packet).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -61,7 +59,7 @@ struct Running {
 pub fn spawn(
     data_dir: PathBuf,
     commands: std::sync::mpsc::Receiver<RecorderCommand>,
-    packets: Receiver<RecordedPacket>,
+    packets: Receiver<Recorded>,
     control: mpsc::Sender<ControlInput>,
 ) -> Result<()> {
     std::thread::Builder::new()
@@ -74,7 +72,7 @@ pub fn spawn(
 fn run(
     data_dir: &Path,
     commands: Receiver<RecorderCommand>,
-    packets: Receiver<RecordedPacket>,
+    packets: Receiver<Recorded>,
     control: mpsc::Sender<ControlInput>,
 ) {
     let mut running: HashMap<RoomId, Running> = HashMap::new();
@@ -124,7 +122,7 @@ fn handle(
             names,
         } => {
             let dir = recording_dir(data_dir, recording);
-            if let Err(e) = std::fs::create_dir_all(dir.join(JOURNALS)) {
+            if let Err(e) = std::fs::create_dir_all(journal_dir(data_dir, recording)) {
                 tracing::error!(recording, "recording directory not made: {e}");
                 let _ = control.blocking_send(ControlInput::RecordingFailed {
                     recording,
@@ -203,6 +201,46 @@ fn handle(
 
 fn append(
     running: &mut HashMap<RoomId, Running>,
+    recorded: Recorded,
+    control: &mpsc::Sender<ControlInput>,
+) {
+    match recorded {
+        Recorded::Packet(packet) => append_packet(running, packet, control),
+        Recorded::SenderReport(report) => append_sender_report(running, report, control),
+    }
+}
+
+/// A sender report goes into its track's journal (one that has no packets yet has no journal: its
+/// next report will do).
+fn append_sender_report(
+    running: &mut HashMap<RoomId, Running>,
+    report: RecordedSenderReport,
+    control: &mpsc::Sender<ControlInput>,
+) {
+    let Some(r) = running.get_mut(&report.room) else {
+        return;
+    };
+    if r.failed {
+        return;
+    }
+    let arrival_us = report
+        .received
+        .saturating_duration_since(r.started)
+        .as_micros() as u64;
+    let Some(track) = r.tracks.get_mut(&(report.participant, report.mid)) else {
+        return;
+    };
+    let written =
+        track
+            .writer
+            .append_sender_report(arrival_us, report.ntp, report.rtp_time, Instant::now());
+    if let Err(e) = written {
+        fail(r, &format!("{e}"), control);
+    }
+}
+
+fn append_packet(
+    running: &mut HashMap<RoomId, Running>,
     packet: RecordedPacket,
     control: &mpsc::Sender<ControlInput>,
 ) {
@@ -235,7 +273,7 @@ fn append(
             recording_start_unix_ms: r.started_at_ms,
             track_start_us: arrival_us,
         };
-        let file = r.dir.join(JOURNALS).join(journal_name(&packet));
+        let file = r.dir.join(JOURNAL_DIR).join(journal_name(&packet));
         match JournalWriter::create(&file, &header) {
             Ok(writer) => {
                 r.tracks.insert(key.clone(), Track { writer });
@@ -310,6 +348,7 @@ fn finish_elsewhere(
     let spawned = std::thread::Builder::new()
         .name("parley-finalize".into())
         .spawn(move || {
+            lower_priority();
             let outcome = match make_files(&dir, duration_ms, started_at_ms) {
                 Ok((files, duration_ms)) => RecordingOutcome {
                     state,
@@ -336,6 +375,23 @@ fn finish_elsewhere(
     }
 }
 
+/// Files are made beside live rooms: this thread (and the threads the mix spreads over, which inherit
+/// it) runs at the lowest priority, so media workers always come first and finalizing takes what is
+/// left of every core.
+fn lower_priority() {
+    // SAFETY: plain system calls about this thread itself; no memory is passed.
+    let failed = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0
+    };
+    if failed {
+        tracing::warn!(
+            "finalizing at normal priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// The journals' files: the denoised mix (Ogg/Opus, WAV, FLAC), one Ogg/Opus per person (their packets
 /// as sent, on the recording's clock) and one WebM per camera (with its person's audio). Returns the
 /// files and the recording's length (for an interrupted one: up to its last packet).
@@ -344,7 +400,7 @@ fn make_files(
     duration_ms: Option<i64>,
     _started_at_ms: i64,
 ) -> Result<(Vec<RecordingFile>, i64)> {
-    let journals = dir.join(JOURNALS);
+    let journals = dir.join(JOURNAL_DIR);
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(&journals) {
         Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -375,6 +431,8 @@ fn make_files(
     }
     let duration_ms = duration_ms.unwrap_or((last_us / 1000) as i64);
     let duration_us = (duration_ms.max(0) as u64) * 1000;
+    let started = Instant::now();
+    let mut mixed = Duration::ZERO;
     let mut files = Vec::new();
     let file = |name: String, kind: &str, format: &str, who: Option<&TrackHeader>| RecordingFile {
         bytes: std::fs::metadata(dir.join(&name))
@@ -394,8 +452,13 @@ fn make_files(
             wav: Some(&dir.join("mix.wav")),
             flac: Some(&dir.join("mix.flac")),
         };
-        let report =
-            parley_media::mix_tracks(&voices, outputs, duration_us).context("making the mix")?;
+        let settings = parley_media::MixSettings {
+            threads: 0,
+            ..parley_media::MixSettings::default()
+        };
+        let report = parley_media::mix_tracks_with(&voices, outputs, duration_us, &settings)
+            .context("making the mix")?;
+        mixed = started.elapsed();
         for skipped in &report.skipped {
             tracing::warn!(
                 "left out of the mix: {}: {}",
@@ -407,6 +470,7 @@ fn make_files(
             files.push(file(name.into(), "mix", format, None));
         }
     }
+    let tracks_from = Instant::now();
     // One file per person: a second audio track of theirs (a new microphone) gets its own.
     let mut taken = std::collections::HashSet::new();
     for (path, header) in &audio {
@@ -421,6 +485,8 @@ fn make_files(
             Err(e) => tracing::warn!("{}: no track file: {e}", path.display()),
         }
     }
+    let tracks_took = tracks_from.elapsed();
+    let video_from = Instant::now();
     for (path, header) in &video {
         let mut name = format!("p{}.webm", header.participant_id);
         let mut n = 2;
@@ -433,11 +499,30 @@ fn make_files(
             .find(|(_, a)| a.participant_id == header.participant_id)
             .map(|(p, _)| p.as_path());
         match parley_media::finalize_webm(path, voice, &dir.join(&name), duration_us) {
-            Ok(_) => files.push(file(name, "video", "webm", Some(header))),
+            Ok(report) => {
+                tracing::info!(
+                    participant = header.participant_id,
+                    frames = report.video_frames,
+                    keyframes = report.keyframes,
+                    lip_sync = %report.lip_sync,
+                    "video file made"
+                );
+                files.push(file(name, "video", "webm", Some(header)))
+            }
             // H.264 has no WebM; a camera that never sent a keyframe has nothing to show.
             Err(e) => tracing::warn!("{}: no video file: {e}", path.display()),
         }
     }
+    tracing::info!(
+        recording = %dir.display(),
+        voices = audio.len(),
+        cameras = video.len(),
+        recorded_s = duration_ms as f64 / 1000.0,
+        mix_s = mixed.as_secs_f64(),
+        tracks_s = tracks_took.as_secs_f64(),
+        video_s = video_from.elapsed().as_secs_f64(),
+        "recording files made"
+    );
     Ok((files, duration_ms))
 }
 

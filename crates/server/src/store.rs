@@ -77,6 +77,14 @@ pub fn recording_dir(data_dir: &Path, id: i64) -> std::path::PathBuf {
     data_dir.join("recordings").join(id.to_string())
 }
 
+/// The journals a recording's files are made from, inside its directory: removed once the files are
+/// made and stored, so a recording takes its files' room on disk, not twice that.
+pub const JOURNAL_DIR: &str = "journal";
+
+pub fn journal_dir(data_dir: &Path, id: i64) -> std::path::PathBuf {
+    recording_dir(data_dir, id).join(JOURNAL_DIR)
+}
+
 /// A room as stored, with everything the access rules need.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredRoom {
@@ -319,6 +327,7 @@ impl Store {
     pub fn write(&self, write: &StoreWrite, now_ms: i64) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let mut journals_done = None;
         match write {
             StoreWrite::CreateRoom {
                 name,
@@ -464,6 +473,11 @@ impl Store {
                      stopped_at_ms = COALESCE(stopped_at_ms, ?6) WHERE id = ?1",
                     params![id, state.as_str(), duration_ms, files, message, now_ms],
                 )?;
+                // Made and stored: the journals have done their work. A failed one keeps them (the
+                // files could be made again from them).
+                if *state != RecordingState::Failed {
+                    journals_done = Some(*id);
+                }
             }
             StoreWrite::DeleteRoom { room } => {
                 let ids: Vec<i64> = tx
@@ -486,6 +500,13 @@ impl Store {
             }
         }
         tx.commit()?;
+        if let (Some(id), Some(dir)) = (journals_done, &self.dir) {
+            if let Err(e) = std::fs::remove_dir_all(journal_dir(dir, id)) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(recording = id, "journals not removed: {e}");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -80,6 +80,25 @@ pub enum MediaCommand {
     SetRecording { room: RoomId, on: bool },
 }
 
+/// What a recorded room's recorder gets: its packets, and its senders' clock readings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Packet(RecordedPacket),
+    SenderReport(RecordedSenderReport),
+}
+
+/// An RTCP sender report of a recorded room's track: the sender's wall clock (NTP, 32.32 fixed point)
+/// at RTP time `rtp_time`; the recorder keeps it in the track's journal (lip sync, clock drift).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedSenderReport {
+    pub room: RoomId,
+    pub participant: ParticipantId,
+    pub mid: String,
+    pub ntp: u64,
+    pub rtp_time: u32,
+    pub received: Instant,
+}
+
 /// A packet of a recorded room as forwarded (opened, after the mute check), for the recorder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedPacket {
@@ -210,7 +229,7 @@ pub struct MediaCore {
     counters: MediaCounters,
     /// Rooms being recorded, and their packets waiting for the shell.
     recording: Vec<RoomId>,
-    recorded: Vec<RecordedPacket>,
+    recorded: Vec<Recorded>,
 }
 
 /// How long a core with no peers sleeps.
@@ -284,7 +303,7 @@ impl MediaCore {
     }
 
     /// Packets of recorded rooms, for the recorder (the shell hands them on without waiting).
-    pub fn drain_recorded(&mut self) -> std::vec::Drain<'_, RecordedPacket> {
+    pub fn drain_recorded(&mut self) -> std::vec::Drain<'_, Recorded> {
         self.recorded.drain(..)
     }
 
@@ -696,6 +715,12 @@ impl MediaCore {
                 } => self.forward(from, mid, kind, params, &Incoming::from_str0m(&packet)),
                 PeerEvent::KeyframeWanted { source, kind } => self.request_keyframe(source, kind),
                 PeerEvent::Offer(sdp) => self.events.push(MediaEvent::Offer { peer: from, sdp }),
+                PeerEvent::SenderReport {
+                    mid,
+                    ntp,
+                    rtp_time,
+                    received,
+                } => self.sender_report(from, mid, ntp, rtp_time, received),
                 PeerEvent::Gone => {
                     if self.seats.contains_key(&from) {
                         self.remove_peer(from);
@@ -738,6 +763,34 @@ impl MediaCore {
         }
     }
 
+    /// A recorded room's sender report goes to its recorder.
+    fn sender_report(
+        &mut self,
+        publisher: PeerId,
+        mid: str0m::media::Mid,
+        ntp: u64,
+        rtp_time: u32,
+        received: Instant,
+    ) {
+        let Some(seat) = self.seats.get(&publisher) else {
+            return;
+        };
+        if !self.recording.contains(&seat.room) {
+            return;
+        }
+        if let Some(p) = self.peers.get(&publisher) {
+            self.recorded
+                .push(Recorded::SenderReport(RecordedSenderReport {
+                    room: seat.room,
+                    participant: p.participant(),
+                    mid: mid.to_string(),
+                    ntp,
+                    rtp_time,
+                    received,
+                }));
+        }
+    }
+
     fn forward(
         &mut self,
         publisher: PeerId,
@@ -756,7 +809,7 @@ impl MediaCore {
         if !self.recording.is_empty() && self.recording.contains(&seat.room) {
             if let Some(p) = self.peers.get(&publisher) {
                 self.counters.recorded_packets += 1;
-                self.recorded.push(RecordedPacket {
+                self.recorded.push(Recorded::Packet(RecordedPacket {
                     room: seat.room,
                     participant: p.participant(),
                     mid: mid.to_string(),
@@ -769,7 +822,7 @@ impl MediaCore {
                     timestamp: packet.timestamp,
                     payload: packet.payload.to_vec(),
                     received: packet.received,
-                });
+                }));
             }
         }
         let Some(room) = self.rooms.get_mut(&seat.room) else {

@@ -17,7 +17,8 @@ mod speaker;
 pub mod srtp;
 
 pub use crate::core::{
-    MediaCommand, MediaConfig, MediaCore, MediaCounters, MediaEvent, MediaGauges, RecordedPacket,
+    MediaCommand, MediaConfig, MediaCore, MediaCounters, MediaEvent, MediaGauges, Recorded,
+    RecordedPacket, RecordedSenderReport,
 };
 pub use down_track::DownTrack;
 pub use peer::{Forwarded, Peer, PeerDebug, PeerEvent, TrackKind, TrackSource, Transmit};

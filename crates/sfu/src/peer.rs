@@ -123,6 +123,14 @@ pub enum PeerEvent {
     },
     /// A server offer to send to the client.
     Offer(String),
+    /// An RTCP sender report for one of the client's own tracks: the sender's wall clock (NTP, 32.32
+    /// fixed point) at RTP time `rtp_time` (what recordings use for lip sync and clock drift).
+    SenderReport {
+        mid: Mid,
+        ntp: u64,
+        rtp_time: u32,
+        received: Instant,
+    },
     /// The connection is closed or lost.
     Gone,
 }
@@ -1232,6 +1240,16 @@ impl Peer {
                     packet,
                 });
             }
+            Event::SenderFeedback(report)
+                if report.rid.is_none() && self.tracks_in.iter().any(|t| t.mid == report.mid) =>
+            {
+                events.push(PeerEvent::SenderReport {
+                    mid: report.mid,
+                    ntp: ntp_of(report.sender_info.ntp_time),
+                    rtp_time: report.sender_info.rtp_time.numer() as u32,
+                    received: report.received_at,
+                });
+            }
             Event::KeyframeRequest(req) => {
                 if let Some(t) = self.tracks_out.iter().find(|t| t.mid() == Some(req.mid)) {
                     events.push(PeerEvent::KeyframeWanted {
@@ -1245,9 +1263,26 @@ impl Peer {
     }
 }
 
+/// A wall-clock time as NTP's 32.32 fixed point (seconds since 1900), as the sender report carried it.
+fn ntp_of(t: std::time::SystemTime) -> u64 {
+    const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
+    let since_unix = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_unix.as_secs().wrapping_add(NTP_UNIX_OFFSET_S);
+    let fraction = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
+    (seconds << 32) | fraction
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sender_report_times_are_ntp_32_32() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_500);
+        let ntp = ntp_of(t);
+        assert_eq!(ntp >> 32, 2_208_988_801);
+        assert_eq!(ntp & 0xffff_ffff, 1 << 31, "half a second");
+    }
 
     fn sdp(sections: &[(&str, &str, &str)]) -> String {
         let mut s = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");

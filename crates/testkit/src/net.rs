@@ -69,7 +69,7 @@ pub struct Net<E: Endpoint = Browser> {
     pub media_busy: Duration,
     /// What the control plane told the recorder, and the packets workers copied for it.
     pub recorder: Vec<parley::control::RecorderCommand>,
-    pub recorded: Vec<parley_sfu::RecordedPacket>,
+    pub recorded: Vec<parley_sfu::Recorded>,
     /// Every message the server sent, by session (for assertions).
     pub sent: HashMap<SessionId, Vec<ServerMessage>>,
     /// Messages from clients not yet handed to the control plane.

@@ -360,3 +360,61 @@ fn each_room_on_a_worker_has_its_own_speaker_and_levels() {
     assert!(band.get(&1).copied().unwrap_or(0) > 50);
     assert_eq!(net.gauges(0).rooms, 2);
 }
+
+#[test]
+fn a_recorded_room_copies_its_packets_after_the_mute_check_and_its_sender_reports() {
+    use parley_sfu::Recorded;
+    let mut net = Net::new();
+    net.join(1, "band");
+    net.join(2, "band");
+    net.join(3, "other");
+    talk_for(&mut net, Duration::from_secs(1));
+    assert!(net.recorded.is_empty(), "nothing is copied before a start");
+    net.send(1, ClientMessage::RecordingStart { id: Some(1) });
+    // str0m sends a sender report every few seconds: run past two.
+    talk_for(&mut net, Duration::from_secs(11));
+    let packets = |net: &Net<Browser>, from: u64| {
+        net.recorded
+            .iter()
+            .filter(|r| matches!(r, Recorded::Packet(p) if p.participant == from))
+            .count()
+    };
+    assert!(
+        packets(&net, 1) > 400,
+        "{} of 1's packets",
+        packets(&net, 1)
+    );
+    assert!(
+        packets(&net, 2) > 400,
+        "{} of 2's packets",
+        packets(&net, 2)
+    );
+    assert_eq!(packets(&net, 3), 0, "another room is not recorded");
+    let reports: Vec<_> = net
+        .recorded
+        .iter()
+        .filter_map(|r| match r {
+            Recorded::SenderReport(s) => Some(s.clone()),
+            Recorded::Packet(_) => None,
+        })
+        .collect();
+    for from in [1, 2] {
+        let mine: Vec<_> = reports.iter().filter(|s| s.participant == from).collect();
+        assert!(
+            !mine.is_empty(),
+            "{from}'s sender reports reach the recorder"
+        );
+        for s in mine {
+            // An RTP time within what 1 and 2 sent (50 frames/s from 960 on), NTP in this century.
+            assert!(s.rtp_time > 0 && s.rtp_time < 13 * 48_000, "{s:?}");
+            assert!((s.ntp >> 32) > 3_900_000_000, "{s:?}");
+        }
+    }
+    // Muted: the worker drops 1's packets before the copy, as it does before forwarding.
+    net.set_mic_muted(1, true);
+    talk_for(&mut net, Duration::from_millis(300));
+    let before = packets(&net, 1);
+    talk_for(&mut net, Duration::from_secs(1));
+    assert_eq!(packets(&net, 1), before, "muted audio was recorded");
+    assert!(packets(&net, 2) > 500);
+}

@@ -14,7 +14,9 @@
 //!   clock from the recording's start to its end (every per-person file has the recording's length).
 //! - [`mix::mix_tracks`]: the mixed take — decoded, denoised ([`denoise`]), summed, limited
 //!   ([`limiter`]), as Ogg/Opus and, on request, [`wav`] and [`flac`]; streamed a second at a time.
-//! - [`webm_mux::finalize_webm`]: one person's VP8 video ([`vp8`]) with their Opus audio as WebM.
+//! - [`webm_mux::finalize_webm`]: one person's VP8 video ([`vp8`]) with their Opus audio as WebM;
+//!   [`av_mux`] holds what a video file's muxer shares (audio placement, lip sync, the interleaving on
+//!   the session clock).
 //! - Underneath: [`rtp`] (headers), [`timeline`] (RTP time → session time: unwrapping, clock restarts,
 //!   the minimum-delay envelope that follows clock drift, sender-report lip sync), [`track`] (a journal
 //!   read back in order, twice, so memory does not grow with the recording), [`placement`] (the one
@@ -22,6 +24,7 @@
 //!   (durations, packet counts, gaps filled, bytes) for the server to store; a corrupt or cut journal
 //!   finalizes to what it holds, and what cannot be handled is a [`FinalizeError`], never a panic.
 
+pub mod av_mux;
 pub mod denoise;
 pub mod error;
 pub mod flac;
@@ -41,6 +44,7 @@ pub mod vp8;
 pub mod wav;
 pub mod webm_mux;
 
+pub use av_mux::VideoReport;
 pub use error::FinalizeError;
 pub use mix::{mix_tracks, mix_tracks_with, MixOutputs, MixReport, MixSettings};
 pub use ogg_opus::{opus_head, opus_tags, OggOpusWriter, PRE_SKIP};

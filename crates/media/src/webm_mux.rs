@@ -137,48 +137,9 @@ pub(crate) fn write_webm(inputs: Inputs, out: &Path, duration_us: u64) -> Result
 mod tests {
     use super::*;
     use crate::journal::TrackMedia;
+    use crate::testutil::ebml::*;
     use crate::testutil::*;
     use crate::vp8::tests::{frame, packetize};
-
-    /// A variable-length EBML integer at `at`: (value, length); with `marker` the length bits stay (ids).
-    fn vint(b: &[u8], at: usize, marker: bool) -> (u64, usize) {
-        let first = b[at];
-        let len = first.leading_zeros() as usize + 1;
-        let mut v = if marker {
-            u64::from(first)
-        } else {
-            u64::from(first) & (0xff >> len)
-        };
-        for i in 1..len {
-            v = v << 8 | u64::from(b[at + i]);
-        }
-        (v, len)
-    }
-
-    /// The elements at one level: (id, body).
-    fn elements(b: &[u8]) -> Vec<(u64, &[u8])> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < b.len() {
-            let (id, n) = vint(b, at, true);
-            at += n;
-            let (size, n) = vint(b, at, false);
-            at += n;
-            // libwebm's file mode writes every size (no unknown-size clusters).
-            let end = (at + size as usize).min(b.len());
-            out.push((id, &b[at..end]));
-            at = end;
-        }
-        out
-    }
-
-    fn child(b: &[u8], id: u64) -> Option<&[u8]> {
-        elements(b).into_iter().find(|e| e.0 == id).map(|e| e.1)
-    }
-
-    fn uint(b: &[u8]) -> u64 {
-        b.iter().fold(0, |v, x| v << 8 | u64::from(*x))
-    }
 
     const NTP_BASE: f64 = 3_900_000_000.0;
 
@@ -253,6 +214,10 @@ mod tests {
         let report = finalize_webm(&vj, Some(&aj), &out, 8_000_000).unwrap();
         eprintln!("{report:?}");
         assert_eq!(report.lip_sync, "sender_reports");
+        assert_eq!(
+            (report.format.as_str(), report.codec.as_str()),
+            ("webm", "vp8")
+        );
         assert_eq!((report.width, report.height), (640, 360));
         assert_eq!(report.frames_before_keyframe, 15);
         assert_eq!(report.incomplete_frames, 1);

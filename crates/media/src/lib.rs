@@ -28,6 +28,7 @@ pub mod av_mux;
 pub mod denoise;
 pub mod error;
 pub mod flac;
+pub mod h264;
 pub mod journal;
 pub mod limiter;
 pub mod mix;

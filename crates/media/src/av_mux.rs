@@ -1,10 +1,13 @@
-//! One person's video file with their voice, whatever the codec and container ([`crate::webm_mux`]).
+//! One person's video file with their voice, whatever the codec and container: VP8 goes into WebM
+//! ([`crate::webm_mux`], libwebm), H.264 into Matroska ([`crate::mkv_mux`]; WebM cannot carry it).
+//! [`finalize_video`] picks by the journal's codec; [`VideoFormat::for_codec`] tells the caller the
+//! file's extension before it is written.
 //!
-//! What muxers share lives here, once: reading the journals and checking them, lip sync, the first
+//! What both share lives here, once: reading the journals and checking them, lip sync, the first
 //! keyframe (where a file starts), the Opus packets placed on the session's sample grid, and the loop
 //! that interleaves video frames and audio packets in time order on the session clock, keeps what lies
 //! between the first keyframe and the recording's end, and counts what it leaves out. A muxer only
-//! says how to write a frame and a packet ([`Sink`]).
+//! says how to write a frame and a packet (a `Sink`).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -41,13 +44,47 @@ pub struct DepacketizerCounts {
     pub after_loss: u64,
 }
 
-/// Puts a track's frames back together from its RTP packets, in order ([`crate::vp8`]).
+/// Puts a track's frames back together from its RTP packets, in order ([`crate::vp8`],
+/// [`crate::h264`]).
 pub trait Depacketizer {
     /// Takes the next packet; returns a frame when one is complete.
     fn push(&mut self, p: &TrackPacket) -> Option<VideoFrame>;
-    /// The track ended: a frame still held is given (an unfinished one is counted incomplete).
+    /// The track ended: a frame still held is given, one a call, until `None` (an unfinished one is
+    /// counted incomplete).
     fn finish(&mut self) -> Option<VideoFrame>;
     fn counts(&self) -> DepacketizerCounts;
+}
+
+/// The container a video codec's file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoFormat {
+    /// VP8 and Opus in WebM (DocType `webm`).
+    Webm,
+    /// H.264 and Opus in Matroska (DocType `matroska`).
+    Mkv,
+}
+
+impl VideoFormat {
+    /// The container for a journal's codec (`vp8`, `h264`, as in SDP, any case); `None` for a codec
+    /// [`finalize_video`] does not handle.
+    pub fn for_codec(codec: &str) -> Option<VideoFormat> {
+        if codec.eq_ignore_ascii_case("vp8") {
+            Some(VideoFormat::Webm)
+        } else if codec.eq_ignore_ascii_case("h264") {
+            Some(VideoFormat::Mkv)
+        } else {
+            None
+        }
+    }
+
+    /// The file's extension and the report's `format`: `"webm"` or `"mkv"`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            VideoFormat::Webm => "webm",
+            VideoFormat::Mkv => "mkv",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -84,6 +121,26 @@ pub struct VideoReport {
     /// "sender_reports": the video sits on the audio's clock through RTCP; "arrival": each track's own.
     pub lip_sync: String,
     pub bytes: u64,
+}
+
+/// Muxes the video track in `video_journal` and, if given, the Opus track in `audio_journal` (the same
+/// person's) into one file at `out`, for a recording lasting `duration_us`: VP8 as WebM, H.264 as
+/// Matroska. The caller names the file from [`VideoFormat::for_codec`]; the report's `format` says which
+/// was written.
+pub fn finalize_video(
+    video_journal: &Path,
+    audio_journal: Option<&Path>,
+    out: &Path,
+    duration_us: u64,
+) -> Result<VideoReport> {
+    let inputs = Inputs::open(video_journal, audio_journal)?;
+    match VideoFormat::for_codec(&inputs.video.header.codec) {
+        Some(VideoFormat::Webm) => crate::webm_mux::write_webm(inputs, out, duration_us),
+        Some(VideoFormat::Mkv) => crate::mkv_mux::write_mkv(inputs, out, duration_us),
+        None => Err(FinalizeError::UnsupportedCodec {
+            codec: inputs.video.header.codec.clone(),
+        }),
+    }
 }
 
 /// A person's journals, scanned and checked, with the report begun.

@@ -276,4 +276,25 @@ pub mod ebml {
     pub fn uint(b: &[u8]) -> u64 {
         b.iter().fold(0, |v, x| v << 8 | u64::from(*x))
     }
+
+    /// The element starting at `at` in `b`: (id, body).
+    pub fn element_at(b: &[u8], at: usize) -> (u64, &[u8]) {
+        let (id, n) = vint(b, at, true);
+        let (size, m) = vint(b, at + n, false);
+        let start = at + n + m;
+        (id, &b[start..start + size as usize])
+    }
+
+    /// Where `inner` (a slice of `outer`) starts in `outer`.
+    pub fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
+        inner.as_ptr() as usize - outer.as_ptr() as usize
+    }
+
+    /// A float element's value (4 or 8 bytes).
+    pub fn float(b: &[u8]) -> f64 {
+        match b.len() {
+            4 => f64::from(f32::from_be_bytes(b.try_into().unwrap())),
+            _ => f64::from_be_bytes(b.try_into().unwrap()),
+        }
+    }
 }

@@ -3,10 +3,11 @@
 //! session time, so the file lines up with the recording's other files; it starts at the first keyframe
 //! (a decoder cannot start before one) and its Duration is the recording's. The video is placed on the
 //! audio's clock through sender reports where both have them (lip sync as sent), else by arrival; all of
-//! that is in [`crate::av_mux`].
+//! that is shared with the Matroska muxer ([`crate::av_mux`]).
 //!
-//! H.264 (RFC 6184) is not handled: WebM does not carry it, and the `webm` crate muxes only VP8, VP9
-//! and AV1; it is refused with [`FinalizeError::UnsupportedCodec`].
+//! H.264 (RFC 6184) goes into Matroska instead ([`crate::mkv_mux`]): WebM does not carry it, and the
+//! `webm` crate muxes only VP8, VP9 and AV1. [`finalize_webm`] refuses it with
+//! [`FinalizeError::UnsupportedCodec`]; [`crate::finalize_video`] picks the container by codec.
 
 use std::fs::File;
 use std::io::BufWriter;

@@ -8,7 +8,8 @@ use std::io;
 #[derive(Debug)]
 pub enum FinalizeError {
     Io(io::Error),
-    /// The journal holds a codec this finalizer does not handle (`h264`, or audio that is not Opus).
+    /// The journal holds a codec this finalizer does not handle (video that is neither VP8 nor H.264,
+    /// H.264 given to the WebM muxer, or audio that is not Opus).
     UnsupportedCodec {
         codec: String,
     },
@@ -18,9 +19,13 @@ pub enum FinalizeError {
     },
     /// A video journal with no complete keyframe: there is nothing to start a file at.
     NoKeyframe,
+    /// An H.264 journal whose keyframes come with no SPS and PPS (or none that parses): the file's
+    /// codec private and picture size cannot be made.
+    NoParameterSets,
     Opus(opus::Error),
     Flac(String),
     Webm(String),
+    Matroska(String),
 }
 
 impl fmt::Display for FinalizeError {
@@ -30,9 +35,13 @@ impl fmt::Display for FinalizeError {
             FinalizeError::UnsupportedCodec { codec } => write!(f, "unsupported codec {codec:?}"),
             FinalizeError::WrongMedia { expected } => write!(f, "expected a journal of {expected}"),
             FinalizeError::NoKeyframe => write!(f, "no complete keyframe in the video journal"),
+            FinalizeError::NoParameterSets => {
+                write!(f, "no usable H.264 SPS and PPS in the video journal")
+            }
             FinalizeError::Opus(e) => write!(f, "opus: {e}"),
             FinalizeError::Flac(e) => write!(f, "flac: {e}"),
             FinalizeError::Webm(e) => write!(f, "webm: {e}"),
+            FinalizeError::Matroska(e) => write!(f, "matroska: {e}"),
         }
     }
 }

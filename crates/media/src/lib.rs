@@ -14,7 +14,10 @@
 //!   clock from the recording's start to its end (every per-person file has the recording's length).
 //! - [`mix::mix_tracks`]: the mixed take — decoded, denoised ([`denoise`]), summed, limited
 //!   ([`limiter`]), as Ogg/Opus and, on request, [`wav`] and [`flac`]; streamed a second at a time.
-//! - [`webm_mux::finalize_webm`]: one person's VP8 video ([`vp8`]) with their Opus audio as WebM.
+//! - [`finalize_video`]: one person's video with their Opus audio, as sent: VP8 ([`vp8`]) as WebM
+//!   ([`webm_mux`], libwebm), H.264 ([`h264`]) as Matroska ([`mkv_mux`]; WebM cannot carry it);
+//!   [`VideoFormat::for_codec`] names the container (`webm`, `mkv`) before the file is written, and
+//!   [`av_mux`] holds what both share (audio placement, lip sync, the interleaving on the session clock).
 //! - Underneath: [`rtp`] (headers), [`timeline`] (RTP time → session time: unwrapping, clock restarts,
 //!   the minimum-delay envelope that follows clock drift, sender-report lip sync), [`track`] (a journal
 //!   read back in order, twice, so memory does not grow with the recording), [`placement`] (the one
@@ -22,12 +25,15 @@
 //!   (durations, packet counts, gaps filled, bytes) for the server to store; a corrupt or cut journal
 //!   finalizes to what it holds, and what cannot be handled is a [`FinalizeError`], never a panic.
 
+pub mod av_mux;
 pub mod denoise;
 pub mod error;
 pub mod flac;
+pub mod h264;
 pub mod journal;
 pub mod limiter;
 pub mod mix;
+pub mod mkv_mux;
 pub mod ogg_opus;
 pub mod opus_packet;
 pub mod opus_track;
@@ -41,8 +47,10 @@ pub mod vp8;
 pub mod wav;
 pub mod webm_mux;
 
+pub use av_mux::{finalize_video, VideoFormat, VideoReport};
 pub use error::FinalizeError;
 pub use mix::{mix_tracks, mix_tracks_with, MixOutputs, MixReport, MixSettings};
+pub use mkv_mux::finalize_mkv;
 pub use ogg_opus::{opus_head, opus_tags, OggOpusWriter, PRE_SKIP};
 pub use opus_packet::packet_samples;
 pub use opus_track::{finalize_opus_track, TrackReport};

@@ -1,5 +1,5 @@
 //! Helpers for this crate's tests: synthetic journals with known send times and jitter, tones encoded
-//! with libopus, and an Ogg reader.
+//! with libopus, an Ogg reader, and a small EBML reader for WebM and Matroska files.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,6 +18,10 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// A whole number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_f64() * n as f64) as usize).min(n.saturating_sub(1))
     }
 }
 
@@ -228,4 +232,69 @@ pub fn voice(f0: f64, seconds: f64) -> (Vec<f32>, impl Fn(usize) -> bool) {
         })
         .collect();
     (x, voiced)
+}
+
+/// A small EBML reader (WebM, Matroska) for checking written files, on trusted bytes (it panics on
+/// what it cannot read).
+pub mod ebml {
+    /// A variable-length EBML integer at `at`: (value, length); with `marker` the length bits stay (ids).
+    pub fn vint(b: &[u8], at: usize, marker: bool) -> (u64, usize) {
+        let first = b[at];
+        let len = first.leading_zeros() as usize + 1;
+        let mut v = if marker {
+            u64::from(first)
+        } else {
+            u64::from(first) & (0xff >> len)
+        };
+        for i in 1..len {
+            v = v << 8 | u64::from(b[at + i]);
+        }
+        (v, len)
+    }
+
+    /// The elements at one level: (id, body).
+    pub fn elements(b: &[u8]) -> Vec<(u64, &[u8])> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < b.len() {
+            let (id, n) = vint(b, at, true);
+            at += n;
+            let (size, n) = vint(b, at, false);
+            at += n;
+            // Both muxers write every size in the end (no unknown-size elements).
+            let end = (at + size as usize).min(b.len());
+            out.push((id, &b[at..end]));
+            at = end;
+        }
+        out
+    }
+
+    pub fn child(b: &[u8], id: u64) -> Option<&[u8]> {
+        elements(b).into_iter().find(|e| e.0 == id).map(|e| e.1)
+    }
+
+    pub fn uint(b: &[u8]) -> u64 {
+        b.iter().fold(0, |v, x| v << 8 | u64::from(*x))
+    }
+
+    /// The element starting at `at` in `b`: (id, body).
+    pub fn element_at(b: &[u8], at: usize) -> (u64, &[u8]) {
+        let (id, n) = vint(b, at, true);
+        let (size, m) = vint(b, at + n, false);
+        let start = at + n + m;
+        (id, &b[start..start + size as usize])
+    }
+
+    /// Where `inner` (a slice of `outer`) starts in `outer`.
+    pub fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
+        inner.as_ptr() as usize - outer.as_ptr() as usize
+    }
+
+    /// A float element's value (4 or 8 bytes).
+    pub fn float(b: &[u8]) -> f64 {
+        match b.len() {
+            4 => f64::from(f32::from_be_bytes(b.try_into().unwrap())),
+            _ => f64::from_be_bytes(b.try_into().unwrap()),
+        }
+    }
 }

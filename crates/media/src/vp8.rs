@@ -2,6 +2,7 @@
 //! payload descriptor has S set and partition 0, and ends at the marker bit (or where the timestamp
 //! changes). A frame with a packet missing is dropped, not passed on broken.
 
+use crate::av_mux::{Depacketizer, DepacketizerCounts, VideoFrame};
 use crate::track::TrackPacket;
 
 /// Largest frame assembled; a longer run of packets is a corrupt journal.
@@ -44,14 +45,8 @@ pub fn keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
     (w > 0 && h > 0).then_some((w, h))
 }
 
-/// One whole frame on the session clock.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Vp8Frame {
-    pub session_us: f64,
-    pub ts: i64,
-    pub keyframe: bool,
-    pub data: Vec<u8>,
-}
+/// One whole VP8 frame on the session clock.
+pub type Vp8Frame = VideoFrame;
 
 /// A frame's identity: segment and timestamp.
 type FrameId = (usize, i64);
@@ -84,7 +79,7 @@ impl Vp8Depacketizer {
     }
 
     /// Takes the next packet; returns a frame when this packet completes one.
-    pub fn push(&mut self, p: &TrackPacket) -> Option<Vp8Frame> {
+    pub fn push(&mut self, p: &TrackPacket) -> Option<VideoFrame> {
         let Some((start, data)) = parse_descriptor(&p.payload) else {
             self.malformed += 1;
             if let Some(b) = &mut self.building {
@@ -132,7 +127,7 @@ impl Vp8Depacketizer {
             return None;
         }
         self.frames += 1;
-        Some(Vp8Frame {
+        Some(VideoFrame {
             session_us: b.session_us,
             ts: b.ts,
             keyframe: is_keyframe(&b.data),
@@ -144,6 +139,25 @@ impl Vp8Depacketizer {
     pub fn finish(&mut self) {
         if self.building.take().is_some() {
             self.incomplete += 1;
+        }
+    }
+}
+
+impl Depacketizer for Vp8Depacketizer {
+    fn push(&mut self, p: &TrackPacket) -> Option<VideoFrame> {
+        Vp8Depacketizer::push(self, p)
+    }
+
+    fn finish(&mut self) -> Option<VideoFrame> {
+        Vp8Depacketizer::finish(self);
+        None
+    }
+
+    fn counts(&self) -> DepacketizerCounts {
+        DepacketizerCounts {
+            incomplete: self.incomplete,
+            malformed: self.malformed,
+            after_loss: 0,
         }
     }
 }

@@ -1,120 +1,34 @@
-//! One person's video, with their voice, as WebM: VP8 frames put back together from RTP and the Opus
-//! packets as sent, muxed with libwebm (the `webm` crate), nothing re-encoded. Timestamps are session
-//! time, so the file lines up with the recording's other files; it starts at the first keyframe (a
-//! decoder cannot start before one) and its Duration is the recording's. The video is placed on the
-//! audio's clock through sender reports where both have them (lip sync as sent), else by arrival.
+//! One person's VP8 video, with their voice, as WebM: VP8 frames put back together from RTP and the
+//! Opus packets as sent, muxed with libwebm (the `webm` crate), nothing re-encoded. Timestamps are
+//! session time, so the file lines up with the recording's other files; it starts at the first keyframe
+//! (a decoder cannot start before one) and its Duration is the recording's. The video is placed on the
+//! audio's clock through sender reports where both have them (lip sync as sent), else by arrival; all of
+//! that is shared with the Matroska muxer ([`crate::av_mux`]).
 //!
-//! H.264 (RFC 6184) is not handled: WebM does not carry it, and the `webm` crate muxes only VP8, VP9
-//! and AV1; it is refused with [`FinalizeError::UnsupportedCodec`].
+//! H.264 (RFC 6184) goes into Matroska instead ([`crate::mkv_mux`]): WebM does not carry it, and the
+//! `webm` crate muxes only VP8, VP9 and AV1. [`finalize_webm`] refuses it with
+//! [`FinalizeError::UnsupportedCodec`]; [`crate::finalize_video`] picks the container by codec.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
-use serde::Serialize;
-use webm::mux::{AudioCodecId, SegmentBuilder, SegmentMode, VideoCodecId, Writer};
+use webm::mux::{
+    AudioCodecId, AudioTrack, Segment, SegmentBuilder, SegmentMode, VideoCodecId, VideoTrack,
+    Writer,
+};
 
+use crate::av_mux::{find_start, interleave, Frames, Inputs, PlacedAudio, Sink, VideoFrame};
 use crate::error::{FinalizeError, Result};
-use crate::journal::TrackMedia;
 use crate::ogg_opus::{opus_head, PRE_SKIP};
-use crate::opus_packet::{self, empty_frames, packet_samples};
-use crate::opus_track::samples_of_us;
-use crate::placement::{self, Placement};
-use crate::track::{Track, TrackPackets};
-use crate::vp8::{keyframe_size, Vp8Depacketizer, Vp8Frame};
+use crate::vp8::{keyframe_size, Vp8Depacketizer};
 use crate::SAMPLE_RATE;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct WebmReport {
-    pub participant_id: u64,
-    pub name: String,
-    pub width: u16,
-    pub height: u16,
-    /// Session time of the first keyframe: where the file starts.
-    pub first_keyframe_us: u64,
-    pub duration_us: u64,
-    pub video_frames: u64,
-    pub keyframes: u64,
-    /// Frames dropped for a missing packet, before the first keyframe, or after the end.
-    pub incomplete_frames: u64,
-    pub frames_before_keyframe: u64,
-    pub frames_after_end: u64,
-    /// Keyframes whose size differs from the first one's (VP8 changes size in-band).
-    pub size_changes: u64,
-    pub video_lost: u64,
-    /// Journal records that were not RTP of the video track's payload type (RTX, FEC).
-    pub video_skipped: u64,
-    pub audio_packets: u64,
-    /// Empty Opus frames written for DTX and gaps.
-    pub audio_empty_frames: u64,
-    /// "sender_reports": the video sits on the audio's clock through RTCP; "arrival": each track's own.
-    pub lip_sync: String,
-    pub bytes: u64,
-}
+/// The report of [`finalize_webm`]: a [`crate::VideoReport`] with `format` `"webm"`.
+pub type WebmReport = crate::av_mux::VideoReport;
 
 fn webm_error(e: webm::mux::Error) -> FinalizeError {
     FinalizeError::Webm(e.to_string())
-}
-
-/// A track's Opus packets placed on the session's sample grid, gaps filled with empty frames, as
-/// `(sample position, packet, is it an empty frame)`.
-struct PlacedAudio {
-    packets: TrackPackets,
-    pos: u64,
-    queue: VecDeque<(u64, Vec<u8>, bool)>,
-}
-
-impl Iterator for PlacedAudio {
-    type Item = (u64, Vec<u8>, bool);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(f) = self.queue.pop_front() {
-                return Some(f);
-            }
-            let p = self.packets.next()?;
-            let samples = packet_samples(&p.payload);
-            if let Placement::At { gap } = placement::place(self.pos, p.session_sample(), samples) {
-                for (toc, n) in empty_frames(gap, p.payload[0]) {
-                    self.queue.push_back((self.pos, vec![toc], true));
-                    self.pos += n;
-                }
-                self.queue.push_back((self.pos, p.payload, false));
-                self.pos += samples;
-            }
-        }
-    }
-}
-
-/// The VP8 frames of a track, in order.
-struct Frames {
-    packets: TrackPackets,
-    depacketizer: Vp8Depacketizer,
-}
-
-impl Iterator for Frames {
-    type Item = Vp8Frame;
-
-    fn next(&mut self) -> Option<Vp8Frame> {
-        loop {
-            let Some(p) = self.packets.next() else {
-                self.depacketizer.finish();
-                return None;
-            };
-            if let Some(frame) = self.depacketizer.push(&p) {
-                return Some(frame);
-            }
-        }
-    }
-}
-
-fn ns_of_us(us: f64) -> u64 {
-    (us.max(0.0) * 1_000.0).round() as u64
-}
-
-fn ns_of_samples(samples: u64) -> u64 {
-    (u128::from(samples) * 1_000_000_000 / u128::from(SAMPLE_RATE)) as u64
 }
 
 /// Muxes the VP8 track in `video_journal` and, if given, the Opus track in `audio_journal` (the same
@@ -125,52 +39,54 @@ pub fn finalize_webm(
     out: &Path,
     duration_us: u64,
 ) -> Result<WebmReport> {
-    let mut video = Track::scan(video_journal)?;
-    if video.header.media != TrackMedia::Video {
-        return Err(FinalizeError::WrongMedia { expected: "video" });
-    }
-    if !video.header.codec.eq_ignore_ascii_case("vp8") {
-        return Err(FinalizeError::UnsupportedCodec {
-            codec: video.header.codec.clone(),
-        });
-    }
-    let audio = audio_journal.map(Track::scan).transpose()?;
-    if let Some(a) = &audio {
-        if a.header.media != TrackMedia::Audio {
-            return Err(FinalizeError::WrongMedia { expected: "audio" });
-        }
-        if !a.header.codec.eq_ignore_ascii_case("opus") {
-            return Err(FinalizeError::UnsupportedCodec {
-                codec: a.header.codec.clone(),
-            });
-        }
-    }
-    let mut report = WebmReport {
-        video_skipped: video.stats.skipped,
-        participant_id: video.header.participant_id,
-        name: video.header.name.clone(),
+    write_webm(
+        Inputs::open(video_journal, audio_journal)?,
+        out,
         duration_us,
-        lip_sync: "arrival".into(),
-        ..WebmReport::default()
-    };
-    if let Some(a) = &audio {
-        if video.clock.sync_to(&a.clock) {
-            report.lip_sync = "sender_reports".into();
-        }
+    )
+}
+
+/// libwebm's segment and its tracks.
+struct WebmSink {
+    segment: Segment<BufWriter<File>>,
+    video: VideoTrack,
+    audio: Option<AudioTrack>,
+}
+
+impl Sink for WebmSink {
+    fn video(&mut self, frame: &VideoFrame, ns: u64) -> Result<()> {
+        self.segment
+            .add_frame(self.video, &frame.data, ns, frame.keyframe)
+            .map_err(webm_error)
     }
 
-    // First pass over the video: where the first keyframe is, and its size.
-    let mut frames = Frames {
-        packets: video.packets()?,
-        depacketizer: Vp8Depacketizer::new(),
-    };
-    let (start_us, width, height) = frames
-        .find_map(|f| keyframe_size(&f.data).map(|(w, h)| (f.session_us, w, h)))
-        .ok_or(FinalizeError::NoKeyframe)?;
-    if samples_of_us(start_us.max(0.0) as u64) >= samples_of_us(duration_us) {
-        // The first keyframe came after the recording's end: nothing to write.
-        return Err(FinalizeError::NoKeyframe);
+    fn audio(&mut self, packet: &[u8], ns: u64) -> Result<()> {
+        match self.audio {
+            Some(track) => self
+                .segment
+                .add_frame(track, packet, ns, true)
+                .map_err(webm_error),
+            None => Ok(()),
+        }
     }
+}
+
+pub(crate) fn write_webm(inputs: Inputs, out: &Path, duration_us: u64) -> Result<WebmReport> {
+    inputs.expect_codec("vp8")?;
+    let Inputs {
+        video,
+        audio,
+        mut report,
+    } = inputs;
+    report.format = "webm".into();
+    report.duration_us = duration_us;
+    let (start_us, (width, height)) = find_start(
+        &video,
+        Vp8Depacketizer::new(),
+        duration_us,
+        FinalizeError::NoKeyframe,
+        |f| keyframe_size(&f.data),
+    )?;
     report.first_keyframe_us = start_us.max(0.0) as u64;
     report.width = width;
     report.height = height;
@@ -180,18 +96,13 @@ pub fn finalize_webm(
         .and_then(|b| b.set_mode(SegmentMode::File))
         .and_then(|b| b.set_writing_app("parley"))
         .map_err(webm_error)?;
-    let (builder, video_track) = builder
+    let (mut builder, video_track) = builder
         .add_video_track(u32::from(width), u32::from(height), VideoCodecId::VP8, None)
         .map_err(webm_error)?;
-    let mut audio_frames = None;
-    let mut builder = builder;
+    let mut placed = None;
     let mut audio_track = None;
     if let Some(a) = &audio {
-        let mut packets = a.packets()?;
-        let channels = packets
-            .peek()
-            .and_then(|p| p.payload.first())
-            .map_or(1, |toc| opus_packet::channels(*toc));
+        let (packets, channels) = PlacedAudio::open(a)?;
         let (b, t) = builder
             .add_audio_track(SAMPLE_RATE, u32::from(channels), AudioCodecId::Opus, None)
             .map_err(webm_error)?;
@@ -199,82 +110,24 @@ pub fn finalize_webm(
             .set_codec_private(t, &opus_head(channels, PRE_SKIP, SAMPLE_RATE))
             .map_err(webm_error)?;
         audio_track = Some(t);
-        audio_frames = Some(PlacedAudio {
-            packets,
-            pos: 0,
-            queue: VecDeque::new(),
-        });
+        placed = Some(packets);
     }
-    let mut segment = builder.build();
-
-    let total = samples_of_us(duration_us);
-    let start_ns = ns_of_us(start_us);
-    let end_ns = ns_of_samples(total);
-    let mut frames = Frames {
-        packets: video.packets()?,
-        depacketizer: Vp8Depacketizer::new(),
+    let mut sink = WebmSink {
+        segment: builder.build(),
+        video: video_track,
+        audio: audio_track,
     };
-    let mut next_video = frames.next();
-    let mut next_audio = audio_frames.as_mut().and_then(|a| a.next());
-    let mut started = false;
-    // libwebm wants timestamps that never go back, across tracks.
-    let mut last_ns = 0;
-    loop {
-        let take_video = match (&next_video, &next_audio) {
-            (None, None) => break,
-            (Some(v), Some(a)) => ns_of_us(v.session_us) <= ns_of_samples(a.0),
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-        };
-        if take_video {
-            let Some(f) = next_video.take() else { break };
-            next_video = frames.next();
-            let ns = ns_of_us(f.session_us);
-            let starts = f.keyframe && ns >= start_ns;
-            if !(started || starts) {
-                report.frames_before_keyframe += 1;
-                continue;
-            }
-            if ns >= end_ns {
-                report.frames_after_end += 1;
-                continue;
-            }
-            started = true;
-            if f.keyframe {
-                report.keyframes += 1;
-                if keyframe_size(&f.data).is_some_and(|s| s != (width, height)) {
-                    report.size_changes += 1;
-                }
-            }
-            last_ns = last_ns.max(ns);
-            segment
-                .add_frame(video_track, &f.data, last_ns, f.keyframe)
-                .map_err(webm_error)?;
-            report.video_frames += 1;
-        } else {
-            let Some((pos, packet, empty)) = next_audio.take() else {
-                break;
-            };
-            next_audio = audio_frames.as_mut().and_then(|a| a.next());
-            let ns = ns_of_samples(pos);
-            let Some(track) = audio_track.filter(|_| started && ns >= start_ns && ns < end_ns)
-            else {
-                continue;
-            };
-            last_ns = last_ns.max(ns);
-            segment
-                .add_frame(track, &packet, last_ns, true)
-                .map_err(webm_error)?;
-            if empty {
-                report.audio_empty_frames += 1;
-            } else {
-                report.audio_packets += 1;
-            }
-        }
-    }
-    report.incomplete_frames = frames.depacketizer.incomplete;
-    report.video_lost = frames.packets.stats.lost;
-    segment
+    let frames = Frames::new(&video, Vp8Depacketizer::new())?;
+    interleave(
+        frames,
+        placed,
+        start_us,
+        duration_us,
+        &mut report,
+        &mut sink,
+        |f| keyframe_size(&f.data),
+    )?;
+    sink.segment
         .finalize(Some(duration_us / 1_000))
         .map_err(|_| FinalizeError::Webm("libwebm could not finalize the segment".into()))?;
     report.bytes = std::fs::metadata(out)?.len();
@@ -284,48 +137,10 @@ pub fn finalize_webm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::TrackMedia;
+    use crate::testutil::ebml::*;
     use crate::testutil::*;
     use crate::vp8::tests::{frame, packetize};
-
-    /// A variable-length EBML integer at `at`: (value, length); with `marker` the length bits stay (ids).
-    fn vint(b: &[u8], at: usize, marker: bool) -> (u64, usize) {
-        let first = b[at];
-        let len = first.leading_zeros() as usize + 1;
-        let mut v = if marker {
-            u64::from(first)
-        } else {
-            u64::from(first) & (0xff >> len)
-        };
-        for i in 1..len {
-            v = v << 8 | u64::from(b[at + i]);
-        }
-        (v, len)
-    }
-
-    /// The elements at one level: (id, body).
-    fn elements(b: &[u8]) -> Vec<(u64, &[u8])> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < b.len() {
-            let (id, n) = vint(b, at, true);
-            at += n;
-            let (size, n) = vint(b, at, false);
-            at += n;
-            // libwebm's file mode writes every size (no unknown-size clusters).
-            let end = (at + size as usize).min(b.len());
-            out.push((id, &b[at..end]));
-            at = end;
-        }
-        out
-    }
-
-    fn child(b: &[u8], id: u64) -> Option<&[u8]> {
-        elements(b).into_iter().find(|e| e.0 == id).map(|e| e.1)
-    }
-
-    fn uint(b: &[u8]) -> u64 {
-        b.iter().fold(0, |v, x| v << 8 | u64::from(*x))
-    }
 
     const NTP_BASE: f64 = 3_900_000_000.0;
 
@@ -400,6 +215,10 @@ mod tests {
         let report = finalize_webm(&vj, Some(&aj), &out, 8_000_000).unwrap();
         eprintln!("{report:?}");
         assert_eq!(report.lip_sync, "sender_reports");
+        assert_eq!(
+            (report.format.as_str(), report.codec.as_str()),
+            ("webm", "vp8")
+        );
         assert_eq!((report.width, report.height), (640, 360));
         assert_eq!(report.frames_before_keyframe, 15);
         assert_eq!(report.incomplete_frames, 1);
@@ -596,6 +415,7 @@ mod tests {
 #[cfg(test)]
 mod inspect {
     use super::*;
+    use crate::journal::TrackMedia;
     use crate::testutil::*;
     use crate::vp8::tests::packetize;
 

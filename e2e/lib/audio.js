@@ -16,7 +16,7 @@ function run(cmd, args) {
 
 /**
  * What ffprobe finds in `file`: {format, duration (s, the container's), streams: [{type, codec, width,
- * height, duration, packets}]}.
+ * height, duration, packets, start (s, its first packet's time)}]}.
  */
 export function probe(file) {
   const out = JSON.parse(run('ffprobe', ['-v', 'error', '-count_packets', '-show_format', '-show_streams', '-of', 'json', file]).toString());
@@ -30,6 +30,7 @@ export function probe(file) {
       height: s.height,
       duration: s.duration === undefined ? null : Number(s.duration),
       packets: Number(s.nb_read_packets),
+      start: s.start_time === undefined ? null : Number(s.start_time),
     })),
   };
 }

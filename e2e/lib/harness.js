@@ -231,11 +231,13 @@ export async function launchBrowser({ audioFile = toneWav() } = {}) {
  * Opens the client in a fresh context, types `name` and waits for the lobby.
  * `state` ({mic_muted, deafened, camera_off}) is remembered before the first load, as if chosen on an
  * earlier visit (e.g. camera_off to spare the CPU in tests about something else).
+ * `initScript` runs in the page before its own scripts (e.g. to prefer a codec, as some browsers do).
  * The returned page has `page.logs` (console lines and page errors) for failure reports.
  */
-export async function openClient(browser, url, name, { viewport = { width: 1280, height: 800 }, pages = [], state = null, ignoreHTTPSErrors = false } = {}) {
+export async function openClient(browser, url, name, { viewport = { width: 1280, height: 800 }, pages = [], state = null, ignoreHTTPSErrors = false, initScript = null } = {}) {
   // ignoreHTTPSErrors stands in for a person accepting the self-signed certificate once.
   const context = await browser.newContext({ viewport, ignoreHTTPSErrors, permissions: ['microphone', 'camera'] });
+  if (initScript) await context.addInitScript(initScript);
   if (state) {
     await context.addInitScript((s) => {
       if (location.pathname === '/' && localStorage.getItem('parley.state') === null) localStorage.setItem('parley.state', s);

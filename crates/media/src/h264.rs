@@ -243,9 +243,10 @@ impl H264Depacketizer {
     /// Takes the next packet; returns an access unit when one is complete.
     pub fn push(&mut self, p: &TrackPacket) -> Option<VideoFrame> {
         let new_segment = self.expected.is_some_and(|(s, _)| s != p.segment);
+        // Padding-only packets (bandwidth probes) take sequence numbers too: not a loss.
         let gap = self
             .expected
-            .is_some_and(|(s, seq)| s == p.segment && seq != p.seq);
+            .is_some_and(|(s, seq)| s == p.segment && seq != p.seq - i64::from(p.padding_before));
         self.expected = Some((p.segment, p.seq.saturating_add(1)));
         if let Some(b) = self.building.as_mut() {
             // Within an access unit a gap is a hole in it; before a new timestamp it is (at least) the
@@ -610,6 +611,7 @@ pub(crate) mod tests {
 
     pub(crate) fn packet(seq: i64, ts: i64, marker: bool, payload: Vec<u8>) -> TrackPacket {
         TrackPacket {
+            padding_before: 0,
             session_us: ts as f64 / 90.0,
             segment: 0,
             seq,

@@ -384,9 +384,30 @@ mod tests {
         start_us: f64,
         keep: impl Fn(usize, usize, usize) -> bool,
     ) {
+        h264_journal_probed(path, codec, aus, start_us, keep, |_| 0)
+    }
+
+    /// [`h264_journal`] with `probes(frame)` padding-only packets after each frame (what Chromium sends
+    /// on the media stream to probe bandwidth when no RTX stream was negotiated).
+    fn h264_journal_probed(
+        path: &Path,
+        codec: &str,
+        aus: &[Vec<Vec<u8>>],
+        start_us: f64,
+        keep: impl Fn(usize, usize, usize) -> bool,
+        probes: impl Fn(usize) -> u16,
+    ) {
         let mut sent = Vec::new();
         let mut seq = 65_500u16;
         for (i, au) in aus.iter().enumerate() {
+            let ts = 0x4000_0000u32.wrapping_add(i as u32 * 6_000);
+            for k in 0..probes(i) {
+                sent.push(Sent {
+                    sent_us: start_us + i as f64 * 1e6 / 15.0 - 1_000.0 + f64::from(k),
+                    packet: crate::rtp::build(96, false, seq, ts.wrapping_sub(6_000), 0x264, &[]),
+                });
+                seq = seq.wrapping_add(1);
+            }
             let payloads = packetize(au, 1_200);
             let n = payloads.len();
             for (k, p) in payloads.iter().enumerate() {
@@ -730,6 +751,29 @@ mod tests {
             // For a person to look at: PARLEY_OUT=/some/dir cargo test ... matroska
             std::fs::copy(&out, Path::new(&keep).join("p3.mkv")).unwrap();
         }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn padding_only_probes_between_frames_are_not_losses() {
+        let d = tmpdir("mkv-probes");
+        let aus = fixture_aus();
+        let vj = d.join("v.journal");
+        // Probes before most frames, across the sequence number wrap; frame 12's last packet lost.
+        h264_journal_probed(
+            &vj,
+            "h264",
+            &aus,
+            0.0,
+            |i, k, n| !(i == 12 && k + 1 == n),
+            |i| if i % 3 == 0 { 0 } else { (i % 4) as u16 + 1 },
+        );
+        let out = d.join("p3.mkv");
+        let report = crate::finalize_mkv(&vj, None, &out, 3_000_000).unwrap();
+        assert_eq!(report.video_lost, 1, "only the real loss: {report:?}");
+        // Frame 12 is one packet: it is gone whole, and 13 to 19 refer to it.
+        assert_eq!((report.incomplete_frames, report.frames_after_loss), (0, 7));
+        assert_eq!((report.video_frames, report.keyframes), (22, 3));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -114,6 +114,8 @@ impl Track {
             recent_order: VecDeque::new(),
             last_emitted: None,
             last_seq: Vec::new(),
+            padding: VecDeque::new(),
+            padding_seen: HashSet::new(),
             eof: false,
             stats: OrderStats::default(),
         })
@@ -131,6 +133,9 @@ pub struct TrackPacket {
     pub marker: bool,
     pub arrival_us: u64,
     pub payload: Vec<u8>,
+    /// Padding-only packets (bandwidth probes, no media) right before this one in sequence: a gap of
+    /// that many sequence numbers is not a loss.
+    pub padding_before: u16,
 }
 
 impl TrackPacket {
@@ -165,9 +170,15 @@ pub struct TrackPackets {
     recent_order: VecDeque<(usize, i64)>,
     last_emitted: Option<Key>,
     last_seq: Vec<Option<i64>>,
+    /// Sequence numbers (as sent, 16 bits) of recent padding-only packets, oldest first.
+    padding: VecDeque<u16>,
+    padding_seen: HashSet<u16>,
     eof: bool,
     pub stats: OrderStats,
 }
+
+/// Padding-only packets remembered (a few seconds of a sender's bandwidth probes).
+const RECENT_PADDING: usize = 1_024;
 
 impl TrackPackets {
     /// Reads entries until the oldest pending packet is safe to give out (or the journal ends).
@@ -183,6 +194,7 @@ impl TrackPackets {
                     let Some((p, at)) =
                         classify(&self.header, &mut self.unwrapper, &packet, arrival_us)
                     else {
+                        self.note_padding(&packet);
                         continue;
                     };
                     let session_us = self.clock.session_us(at.segment, at.ts);
@@ -202,6 +214,7 @@ impl TrackPackets {
                             marker: p.marker,
                             arrival_us,
                             payload: p.payload.to_vec(),
+                            padding_before: 0,
                         };
                         self.pending.insert(key, packet);
                     }
@@ -219,7 +232,37 @@ impl TrackPackets {
         }
     }
 
-    fn emit(&mut self, key: Key, packet: TrackPacket) -> TrackPacket {
+    /// Remembers a padding-only packet of the track (the sender fills its sequence with them when it
+    /// probes bandwidth without a retransmission stream).
+    fn note_padding(&mut self, packet: &[u8]) {
+        let Some(p) = rtp::parse(packet) else {
+            return;
+        };
+        if p.payload_type != self.header.payload_type
+            || !p.payload.is_empty()
+            || !self.padding_seen.insert(p.seq)
+        {
+            return;
+        }
+        if self.padding.len() >= RECENT_PADDING {
+            if let Some(old) = self.padding.pop_front() {
+                self.padding_seen.remove(&old);
+            }
+        }
+        self.padding.push_back(p.seq);
+    }
+
+    fn emit(&mut self, key: Key, mut packet: TrackPacket) -> TrackPacket {
+        // Sequence numbers are 16 bits on the wire; the padding right before this packet.
+        let mut before = 0u16;
+        while before < u16::MAX
+            && self
+                .padding_seen
+                .contains(&((packet.seq - 1 - i64::from(before)) as u16))
+        {
+            before += 1;
+        }
+        packet.padding_before = before;
         self.last_emitted = Some(key);
         if self.recent_order.len() >= RECENT {
             if let Some(old) = self.recent_order.pop_front() {
@@ -233,7 +276,7 @@ impl TrackPackets {
         }
         let last = &mut self.last_seq[packet.segment];
         if let Some(prev) = *last {
-            self.stats.lost += (packet.seq - prev - 1).max(0) as u64;
+            self.stats.lost += (packet.seq - prev - 1 - i64::from(before)).max(0) as u64;
         }
         *last = Some(last.map_or(packet.seq, |prev| prev.max(packet.seq)));
         packet

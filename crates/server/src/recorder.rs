@@ -131,12 +131,18 @@ fn handle(
                 return;
             }
             tracing::info!(recording, room, "recording started");
+            // The files' time 0 is the start everyone was told (`started_at_ms`), not the moment
+            // this command arrived here.
+            let lag = Duration::from_millis(
+                (crate::store::now_ms() - started_at_ms).clamp(0, 2_000) as u64,
+            );
+            let now = Instant::now();
             running.insert(
                 room,
                 Running {
                     id: recording,
                     room,
-                    started: Instant::now(),
+                    started: now.checked_sub(lag).unwrap_or(now),
                     started_at_ms,
                     dir,
                     names: names.into_iter().collect(),
@@ -393,8 +399,9 @@ fn lower_priority() {
 }
 
 /// The journals' files: the denoised mix (Ogg/Opus, WAV, FLAC), one Ogg/Opus per person (their packets
-/// as sent, on the recording's clock) and one WebM per camera (with its person's audio). Returns the
-/// files and the recording's length (for an interrupted one: up to its last packet).
+/// as sent, on the recording's clock) and one video per camera with its person's audio (WebM for VP8,
+/// Matroska for H.264). Returns the files and the recording's length (for an interrupted one: up to
+/// its last packet).
 fn make_files(
     dir: &Path,
     duration_ms: Option<i64>,
@@ -488,28 +495,44 @@ fn make_files(
     let tracks_took = tracks_from.elapsed();
     let video_from = Instant::now();
     for (path, header) in &video {
-        let mut name = format!("p{}.webm", header.participant_id);
+        let Some(format) = parley_media::VideoFormat::for_codec(&header.codec) else {
+            tracing::warn!(
+                "{}: no video file: {} is not kept (VP8 and H.264 are)",
+                path.display(),
+                header.codec
+            );
+            continue;
+        };
+        let ext = format.extension();
+        let mut name = format!("p{}.{ext}", header.participant_id);
         let mut n = 2;
         while !taken.insert(name.clone()) {
-            name = format!("p{}-{n}.webm", header.participant_id);
+            name = format!("p{}-{n}.{ext}", header.participant_id);
             n += 1;
         }
         let voice = audio
             .iter()
             .find(|(_, a)| a.participant_id == header.participant_id)
             .map(|(p, _)| p.as_path());
-        match parley_media::finalize_webm(path, voice, &dir.join(&name), duration_us) {
+        match parley_media::finalize_video(path, voice, &dir.join(&name), duration_us) {
             Ok(report) => {
                 tracing::info!(
                     participant = header.participant_id,
+                    codec = %report.codec,
                     frames = report.video_frames,
                     keyframes = report.keyframes,
+                    incomplete = report.incomplete_frames,
+                    before_keyframe = report.frames_before_keyframe,
+                    after_loss = report.frames_after_loss,
+                    lost = report.video_lost,
+                    skipped = report.video_skipped,
+                    malformed = report.video_malformed,
                     lip_sync = %report.lip_sync,
                     "video file made"
                 );
-                files.push(file(name, "video", "webm", Some(header)))
+                files.push(file(name, "video", &report.format, Some(header)))
             }
-            // H.264 has no WebM; a camera that never sent a keyframe has nothing to show.
+            // A camera that never sent a keyframe (or, for H.264, its SPS/PPS) has nothing to show.
             Err(e) => tracing::warn!("{}: no video file: {e}", path.display()),
         }
     }

@@ -230,10 +230,17 @@ pub struct MediaCore {
     /// Rooms being recorded, and their packets waiting for the shell.
     recording: Vec<RoomId>,
     recorded: Vec<Recorded>,
+    /// Recorded rooms whose cameras are asked for a keyframe again at these times.
+    keyframes_again: Vec<(Instant, RoomId)>,
 }
 
 /// How long a core with no peers sleeps.
 const IDLE_TIMEOUT: Duration = Duration::from_millis(500);
+/// When a recording starts its cameras are asked for a keyframe, and again after these delays:
+/// browsers ignore a request within 300 ms of the last one (a subscriber may just have asked, and
+/// got its keyframe before the recording began), and a request can be lost.
+const RECORDING_KEYFRAME_RETRIES: [Duration; 2] =
+    [Duration::from_millis(400), Duration::from_millis(1_500)];
 
 impl MediaCore {
     pub fn new(config: MediaConfig) -> MediaCore {
@@ -262,6 +269,7 @@ impl MediaCore {
             counters: MediaCounters::default(),
             recording: Vec::new(),
             recorded: Vec::new(),
+            keyframes_again: Vec::new(),
         }
     }
 
@@ -322,8 +330,12 @@ impl MediaCore {
                     .collect::<Vec<_>>()
             })
             .collect();
+        let now = self.now;
         for source in sources {
-            self.request_keyframe(source, KeyframeRequestKind::Pli);
+            if let Some(peer) = self.peers.get_mut(&source.publisher) {
+                peer.request_keyframe_now(source.mid, KeyframeRequestKind::Pli, now);
+                self.drive(source.publisher);
+            }
         }
     }
 
@@ -353,7 +365,9 @@ impl MediaCore {
         if self.peers.is_empty() {
             return self.now + IDLE_TIMEOUT;
         }
-        self.earliest_timeout.min(self.next_speaker_tick)
+        let retry = self.keyframes_again.iter().map(|(at, _)| *at).min();
+        let earliest = self.earliest_timeout.min(self.next_speaker_tick);
+        retry.map_or(earliest, |at| earliest.min(at))
     }
 
     pub fn handle_command(&mut self, command: MediaCommand, now: Instant) {
@@ -433,10 +447,14 @@ impl MediaCore {
             MediaCommand::RemovePeer { peer } => self.remove_peer(peer),
             MediaCommand::SetRecording { room, on } => {
                 self.recording.retain(|r| *r != room);
+                self.keyframes_again.retain(|(_, r)| *r != room);
                 if on {
                     self.recording.push(room);
                     // The recording starts with a picture: ask every camera in the room for one.
                     self.request_keyframes_in(room);
+                    let now = self.now;
+                    self.keyframes_again
+                        .extend(RECORDING_KEYFRAME_RETRIES.iter().map(|d| (now + *d, room)));
                 }
             }
         }
@@ -670,6 +688,18 @@ impl MediaCore {
         }
         self.scratch_ids = due;
         self.speaker_tick(now);
+        if self.keyframes_again.iter().any(|(at, _)| *at <= now) {
+            let rooms: Vec<RoomId> = self
+                .keyframes_again
+                .iter()
+                .filter(|(at, _)| *at <= now)
+                .map(|(_, room)| *room)
+                .collect();
+            self.keyframes_again.retain(|(at, _)| *at > now);
+            for room in rooms {
+                self.request_keyframes_in(room);
+            }
+        }
         self.process_queue();
     }
 

@@ -1020,14 +1020,25 @@ impl Peer {
 
     /// Asks the client for a keyframe of its own track `mid` (throttled).
     pub fn request_keyframe(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant) {
+        self.ask_for_keyframe(mid, kind, now, false);
+    }
+
+    /// [`Peer::request_keyframe`] even if one was asked for just now: a recording that starts needs a
+    /// keyframe after its start, and the one a subscriber asked for a moment ago may have come before.
+    pub fn request_keyframe_now(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant) {
+        self.ask_for_keyframe(mid, kind, now, true);
+    }
+
+    fn ask_for_keyframe(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant, force: bool) {
         let Some(t) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
             return;
         };
         if t.kind != TrackKind::Video {
             return;
         }
-        if t.last_keyframe_request
-            .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL)
+        if !force
+            && t.last_keyframe_request
+                .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL)
         {
             return;
         }

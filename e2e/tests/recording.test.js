@@ -435,6 +435,18 @@ test('recording: Record, the indicator for all and late joiners, refusals, Stop,
         const audio = decode(local[f.name]);
         const hz = dominantFrequency(audio, audio.length - 8192 - RATE);
         assert.ok(Math.abs(hz - TONES[name]) < 3, `${name}'s tone in their video file (${hz.toFixed(1)} Hz)`);
+        // And the page's <video> plays it as served (type, range requests, the CSP).
+        const shown = await c.evaluate((url) => new Promise((resolve) => {
+          const v = document.createElement('video');
+          v.muted = true;
+          v.preload = 'auto';
+          v.addEventListener('loadeddata', () => resolve({ ok: true, width: v.videoWidth, duration: v.duration }), { once: true });
+          v.addEventListener('error', () => resolve({ ok: false, error: v.error && v.error.code }), { once: true });
+          setTimeout(() => resolve({ ok: false, error: 'timeout' }), 5000);
+          v.src = url;
+        }), f.url);
+        t.diagnostic(`${name}'s ${f.format} in a <video>: ${JSON.stringify(shown)}`);
+        assert.ok(shown.ok && shown.width > 0, `the page plays ${f.name} (${JSON.stringify(shown)})`);
       }
     });
 

@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo build --release --workspace && target/release/parley-bench` (`--quick` for a short run).
 //! The same run compares 1 and N media workers on one step ([`workers`]) and measures the anchor, the
-//! same load on Janus's videoroom ([`anchor`]; `--no-janus` skips it). `parley-bench load --janus URL`
+//! same load on Janus's videoroom ([`anchor`]; `--no-janus` skips it), and what a room recording costs
+//! ([`recording`]; `--recording-only` for just that). `parley-bench load --janus URL`
 //! is the load generator on Janus, which the anchor runs in its client namespace.
 
 mod anchor;
@@ -773,6 +774,24 @@ fn bench(mut args: Args) -> Result<()> {
         anchor::run(&args, duration)?
     };
 
+    // What a room recording costs: a room of 10 talkers on a fresh server with one media worker.
+    let recording_cost = {
+        let server = start_server(&args, 1)?;
+        let http = server.http.clone();
+        match recording::run(
+            &args.client_bin,
+            &server.http,
+            server.server.pid(),
+            duration,
+            |name| metric(&http, name),
+        ) {
+            Ok(cost) => Some(cost),
+            Err(e) => {
+                eprintln!("parley-bench: the recording cost was not measured: {e:#}");
+                None
+            }
+        }
+    };
     let mut md = String::new();
     let workers_note = if args.server_has_workers {
         format!("the server with {} media workers", args.workers())
@@ -819,6 +838,10 @@ fn bench(mut args: Args) -> Result<()> {
     md.push_str(&format!(
         "\nCPU % is of one core (100 = one core busy). \"client CPU\" is the load generator, which runs on the same {cores} cores (unless pinned apart) and does the SRTP work of every simulated participant; the server's media path runs on its media worker threads (\"workers\"; each `parley-media-i` thread's CPU in \"server CPU % per worker\").\n"
     ));
+    if let Some(c) = &recording_cost {
+        md.push('\n');
+        md.push_str(&c.markdown());
+    }
     if let Some(c) = &comparison {
         md.push_str(&c.markdown());
         csv.push_str(&c.csv_rows());

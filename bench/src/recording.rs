@@ -19,8 +19,10 @@ pub struct RecordingCost {
     /// The recorder thread's CPU (% of one core) while recording.
     pub recorder: f64,
     pub recorded_s: f64,
-    /// From stop until the files were listed as made, and that per recorded minute.
+    /// The server's time making the files (its `parley_recording_finalize_seconds_total`), and
+    /// from stop until a client had downloaded them all.
     pub finalize_s: f64,
+    pub stop_to_downloaded_s: f64,
     pub files: usize,
     pub dropped: f64,
 }
@@ -38,9 +40,12 @@ impl RecordingCost {
              | recorder thread CPU while recording | {r:.1}% of a core |\n\
              | packets the recorder had no room for | {d:.0} |\n\
              | recorded | {s:.1} s, {f} files |\n\
-             | making the files after stop | {fin:.2} s ({pm:.2} s per recorded minute; goal < 3 s) |\n\n\
+             | making the files after stop (mix, denoise, encode, mux) | {fin:.2} s ({pm:.2} s per recorded minute; goal < 3 s) |\n\
+             | from stop until a client had downloaded every file | {dl:.2} s |\n\n\
              Each window {w:.0} s; CPU from /proc (utime + stime) of the `parley-media` and \
-             `parley-recorder` threads.\n",
+             `parley-recorder` threads; the files' time from the server's \
+             `parley_recording_finalize_seconds_total` (they are made at the lowest priority, over \
+             every core, while the load goes on).\n",
             t = self.talkers,
             a = self.worker_without,
             b = self.worker_with,
@@ -50,6 +55,7 @@ impl RecordingCost {
             f = self.files,
             fin = self.finalize_s,
             pm = per_minute,
+            dl = self.stop_to_downloaded_s,
             w = self.window_s,
         )
     }
@@ -143,6 +149,8 @@ pub fn run(
     let started = Instant::now();
     let (with, recorder) = measure("with a recording");
     let dropped = metric("parley_recorder_dropped_packets_total").unwrap_or(0.0);
+    let made_before = metric("parley_recordings_finalized_total").unwrap_or(0.0);
+    let making_before = metric("parley_recording_finalize_seconds_total").unwrap_or(0.0);
     recording_cli(client_bin, http, room, &["stop"])?;
     let recorded_s = started.elapsed().as_secs_f64();
     let stopped = Instant::now();
@@ -158,7 +166,16 @@ pub fn run(
                 .to_string_lossy(),
         ],
     )?;
-    let finalize_s = stopped.elapsed().as_secs_f64();
+    let stop_to_downloaded_s = stopped.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric("parley_recordings_finalized_total").unwrap_or(0.0) <= made_before {
+        if Instant::now() > deadline {
+            bail!("the server never counted the recording as made");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let finalize_s =
+        metric("parley_recording_finalize_seconds_total").unwrap_or(0.0) - making_before;
     let files = listed
         .lines()
         .filter(|l| l.starts_with("downloaded"))
@@ -172,6 +189,7 @@ pub fn run(
         recorder,
         recorded_s,
         finalize_s,
+        stop_to_downloaded_s,
         files,
         dropped,
     })

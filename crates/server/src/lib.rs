@@ -52,6 +52,8 @@ pub struct AppState {
     pub recordings: downloads::RecordingFiles,
     /// Packets the recorder had no room for.
     pub recorder_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// What making recordings' files has cost.
+    pub finalize_stats: std::sync::Arc<recorder::FinalizeStats>,
 }
 
 /// `parley admin reset-token`: a new admin token in the data dir's database, printed once.
@@ -282,11 +284,13 @@ async fn run(config: Config) -> Result<()> {
         packets,
         dropped: Default::default(),
     };
+    let finalize_stats = std::sync::Arc::new(recorder::FinalizeStats::default());
     recorder::spawn(
         config.data_dir.clone(),
         recorder_rx,
         packets_rx,
         inputs.clone(),
+        finalize_stats.clone(),
     )?;
     // Recordings the last run left unfinished are made from their journals, as interrupted.
     for (recording, room, started_at_ms) in store.unfinished_recordings()? {
@@ -335,6 +339,7 @@ async fn run(config: Config) -> Result<()> {
                 key: download_key,
             },
             recorder_dropped: tap.dropped.clone(),
+            finalize_stats,
         },
         std::sync::Arc::new(policy),
     );

@@ -261,6 +261,30 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap, uri: 
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    let made = &state.finalize_stats;
+    let seconds = [
+        (
+            "parley_recordings_finalized_total",
+            "Recordings whose files were made.",
+            made.recordings.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "parley_recording_recorded_seconds_total",
+            "Time recorded in the recordings whose files were made.",
+            made.recorded_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        ),
+        (
+            "parley_recording_finalize_seconds_total",
+            "Wall time spent making recordings' files (mix, denoise, encode, mux).",
+            made.making_us.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+    ];
+    for (name, help, value) in seconds {
+        let _ = writeln!(
+            body,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -23,6 +23,15 @@ use crate::store::{journal_dir, recording_dir, JOURNAL_DIR};
 /// Packets waiting for the recorder at most (about 4 s of a room of 10 talkers with video).
 pub const PACKET_QUEUE: usize = 16_384;
 
+/// What making files has cost so far (for `/metrics` and the benchmark): recordings finalized, the
+/// time recorded in them, and the wall time their files took.
+#[derive(Debug, Default)]
+pub struct FinalizeStats {
+    pub recordings: AtomicU64,
+    pub recorded_ms: AtomicU64,
+    pub making_us: AtomicU64,
+}
+
 /// What workers hold to hand packets on, and what they count when it is full.
 #[derive(Clone)]
 pub struct RecorderTap {
@@ -61,10 +70,11 @@ pub fn spawn(
     commands: std::sync::mpsc::Receiver<RecorderCommand>,
     packets: Receiver<Recorded>,
     control: mpsc::Sender<ControlInput>,
+    stats: Arc<FinalizeStats>,
 ) -> Result<()> {
     std::thread::Builder::new()
         .name("parley-recorder".into())
-        .spawn(move || run(&data_dir, commands, packets, control))
+        .spawn(move || run(&data_dir, commands, packets, control, &stats))
         .context("starting the recorder thread")?;
     Ok(())
 }
@@ -74,13 +84,14 @@ fn run(
     commands: Receiver<RecorderCommand>,
     packets: Receiver<Recorded>,
     control: mpsc::Sender<ControlInput>,
+    stats: &Arc<FinalizeStats>,
 ) {
     let mut running: HashMap<RoomId, Running> = HashMap::new();
     loop {
         // Commands first: a room's start is always seen before its packets.
         loop {
             match commands.try_recv() {
-                Ok(command) => handle(data_dir, &mut running, command, &control),
+                Ok(command) => handle(data_dir, &mut running, command, &control, stats),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
@@ -113,6 +124,7 @@ fn handle(
     running: &mut HashMap<RoomId, Running>,
     command: RecorderCommand,
     control: &mpsc::Sender<ControlInput>,
+    stats: &Arc<FinalizeStats>,
 ) {
     match command {
         RecorderCommand::Start {
@@ -186,6 +198,7 @@ fn handle(
                 started_at_ms,
                 RecordingState::Ready,
                 control.clone(),
+                stats.clone(),
             );
         }
         RecorderCommand::Recover {
@@ -200,6 +213,7 @@ fn handle(
                 started_at_ms,
                 RecordingState::Interrupted,
                 control.clone(),
+                stats.clone(),
             );
         }
     }
@@ -350,12 +364,24 @@ fn finish_elsewhere(
     started_at_ms: i64,
     state: RecordingState,
     control: mpsc::Sender<ControlInput>,
+    stats: Arc<FinalizeStats>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("parley-finalize".into())
         .spawn(move || {
             lower_priority();
-            let outcome = match make_files(&dir, duration_ms, started_at_ms) {
+            let making = Instant::now();
+            let made = make_files(&dir, duration_ms, started_at_ms);
+            if let Ok((_, recorded_ms)) = &made {
+                stats.recordings.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .recorded_ms
+                    .fetch_add((*recorded_ms).max(0) as u64, Ordering::Relaxed);
+                stats
+                    .making_us
+                    .fetch_add(making.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            let outcome = match made {
                 Ok((files, duration_ms)) => RecordingOutcome {
                     state,
                     duration_ms: Some(duration_ms),

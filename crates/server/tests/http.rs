@@ -117,6 +117,14 @@ async fn status_debug_and_metrics_describe_the_rooms() {
     ] {
         assert!(values.contains_key(name), "{name} missing");
     }
+    // No recording was made here: its counters are there, at zero.
+    for name in [
+        "parley_recordings_finalized_total",
+        "parley_recording_recorded_seconds_total",
+        "parley_recording_finalize_seconds_total",
+    ] {
+        assert_eq!(values.get(name), Some(&0.0), "{name}");
+    }
 }
 
 #[tokio::test]

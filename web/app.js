@@ -838,6 +838,8 @@ function setOwner(owner) {
 function renderOwner() {
   const can = canManage();
   ui.roomAdminOpen.hidden = !can;
+  // Owners delete recordings from the panel.
+  if (recording.isOpen) recording.renderList();
   for (const tile of app.tiles.values()) {
     if (tile.self) tile.setInfo({ owner: app.owner });
     else setTileMenu(tile);
@@ -1258,6 +1260,8 @@ const recording = new RoomRecording({
   room: () => app.room,
   toast,
   onSystem: (text) => chat.system(text),
+  canDelete: canManage,
+  confirm: (question) => confirmDialog.ask(question),
 });
 
 // ---------------------------------------------------------------------------------------------------------

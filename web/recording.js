@@ -222,11 +222,17 @@ export async function serverElapsed(signal, recordingId) {
  * error does (they are not asked with `ownErrors`).
  */
 export class RoomRecording {
-  constructor({ signal, room, toast, onSystem = () => {} }) {
+  /**
+   * `canDelete()`: whether we may delete the room's recordings (an owner, or the admin);
+   * `confirm({title, text, ok})` asks first (resolves null when cancelled).
+   */
+  constructor({ signal, room, toast, onSystem = () => {}, canDelete = () => false, confirm = async () => null }) {
     this.signal = signal;
     this.room = room;
     this.toast = toast;
     this.onSystem = onSystem;
+    this.canDelete = canDelete;
+    this.confirm = confirm;
     this.button = $('record-toggle');
     this.label = this.button.querySelector('.ctl-label');
     this.indicator = new RecordingIndicator($('recording-indicator'));
@@ -306,7 +312,13 @@ export class RoomRecording {
     }
     if (msg.type === 'recordings_deleted') {
       if (!this.room() || msg.room !== this.room()) return true;
-      // Only the running one (or one being made) is left: list again.
+      if (Number.isFinite(msg.recording_id)) {
+        // An owner deleted that one.
+        this.recordings = this.recordings.filter((r) => r.recording_id !== msg.recording_id);
+        if (this.isOpen) this.renderList();
+        return true;
+      }
+      // The admin deleted all finished ones: only the running one (or one being made) is left.
       this.recordings = this.recordings.filter((r) => r.state === 'recording' || r.state === 'processing');
       if (this.isOpen) {
         this.renderList();
@@ -456,6 +468,25 @@ export class RoomRecording {
     if (this.isOpen) this.renderList();
   }
 
+  /** Deletes `rec` (an owner's choice, confirmed first); the server tells everyone in the room. */
+  async remove(rec, label, button) {
+    const files = (rec.files || []).length;
+    const yes = await this.confirm({
+      title: 'Delete this recording?',
+      text: `The recording of ${label}${files ? ` and its ${files} file${files === 1 ? '' : 's'}` : ''} will be deleted for everyone in the room. This cannot be undone.`,
+      ok: 'Delete',
+    });
+    if (!yes || this.room() == null) return;
+    button.disabled = true;
+    try {
+      await this.signal.request({ type: 'delete_recording', recording_id: rec.recording_id }, { ownErrors: true });
+      // `recordings_deleted` (to everyone, us too) takes it off the list.
+    } catch (err) {
+      button.disabled = false;
+      this.showError(`Not deleted: ${err.message}`);
+    }
+  }
+
   /** One recording, new or changed (`recording_updated`). */
   put(rec) {
     if (!rec || !Number.isFinite(rec.recording_id)) return;
@@ -475,7 +506,7 @@ export class RoomRecording {
     const old = new Map();
     for (const li of this.list.children) old.set(li.dataset.recordingId, li);
     const items = this.recordings.map((rec) => {
-      const key = JSON.stringify([rec.state, rec.duration_ms, rec.message, rec.stopped_by, (rec.files || []).map((f) => f.name)]);
+      const key = JSON.stringify([rec.state, rec.duration_ms, rec.message, rec.stopped_by, (rec.files || []).map((f) => f.name), this.canDelete()]);
       const li = old.get(String(rec.recording_id));
       // Same state and files: the item stays (a player may be playing) until its links near expiry.
       if (li && li.dataset.key === key && !linksExpired({ files: rec.files, url_expires_at_ms: Number(li.dataset.expires) })) return li;
@@ -518,6 +549,14 @@ export class RoomRecording {
     state.dataset.state = rec.state || '';
     head.append(time, state);
     li.appendChild(head);
+    if (this.canDelete() && rec.state !== 'recording' && rec.state !== 'processing') {
+      const del = el('button', 'btn small rec-delete', 'Delete');
+      del.type = 'button';
+      del.dataset.testid = 'recording-delete';
+      del.setAttribute('aria-label', `Delete the recording of ${time.textContent}`);
+      del.addEventListener('click', () => this.remove(rec, time.textContent, del));
+      head.appendChild(del);
+    }
 
     const meta = describeRecording(rec);
     if (meta) li.appendChild(el('p', 'rec-meta', meta));

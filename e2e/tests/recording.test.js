@@ -450,6 +450,38 @@ test('recording: Record, the indicator for all and late joiners, refusals, Stop,
       }
     });
 
+    await t.test('an owner deletes the recording for everyone; a member cannot', async () => {
+      const rec = (await c.evaluate(() => window.parley.recording.recordings))[0];
+      const href = rec.files[0].url;
+      // Cy is a member: no Delete in the panel.
+      await c.locator('[data-testid="recordings-open"]').click();
+      const panelC = c.locator('[data-testid="recordings-panel"]');
+      await panelC.locator('[data-testid="recording-item"]').first().waitFor();
+      assert.equal(await panelC.locator('[data-testid="recording-delete"]').count(), 0, 'a member has no Delete');
+      // Ann created the room: she is its owner.
+      assert.equal(await a.evaluate(() => window.parley.owner), true);
+      await a.locator('[data-testid="recordings-open"]').click();
+      const panelA = a.locator('[data-testid="recordings-panel"]');
+      const del = panelA.locator('[data-testid="recording-item"][data-state="ready"] [data-testid="recording-delete"]');
+      await del.waitFor({ state: 'visible', timeout: 5000 });
+      await del.click();
+      const confirm = a.locator('[data-testid="confirm-dialog"]');
+      await confirm.waitFor({ state: 'visible' });
+      assert.match(await confirm.textContent(), /Delete this recording\?[\s\S]*for everyone in the room/);
+      await a.locator('#confirm-ok').click();
+      // Gone from both pages at once, and its files with it.
+      await panelA.locator('[data-testid="recording-item"]').waitFor({ state: 'detached', timeout: 5000 });
+      await panelC.locator('[data-testid="recording-item"]').waitFor({ state: 'detached', timeout: 5000 });
+      assert.match(await panelC.locator('#recordings-empty').textContent(), /No recordings of this room yet/);
+      assert.deepEqual(await c.evaluate(() => window.parley.recording.recordings), []);
+      const r = await fetch(env.url + href);
+      assert.equal(r.status, 404, 'its files are gone');
+      for (const p of [a, c]) {
+        await p.locator('[data-testid="recordings-panel"] [data-close]').first().click();
+        await p.locator('[data-testid="recordings-panel"]').waitFor({ state: 'hidden' });
+      }
+    });
+
     await t.test('the wall screen shows a recording too', async () => {
       // A's page becomes the room's wall screen; Bo records.
       await a.goto(`${env.url}/viewer/${ROOM}?name=Wall`);

@@ -644,6 +644,13 @@ pub enum ClientMessage {
         #[serde(default)]
         id: Option<RequestId>,
     },
+    /// Owners of the room (and the admin, in it): delete one of the room's finished recordings and its
+    /// files; answered by `ok`, and everyone in the room gets `recordings_deleted`.
+    DeleteRecording {
+        #[serde(default)]
+        id: Option<RequestId>,
+        recording_id: i64,
+    },
     /// Members: the room's recordings, newest first, with download links; answered by `recordings`.
     ListRecordings {
         #[serde(default)]
@@ -879,9 +886,12 @@ pub enum ServerMessage {
     RoomClosed {
         room: String,
     },
-    /// The admin deleted your room's recordings (those finished): list them again.
+    /// Your room's recordings were deleted: all those finished (by the admin), or the one
+    /// `recording_id` (by an owner). List them again.
     RecordingsDeleted {
         room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recording_id: Option<i64>,
     },
     /// The admin deleted your room's chat history.
     ChatCleared {
@@ -967,6 +977,8 @@ pub enum ErrorCode {
     RecordingRunning,
     /// No recording is running in this room.
     NotRecording,
+    /// The room has no recording with that id.
+    NoSuchRecording,
     /// Limits outside their ranges (`set_limits`).
     InvalidLimits,
     Internal,
@@ -1000,6 +1012,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RecordingRunning => "recording_running",
             ErrorCode::NotRecording => "not_recording",
+            ErrorCode::NoSuchRecording => "no_such_recording",
             ErrorCode::InvalidLimits => "invalid_limits",
             ErrorCode::Internal => "internal",
         }
@@ -1109,6 +1122,7 @@ impl ClientMessage {
             | ClientMessage::SetLimits { id, .. }
             | ClientMessage::RecordingStart { id }
             | ClientMessage::RecordingStop { id }
+            | ClientMessage::DeleteRecording { id, .. }
             | ClientMessage::ListRecordings { id } => *id,
         }
     }

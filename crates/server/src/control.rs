@@ -103,6 +103,14 @@ pub enum StoreRequest {
         request_id: Option<RequestId>,
         room: String,
     },
+    /// Delete one finished recording of `room` (and its files), reported with
+    /// [`Control::recording_deleted`].
+    DeleteRecording {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        recording: i64,
+    },
     /// Read the admin token's hash again (`parley admin reset-token` may have changed it); reported
     /// with [`Control::admin_hash_read`].
     ReadAdminHash,
@@ -585,6 +593,9 @@ impl Control {
             ClientMessage::RecordingStart { .. } => self.recording_start(session, id),
             ClientMessage::RecordingStop { .. } => self.recording_stop(session, id),
             ClientMessage::ListRecordings { .. } => self.list_recordings(session, id),
+            ClientMessage::DeleteRecording { recording_id, .. } => {
+                self.delete_recording(session, id, recording_id)
+            }
         }
     }
 

@@ -93,6 +93,13 @@ pub enum ControlInput {
         room: String,
         recordings: Vec<parley_proto::RecordingInfo>,
     },
+    RecordingDeleted {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        recording: i64,
+        deleted: bool,
+    },
 }
 
 /// Inputs waiting for the control plane at most (connections wait; workers retry).
@@ -237,6 +244,15 @@ impl ControlPlane {
             } => self
                 .control
                 .recordings_loaded(session, request_id, room, recordings),
+            ControlInput::RecordingDeleted {
+                session,
+                request_id,
+                room,
+                recording,
+                deleted,
+            } => self
+                .control
+                .recording_deleted(session, request_id, room, recording, deleted),
             ControlInput::AdminHash(hash) => {
                 *self.admin_hash.write().unwrap_or_else(|p| p.into_inner()) = hash;
                 self.control.admin_hash_read(hash);
@@ -405,6 +421,28 @@ fn spawn_store_thread(
                                 session,
                                 request_id,
                                 what: "the recordings could not be read",
+                            }
+                        }
+                    },
+                    StoreRequest::DeleteRecording {
+                        session,
+                        request_id,
+                        room,
+                        recording,
+                    } => match store.delete_recording(&room, recording) {
+                        Ok(deleted) => ControlInput::RecordingDeleted {
+                            session,
+                            request_id,
+                            room,
+                            recording,
+                            deleted,
+                        },
+                        Err(e) => {
+                            tracing::error!(room = %room, recording, "recording not deleted: {e:#}");
+                            ControlInput::StoreFailed {
+                                session,
+                                request_id,
+                                what: "the recording could not be deleted",
                             }
                         }
                     },

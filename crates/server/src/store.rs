@@ -540,6 +540,24 @@ impl Store {
         Ok(rows)
     }
 
+    /// Deletes `room`'s finished recording `id` and its files; false when the room has no such
+    /// recording (or it is still running or being made).
+    pub fn delete_recording(&self, room: &str, id: i64) -> Result<bool> {
+        let deleted = self.conn().execute(
+            "DELETE FROM recordings WHERE id = ?1 AND room = ?2
+             AND state NOT IN ('recording', 'processing')",
+            params![id, room],
+        )? > 0;
+        if let (true, Some(dir)) = (deleted, &self.dir) {
+            if let Err(e) = std::fs::remove_dir_all(recording_dir(dir, id)) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(recording = id, "files not removed: {e}");
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// The room a recording belongs to.
     pub fn recording_room(&self, id: i64) -> Result<Option<String>> {
         Ok(self

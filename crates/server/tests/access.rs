@@ -478,3 +478,111 @@ async fn a_reset_admin_token_takes_effect_without_a_restart() {
         "admin"
     );
 }
+
+#[tokio::test]
+async fn owners_delete_one_finished_recording_and_nobody_else_does() {
+    let server = start();
+    let mut owner = connect(&server).await;
+    let created = ask(
+        &mut owner,
+        json!({"type": "create_room", "room": "band", "name": "Ann"}),
+        1,
+    )
+    .await;
+    assert_eq!(created["type"], "room_created", "{created}");
+    let joined = ask(
+        &mut owner,
+        json!({"type": "join", "room": "band", "name": "Ann", "owner_key": created["owner_key"]}),
+        2,
+    )
+    .await;
+    assert_eq!(joined["owner"], true, "{joined}");
+    let mut member = connect(&server).await;
+    let joined = ask(
+        &mut member,
+        json!({"type": "join", "room": "band", "name": "Bo"}),
+        3,
+    )
+    .await;
+    assert_eq!(joined["owner"], false, "{joined}");
+    let mut elsewhere = connect(&server).await;
+    assert_eq!(
+        ask(
+            &mut elsewhere,
+            json!({"type": "join", "room": "General", "name": "Cy"}),
+            4
+        )
+        .await["type"],
+        "joined"
+    );
+
+    // Two recordings: one made, one running.
+    let made = ask(&mut member, json!({"type": "recording_start"}), 5).await;
+    let first = made["recording"]["recording_id"].as_i64().expect("an id");
+    ask(&mut member, json!({"type": "recording_stop"}), 6).await;
+    first_within(&mut owner, 10, "the first recording made", |v| {
+        v["type"] == "recording_updated" && v["recording"]["state"] == "ready"
+    })
+    .await;
+    let running = ask(&mut member, json!({"type": "recording_start"}), 7).await;
+    let second = running["recording"]["recording_id"]
+        .as_i64()
+        .expect("an id");
+    let dir = |id: i64| server.data_dir().join("recordings").join(id.to_string());
+    assert!(dir(first).exists(), "the first recording's directory");
+
+    let delete = |recording: i64| json!({"type": "delete_recording", "recording_id": recording});
+    // A member is not an owner; someone in another room has no such recording; nor does a number
+    // that was never a recording; and a running one is stopped first.
+    let v = ask(&mut member, delete(first), 8).await;
+    assert_eq!(code(&v), "forbidden", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("owners"), "{v}");
+    let v = ask(&mut elsewhere, delete(first), 9).await;
+    assert_eq!(code(&v), "forbidden", "Cy owns no room: {v}");
+    let v = ask(&mut owner, delete(9_999), 10).await;
+    assert_eq!(code(&v), "no_such_recording", "{v}");
+    let v = ask(&mut owner, delete(second), 11).await;
+    assert_eq!(code(&v), "recording_running", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("stop it first"),
+        "{v}"
+    );
+    let v = ask(
+        &mut owner,
+        json!({"type": "delete_recording", "recording_id": "1"}),
+        12,
+    )
+    .await;
+    assert_eq!(code(&v), "bad_message", "{v}");
+    assert!(dir(first).exists(), "nothing was deleted by the refusals");
+
+    // The owner deletes the first: gone from the store and the disk, everyone in the room told.
+    let v = ask(&mut owner, delete(first), 13).await;
+    assert_eq!(v["type"], "ok", "{v}");
+    let told = until(&mut member, "recordings_deleted").await;
+    assert_eq!(
+        told,
+        json!({"type": "recordings_deleted", "room": "band", "recording_id": first})
+    );
+    assert!(!dir(first).exists(), "its files are gone");
+    let listed = ask(&mut member, json!({"type": "list_recordings"}), 14).await;
+    let ids: Vec<i64> = listed["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["recording_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [second], "only the running one is left");
+    // Twice is no such recording; the running one can go once it is made.
+    assert_eq!(
+        code(&ask(&mut owner, delete(first), 15).await),
+        "no_such_recording"
+    );
+    ask(&mut owner, json!({"type": "recording_stop"}), 16).await;
+    first_within(&mut owner, 10, "the second recording made", |v| {
+        v["type"] == "recording_updated" && v["recording"]["state"] == "ready"
+    })
+    .await;
+    assert_eq!(ask(&mut owner, delete(second), 17).await["type"], "ok");
+    assert!(!dir(second).exists());
+}

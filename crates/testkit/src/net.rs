@@ -333,6 +333,15 @@ impl<E: Endpoint> Net<E> {
             }) => self
                 .control
                 .recordings_loaded(session, request_id, room, Vec::new()),
+            // The in-memory network keeps no recordings: there is none to delete.
+            Output::Store(StoreRequest::DeleteRecording {
+                session,
+                request_id,
+                room,
+                recording,
+            }) => self
+                .control
+                .recording_deleted(session, request_id, room, recording, false),
             Output::Recorder(command) => self.recorder.push(command),
             Output::Store(StoreRequest::Write {
                 session,

@@ -312,7 +312,22 @@ impl Server {
         self.dir.take().expect("the server's dir")
     }
 
+    /// Starts the server on fresh free ports. Tests run side by side pick their ports the same way, so
+    /// another test's server can take ours between our check and our bind: then ours exits (and the
+    /// port answered was the other's), and it starts again on other ports.
     fn spawn(&mut self) -> Result<(), String> {
+        for _ in 0..4 {
+            self.spawn_once()?;
+            std::thread::sleep(Duration::from_millis(100));
+            if self.is_running() {
+                return Ok(());
+            }
+            self.kill();
+        }
+        self.spawn_once()
+    }
+
+    fn spawn_once(&mut self) -> Result<(), String> {
         let data = self.data_dir();
         std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
         let log = File::options()

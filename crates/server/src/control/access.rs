@@ -98,7 +98,7 @@ impl Control {
     }
 
     /// The room `session` is in, if it is an owner there (or the admin).
-    fn owned_room(&self, session: SessionId) -> Result<String, Refusal> {
+    pub(super) fn owned_room(&self, session: SessionId) -> Result<String, Refusal> {
         let room = self
             .rooms
             .room_of(session)

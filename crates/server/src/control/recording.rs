@@ -477,6 +477,70 @@ impl Control {
         );
     }
 
+    /// An owner (or the admin, in the room): one finished recording of the room goes, with its files.
+    pub(super) fn delete_recording(
+        &mut self,
+        session: SessionId,
+        id: Option<RequestId>,
+        recording: i64,
+    ) {
+        let room = match self.owned_room(session) {
+            Ok(room) => room,
+            Err(mut r) => {
+                if r.code == ErrorCode::Forbidden {
+                    r.message = "only the room's owners can delete its recordings".into();
+                }
+                return self.refuse(session, id, r);
+            }
+        };
+        let running = self
+            .recordings
+            .get(&room)
+            .is_some_and(|r| r.now.recording_id == recording);
+        if running {
+            let message = "that recording is still running: stop it first";
+            return self.refuse(session, id, refusal(ErrorCode::RecordingRunning, message));
+        }
+        if self.finishing.contains_key(&recording) {
+            let message = "that recording's files are still being made: try again in a moment";
+            return self.refuse(session, id, refusal(ErrorCode::RecordingRunning, message));
+        }
+        self.outputs
+            .push(Output::Store(StoreRequest::DeleteRecording {
+                session,
+                request_id: id,
+                room,
+                recording,
+            }));
+    }
+
+    /// The store deleted `recording` of `room` (or found no such recording there).
+    pub fn recording_deleted(
+        &mut self,
+        session: SessionId,
+        id: Option<RequestId>,
+        room: String,
+        recording: i64,
+        deleted: bool,
+    ) {
+        if !deleted {
+            let message = format!("{room} has no recording {recording}");
+            return self.refuse(session, id, refusal(ErrorCode::NoSuchRecording, message));
+        }
+        tracing::info!(room = %room, recording, "recording deleted by an owner");
+        let members = self.members_except(&room, 0);
+        self.outputs.push(Output::Send {
+            sessions: members,
+            message: ServerMessage::RecordingsDeleted {
+                room,
+                recording_id: Some(recording),
+            },
+        });
+        if self.sessions.contains(&session) {
+            self.send(session, ServerMessage::Ok { id });
+        }
+    }
+
     /// Stored: the room's members list their recordings again.
     pub(super) fn recordings_deleted(
         &mut self,
@@ -488,7 +552,10 @@ impl Control {
         let members = self.members_except(&room, 0);
         self.outputs.push(Output::Send {
             sessions: members,
-            message: ServerMessage::RecordingsDeleted { room },
+            message: ServerMessage::RecordingsDeleted {
+                room,
+                recording_id: None,
+            },
         });
         if self.sessions.contains(&session) {
             self.send(session, ServerMessage::Ok { id });

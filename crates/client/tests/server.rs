@@ -502,3 +502,58 @@ fn a_room_recording_is_shared_with_the_room_and_only_with_it() {
 fn url_of(server: &Server) -> String {
     server.url()
 }
+
+/// A recording the server cannot write ends at once with a message to the room, is listed as failed,
+/// and the call goes on; the next recording works.
+#[test]
+fn a_recording_that_cannot_be_written_ends_cleanly_and_the_call_goes_on() {
+    use parley_client::room_recording;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_server();
+    let dir = temp_dir("rec-fail");
+    let wav = tone_wav(dir.path(), 2.0);
+    // Recording 1's directory cannot be made: a file is in its place (as a full or broken disk
+    // would refuse it).
+    let recordings = server.data_dir().join("recordings");
+    std::fs::create_dir_all(&recordings).unwrap();
+    std::fs::write(recordings.join("1"), b"in the way").unwrap();
+    runtime().block_on(async {
+        let a = Session::join(player(&server, "General", "Ann", &wav))
+            .await
+            .expect("A joins");
+        let b = Session::join(player(&server, "General", "Bo", &wav))
+            .await
+            .expect("B joins");
+        let now = room_recording::start(&a).await.expect("the start is taken");
+        assert_eq!(now.recording_id, 1);
+        let made = room_recording::wait_until_made(&a, 1, Duration::from_secs(10))
+            .await
+            .expect("listed as finished");
+        assert_eq!(made.state, parley_proto::RecordingState::Failed, "{made:?}");
+        assert!(made.files.is_empty());
+        let message = made.message.clone().unwrap_or_default();
+        assert!(message.contains("could not write"), "{made:?}");
+        let b_sees = room_recording::list(&b).await.expect("B lists");
+        assert_eq!(
+            b_sees[0].state,
+            parley_proto::RecordingState::Failed,
+            "{b_sees:?}"
+        );
+        // The call went on: B still hears A.
+        let heard = packets_from(&b, a.you).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            packets_from(&b, a.you).await > heard + 10,
+            "A's audio still reaches B"
+        );
+        // The next recording is written.
+        let next = room_recording::start(&b).await.expect("a second recording");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        room_recording::stop(&b).await.expect("stops");
+        let made = room_recording::wait_until_made(&a, next.recording_id, Duration::from_secs(10))
+            .await
+            .expect("made");
+        assert_eq!(made.state, parley_proto::RecordingState::Ready, "{made:?}");
+        assert!(made.files.iter().any(|f| f.kind == "mix"), "{made:?}");
+    });
+}

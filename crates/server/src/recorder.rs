@@ -178,6 +178,16 @@ fn handle(
                 .find(|(_, r)| r.id == recording)
                 .map(|(room, _)| *room)
             else {
+                // It never ran here (its directory could not be made): no files, but the control
+                // plane waits for its outcome all the same, or it would stay "processing".
+                let outcome = RecordingOutcome {
+                    state: RecordingState::Failed,
+                    duration_ms: Some(0),
+                    files: Vec::new(),
+                    message: None,
+                };
+                let _ =
+                    control.blocking_send(ControlInput::RecordingFinished { recording, outcome });
                 return;
             };
             let Some(r) = running.remove(&room) else {

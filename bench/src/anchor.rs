@@ -195,6 +195,8 @@ fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> 
         .arg("--public-status")
         // The load generator makes every room from one address.
         .args(["--max-rooms-per-ip", "1000000", "--max-rooms", "1000000"])
+        // Every simulated participant comes from the load generator's one address.
+        .args(["--max-connections-per-ip", "100000"])
         .args(workers_args(args, workers))
         .args(["--max-participants", "250"])
         .env("RUST_LOG", "warn")

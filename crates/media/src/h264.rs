@@ -609,18 +609,7 @@ pub(crate) mod tests {
         out
     }
 
-    pub(crate) fn packet(seq: i64, ts: i64, marker: bool, payload: Vec<u8>) -> TrackPacket {
-        TrackPacket {
-            padding_before: 0,
-            session_us: ts as f64 / 90.0,
-            segment: 0,
-            seq,
-            ts,
-            marker,
-            arrival_us: 0,
-            payload,
-        }
-    }
+    pub(crate) use crate::testutil::video_packet as packet;
 
     /// The fixture's packets at 15 fps: (frame, index in the frame, packet).
     fn fixture_packets(mtu: usize) -> Vec<(usize, usize, TrackPacket)> {

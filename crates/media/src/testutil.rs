@@ -298,3 +298,22 @@ pub mod ebml {
         }
     }
 }
+
+/// A video packet as the track reader gives it: segment 0, on a 90 kHz clock from session time 0.
+pub fn video_packet(
+    seq: i64,
+    ts: i64,
+    marker: bool,
+    payload: Vec<u8>,
+) -> crate::track::TrackPacket {
+    crate::track::TrackPacket {
+        padding_before: 0,
+        session_us: ts as f64 / 90.0,
+        segment: 0,
+        seq,
+        ts,
+        marker,
+        arrival_us: 0,
+        payload,
+    }
+}

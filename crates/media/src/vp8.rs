@@ -196,18 +196,7 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn packet(seq: i64, ts: i64, marker: bool, payload: Vec<u8>) -> TrackPacket {
-        TrackPacket {
-            padding_before: 0,
-            session_us: ts as f64 / 90.0,
-            segment: 0,
-            seq,
-            ts,
-            marker,
-            arrival_us: 0,
-            payload,
-        }
-    }
+    use crate::testutil::video_packet as packet;
 
     #[test]
     fn descriptors() {

@@ -240,6 +240,18 @@ fn append(
     }
 }
 
+/// `room`'s recording, if it is running and still writing.
+fn writing(running: &mut HashMap<RoomId, Running>, room: RoomId) -> Option<&mut Running> {
+    running.get_mut(&room).filter(|r| !r.failed)
+}
+
+impl Running {
+    /// Microseconds since the recording's start at `received`.
+    fn arrival_us(&self, received: Instant) -> u64 {
+        received.saturating_duration_since(self.started).as_micros() as u64
+    }
+}
+
 /// A sender report goes into its track's journal (one that has no packets yet has no journal: its
 /// next report will do).
 fn append_sender_report(
@@ -247,16 +259,10 @@ fn append_sender_report(
     report: RecordedSenderReport,
     control: &mpsc::Sender<ControlInput>,
 ) {
-    let Some(r) = running.get_mut(&report.room) else {
+    let Some(r) = writing(running, report.room) else {
         return;
     };
-    if r.failed {
-        return;
-    }
-    let arrival_us = report
-        .received
-        .saturating_duration_since(r.started)
-        .as_micros() as u64;
+    let arrival_us = r.arrival_us(report.received);
     let Some(track) = r.tracks.get_mut(&(report.participant, report.mid)) else {
         return;
     };
@@ -274,16 +280,10 @@ fn append_packet(
     packet: RecordedPacket,
     control: &mpsc::Sender<ControlInput>,
 ) {
-    let Some(r) = running.get_mut(&packet.room) else {
+    let Some(r) = writing(running, packet.room) else {
         return;
     };
-    if r.failed {
-        return;
-    }
-    let arrival_us = packet
-        .received
-        .saturating_duration_since(r.started)
-        .as_micros() as u64;
+    let arrival_us = r.arrival_us(packet.received);
     let key = (packet.participant, packet.mid.clone());
     if !r.tracks.contains_key(&key) {
         let header = TrackHeader {

@@ -355,11 +355,12 @@ impl Server {
         if !launch.private_status {
             cmd.arg("--public-status");
         }
-        // Every test client comes from 127.0.0.1: the per-address room cap would stop a test (or the
-        // bench) that makes many rooms. Tests of the cap give their own.
+        // Every test client comes from 127.0.0.1: the per-address caps (rooms, connections) would stop
+        // a test (or the bench) that makes many. Tests of the caps give their own.
         for (flag, value) in [
             ("--max-rooms-per-ip", "1000000"),
             ("--max-rooms", "1000000"),
+            ("--max-connections-per-ip", "100000"),
         ] {
             if !launch.args.iter().any(|a| a == flag) {
                 cmd.args([flag, value]);

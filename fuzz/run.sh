@@ -6,14 +6,14 @@
 # fuzz/artifacts/<target>/ (see fuzz/README.md to reproduce it).
 #
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_TARGETS   the targets to run, space-separated (default: signalling offer answer)
+#   FUZZ_TARGETS   the targets to run, space-separated (default: signalling offer answer recording)
 #   FUZZ_SANITIZER address (default) or none (faster, for long runs by hand)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 CARGO_FUZZ_VERSION=0.13.2
 seconds="${FUZZ_SECONDS:-60}"
-read -r -a targets <<<"${FUZZ_TARGETS:-signalling offer answer}"
+read -r -a targets <<<"${FUZZ_TARGETS:-signalling offer answer recording}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 # Under the target dir CI keeps warm; the fuzz build has its own flags, so its own folder.
 target_dir="${CARGO_TARGET_DIR:-$PWD/../target}/fuzz"
@@ -47,8 +47,14 @@ failed=()
 for target in "${targets[@]}"; do
   case "$target" in
     signalling) dict=signalling.dict ;;
+    recording) dict="" ;;
     *) dict=sdp.dict ;;
   esac
+  # RNNoise's FFT (easyfft, under nnnoiseless) caches its planners in per-thread boxes it never
+  # frees, which LeakSanitizer reports now and then in the recording target: not a leak an input
+  # causes (the caches are per FFT size, a handful in all), so leaks are not checked there.
+  leaks=1
+  [ "$target" = recording ] && leaks=0
   cp -r "corpus/$target" "$work/$target"
   log="$work/$target.log"
   echo "== fuzzing $target for $seconds s"
@@ -56,9 +62,9 @@ for target in "${targets[@]}"; do
   # -max_len: 64 KiB, a large signalling message and a large SDP (each much larger than a real one).
   # -timeout: one input taking 20 s is a hang. -rss_limit_mb: AddressSanitizer's quarantine and the
   # corpus take a few hundred MiB.
-  "${fuzz[@]}" run "${build[@]}" "$target" "$work/$target" -- \
+  ASAN_OPTIONS="detect_leaks=$leaks${ASAN_OPTIONS:+:$ASAN_OPTIONS}" "${fuzz[@]}" run "${build[@]}" "$target" "$work/$target" -- \
     -max_total_time="$seconds" -max_len=65536 -timeout=20 -rss_limit_mb=3072 \
-    -dict="$dict" -print_final_stats=1 >"$log" 2>&1 || status=$?
+    ${dict:+-dict="$dict"} -detect_leaks="$leaks" -print_final_stats=1 >"$log" 2>&1 || status=$?
   executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
   rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")"
   done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)"

@@ -452,6 +452,25 @@ pub struct RecordingInfo {
     pub url_expires_at_ms: Option<i64>,
 }
 
+impl RecordingInfo {
+    /// A recording of `room` in `state`, with nothing known yet but its start.
+    pub fn new(recording_id: i64, room: String, state: RecordingState, started_at_ms: i64) -> Self {
+        RecordingInfo {
+            recording_id,
+            room,
+            state,
+            started_at_ms,
+            started_by: String::new(),
+            stopped_at_ms: None,
+            stopped_by: None,
+            duration_ms: None,
+            files: Vec::new(),
+            message: None,
+            url_expires_at_ms: None,
+        }
+    }
+}
+
 /// Proof that the sender owns a room: one of its owner keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerKeyProof {

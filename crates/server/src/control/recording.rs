@@ -77,19 +77,7 @@ impl Control {
     pub fn note_interrupted_recording(&mut self, recording: i64, room: String, started_at_ms: i64) {
         self.finishing.insert(
             recording,
-            RecordingInfo {
-                recording_id: recording,
-                room,
-                state: RecordingState::Processing,
-                started_at_ms,
-                started_by: String::new(),
-                stopped_at_ms: None,
-                stopped_by: None,
-                duration_ms: None,
-                files: Vec::new(),
-                message: None,
-                url_expires_at_ms: None,
-            },
+            RecordingInfo::new(recording, room, RecordingState::Processing, started_at_ms),
         );
     }
 
@@ -333,19 +321,8 @@ impl Control {
     /// The recorder made the files (or could not): stored, then the room hears of it.
     pub fn recording_finished(&mut self, recording: i64, outcome: RecordingOutcome) {
         let info = self.finishing.remove(&recording);
-        let mut info = info.unwrap_or_else(|| RecordingInfo {
-            recording_id: recording,
-            room: String::new(),
-            state: outcome.state,
-            started_at_ms: 0,
-            started_by: String::new(),
-            stopped_at_ms: None,
-            stopped_by: None,
-            duration_ms: None,
-            files: Vec::new(),
-            message: None,
-            url_expires_at_ms: None,
-        });
+        let mut info =
+            info.unwrap_or_else(|| RecordingInfo::new(recording, String::new(), outcome.state, 0));
         info.state = outcome.state;
         info.duration_ms = outcome.duration_ms.or(info.duration_ms);
         info.files = outcome.files.clone();

@@ -107,7 +107,13 @@ pub fn main_with_args() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("parley=info,warn")),
         )
         .init();
+    let control_threads = config.control_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(control_threads)
+        .thread_name("parley-control")
         .enable_all()
         .build()
     {

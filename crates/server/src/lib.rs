@@ -107,10 +107,7 @@ pub fn main_with_args() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("parley=info,warn")),
         )
         .init();
-    let control_threads = config.control_threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        usize::from,
-    );
+    let control_threads = config.control_threads.map_or_else(cores, usize::from);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(control_threads)
         .thread_name("parley-control")
@@ -166,10 +163,7 @@ async fn run(config: Config) -> Result<()> {
         hold: std::time::Duration::from_millis(config.speaker_hold_ms),
         ..Default::default()
     };
-    let worker_count = config.media_workers.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        usize::from,
-    );
+    let worker_count = config.media_workers.map_or_else(cores, usize::from);
     let mut workers = Vec::with_capacity(worker_count);
     for i in 0..worker_count {
         let port = match config.media_port {
@@ -446,4 +440,9 @@ fn port_error(addr: SocketAddr, flag: &str, e: std::io::Error) -> anyhow::Error 
     } else {
         anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}")
     }
+}
+
+/// This machine's cores: the default count of media workers and of control-plane threads.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -579,7 +579,7 @@ fn main() -> ExitCode {
 fn compare_workers(args: &Args, duration: f64) -> Result<workers::Comparison> {
     let n = args.workers();
     let rooms = if args.quick { 4 } else { 8 };
-    let repeats = if args.quick { 1 } else { 3 };
+    let repeats = if args.quick { 1 } else { 5 };
     let step = Step::audio_rooms(rooms);
     let mut cmp = workers::Comparison {
         workers: n,

@@ -1,7 +1,8 @@
 // parley's browser client: name screen, lobby, room. The server is the authority for who is where and
 // who may do what; this file renders what it says and drives the media session (call.js) over the
 // signalling socket. Room access (passwords, invites, owners, the admin) has its dialogs in access.js;
-// room recordings (the Record button, the indicator, the Recordings panel) are in recording.js.
+// room recordings (the Record button, the indicator, the Recordings panel) are in recording.js; studio
+// mode (roles, takes, markers, segments) in studio.js.
 
 import { Signal, ServerError, signalUrl } from './signal.js';
 import { prefs, checkDisplayName } from './prefs.js';
@@ -14,6 +15,7 @@ import { ChatPanel, DEFAULT_MAX_CHARS } from './chat.js';
 import { DeviceSettings } from './settings.js';
 import { AdminDialog, ConfirmDialog, ParticipantMenu, PasswordDialog, RoomAdmin, copyText, linkFromLocation, roomLink, roomPath } from './access.js';
 import { RoomRecording } from './recording.js';
+import { Studio } from './studio.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -94,6 +96,7 @@ const app = {
   adminToken: '', // kept in memory only, to be the admin again after a reconnect
   deleting: null, // the room we asked to delete (its room_deleted is then our own doing)
   link: linkFromLocation(), // {room, invite} when the page was opened at /r/<room>[?invite=...]
+  listener: false, // a studio listener: publishes nothing (studio.js says so)
 };
 
 const signal = new Signal(signalUrl());
@@ -325,6 +328,7 @@ function handleMessage(msg) {
     case 'participant_updated':
       if (app.room && msg.participant && msg.participant.id === app.me) {
         setOwner(!!msg.participant.owner); // our own flags stay ours; only the owner mark comes from here
+        studio.selfUpdated(msg.participant); // and our studio role
         break;
       }
       roster.handle(msg);
@@ -405,6 +409,15 @@ function handleMessage(msg) {
     case 'recording_updated':
     case 'recordings_deleted':
       recording.handle(msg);
+      break;
+    case 'studio':
+    case 'take_updated':
+    case 'take_requested':
+    case 'marker_added':
+    case 'marker_deleted':
+    case 'segment_updated':
+    case 'segment_deleted':
+      studio.handle(msg);
       break;
     case 'error':
       serverErrorToast(msg);
@@ -673,6 +686,7 @@ async function joinRoom(room, creds = {}) {
   ui.tiles.appendChild(me.el);
   roster.enter(joined, app.room); // the people already there get their tiles
   recording.enter(joined); // people must know they are recorded: the indicator, at once
+  studio.enter(joined);
   updateControls();
   setView('room');
   renderRooms();
@@ -791,6 +805,7 @@ function teardownRoom({ keepCall = false } = {}) {
   setChatOpen(false);
   chat.reset(null);
   recording.leave();
+  studio.leave();
   app.owner = false;
   app.settings = null;
   menu.close(false);
@@ -840,6 +855,7 @@ function renderOwner() {
   ui.roomAdminOpen.hidden = !can;
   // Owners delete recordings from the panel.
   if (recording.isOpen) recording.renderList();
+  studio.render(); // owners switch studio mode on and off
   for (const tile of app.tiles.values()) {
     if (tile.self) tile.setInfo({ owner: app.owner });
     else setTileMenu(tile);
@@ -867,6 +883,7 @@ function setRoomSettings(settings) {
   }
   renderRoomAccess();
   if (roomAdmin.isOpen) roomAdmin.fill();
+  studio.setSettings(settings);
 }
 
 /** The room's access beside its name in the top bar (nothing for a public, unlocked room). */
@@ -1241,6 +1258,7 @@ const chat = new ChatPanel({
 });
 
 function setChatOpen(open) {
+  if (open) studio.setOpen(false); // one side panel at a time
   ui.room.classList.toggle('chat-open', open);
   ui.chatToggle.setAttribute('aria-pressed', String(open));
   ui.chatToggle.classList.toggle('is-active', open);
@@ -1263,6 +1281,46 @@ const recording = new RoomRecording({
   canDelete: canManage,
   confirm: (question) => confirmDialog.ask(question),
 });
+
+// ---------------------------------------------------------------------------------------------------------
+// Studio mode (studio.js): roles, lossless takes, markers and segments. Takes recorded on this device
+// earlier go on uploading from page load, in a room or not.
+
+const studio = new Studio({
+  signal,
+  roster,
+  tiles: () => app.tiles.values(),
+  me: () => app.me,
+  room: () => app.room,
+  canManage,
+  pc: () => (app.call ? app.call.pc : null),
+  toast,
+  onSystem: (text) => chat.system(text),
+  onListener: (on) => setListener(on),
+  onOpen: () => setChatOpen(false),
+  onSettings: (settings) => setRoomSettings(settings),
+});
+
+/** A studio listener publishes nothing: devices released, the mic and camera buttons gone. */
+function setListener(on) {
+  app.listener = on;
+  ui.micToggle.hidden = on;
+  ui.cameraToggle.hidden = on;
+  if (!on || !app.room) return;
+  const local = app.local;
+  if (app.call) {
+    app.call.setSending('audio', null).catch((err) => mediaError(err));
+    app.call.setSending('video', null).catch((err) => mediaError(err));
+  }
+  setState({ mic_muted: true, camera_off: true }, { persist: false });
+  // Devices still opening (we are joining) are closed as soon as they are open.
+  app.mediaReady.then(() => {
+    if (app.listener && local && app.local === local) {
+      local.stop();
+      refreshSelfTile();
+    }
+  });
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Level meters
@@ -1414,6 +1472,17 @@ window.parley = {
    */
   get recording() {
     return recording.snapshot();
+  },
+  /**
+   * Studio mode as this page sees it: {on, role, session, markers, segments, takes (the server's),
+   * recordAll, clock: {offset, locked, bound, rtt, ...}, recording (the take being recorded), uploads}.
+   */
+  get studio() {
+    return studio.snapshot();
+  },
+  /** Resolves with the takes IndexedDB holds: [{take_id, state, total_samples, chunks: [{seq, acked, ...}]}]. */
+  studioTakes() {
+    return studio.storedTakes();
   },
   /** Sends a raw signalling message on this tab's socket (replies and errors reach the UI as usual). */
   send(msg) {

@@ -42,7 +42,9 @@ function buildTile() {
     svg.append(use);
     icons.append(svg);
   }
-  bar.append(meter, make('span', 'tile-name'), icons);
+  // Studio mode: the person's role (studio.js sets it).
+  const role = make('span', 'tile-role', { 'data-testid': 'tile-studio-role', hidden: '' });
+  bar.append(meter, make('span', 'tile-name'), role, icons);
   const menu = make('button', 'icon-btn tile-menu-btn', { type: 'button', 'data-testid': 'tile-menu', 'aria-haspopup': 'menu', 'aria-expanded': 'false', hidden: '' });
   const dots = document.createElementNS(SVG, 'svg');
   dots.setAttribute('aria-hidden', 'true');
@@ -107,6 +109,8 @@ export class Tile {
     this.nameEl = el.querySelector('.tile-name');
     this.meterFill = el.querySelector('.meter-fill');
     this.menuBtn = el.querySelector('.tile-menu-btn');
+    this.roleEl = el.querySelector('.tile-role');
+    this.studioRole = null;
     this.onMenu = null;
     this.menuBtn.addEventListener('click', () => {
       if (this.onMenu) this.onMenu(this.menuBtn);
@@ -127,7 +131,7 @@ export class Tile {
   setInfo(info) {
     Object.assign(this.info, info);
     const name = this.info.name || '';
-    const label = `${name}${this.self ? ' (you)' : ''}${this.info.owner ? ', owner' : ''}`;
+    const label = `${name}${this.self ? ' (you)' : ''}${this.info.owner ? ', owner' : ''}${this.studioRole ? `, ${this.studioRole}` : ''}`;
     this.nameEl.textContent = this.self ? `${name} (you)` : name;
     this.el.setAttribute('aria-label', label);
     this.menuBtn.setAttribute('aria-label', `Actions for ${name}`);
@@ -139,6 +143,18 @@ export class Tile {
       this.el.classList.toggle(flag.replace('_', '-'), on);
     }
     this.refreshVideo();
+  }
+
+  /** Studio mode: 'producer' | 'artist' | 'listener' shown on the tile (data-studio-role too); null: none. */
+  setStudioRole(role) {
+    const label = { producer: 'Producer', artist: 'Artist', listener: 'Listener' }[role] || '';
+    if ((label ? role : null) === this.studioRole) return;
+    this.studioRole = label ? role : null;
+    this.roleEl.textContent = label;
+    this.roleEl.hidden = !label;
+    if (label) this.el.dataset.studioRole = role;
+    else delete this.el.dataset.studioRole;
+    this.setInfo({}); // the tile's label says the role too
   }
 
   /**

@@ -263,6 +263,7 @@ fn info(id: ParticipantId, name: &str) -> ParticipantInfo {
         state: Default::default(),
         role: Role::Member,
         owner: false,
+        studio_role: None,
     }
 }
 

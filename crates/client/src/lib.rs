@@ -14,11 +14,13 @@ pub mod audio;
 pub mod call;
 pub mod clock;
 pub mod error;
+pub mod http;
 pub mod load;
 pub mod recorder;
 pub mod room_recording;
 pub mod session;
 pub mod stats;
+pub mod studio;
 pub mod video;
 
 pub use call::{Call, CallConfig};

@@ -34,6 +34,45 @@ enum Command {
     Load(LoadArgs),
     /// The server's room recordings: start, stop, list, download, or record for a while and fetch.
     Recording(RecordingArgs),
+    /// Studio mode: upload a WAV file as an artist's lossless take, list the session, export a segment.
+    Studio(StudioArgs),
+}
+
+#[derive(Debug, Args)]
+struct StudioArgs {
+    #[command(subcommand)]
+    action: StudioAction,
+    /// The server's plain-HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// The room (in studio mode).
+    #[arg(long, default_value = "General", global = true)]
+    room: String,
+    /// Display name.
+    #[arg(long, default_value = "Studio bot", global = true)]
+    name: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum StudioAction {
+    /// Join as an artist and upload a WAV file as a take (in 2-second chunks, as a browser does),
+    /// placed on the server's clock now; prints the made take.
+    Take {
+        #[arg(long)]
+        wav: PathBuf,
+        /// Upload pace, in times the file's own speed (1: as it plays; 0: as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        realtime: f64,
+    },
+    /// The session's markers, segments and takes.
+    List,
+    /// Download a segment's export: a zip of every track cut to it (WAV, FLAC, MP3).
+    Export {
+        #[arg(long)]
+        segment: i64,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +238,7 @@ fn main() -> ExitCode {
             Command::Record(args) => record(args).await,
             Command::Load(args) => load(args).await,
             Command::Recording(args) => recording(args).await,
+            Command::Studio(args) => studio(args).await,
         }
     });
     match result {
@@ -274,6 +314,102 @@ async fn run_session(
         Why::Stop => session.leave().await?,
     };
     Ok(end)
+}
+
+async fn studio(args: StudioArgs) -> anyhow::Result<()> {
+    use parley_client::studio;
+    use parley_proto::ServerMessage;
+    let mut config = ClientConfig::new(&args.server, &args.room, &args.name);
+    // Listing and exporting need no seat: a viewer (a listener in studio mode) is enough.
+    if !matches!(args.action, StudioAction::Take { .. }) {
+        config.role = Role::Viewer;
+    }
+    config.state = MediaState {
+        mic_muted: true,
+        camera_off: true,
+        ..Default::default()
+    };
+    let mut session = Session::join(config).await?;
+    let mut events = session.events();
+    let result = async {
+        match args.action {
+            StudioAction::Take { wav, realtime } => {
+                let clock = studio::sync_clock(&session, 8).await?;
+                let take = studio::upload_wav_take(&session, &clock, &wav, realtime).await?;
+                println!("{}", serde_json::to_string_pretty(&take)?);
+            }
+            StudioAction::List | StudioAction::Export { .. } => {
+                let state = tokio::time::timeout(Duration::from_secs(5), async {
+                    loop {
+                        match events.recv().await {
+                            Ok(m @ ServerMessage::Studio { .. }) => return Some(m),
+                            Ok(_) => {}
+                            Err(_) => return None,
+                        }
+                    }
+                })
+                .await
+                .ok()
+                .flatten();
+                let Some(ServerMessage::Studio { state, .. }) = state else {
+                    anyhow::bail!("{} is not in a studio session", args.room);
+                };
+                let parley_proto::StudioState {
+                    session: Some(_),
+                    markers,
+                    segments,
+                    takes,
+                    ..
+                } = *state
+                else {
+                    anyhow::bail!("{} is not in a studio session", args.room);
+                };
+                if let StudioAction::Export { segment, out } = args.action {
+                    let url = segments
+                        .iter()
+                        .find(|s| s.segment_id == segment)
+                        .ok_or_else(|| anyhow::anyhow!("the session has no segment {segment}"))?
+                        .export_url
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("segment {segment} has not ended yet"))?;
+                    let bytes = studio::download_export(session.server(), &url, &out).await?;
+                    println!(
+                        "exported segment {segment} to {} ({bytes} bytes)",
+                        out.display()
+                    );
+                } else {
+                    for m in markers {
+                        println!(
+                            "marker {}  {:.1}  {}  (by {})",
+                            m.marker_id, m.at_ms, m.label, m.by
+                        );
+                    }
+                    for g in segments {
+                        let end = g.end_ms.map_or("open".to_string(), |e| format!("{e:.1}"));
+                        println!(
+                            "segment {}  {:.1} – {end}  {}  (by {})",
+                            g.segment_id, g.start_ms, g.label, g.by
+                        );
+                    }
+                    for t in takes {
+                        println!(
+                            "take {}  {}  {:?}  {} of {} frames at {} Hz",
+                            t.take_id,
+                            t.name,
+                            t.state,
+                            t.received_samples,
+                            t.total_samples.map_or("?".into(), |n| n.to_string()),
+                            t.sample_rate
+                        );
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = session.leave().await;
+    result
 }
 
 async fn recording(args: RecordingArgs) -> anyhow::Result<()> {

@@ -5,13 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parley_proto::{ClientMessage, RecordingInfo, RecordingNow, RecordingState, ServerMessage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::session::Session;
 use crate::ClientError;
-
-/// Largest file a download takes (a long recording's mix as WAV is big).
-const MAX_DOWNLOAD: u64 = 4 << 30;
 
 /// Starts the room's recording; returns it as everyone in the room now sees it.
 pub async fn start(session: &Session) -> Result<RecordingNow, ClientError> {
@@ -126,67 +122,6 @@ pub async fn download_all(
 
 /// A plain HTTP/1.1 GET of `path` on `server` (`http://host:port`): status and body.
 pub async fn get(server: &str, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
-    let host = server
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::Protocol(format!("{server}: only http:// is supported")))?
-        .trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| ClientError::io(format!("connecting to {host}"), e))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| ClientError::io("sending the request", e))?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_DOWNLOAD)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| ClientError::io("reading the reply", e))?;
-    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Err(ClientError::Protocol("no HTTP reply".into()));
-    };
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = raw[end + 4..].to_vec();
-    Ok((status, if chunked { dechunk(&body) } else { body }))
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size = std::str::from_utf8(&body[..line_end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
-            .unwrap_or(0);
-        body = &body[line_end + 2..];
-        if size == 0 || body.len() < size {
-            return out;
-        }
-        out.extend_from_slice(&body[..size]);
-        body = body.get(size + 2..).unwrap_or(&[]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), b"abcde");
-        assert_eq!(dechunk(b"zz\r\n"), b"");
-        assert_eq!(dechunk(b"10\r\nshort"), b"");
-    }
+    let reply = crate::http::request(server, "GET", path, &[], &[]).await?;
+    Ok((reply.status, reply.body))
 }

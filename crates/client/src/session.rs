@@ -31,6 +31,8 @@ type WsStream = SplitStream<Ws>;
 
 /// How long a request waits for the server's reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Server messages an [`Session::events`] receiver may fall behind by.
+pub const EVENTS: usize = 1024;
 /// Datagrams read in one go before the call's output is sent.
 const RECV_BATCH: usize = 64;
 
@@ -51,6 +53,8 @@ pub struct ClientConfig {
     pub call: CallConfig,
     /// Leave by itself when the audio source runs out.
     pub leave_when_audio_ends: bool,
+    /// Join as an owner with this key (a room this client creates gives it one).
+    pub owner_key: Option<String>,
 }
 
 impl ClientConfig {
@@ -65,6 +69,7 @@ impl ClientConfig {
             local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             call: CallConfig::default(),
             leave_when_audio_ends: false,
+            owner_key: None,
         }
     }
 }
@@ -132,6 +137,10 @@ pub struct Session {
     commands: mpsc::UnboundedSender<Command>,
     task: Option<JoinHandle<Result<SessionEnd, ClientError>>>,
     next_id: AtomicU64,
+    events: tokio::sync::broadcast::Sender<ServerMessage>,
+    first_events: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ServerMessage>>>,
+    /// `http://HOST:PORT`.
+    server: String,
 }
 
 impl Session {
@@ -151,6 +160,7 @@ impl Session {
                 source: Box::new(e),
             })?;
         let (mut sink, mut stream) = ws.split();
+        let mut owner_key_for_join = config.owner_key.clone();
         match next_reply(&mut stream, None, "welcome").await? {
             ServerMessage::Welcome { .. } => {}
             other => return Err(ClientError::Protocol(format!("{other:?}"))),
@@ -168,6 +178,10 @@ impl Session {
             )
             .await?;
             match next_reply(&mut stream, Some(1), "room_created").await {
+                Ok(ServerMessage::RoomCreated { owner_key, .. }) => {
+                    tracing::info!(room = %config.room, "room created");
+                    owner_key_for_join = owner_key;
+                }
                 Ok(_) => tracing::info!(room = %config.room, "room created"),
                 Err(ClientError::Refused {
                     code: ErrorCode::RoomExists,
@@ -185,7 +199,10 @@ impl Session {
                 name: config.name.clone(),
                 state: config.state,
                 role: config.role,
-                credentials: Default::default(),
+                credentials: parley_proto::Credentials {
+                    owner_key: owner_key_for_join,
+                    ..Default::default()
+                },
             },
         )
         .await?;
@@ -236,6 +253,7 @@ impl Session {
             Instant::now(),
         )?;
         let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, first_events) = tokio::sync::broadcast::channel(EVENTS);
         // Reading the WebSocket in a task of its own keeps the media loop from polling it on every packet.
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
@@ -257,6 +275,7 @@ impl Session {
             commands: command_rx,
             pending: HashMap::new(),
             leave_when_audio_ends: config.leave_when_audio_ends,
+            events: events.clone(),
         };
         let task = tokio::spawn(shell.run());
         let (you, room, name, participants) = session_info;
@@ -271,7 +290,27 @@ impl Session {
             commands,
             task: Some(task),
             next_id: AtomicU64::new(100),
+            events,
+            first_events: std::sync::Mutex::new(Some(first_events)),
+            server: crate::http::http_base(&config.server)?,
         })
+    }
+
+    /// Messages the server sends (but `levels`): the first call gets every one since `joined` (such as
+    /// `studio`, which follows it at once), later calls those from then on. A receiver that falls more
+    /// than [`EVENTS`] behind loses the oldest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ServerMessage> {
+        let first = self
+            .first_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        first.unwrap_or_else(|| self.events.subscribe())
+    }
+
+    /// The server's plain-HTTP address this session talks to.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// A fresh request id.
@@ -420,6 +459,7 @@ struct Shell {
     commands: mpsc::UnboundedReceiver<Command>,
     pending: HashMap<RequestId, oneshot::Sender<Result<ServerMessage, ClientError>>>,
     leave_when_audio_ends: bool,
+    events: tokio::sync::broadcast::Sender<ServerMessage>,
 }
 
 enum Step {
@@ -565,6 +605,10 @@ impl Shell {
             }
         }
         self.call.handle_server(&m, Instant::now());
+        // Levels come ten times a second and nobody subscribes to them.
+        if !matches!(m, ServerMessage::Levels { .. }) && self.events.receiver_count() > 0 {
+            let _ = self.events.send(m);
+        }
         Step::Continue
     }
 

@@ -34,6 +34,8 @@ pub mod journal;
 pub mod limiter;
 pub mod mix;
 pub mod mkv_mux;
+pub mod mp3;
+pub mod ogg_decode;
 pub mod ogg_opus;
 pub mod opus_packet;
 pub mod opus_track;
@@ -45,15 +47,19 @@ pub mod timeline;
 pub mod track;
 pub mod vp8;
 pub mod wav;
+pub mod wav_read;
 pub mod webm_mux;
 
 pub use av_mux::{finalize_video, VideoFormat, VideoReport};
 pub use error::FinalizeError;
 pub use mix::{mix_tracks, mix_tracks_with, MixOutputs, MixReport, MixSettings};
 pub use mkv_mux::finalize_mkv;
+pub use mp3::Mp3Writer;
+pub use ogg_decode::OggOpusReader;
 pub use ogg_opus::{opus_head, opus_tags, OggOpusWriter, PRE_SKIP};
 pub use opus_packet::packet_samples;
 pub use opus_track::{finalize_opus_track, TrackReport};
+pub use wav_read::WavReader;
 pub use webm_mux::{finalize_webm, WebmReport};
 
 /// Opus' clock: RTP timestamps and Ogg granule positions count 48 kHz samples.

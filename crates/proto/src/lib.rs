@@ -83,6 +83,18 @@ pub enum Role {
     Viewer,
 }
 
+/// Someone's part in a room in studio mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StudioRole {
+    /// Assigns roles, drops markers, cuts segments, starts every artist's take, exports.
+    Producer,
+    /// Records lossless takes of their own microphone.
+    Artist,
+    /// Hears and sees everything, publishes nothing; listed (unlike a viewer).
+    Listener,
+}
+
 /// One person in a room as everyone else sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
@@ -95,6 +107,9 @@ pub struct ParticipantInfo {
     /// An owner of the room (may change its settings, kick, invite).
     #[serde(default, skip_serializing_if = "is_false")]
     pub owner: bool,
+    /// Their studio role, in a room in studio mode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub studio_role: Option<StudioRole>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -139,6 +154,9 @@ pub struct RoomSettings {
     pub access: Access,
     pub locked: bool,
     pub has_password: bool,
+    /// Studio mode: producers, artists and listeners; takes, markers and segments.
+    #[serde(default)]
+    pub studio: bool,
 }
 
 /// An invite as owners see it; `token` only in `invite_created`.
@@ -148,6 +166,9 @@ pub struct InviteInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     pub role: Role,
+    /// The studio role it gives (in studio mode), fixed when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub studio_role: Option<StudioRole>,
     /// People it admits; absent: any number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<u32>,
@@ -471,6 +492,92 @@ impl RecordingInfo {
     }
 }
 
+/// Longest marker or segment label, in characters.
+pub const MAX_STUDIO_LABEL_CHARS: usize = 100;
+
+/// A studio session: from when a room goes into studio mode until it leaves it or empties. Its
+/// markers, segments and takes are placed on the server's clock (Unix ms, fractional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudioSession {
+    pub session_id: i64,
+    pub started_at_ms: i64,
+    /// The room recording it started (voice-quality playback and the export's mix and voices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_id: Option<i64>,
+}
+
+/// A room's studio session with what it holds (the `studio` message).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StudioState {
+    /// None: the room is not (or no longer) in a studio session.
+    pub session: Option<StudioSession>,
+    pub markers: Vec<Marker>,
+    pub segments: Vec<Segment>,
+    pub takes: Vec<TakeInfo>,
+    /// A producer asked every artist to record (`record_all_artists`): an artist who joins starts a
+    /// take.
+    #[serde(default)]
+    pub record_all: bool,
+}
+
+/// A point on the session's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    pub marker_id: i64,
+    /// Server time, Unix ms.
+    pub at_ms: f64,
+    pub label: String,
+    /// The producer who set it.
+    pub by: String,
+}
+
+/// A span of the session's timeline; open (no `end_ms`) while the producer is still cutting it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub segment_id: i64,
+    pub start_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<f64>,
+    pub label: String,
+    pub by: String,
+    /// A signed link to the segment's export (a zip of every track cut to it), once it has an end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeState {
+    /// Chunks are arriving (or the take has not ended yet).
+    Uploading,
+    /// Every chunk arrived and the take's files are made.
+    Complete,
+    /// Its artist left before ending it: what arrived is kept, and the rest may still come.
+    Incomplete,
+    Failed,
+}
+
+/// An artist's lossless take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TakeInfo {
+    pub take_id: i64,
+    pub participant_id: ParticipantId,
+    pub name: String,
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// Server time (Unix ms) of its first sample.
+    pub started_at_ms: f64,
+    pub state: TakeState,
+    /// Frames (samples per channel) stored so far.
+    pub received_samples: u64,
+    /// Frames in the whole take, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_samples: Option<u64>,
+    /// The made files (WAV float, FLAC 24-bit) with signed links, once complete.
+    #[serde(default)]
+    pub files: Vec<RecordingFile>,
+}
+
 /// Proof that the sender owns a room: one of its owner keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerKeyProof {
@@ -595,6 +702,9 @@ pub enum ClientMessage {
         password: Option<String>,
         #[serde(default)]
         locked: Option<bool>,
+        /// Studio mode on or off.
+        #[serde(default)]
+        studio: Option<bool>,
     },
     /// Owners: remove someone from the room (and keep their address out for a while).
     Kick {
@@ -627,6 +737,9 @@ pub enum ClientMessage {
         not_before_ms: Option<i64>,
         #[serde(default)]
         role: Role,
+        /// The studio role the invite gives (the server keeps it: an edited link cannot change it).
+        #[serde(default)]
+        studio_role: Option<StudioRole>,
     },
     /// Owners: the room's invites (without tokens).
     ListInvites {
@@ -674,6 +787,80 @@ pub enum ClientMessage {
     ListRecordings {
         #[serde(default)]
         id: Option<RequestId>,
+    },
+    /// The server's clock, for placing takes and markers; answered by `clock`. Any connection.
+    ClockSync {
+        #[serde(default)]
+        id: Option<RequestId>,
+        /// The client's clock when it sent this (echoed).
+        client_ms: f64,
+    },
+    /// Producers (studio mode): give someone a studio role; answered by `ok`, everyone gets
+    /// `participant_updated`.
+    SetStudioRole {
+        #[serde(default)]
+        id: Option<RequestId>,
+        participant_id: ParticipantId,
+        studio_role: StudioRole,
+    },
+    /// Artists and producers (studio mode): begin a lossless take; answered by `take_started` with
+    /// the token its chunks are uploaded with (HTTP).
+    StartTake {
+        #[serde(default)]
+        id: Option<RequestId>,
+        sample_rate: u32,
+        channels: u16,
+        /// The client's estimate of the server time (Unix ms) of the take's first sample.
+        first_sample_server_ms: f64,
+    },
+    /// Producers: every artist in the room starts (`on`) or ends a take; answered by `ok`, each
+    /// artist gets `take_requested`.
+    RecordAllArtists {
+        #[serde(default)]
+        id: Option<RequestId>,
+        on: bool,
+    },
+    /// Producers: a marker at `at_ms` (server time; now when absent); everyone gets `marker_added`.
+    AddMarker {
+        #[serde(default)]
+        id: Option<RequestId>,
+        #[serde(default)]
+        label: Option<String>,
+        #[serde(default)]
+        at_ms: Option<f64>,
+    },
+    /// Producers: everyone gets `marker_deleted`.
+    DeleteMarker {
+        #[serde(default)]
+        id: Option<RequestId>,
+        marker_id: i64,
+    },
+    /// Producers: a segment from `start_ms` (now when absent) to `end_ms` (open when absent);
+    /// everyone gets `segment_updated`.
+    AddSegment {
+        #[serde(default)]
+        id: Option<RequestId>,
+        #[serde(default)]
+        label: Option<String>,
+        #[serde(default)]
+        start_ms: Option<f64>,
+        #[serde(default)]
+        end_ms: Option<f64>,
+    },
+    /// Producers: close an open segment at `end_ms` (now when absent); everyone gets
+    /// `segment_updated`.
+    EndSegment {
+        #[serde(default)]
+        id: Option<RequestId>,
+        segment_id: i64,
+        #[serde(default)]
+        end_ms: Option<f64>,
+    },
+    /// Producers: everyone gets `segment_deleted`.
+    DeleteSegment {
+        #[serde(default)]
+        id: Option<RequestId>,
+        segment_id: i64,
     },
     /// Admin: a page of every room (private ones too) with who is in it and their addresses, and
     /// the server's limits; answered by `admin_overview`.
@@ -785,6 +972,9 @@ pub enum ServerMessage {
         /// The room is being recorded (people must know): by whom, since when.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recording: Option<Box<RecordingNow>>,
+        /// Your studio role, in a room in studio mode.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        studio_role: Option<StudioRole>,
     },
     /// The dominant speaker changed (`null`: nobody, e.g. they muted).
     ActiveSpeaker {
@@ -941,6 +1131,57 @@ pub enum ServerMessage {
     Offer {
         sdp: String,
     },
+    /// The reply to `clock_sync`: the server's clock (Unix ms, fractional) when it answered.
+    Clock {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        client_ms: f64,
+        server_ms: f64,
+    },
+    /// The room's studio state: after `joined` in a studio room, and to everyone when studio mode
+    /// turns on or off (`session: null`).
+    Studio {
+        room: String,
+        #[serde(flatten)]
+        state: Box<StudioState>,
+    },
+    /// The reply to `start_take`: upload its chunks with `upload_token` (`Authorization: Bearer`).
+    TakeStarted {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        take: Box<TakeInfo>,
+        upload_token: String,
+    },
+    /// A take started, progressed (at most once a second), ended or was made: to everyone in the room.
+    TakeUpdated {
+        take: Box<TakeInfo>,
+    },
+    /// A producer asks every artist to start (`on`) or end their take.
+    TakeRequested {
+        on: bool,
+        by: String,
+    },
+    MarkerAdded {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        marker: Marker,
+    },
+    MarkerDeleted {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        marker_id: i64,
+    },
+    /// A segment was added or ended.
+    SegmentUpdated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        segment: Segment,
+    },
+    SegmentDeleted {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        segment_id: i64,
+    },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
@@ -1000,6 +1241,14 @@ pub enum ErrorCode {
     NoSuchRecording,
     /// Limits outside their ranges (`set_limits`).
     InvalidLimits,
+    /// A studio request in a room that is not in studio mode.
+    NotStudio,
+    /// A take's sample rate or channels this server does not take.
+    InvalidTake,
+    /// A marker or segment time outside the session, an end before its start, or a label too long.
+    InvalidTime,
+    NoSuchMarker,
+    NoSuchSegment,
     Internal,
 }
 
@@ -1033,6 +1282,11 @@ impl ErrorCode {
             ErrorCode::NotRecording => "not_recording",
             ErrorCode::NoSuchRecording => "no_such_recording",
             ErrorCode::InvalidLimits => "invalid_limits",
+            ErrorCode::NotStudio => "not_studio",
+            ErrorCode::InvalidTake => "invalid_take",
+            ErrorCode::InvalidTime => "invalid_time",
+            ErrorCode::NoSuchMarker => "no_such_marker",
+            ErrorCode::NoSuchSegment => "no_such_segment",
             ErrorCode::Internal => "internal",
         }
     }
@@ -1059,6 +1313,12 @@ impl ServerMessage {
             | ServerMessage::Limits { id, .. }
             | ServerMessage::RecordingState { id, .. }
             | ServerMessage::Recordings { id, .. }
+            | ServerMessage::Clock { id, .. }
+            | ServerMessage::TakeStarted { id, .. }
+            | ServerMessage::MarkerAdded { id, .. }
+            | ServerMessage::MarkerDeleted { id, .. }
+            | ServerMessage::SegmentUpdated { id, .. }
+            | ServerMessage::SegmentDeleted { id, .. }
             | ServerMessage::Error { id, .. } => *id,
             _ => None,
         }
@@ -1142,7 +1402,16 @@ impl ClientMessage {
             | ClientMessage::RecordingStart { id }
             | ClientMessage::RecordingStop { id }
             | ClientMessage::DeleteRecording { id, .. }
-            | ClientMessage::ListRecordings { id } => *id,
+            | ClientMessage::ListRecordings { id }
+            | ClientMessage::ClockSync { id, .. }
+            | ClientMessage::SetStudioRole { id, .. }
+            | ClientMessage::StartTake { id, .. }
+            | ClientMessage::RecordAllArtists { id, .. }
+            | ClientMessage::AddMarker { id, .. }
+            | ClientMessage::DeleteMarker { id, .. }
+            | ClientMessage::AddSegment { id, .. }
+            | ClientMessage::EndSegment { id, .. }
+            | ClientMessage::DeleteSegment { id, .. } => *id,
         }
     }
 }

@@ -25,10 +25,12 @@ use crate::store::{StoreWrite, StoredInvite, StoredRoom};
 mod access;
 mod limits;
 mod recording;
+mod studio;
 
 pub use access::{AfterPassword, PasswordJob, PasswordResult, PasswordWork, PendingJoin};
 pub use limits::{retention, LIMITS_SETTING};
 pub use recording::{RecorderCommand, RecordingOutcome, DOWNLOAD_LINK_LIFE_MS};
+pub use studio::{take_info, TakeRequest, MAX_OPEN_TAKES};
 
 /// A signalling connection (one browser tab). When it joins a room, it is the participant of the same id.
 pub type SessionId = ParticipantId;
@@ -132,6 +134,8 @@ pub enum Output {
     Password(PasswordJob),
     /// For the room recorder.
     Recorder(RecorderCommand),
+    /// For the take store (blocking work: done elsewhere, reported with [`Control::take_created`]).
+    Takes(TakeRequest),
 }
 
 /// What the control plane does once a write is durable.
@@ -187,6 +191,26 @@ pub enum AfterWrite {
     RecordingFinished {
         info: Box<parley_proto::RecordingInfo>,
     },
+    StudioSessionStarted {
+        room: String,
+        session: parley_proto::StudioSession,
+    },
+    MarkerAdded {
+        room: String,
+        marker: parley_proto::Marker,
+    },
+    MarkerDeleted {
+        room: String,
+        marker_id: i64,
+    },
+    SegmentStored {
+        room: String,
+        segment: parley_proto::Segment,
+    },
+    SegmentDeleted {
+        room: String,
+        segment_id: i64,
+    },
     /// Nothing to tell anyone (an invite's use count).
     Nothing,
 }
@@ -231,6 +255,8 @@ struct SessionInfo {
 struct MemberAccess {
     owner_key: Option<TokenHash>,
     invite: Option<i64>,
+    /// The studio role the invite gave.
+    studio_role: Option<parley_proto::StudioRole>,
 }
 
 /// A room's secrets: only hashes.
@@ -263,6 +289,14 @@ pub struct Control {
     next_invite: i64,
     /// Wall-clock time (Unix ms) of the input being handled: invites expire by it.
     unix_ms: i64,
+    /// The same, fractional: the server clock of studio sessions.
+    clock_ms: f64,
+    /// Rooms in a studio session; rooms whose session is being stored.
+    studio: HashMap<String, studio::StudioRoom>,
+    starting_studio: std::collections::HashSet<String>,
+    next_studio_session: i64,
+    next_marker: i64,
+    next_segment: i64,
     chat_buckets: HashMap<SessionId, TokenBucket>,
     placements: HashMap<String, Placement>,
     room_names: HashMap<RoomId, String>,
@@ -326,6 +360,12 @@ impl Control {
             admin_hash: None,
             next_invite: 1,
             unix_ms: 0,
+            clock_ms: 0.0,
+            studio: HashMap::new(),
+            starting_studio: std::collections::HashSet::new(),
+            next_studio_session: 1,
+            next_marker: 1,
+            next_segment: 1,
             chat_buckets: HashMap::new(),
             placements: HashMap::new(),
             room_names: HashMap::new(),
@@ -364,6 +404,7 @@ impl Control {
             access: stored.access,
             locked: stored.locked,
             has_password: stored.password_hash.is_some(),
+            studio: stored.studio,
         };
         self.rooms.set_settings(&stored.name, settings);
         self.idle_since
@@ -398,6 +439,13 @@ impl Control {
     /// The wall clock for the inputs that follow (Unix ms).
     pub fn set_unix_ms(&mut self, unix_ms: i64) {
         self.unix_ms = unix_ms;
+        self.clock_ms = unix_ms as f64;
+    }
+
+    /// The wall clock with sub-millisecond precision (clock sync, markers, takes).
+    pub fn set_clock_ms(&mut self, clock_ms: f64) {
+        self.clock_ms = clock_ms;
+        self.unix_ms = clock_ms.floor() as i64;
     }
 
     /// What to do, in order.
@@ -557,8 +605,9 @@ impl Control {
                 access,
                 password,
                 locked,
+                studio,
                 ..
-            } => self.room_settings(session, id, access, password, locked),
+            } => self.room_settings(session, id, access, password, locked, studio),
             ClientMessage::Kick { participant_id, .. } => {
                 self.kick(session, id, participant_id, now)
             }
@@ -573,8 +622,19 @@ impl Control {
                 expires_in_s,
                 not_before_ms,
                 role,
+                studio_role,
                 ..
-            } => self.create_invite(session, id, uses, expires_in_s, not_before_ms, role),
+            } => self.create_invite(
+                session,
+                id,
+                access::InviteTerms {
+                    uses,
+                    expires_in_s,
+                    not_before_ms,
+                    role,
+                    studio_role,
+                },
+            ),
             ClientMessage::ListInvites { .. } => self.list_invites(session, id),
             ClientMessage::RevokeInvite {
                 invite_id, kick, ..
@@ -595,6 +655,47 @@ impl Control {
             ClientMessage::ListRecordings { .. } => self.list_recordings(session, id),
             ClientMessage::DeleteRecording { recording_id, .. } => {
                 self.delete_recording(session, id, recording_id)
+            }
+            ClientMessage::ClockSync { client_ms, .. } => {
+                let server_ms = self.clock_ms;
+                self.send(
+                    session,
+                    ServerMessage::Clock {
+                        id,
+                        client_ms,
+                        server_ms,
+                    },
+                );
+            }
+            ClientMessage::SetStudioRole {
+                participant_id,
+                studio_role,
+                ..
+            } => self.set_studio_role(session, id, participant_id, studio_role),
+            ClientMessage::StartTake {
+                sample_rate,
+                channels,
+                first_sample_server_ms,
+                ..
+            } => self.start_take(session, id, sample_rate, channels, first_sample_server_ms),
+            ClientMessage::RecordAllArtists { on, .. } => self.record_all_artists(session, id, on),
+            ClientMessage::AddMarker { label, at_ms, .. } => {
+                self.add_marker(session, id, label, at_ms)
+            }
+            ClientMessage::DeleteMarker { marker_id, .. } => {
+                self.delete_marker(session, id, marker_id)
+            }
+            ClientMessage::AddSegment {
+                label,
+                start_ms,
+                end_ms,
+                ..
+            } => self.add_segment(session, id, label, start_ms, end_ms),
+            ClientMessage::EndSegment {
+                segment_id, end_ms, ..
+            } => self.end_segment(session, id, segment_id, end_ms),
+            ClientMessage::DeleteSegment { segment_id, .. } => {
+                self.delete_segment(session, id, segment_id)
             }
         }
     }
@@ -744,9 +845,28 @@ impl Control {
             state,
             role,
         } = join;
+        // In studio mode everyone has a studio role; a listener comes in silent.
+        let studio_role = self
+            .rooms
+            .room(&room)
+            .filter(|r| r.settings().studio)
+            .map(|_| self.studio_role_on_join(owner, role, how.studio_role));
+        let state = if studio_role == Some(parley_proto::StudioRole::Listener) {
+            parley_proto::MediaState {
+                mic_muted: true,
+                camera_off: true,
+                ..state
+            }
+        } else {
+            state
+        };
         let me = match self.rooms.join(session, &room, &name, state, role, owner) {
             Ok(me) => me,
             Err(r) => return self.refuse(session, id, r),
+        };
+        let me = match studio_role {
+            Some(r) => self.rooms.set_studio_role(session, Some(r)).unwrap_or(me),
+            None => me,
         };
         self.member_access.insert(session, how);
         let settings = self
@@ -830,10 +950,18 @@ impl Control {
                 owner,
                 settings,
                 recording: self.recording_now(&room_name).map(Box::new),
+                studio_role,
             },
         );
         if counted {
             self.room_count_changed(&room_name);
+        }
+        if studio_role.is_some() {
+            if self.studio.contains_key(&room_name) {
+                self.tell_studio(&room_name, Some(session));
+            } else {
+                self.start_studio_session(&room_name, session);
+            }
         }
     }
 
@@ -867,8 +995,10 @@ impl Control {
             .rooms
             .room(&room)
             .is_some_and(|r| r.members().iter().any(|m| m.role == Role::Member));
+        self.studio_member_left(&room, session);
         if !members_left {
             self.stop_recording(&room, None, Some("everyone left the room".into()), 0, None);
+            self.end_studio_session(&room);
         }
         if remaining.is_empty() {
             if let Some(p) = self.placements.remove(&room) {
@@ -890,6 +1020,9 @@ impl Control {
     }
 
     fn set_state(&mut self, session: SessionId, id: Option<RequestId>, change: MediaStateChange) {
+        if let Some(refusal) = self.listener_refuses(session, &change) {
+            return self.refuse(session, id, refusal);
+        }
         self.change_state(session, id, change, None);
     }
 

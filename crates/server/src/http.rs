@@ -1,10 +1,11 @@
 //! HTTP routes: the embedded web client and the signalling WebSocket.
 
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::Router;
 use rust_embed::RustEmbed;
 
@@ -16,7 +17,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::edge::{self, Policy};
 use crate::{metrics, signalling, AppState};
 
-/// Request bodies taken at most: nothing is uploaded yet, so this is only a bound.
+/// Request bodies taken at most, but for take chunks (`take_uploads.rs`).
 const BODY_LIMIT: usize = 64 * 1024;
 
 /// The browser client, compiled into the binary.
@@ -26,6 +27,15 @@ struct WebAssets;
 
 /// Every route, behind the edge's checks; every response (refusals too) carries the security headers.
 pub fn router(state: AppState, policy: Arc<Policy>) -> Router {
+    // Take chunks are the only large bodies: their routes have their own bound.
+    let chunk_limit = crate::take_uploads::chunk_body_limit(&state.takes.store);
+    let uploads = Router::new()
+        .route(
+            "/api/takes/{id}/chunks/{seq}",
+            put(crate::take_uploads::put_chunk),
+        )
+        .layer(DefaultBodyLimit::max(chunk_limit))
+        .layer(RequestBodyLimitLayer::new(chunk_limit));
     let mut router = Router::new()
         .route("/ws", get(signalling::upgrade))
         .route("/healthz", get(|| async { "ok" }))
@@ -35,6 +45,16 @@ pub fn router(state: AppState, policy: Arc<Policy>) -> Router {
         .route(
             "/api/recordings/{id}/{file}",
             get(crate::downloads::recording_file),
+        )
+        .route("/api/takes/{id}", get(crate::take_uploads::get_take))
+        .route("/api/takes/{id}/end", post(crate::take_uploads::end_take))
+        .route(
+            "/api/takes/{id}/files/{file}",
+            get(crate::take_uploads::take_file),
+        )
+        .route(
+            "/api/segments/{id}/export.zip",
+            get(crate::export::segment_export),
         )
         .route("/status", get(|| async { asset("status.html") }))
         .route("/admin", get(|| async { asset("admin.html") }))
@@ -46,8 +66,9 @@ pub fn router(state: AppState, policy: Arc<Policy>) -> Router {
             "/{*path}",
             get(|Path(path): Path<String>| async move { asset(&path) }),
         )
-        .with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .merge(uploads)
+        .with_state(state)
         .layer(axum::middleware::from_fn_with_state(policy, edge::guard));
     for (name, value) in edge::security_headers() {
         router = router.layer(SetResponseHeaderLayer::overriding(name, value));

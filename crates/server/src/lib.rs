@@ -11,6 +11,7 @@ mod config;
 pub mod control;
 mod downloads;
 mod edge;
+pub mod export;
 mod http;
 mod metrics;
 mod net;
@@ -22,6 +23,8 @@ pub mod rooms;
 pub mod secret;
 mod signalling;
 pub mod store;
+mod take_uploads;
+pub mod takes;
 mod tls;
 mod udp;
 mod worker;
@@ -54,6 +57,10 @@ pub struct AppState {
     pub recorder_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// What making recordings' files has cost.
     pub finalize_stats: std::sync::Arc<recorder::FinalizeStats>,
+    /// Studio takes' uploads.
+    pub takes: take_uploads::TakeUploads,
+    /// Segment exports (the store they are read from; one built at a time).
+    pub exports: export::Exports,
 }
 
 /// `parley admin reset-token`: a new admin token in the data dir's database, printed once.
@@ -143,6 +150,9 @@ async fn run(config: Config) -> Result<()> {
         "parley.sqlite3",
         "parley.sqlite3-wal",
         "parley.sqlite3-shm",
+        "takes.db",
+        "takes.db-wal",
+        "takes.db-shm",
         "tls/key.pem",
     ] {
         make_private(&config.data_dir.join(file), 0o600);
@@ -162,6 +172,8 @@ async fn run(config: Config) -> Result<()> {
         config.media_bind.clone()
     };
     let store = std::sync::Arc::new(Store::open(&config.data_dir)?);
+    export::clear_stale(&config.data_dir);
+    let exports = export::Exports::new(store.clone());
     let speaker = parley_sfu::SpeakerConfig {
         voice_level: config.speaker_voice_level,
         min_speech: std::time::Duration::from_millis(config.speaker_min_speech_ms),
@@ -235,6 +247,11 @@ async fn run(config: Config) -> Result<()> {
     }
     control.set_last_invite_id(store.last_invite_id()?);
     control.set_last_recording_id(store.last_recording_id()?);
+    control.set_last_studio_ids(store.last_studio_ids()?);
+    let ended = store.end_open_studio_sessions(now_ms())?;
+    if ended > 0 {
+        tracing::info!("{ended} studio session(s) of the last run ended when it stopped");
+    }
     let download_key = admin::download_key(&store)?;
     control.set_download_key(download_key);
     let admin_token = admin::ensure_token(&store)?;
@@ -313,6 +330,21 @@ async fn run(config: Config) -> Result<()> {
         worker_commands.push(tx);
     }
     let shared_admin_hash = std::sync::Arc::new(std::sync::RwLock::new(admin_hash));
+    let takes = std::sync::Arc::new(
+        takes::TakeStore::open(&config.data_dir, takes::TakeLimits::default())
+            .map_err(|e| anyhow::anyhow!("opening the take store: {e}"))?,
+    );
+    {
+        // Takes the last run had all the chunks of, but had not made files of yet.
+        let takes = takes.clone();
+        tokio::task::spawn_blocking(move || match takes.resume_assembly() {
+            Ok(made) if !made.is_empty() => {
+                tracing::info!("made {} take(s) the last run left", made.len())
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("takes of the last run not made: {e}"),
+        });
+    }
     let plane = ControlPlane::new(
         control,
         worker_commands,
@@ -320,6 +352,7 @@ async fn run(config: Config) -> Result<()> {
         inputs.clone(),
         shared_admin_hash.clone(),
         recorder_commands,
+        takes.clone(),
     )?;
     tokio::spawn(plane.run(input_rx));
     let policy = edge::Policy::new(edge::PolicyConfig {
@@ -345,6 +378,12 @@ async fn run(config: Config) -> Result<()> {
             },
             recorder_dropped: tap.dropped.clone(),
             finalize_stats,
+            takes: take_uploads::TakeUploads {
+                store: takes,
+                slots: std::sync::Arc::new(tokio::sync::Semaphore::new(take_uploads::UPLOAD_SLOTS)),
+                key: download_key,
+            },
+            exports,
         },
         std::sync::Arc::new(policy),
     );

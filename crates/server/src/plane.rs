@@ -13,12 +13,13 @@ use parley_sfu::{MediaCounters, MediaEvent, MediaGauges, PeerDebug};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::control::{
-    AfterWrite, Control, Output, PasswordJob, PasswordResult, PasswordWork, RoomStatus, SessionId,
-    StoreRequest,
+    take_info, AfterWrite, Control, Output, PasswordJob, PasswordResult, PasswordWork, RoomStatus,
+    SessionId, StoreRequest, TakeRequest,
 };
 use crate::outbox::{Outbox, Queued};
 use crate::secret;
 use crate::store::{now_ms, Store};
+use crate::takes::{NewTake, TakeStore};
 use crate::worker::{WorkerCommand, WorkerSnapshot};
 
 /// Everything the control plane is told, in one queue.
@@ -100,6 +101,19 @@ pub enum ControlInput {
         recording: i64,
         deleted: bool,
     },
+    /// The take store made a take (or could not).
+    TakeCreated {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        room: String,
+        result: Result<parley_proto::TakeInfo, String>,
+        token: String,
+    },
+    /// A take changed (a chunk came, it ended, it was made, it was abandoned).
+    TakeChanged {
+        room: String,
+        take: parley_proto::TakeInfo,
+    },
 }
 
 /// Inputs waiting for the control plane at most (connections wait; workers retry).
@@ -136,6 +150,7 @@ pub struct ControlPlane {
     /// The HTTP side's copy of the admin token's hash (status endpoints).
     admin_hash: crate::metrics::AdminHash,
     recorder: std::sync::mpsc::Sender<crate::control::RecorderCommand>,
+    takes: Arc<TakeStore>,
 }
 
 impl ControlPlane {
@@ -146,8 +161,10 @@ impl ControlPlane {
         inputs: mpsc::Sender<ControlInput>,
         admin_hash: crate::metrics::AdminHash,
         recorder: std::sync::mpsc::Sender<crate::control::RecorderCommand>,
+        takes: Arc<TakeStore>,
     ) -> Result<ControlPlane> {
         Ok(ControlPlane {
+            takes,
             admin_hash,
             recorder,
             control,
@@ -178,7 +195,7 @@ impl ControlPlane {
     }
 
     fn handle(&mut self, input: ControlInput) {
-        self.control.set_unix_ms(now_ms());
+        self.control.set_clock_ms(crate::store::now_ms_precise());
         match input {
             ControlInput::Connect {
                 session,
@@ -253,6 +270,16 @@ impl ControlPlane {
             } => self
                 .control
                 .recording_deleted(session, request_id, room, recording, deleted),
+            ControlInput::TakeCreated {
+                session,
+                request_id,
+                room,
+                result,
+                token,
+            } => self
+                .control
+                .take_created(session, request_id, &room, result, token),
+            ControlInput::TakeChanged { room, take } => self.control.take_changed(&room, take),
             ControlInput::AdminHash(hash) => {
                 *self.admin_hash.write().unwrap_or_else(|p| p.into_inner()) = hash;
                 self.control.admin_hash_read(hash);
@@ -295,7 +322,15 @@ impl ControlPlane {
                             tracing::error!(worker, "media worker not taking commands: {e}");
                         }
                     }
+                    Output::Takes(request) => self.take_work(request),
                     Output::Store(request) => {
+                        if let StoreRequest::Write {
+                            write: crate::store::StoreWrite::DeleteRoom { room },
+                            ..
+                        } = &request
+                        {
+                            self.delete_takes(room.clone());
+                        }
                         if self.store_jobs.send(request).is_err() {
                             tracing::error!("the store thread is gone");
                         }
@@ -321,6 +356,79 @@ impl ControlPlane {
                 self.control.disconnect(session);
             }
         }
+    }
+
+    /// The take store's SQLite and disk work: on the blocking pool, reported back as inputs.
+    fn take_work(&self, request: TakeRequest) {
+        let takes = self.takes.clone();
+        let inputs = self.inputs.clone();
+        let created_at_ms = now_ms();
+        tokio::spawn(async move {
+            let input = tokio::task::spawn_blocking(move || match request {
+                TakeRequest::Create {
+                    session,
+                    request_id,
+                    room,
+                    session_id,
+                    participant,
+                    name,
+                    sample_rate,
+                    channels,
+                    started_at_ms,
+                    token,
+                    token_hash,
+                } => {
+                    let result = takes
+                        .create(NewTake {
+                            room: room.clone(),
+                            session_id,
+                            participant_id: participant,
+                            name,
+                            sample_rate,
+                            channels,
+                            started_at_ms,
+                            token_hash,
+                            created_at_ms,
+                        })
+                        .map(|t| take_info(&t))
+                        .map_err(|e| {
+                            tracing::error!("take not made: {e}");
+                            e.message()
+                        });
+                    Some(ControlInput::TakeCreated {
+                        session,
+                        request_id,
+                        room,
+                        result,
+                        token,
+                    })
+                }
+                TakeRequest::Abandon { take_id } => match takes.mark_incomplete(take_id) {
+                    Ok(t) => Some(ControlInput::TakeChanged {
+                        room: t.room.clone(),
+                        take: take_info(&t),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(take = take_id, "not marked incomplete: {e}");
+                        None
+                    }
+                },
+            })
+            .await;
+            if let Ok(Some(input)) = input {
+                let _ = inputs.send(input).await;
+            }
+        });
+    }
+
+    /// A deleted room's takes go with it.
+    fn delete_takes(&self, room: String) {
+        let takes = self.takes.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = takes.delete_room(&room) {
+                tracing::warn!(room = %room, "takes not deleted: {e}");
+            }
+        });
     }
 
     /// Argon2 takes tens of milliseconds: on tokio's blocking pool, never on this task.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use parley_proto::{
     validate_display_name, validate_room_name, Access, ErrorCode, MediaState, MediaStateChange,
-    ParticipantId, ParticipantInfo, Role, RoomSettings, RoomSummary,
+    ParticipantId, ParticipantInfo, Role, RoomSettings, RoomSummary, StudioRole,
 };
 
 /// Why a membership change was refused; becomes an `error` message for that client.
@@ -154,6 +154,24 @@ impl Rooms {
         Some(member.clone())
     }
 
+    /// Gives `id` a studio role (or none: the room left studio mode); returns the member as others
+    /// see them now.
+    pub fn set_studio_role(
+        &mut self,
+        id: ParticipantId,
+        role: Option<StudioRole>,
+    ) -> Option<ParticipantInfo> {
+        let name = self.located.get(&id)?;
+        let member = self
+            .rooms
+            .get_mut(name)?
+            .members
+            .iter_mut()
+            .find(|m| m.id == id)?;
+        member.studio_role = role;
+        Some(member.clone())
+    }
+
     /// The room is stored: it is listed and can be joined.
     pub fn confirm(&mut self, name: &str) -> Option<RoomSummary> {
         self.rooms.get_mut(name)?.pending = false;
@@ -280,6 +298,7 @@ impl Rooms {
             state,
             role,
             owner,
+            studio_role: None,
         };
         room.members.push(info.clone());
         self.located.insert(id, room_name.to_string());

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use parley_proto::{Access, ChatMessage, RecordingFile, RecordingInfo, RecordingState, Role};
+use parley_proto::{
+    Access, ChatMessage, Marker, RecordingFile, RecordingInfo, RecordingState, Role, Segment,
+    StudioRole,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::secret::TokenHash;
@@ -70,6 +73,33 @@ const MIGRATIONS: &[&str] = &[
         message TEXT
     );
     CREATE INDEX recordings_by_room ON recordings (room, id);",
+    // 5: studio mode. A session lasts from when a room goes into studio mode (or is entered in it)
+    // until it leaves it or empties; its markers and segments are on the server's clock (Unix ms,
+    // fractional). Takes are in takes.sqlite3 (`takes.rs`): their uploads must not wait behind chat.
+    "ALTER TABLE rooms ADD COLUMN studio INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE invites ADD COLUMN studio_role TEXT;
+    CREATE TABLE studio_sessions (
+        id INTEGER PRIMARY KEY NOT NULL,
+        room TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        ended_at_ms INTEGER,
+        recording_id INTEGER
+    );
+    CREATE TABLE markers (
+        id INTEGER PRIMARY KEY NOT NULL,
+        session_id INTEGER NOT NULL,
+        at_ms REAL NOT NULL,
+        label TEXT NOT NULL,
+        by_name TEXT NOT NULL
+    );
+    CREATE TABLE segments (
+        id INTEGER PRIMARY KEY NOT NULL,
+        session_id INTEGER NOT NULL,
+        start_ms REAL NOT NULL,
+        end_ms REAL,
+        label TEXT NOT NULL,
+        by_name TEXT NOT NULL
+    );",
 ];
 
 /// Where a recording's files are, under the data dir.
@@ -98,6 +128,17 @@ pub struct StoredRoom {
     pub creator_addr: Option<std::net::IpAddr>,
     /// When someone last entered it or it became empty (its creation, if never).
     pub last_active_ms: i64,
+    pub studio: bool,
+}
+
+/// A studio session as stored (for exports after it ended).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStudioSession {
+    pub id: i64,
+    pub room: String,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub recording_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +146,7 @@ pub struct StoredInvite {
     pub id: i64,
     pub token_hash: TokenHash,
     pub role: Role,
+    pub studio_role: Option<StudioRole>,
     pub uses: Option<u32>,
     pub used: u32,
     pub not_before_ms: i64,
@@ -114,7 +156,7 @@ pub struct StoredInvite {
 }
 
 /// A durable change, done by the store thread; the control plane acknowledges it after.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreWrite {
     CreateRoom {
         name: String,
@@ -165,6 +207,36 @@ pub enum StoreWrite {
         access: Access,
         password_hash: Option<String>,
         locked: bool,
+        studio: bool,
+    },
+    StudioSessionStarted {
+        id: i64,
+        room: String,
+        started_at_ms: i64,
+    },
+    /// The room recording the session started.
+    StudioSessionRecording {
+        id: i64,
+        recording_id: i64,
+    },
+    StudioSessionEnded {
+        id: i64,
+        ended_at_ms: i64,
+    },
+    AddMarker {
+        session_id: i64,
+        marker: Marker,
+    },
+    DeleteMarker {
+        id: i64,
+    },
+    /// A segment, new or with its end.
+    PutSegment {
+        session_id: i64,
+        segment: Segment,
+    },
+    DeleteSegment {
+        id: i64,
     },
     AddOwnerKey {
         room: String,
@@ -252,7 +324,7 @@ impl Store {
         let mut rooms: Vec<StoredRoom> = conn
             .prepare(
                 "SELECT name, access, password_hash, locked, creator_addr,
-                        COALESCE(last_active_ms, created_at_ms)
+                        COALESCE(last_active_ms, created_at_ms), studio
                  FROM rooms ORDER BY name",
             )?
             .query_map([], |r| {
@@ -265,6 +337,7 @@ impl Store {
                     locked: r.get::<_, i64>(3)? != 0,
                     creator_addr: creator.and_then(|a| a.parse().ok()),
                     last_active_ms: r.get(5)?,
+                    studio: r.get::<_, i64>(6)? != 0,
                     ..Default::default()
                 })
             })?
@@ -284,7 +357,8 @@ impl Store {
             }
         }
         let mut stmt = conn.prepare(
-            "SELECT room, id, token_hash, role, uses, used, not_before_ms, expires_at_ms, created_at_ms
+            "SELECT room, id, token_hash, role, uses, used, not_before_ms, expires_at_ms, created_at_ms,
+                    studio_role
              FROM invites WHERE revoked = 0 ORDER BY id",
         )?;
         let invites = stmt
@@ -309,6 +383,9 @@ impl Store {
                         not_before_ms: r.get(6)?,
                         expires_at_ms: r.get(7)?,
                         created_at_ms: r.get(8)?,
+                        studio_role: r
+                            .get::<_, Option<String>>(9)?
+                            .and_then(|s| studio_role_parse(&s)),
                         revoked: false,
                     },
                 ))
@@ -357,11 +434,79 @@ impl Store {
                 access,
                 password_hash,
                 locked,
+                studio,
             } => {
                 tx.execute(
-                    "UPDATE rooms SET access = ?2, password_hash = ?3, locked = ?4 WHERE name = ?1",
-                    params![room, access.as_str(), password_hash, *locked as i64],
+                    "UPDATE rooms SET access = ?2, password_hash = ?3, locked = ?4, studio = ?5
+                     WHERE name = ?1",
+                    params![
+                        room,
+                        access.as_str(),
+                        password_hash,
+                        *locked as i64,
+                        *studio as i64
+                    ],
                 )?;
+            }
+            StoreWrite::StudioSessionStarted {
+                id,
+                room,
+                started_at_ms,
+            } => {
+                tx.execute(
+                    "INSERT INTO studio_sessions (id, room, started_at_ms) VALUES (?1, ?2, ?3)",
+                    params![id, room, started_at_ms],
+                )?;
+            }
+            StoreWrite::StudioSessionRecording { id, recording_id } => {
+                tx.execute(
+                    "UPDATE studio_sessions SET recording_id = ?2 WHERE id = ?1",
+                    params![id, recording_id],
+                )?;
+            }
+            StoreWrite::StudioSessionEnded { id, ended_at_ms } => {
+                tx.execute(
+                    "UPDATE studio_sessions SET ended_at_ms = ?2 WHERE id = ?1",
+                    params![id, ended_at_ms],
+                )?;
+            }
+            StoreWrite::AddMarker { session_id, marker } => {
+                tx.execute(
+                    "INSERT INTO markers (id, session_id, at_ms, label, by_name)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        marker.marker_id,
+                        session_id,
+                        marker.at_ms,
+                        marker.label,
+                        marker.by
+                    ],
+                )?;
+            }
+            StoreWrite::DeleteMarker { id } => {
+                tx.execute("DELETE FROM markers WHERE id = ?1", params![id])?;
+            }
+            StoreWrite::PutSegment {
+                session_id,
+                segment,
+            } => {
+                tx.execute(
+                    "INSERT INTO segments (id, session_id, start_ms, end_ms, label, by_name)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(id) DO UPDATE SET start_ms = excluded.start_ms,
+                        end_ms = excluded.end_ms, label = excluded.label",
+                    params![
+                        segment.segment_id,
+                        session_id,
+                        segment.start_ms,
+                        segment.end_ms,
+                        segment.label,
+                        segment.by
+                    ],
+                )?;
+            }
+            StoreWrite::DeleteSegment { id } => {
+                tx.execute("DELETE FROM segments WHERE id = ?1", params![id])?;
             }
             StoreWrite::AddOwnerKey { room, key } => {
                 tx.execute(
@@ -377,8 +522,8 @@ impl Store {
             }
             StoreWrite::AddInvite { room, invite } => {
                 tx.execute(
-                    "INSERT INTO invites (id, room, token_hash, role, uses, used, not_before_ms, expires_at_ms, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO invites (id, room, token_hash, role, uses, used, not_before_ms, expires_at_ms, created_at_ms, studio_role)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         invite.id,
                         room,
@@ -391,7 +536,8 @@ impl Store {
                         i64::from(invite.used),
                         invite.not_before_ms,
                         invite.expires_at_ms,
-                        invite.created_at_ms
+                        invite.created_at_ms,
+                        invite.studio_role.map(studio_role_str)
                     ],
                 )?;
             }
@@ -490,7 +636,16 @@ impl Store {
                         let _ = std::fs::remove_dir_all(recording_dir(dir, id));
                     }
                 }
-                for table in ["chat_messages", "owner_keys", "invites"] {
+                for table in ["markers", "segments"] {
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {table} WHERE session_id IN
+                             (SELECT id FROM studio_sessions WHERE room = ?1)"
+                        ),
+                        params![room],
+                    )?;
+                }
+                for table in ["chat_messages", "owner_keys", "invites", "studio_sessions"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE room = ?1"),
                         params![room],
@@ -508,6 +663,112 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Ids continue after the highest stored: (studio session, marker, segment).
+    pub fn last_studio_ids(&self) -> Result<(i64, i64, i64)> {
+        let conn = self.conn();
+        let max = |table: &str| -> Result<i64> {
+            Ok(conn.query_row(
+                &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )?)
+        };
+        Ok((max("studio_sessions")?, max("markers")?, max("segments")?))
+    }
+
+    /// Sessions the last run left open (the server stopped during them) end at `now_ms`.
+    pub fn end_open_studio_sessions(&self, now_ms: i64) -> Result<usize> {
+        Ok(self.conn().execute(
+            "UPDATE studio_sessions SET ended_at_ms = ?1 WHERE ended_at_ms IS NULL",
+            params![now_ms],
+        )?)
+    }
+
+    /// A segment and the session it belongs to (for its export).
+    pub fn segment(&self, id: i64) -> Result<Option<(Segment, StoredStudioSession)>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT g.id, g.start_ms, g.end_ms, g.label, g.by_name,
+                        s.id, s.room, s.started_at_ms, s.ended_at_ms, s.recording_id
+                 FROM segments g JOIN studio_sessions s ON s.id = g.session_id WHERE g.id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        Segment {
+                            segment_id: r.get(0)?,
+                            start_ms: r.get(1)?,
+                            end_ms: r.get(2)?,
+                            label: r.get(3)?,
+                            by: r.get(4)?,
+                            export_url: None,
+                        },
+                        StoredStudioSession {
+                            id: r.get(5)?,
+                            room: r.get(6)?,
+                            started_at_ms: r.get(7)?,
+                            ended_at_ms: r.get(8)?,
+                            recording_id: r.get(9)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// A session's markers, by time (for a segment's export).
+    pub fn markers(&self, session_id: i64) -> Result<Vec<Marker>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at_ms, label, by_name FROM markers WHERE session_id = ?1
+             ORDER BY at_ms, id",
+        )?;
+        let rows = stmt
+            .query_map(params![session_id], |r| {
+                Ok(Marker {
+                    marker_id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    label: r.get(2)?,
+                    by: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// One recording (without download links), whatever its room (for a segment's export).
+    pub fn recording(&self, id: i64) -> Result<Option<RecordingInfo>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT id, room, state, started_at_ms, started_by, stopped_at_ms, stopped_by,
+                        duration_ms, files, message
+                 FROM recordings WHERE id = ?1",
+                params![id],
+                |r| {
+                    let state: String = r.get(2)?;
+                    let files: String = r.get(8)?;
+                    Ok(RecordingInfo {
+                        recording_id: r.get(0)?,
+                        room: r.get(1)?,
+                        state: RecordingState::parse(&state).unwrap_or(RecordingState::Failed),
+                        started_at_ms: r.get(3)?,
+                        started_by: r.get(4)?,
+                        stopped_at_ms: r.get(5)?,
+                        stopped_by: r.get(6)?,
+                        duration_ms: r.get(7)?,
+                        files: serde_json::from_str::<Vec<RecordingFile>>(&files)
+                            .unwrap_or_default(),
+                        message: r.get(9)?,
+                        url_expires_at_ms: None,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
     }
 
     /// `room`'s recordings, newest first (without download links).
@@ -701,6 +962,30 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM chat_messages", [], |r| r.get(0))
             .unwrap()
     }
+}
+
+fn studio_role_str(role: StudioRole) -> &'static str {
+    match role {
+        StudioRole::Producer => "producer",
+        StudioRole::Artist => "artist",
+        StudioRole::Listener => "listener",
+    }
+}
+
+fn studio_role_parse(s: &str) -> Option<StudioRole> {
+    match s {
+        "producer" => Some(StudioRole::Producer),
+        "artist" => Some(StudioRole::Artist),
+        "listener" => Some(StudioRole::Listener),
+        _ => None,
+    }
+}
+
+/// The wall clock in Unix ms, fractional: the server clock studio sessions are placed on.
+pub fn now_ms_precise() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 pub fn now_ms() -> i64 {

@@ -69,6 +69,8 @@ pub struct Net<E: Endpoint = Browser> {
     pub media_busy: Duration,
     /// What the control plane told the recorder, and the packets workers copied for it.
     pub recorder: Vec<parley::control::RecorderCommand>,
+    /// What the control plane asked of the take store.
+    pub takes: Vec<parley::control::TakeRequest>,
     pub recorded: Vec<parley_sfu::Recorded>,
     /// Every message the server sent, by session (for assertions).
     pub sent: HashMap<SessionId, Vec<ServerMessage>>,
@@ -103,6 +105,7 @@ impl<E: Endpoint> Net<E> {
             clients: Vec::new(),
             media_busy: Duration::ZERO,
             recorder: Vec::new(),
+            takes: Vec::new(),
             recorded: Vec::new(),
             sent: HashMap::new(),
             inbox: Vec::new(),
@@ -343,6 +346,7 @@ impl<E: Endpoint> Net<E> {
                 .control
                 .recording_deleted(session, request_id, room, recording, false),
             Output::Recorder(command) => self.recorder.push(command),
+            Output::Takes(request) => self.takes.push(request),
             Output::Store(StoreRequest::Write {
                 session,
                 request_id,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parley_proto::{
     Access, Credentials, ErrorCode, InviteInfo, MediaState, MediaStateChange, ParticipantId,
-    RequestId, Role, RoomSettings, ServerMessage,
+    RequestId, Role, RoomSettings, ServerMessage, StudioRole,
 };
 
 use super::{AfterWrite, Control, MemberAccess, Output, RoomSecrets, SessionId, StoreRequest};
@@ -29,6 +29,16 @@ const LONGEST_INVITE_LIFE: Duration = Duration::from_secs(365 * 24 * 3600);
 const MAX_INVITES: usize = 200;
 /// The admin token's attempts count against this pseudo-room.
 const ADMIN_ROOM: &str = "";
+
+/// What a `create_invite` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InviteTerms {
+    pub uses: Option<u32>,
+    pub expires_in_s: Option<u64>,
+    pub not_before_ms: Option<i64>,
+    pub role: Role,
+    pub studio_role: Option<StudioRole>,
+}
 
 /// A `join` waiting for its password to be checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +210,7 @@ impl Control {
         };
         self.note_room_creator(&summary.name, session);
         let settings = RoomSettings {
+            studio: false,
             access,
             locked: false,
             has_password: password.is_some(),
@@ -288,7 +299,7 @@ impl Control {
         if let Some(key) = key.filter(|k| secrets.owner_keys.contains(k)) {
             let how = MemberAccess {
                 owner_key: Some(key),
-                invite: None,
+                ..MemberAccess::default()
             };
             return self.admit(session, join, true, how);
         }
@@ -362,6 +373,7 @@ impl Control {
             let how = MemberAccess {
                 owner_key: None,
                 invite: Some(invite.id),
+                studio_role: invite.studio_role,
             };
             return self.admit(session, join, false, how);
         }
@@ -538,6 +550,7 @@ impl Control {
         access: Option<Access>,
         password: Option<String>,
         locked: Option<bool>,
+        studio: Option<bool>,
     ) {
         let room = match self.owned_room(session) {
             Ok(r) => r,
@@ -554,6 +567,9 @@ impl Control {
         }
         if let Some(l) = locked {
             settings.locked = l;
+        }
+        if let Some(on) = studio {
+            settings.studio = on;
         }
         match password {
             Some(p) => {
@@ -604,6 +620,7 @@ impl Control {
                 access: settings.access,
                 password_hash: password_hash.clone(),
                 locked: settings.locked,
+                studio: settings.studio,
             },
             AfterWrite::Settings {
                 room,
@@ -726,11 +743,15 @@ impl Control {
         &mut self,
         session: SessionId,
         id: Option<RequestId>,
-        uses: Option<u32>,
-        expires_in_s: Option<u64>,
-        not_before_ms: Option<i64>,
-        role: Role,
+        terms: InviteTerms,
     ) {
+        let InviteTerms {
+            uses,
+            expires_in_s,
+            not_before_ms,
+            role,
+            studio_role,
+        } = terms;
         let room = match self.owned_room(session) {
             Ok(r) => r,
             Err(r) => return self.refuse(session, id, r),
@@ -763,6 +784,7 @@ impl Control {
             id: self.next_invite,
             token_hash: secret::hash_token(&token),
             role,
+            studio_role,
             uses,
             used: 0,
             not_before_ms,
@@ -896,6 +918,21 @@ impl Control {
         }
         let connected = self.sessions.contains(&session);
         match then {
+            AfterWrite::StudioSessionStarted { room, session: s } => {
+                self.studio_session_stored(room, s, session)
+            }
+            AfterWrite::MarkerAdded { room, marker } => {
+                self.marker_stored(session, id, room, marker)
+            }
+            AfterWrite::MarkerDeleted { room, marker_id } => {
+                self.marker_removed(session, id, room, marker_id)
+            }
+            AfterWrite::SegmentStored { room, segment } => {
+                self.segment_stored(session, id, room, segment)
+            }
+            AfterWrite::SegmentDeleted { room, segment_id } => {
+                self.segment_removed(session, id, room, segment_id)
+            }
             AfterWrite::RoomCreated { name, owner_key } => {
                 self.room_created(session, id, name, owner_key)
             }
@@ -905,6 +942,7 @@ impl Control {
                 password_hash,
             } => {
                 let was_listed = self.rooms.room(&room).is_some_and(|r| r.listed());
+                let was_studio = self.rooms.room(&room).is_some_and(|r| r.settings().studio);
                 self.rooms.set_settings(&room, settings);
                 self.secrets.entry(room.clone()).or_default().password_hash = password_hash;
                 let members = self.members_except(&room, session);
@@ -916,6 +954,9 @@ impl Control {
                     self.send(session, ServerMessage::RoomSettings { id, settings });
                 }
                 self.lobby_after_settings(&room, was_listed);
+                if settings.studio != was_studio {
+                    self.studio_switched(&room, settings.studio, session);
+                }
             }
             AfterWrite::OwnerAdded { room, target, key } => {
                 self.secrets
@@ -1157,6 +1198,7 @@ fn invite_info(invite: &StoredInvite, token: Option<String>) -> InviteInfo {
         id: invite.id,
         token,
         role: invite.role,
+        studio_role: invite.studio_role,
         uses: invite.uses,
         used: invite.used,
         not_before_ms: invite.not_before_ms,

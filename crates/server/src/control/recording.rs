@@ -192,6 +192,7 @@ impl Control {
                 worker: placement.worker,
             },
         );
+        self.studio_recording_started(&room, now.recording_id);
         self.tell_recording_state(&room, session, id, Some(now), None, None);
     }
 

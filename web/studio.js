@@ -2,7 +2,9 @@
 // (your role, the session's time, Record take, and for producers Record all artists, Marker with its label,
 // Start / End segment), the Studio panel (studio mode on / off for owners, the session timeline with its
 // markers and segments, the takes with their upload state and files, and the roles, which producers set),
-// a role badge on every tile, and the server-clock estimate everything is placed by.
+// a role badge on every tile, and the server-clock estimate everything is placed by. An ended segment plays
+// back in the panel: its Play button opens one player per track (the room recording's mix, each take that
+// overlaps it), each made only then, since the server cuts the track when it is asked for.
 //
 // The server decides roles and keeps the session; this module asks and shows. Takes are recorded by
 // take-recorder.js and uploaded by take-queue.js, which goes on after a reload (`resumeAll` at page load).
@@ -23,6 +25,8 @@ const TAKE_STATE_LABELS = { uploading: 'Uploading', complete: 'Complete', incomp
 const LABEL_MAX = 80;
 const TICK_MS = 500;
 const HEALTH_EVERY_MS = 2000;
+// A take's player that waits for chunks looks again on each `take_updated`, and at the latest after this.
+const PLAYER_RETRY_MS = 15_000;
 
 function el(tag, className, text) {
   const e = document.createElement(tag);
@@ -48,6 +52,11 @@ export function formatPosition(ms) {
 /** A take's length in ms from its frames (null when unknown). */
 function takeMs(frames, rate) {
   return Number.isFinite(frames) && rate > 0 ? (frames / rate) * 1000 : null;
+}
+
+/** An ended segment's tracks to play (`playback`: the mix, then each take), as the server signed them. */
+function playable(segment) {
+  return Array.isArray(segment.playback) ? segment.playback.filter((t) => t && typeof t.url === 'string' && typeof t.track === 'string') : [];
 }
 
 /** Whether a key press was typed into something (markers must not drop while someone writes). */
@@ -155,6 +164,8 @@ export class Studio {
     this.busy = new Set();
     this.recorder = null;
     this.lastTakeId = null;
+    // segment_id -> {el, tracks: Map(track -> player row)}: the segments whose players are open.
+    this.players = new Map();
 
     this.clock = new ServerClock();
     this.pinger = new ClockPinger({
@@ -372,6 +383,7 @@ export class Studio {
   }
 
   resetSession() {
+    this.closeAllPlayers();
     this.session = null;
     this.markers.clear();
     this.segments.clear();
@@ -431,6 +443,9 @@ export class Studio {
         this.segments = new Map((msg.segments || []).filter((s) => s && s.segment_id != null).map((s) => [s.segment_id, s]));
         this.takes = new Map((msg.takes || []).filter((t) => t && t.take_id != null).map((t) => [t.take_id, t]));
         this.on = !!this.session;
+        this.recordAll = this.on && !!msg.record_all;
+        this.prunePlayers();
+        this.takeArrived(null);
         if (this.on) {
           this.role = this.ownRole(null);
           if (!wasOn) this.onSystem('Studio mode is on');
@@ -439,12 +454,15 @@ export class Studio {
           this.onSystem('Studio mode is off');
         }
         this.changedMode();
+        // Every artist is recording: one who joins now records too.
+        if (this.recordAll && this.role === 'artist') this.takeRequested({ on: true, by: 'A producer' });
         return true;
       }
       case 'take_updated':
         if (msg.take && msg.take.take_id != null) {
           this.takes.set(msg.take.take_id, msg.take);
           this.renderTakes();
+          this.takeArrived(msg.take.take_id);
         }
         return true;
       case 'marker_added':
@@ -466,6 +484,7 @@ export class Studio {
         return true;
       case 'segment_deleted':
         this.segments.delete(msg.segment_id);
+        this.closePlayers(msg.segment_id);
         this.renderSession();
         this.renderBar();
         return true;
@@ -848,6 +867,17 @@ export class Studio {
           a.setAttribute('aria-label', `Export ${name} (every track, zip)`);
           li.append(a);
         }
+        if (s.end_ms != null && playable(s).length) {
+          const open = this.players.has(s.segment_id);
+          const play = button(open ? 'Hide players' : 'Play', 'btn small studio-play', 'segment-play', {
+            'aria-expanded': String(open),
+            'aria-controls': `studio-players-${s.segment_id}`,
+            'aria-label': open ? `Hide the players of ${name}` : `Play ${name}`,
+          });
+          play.classList.toggle('is-active', open);
+          play.addEventListener('click', () => this.togglePlayers(s.segment_id));
+          li.append(play);
+        }
         if (producer && s.end_ms == null) {
           const end = button('End', 'btn small', 'segment-end', { 'aria-label': `End segment ${name}` });
           end.addEventListener('click', () => this.endSegment(s));
@@ -858,11 +888,174 @@ export class Studio {
           del.addEventListener('click', () => this.act(`segment-del-${s.segment_id}`, { type: 'delete_segment', segment_id: s.segment_id }));
           li.append(del);
         }
+        const players = this.players.get(s.segment_id);
+        if (players) {
+          this.syncPlayers(s, players);
+          li.append(players.el);
+        }
         return li;
       }),
     );
     this.segmentsEmpty.hidden = segments.length > 0;
     this.renderTimeline();
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // Segment playback (docs/protocol.md, "Segment playback"): a player per track of an ended segment, made
+  // when its Play is pressed. A take whose chunks for the segment have not all arrived waits ("uploading…")
+  // and is looked up again whenever `take_updated` says more came.
+
+  togglePlayers(segmentId) {
+    if (this.players.has(segmentId)) {
+      this.closePlayers(segmentId);
+    } else {
+      const s = this.segments.get(segmentId);
+      if (!s || s.end_ms == null) return;
+      const box = el('div', 'studio-players');
+      box.id = `studio-players-${segmentId}`;
+      box.dataset.testid = 'segment-players';
+      box.setAttribute('role', 'group');
+      box.setAttribute('aria-label', `Players of ${s.label || 'Segment'}`);
+      this.players.set(segmentId, { el: box, tracks: new Map() });
+    }
+    this.renderSession();
+  }
+
+  closePlayers(segmentId) {
+    const players = this.players.get(segmentId);
+    if (!players) return;
+    for (const row of players.tracks.values()) this.dropPlayer(row);
+    players.el.remove();
+    this.players.delete(segmentId);
+  }
+
+  closeAllPlayers() {
+    for (const id of [...this.players.keys()]) this.closePlayers(id);
+  }
+
+  /** Players of segments that are gone (or reopened) go too. */
+  prunePlayers() {
+    for (const id of [...this.players.keys()]) {
+      const s = this.segments.get(id);
+      if (!s || s.end_ms == null) this.closePlayers(id);
+    }
+  }
+
+  dropPlayer(row) {
+    row.closed = true;
+    clearTimeout(row.retry);
+    if (row.audio) {
+      // Stops it and its download.
+      row.audio.pause();
+      row.audio.removeAttribute('src');
+      row.audio.load();
+    }
+    row.el.remove();
+  }
+
+  /** The segment's tracks as player rows: new ones added (and looked up), ones it no longer has dropped. */
+  syncPlayers(segment, players) {
+    const tracks = playable(segment);
+    const want = new Set(tracks.map((t) => t.track));
+    for (const [track, row] of players.tracks) {
+      if (want.has(track)) continue;
+      this.dropPlayer(row);
+      players.tracks.delete(track);
+    }
+    for (const t of tracks) {
+      if (players.tracks.has(t.track)) continue;
+      const row = this.playerRow(segment, t);
+      players.tracks.set(t.track, row);
+      players.el.append(row.el);
+      this.probePlayer(row);
+    }
+  }
+
+  playerRow(segment, t) {
+    const m = /^take-(\d+)$/.exec(t.track);
+    const takeId = t.take_id != null ? Number(t.take_id) : m ? Number(m[1]) : null;
+    const take = takeId != null ? this.takes.get(takeId) : null;
+    const label = t.track === 'mix' ? 'Mix (voice quality)' : `${t.label || (take && take.name) || 'Take'} (studio)`;
+    const box = el('div', 'studio-player');
+    box.dataset.testid = 'segment-player';
+    box.dataset.track = t.track;
+    const name = el('span', 'studio-player-label', label);
+    const status = el('span', 'studio-player-status', '');
+    status.dataset.testid = 'segment-player-status';
+    status.setAttribute('role', 'status');
+    box.append(name, status);
+    const row = {
+      segmentId: segment.segment_id,
+      track: t.track,
+      takeId,
+      label: `${segment.label || 'Segment'}: ${label}`,
+      el: box,
+      status,
+      audio: null,
+      state: '',
+      asked: 0,
+      retry: null,
+      closed: false,
+    };
+    this.setPlayerState(row, 'checking', 'Checking…');
+    return row;
+  }
+
+  setPlayerState(row, state, text) {
+    row.state = state;
+    row.el.dataset.state = state;
+    row.status.textContent = text;
+    row.status.hidden = !text;
+  }
+
+  /** Whether the track plays now (HEAD: the server makes nothing for it); then its player, or why not. */
+  async probePlayer(row) {
+    const segment = this.segments.get(row.segmentId);
+    const t = segment ? playable(segment).find((x) => x.track === row.track) : null;
+    if (!t || row.closed) return;
+    clearTimeout(row.retry);
+    const asked = ++row.asked;
+    let res = null;
+    try {
+      res = await fetch(t.url, { method: 'HEAD', cache: 'no-store', credentials: 'same-origin' });
+    } catch {
+      res = null;
+    }
+    if (row.closed || asked !== row.asked) return;
+    if (res && res.ok) {
+      this.showPlayer(row, t.url);
+    } else if (res && res.status === 409 && row.takeId != null) {
+      this.setPlayerState(row, 'waiting', 'uploading…');
+      row.retry = setTimeout(() => this.probePlayer(row), PLAYER_RETRY_MS);
+    } else {
+      const why = !res ? 'Could not reach the server' : res.status === 403 ? 'Not available: the link has expired' : 'Not available';
+      this.setPlayerState(row, 'error', why);
+    }
+  }
+
+  showPlayer(row, url) {
+    this.setPlayerState(row, 'ready', '');
+    if (row.audio) return; // it keeps its place
+    const audio = document.createElement('audio');
+    audio.controls = true;
+    audio.preload = 'none';
+    audio.dataset.testid = 'segment-audio';
+    audio.setAttribute('aria-label', row.label);
+    audio.addEventListener('error', () => {
+      if (!row.closed && audio.getAttribute('src')) this.setPlayerState(row, 'error', 'Could not play this track');
+    });
+    audio.src = url;
+    row.audio = audio;
+    row.el.append(audio);
+  }
+
+  /** More of a take (null: of any) may have arrived: its players still waiting look again. */
+  takeArrived(takeId) {
+    for (const players of this.players.values()) {
+      for (const row of players.tracks.values()) {
+        if (row.state === 'waiting' && (takeId == null || row.takeId === takeId)) this.probePlayer(row);
+      }
+    }
   }
 
   /** Markers and segments placed by server time since the session's start. */
@@ -1025,7 +1218,10 @@ export class Studio {
       role: this.role,
       session: this.session ? { ...this.session } : null,
       markers: [...this.markers.values()].map((m) => ({ ...m })),
-      segments: [...this.segments.values()].map((s) => ({ ...s })),
+      segments: [...this.segments.values()].map((s) => ({ ...s, playback: playable(s).map((t) => ({ ...t })) })),
+      players: [...this.players.entries()].flatMap(([segmentId, p]) =>
+        [...p.tracks.values()].map((r) => ({ segment_id: segmentId, track: r.track, state: r.state, src: r.audio ? r.audio.src : null })),
+      ),
       takes: [...this.takes.values()].map((t) => ({ ...t, files: (t.files || []).map((f) => ({ ...f })) })),
       recordAll: this.recordAll,
       clock: this.clock.snapshot(),

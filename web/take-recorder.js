@@ -2,7 +2,7 @@
 // the call. Its own getUserMedia stream without echo cancellation, noise suppression or gain control (the
 // call's track keeps its processing), an AudioContext at the device's rate (48 kHz where the device gives
 // it), and the 'parley-take' AudioWorklet (take-worklet.js), whose float samples are kept exactly. They are
-// cut into chunks of 2 s; each is hashed (SHA-256) and stored on the device (take-store.js) before the upload
+// cut into chunks of 0.25 s; each is hashed (SHA-256) and stored on the device (take-store.js) before the upload
 // queue (take-queue.js) sends it. Stopping stores the last partial chunk and ends the take at its total.
 //
 // Alignment: `start_take` carries `first_sample_server_ms`, our estimate of the server time at which sample 0
@@ -15,7 +15,11 @@ export const TAKE_CONSTRAINTS = Object.freeze({
   audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1, sampleRate: 48000 },
   video: false,
 });
-export const CHUNK_SECONDS = 2;
+// Small chunks keep each upload a short burst: a whole request goes out as fast as TCP allows, and on a
+// narrow uplink it queues the call's packets behind it (parley-bench's upload step: at 2.5 Mbit/s up, 2 s
+// chunks put 114 ms on the call's median latency and lost 0.65% of its packets; 0.25 s chunks lost none,
+// p99 105 ms). A closed tab also loses at most this much.
+export const CHUNK_SECONDS = 0.25;
 const BLOCK_FRAMES = 3840; // the worklet's blocks: 30 render quanta
 const START_TIMEOUT_MS = 3000;
 const LOCK_WAIT_MS = 3000;

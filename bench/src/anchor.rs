@@ -156,10 +156,10 @@ fn janus_version(binary: &PathBuf) -> String {
 }
 
 /// parley started in the lab's server namespace; killed when dropped.
-struct ParleyInLab {
+pub(crate) struct ParleyInLab {
     child: Child,
     data: PathBuf,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for ParleyInLab {
@@ -170,7 +170,7 @@ impl Drop for ParleyInLab {
     }
 }
 
-fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> {
+pub(crate) fn start_parley(args: &Args, lab: &NetLab, index: usize) -> Result<ParleyInLab> {
     let data = std::env::temp_dir().join(format!(
         "parley-bench-anchor-{}-{index}",
         std::process::id()

@@ -13,6 +13,7 @@ mod anchor;
 mod fanout;
 mod procstat;
 mod recording;
+mod uploads;
 mod workers;
 
 use std::io::{Read, Write};
@@ -66,6 +67,10 @@ struct Args {
     /// and with a recording, and making its files) and print it; writes no files.
     #[arg(long, conflicts_with_all = ["anchor_only", "workers_only"])]
     recording_only: bool,
+    /// Only measure whether a studio take's upload costs the call (an artist on a narrow uplink in a
+    /// network namespace; needs root) and print it; writes no files.
+    #[arg(long, conflicts_with_all = ["anchor_only", "workers_only", "recording_only"])]
+    uploads_only: bool,
     /// Janus configurations for the anchor, by their `event_loops` setting (0: Janus's default, a
     /// thread per handle; N: N shared loops): each is measured at every anchor step.
     #[arg(long, value_delimiter = ',', default_value = "0,2")]
@@ -669,6 +674,10 @@ fn bench(mut args: Args) -> Result<()> {
         println!("{}", cost.markdown());
         return Ok(());
     }
+    if args.uploads_only {
+        println!("{}", uploads::run(&args, duration)?.markdown());
+        return Ok(());
+    }
     if args.workers_only {
         if !args.server_has_workers || args.workers() < 2 {
             bail!("--workers-only needs a server that takes --media-workers, and N of at least 2");
@@ -792,6 +801,14 @@ fn bench(mut args: Args) -> Result<()> {
             }
         }
     };
+    // Whether a studio take's upload costs the call, on a narrow uplink.
+    let upload_cost = match uploads::run(&args, duration) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("parley-bench: the upload's cost to the call was not measured: {e:#}");
+            None
+        }
+    };
     let mut md = String::new();
     let workers_note = if args.server_has_workers {
         format!("the server with {} media workers", args.workers())
@@ -840,6 +857,9 @@ fn bench(mut args: Args) -> Result<()> {
     ));
     if let Some(c) = &recording_cost {
         md.push('\n');
+        md.push_str(&c.markdown());
+    }
+    if let Some(c) = &upload_cost {
         md.push_str(&c.markdown());
     }
     if let Some(c) = &comparison {

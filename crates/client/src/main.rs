@@ -73,6 +73,17 @@ enum StudioAction {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make a new studio room with an artist who talks and a listener, for --seconds, with (--upload)
+    /// or without a take uploading at the browser's pace; prints the call's loss and latency as JSON
+    /// (the benchmark's upload step).
+    Soak {
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        #[arg(long)]
+        upload: bool,
+        #[arg(long, default_value = "127.0.0.1")]
+        local_ip: IpAddr,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -319,6 +330,23 @@ async fn run_session(
 async fn studio(args: StudioArgs) -> anyhow::Result<()> {
     use parley_client::studio;
     use parley_proto::ServerMessage;
+    if let StudioAction::Soak {
+        seconds,
+        upload,
+        local_ip,
+    } = args.action
+    {
+        let report = studio::soak(
+            &args.server,
+            &args.room,
+            seconds.clamp(1.0, 3600.0),
+            upload,
+            local_ip,
+        )
+        .await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let mut config = ClientConfig::new(&args.server, &args.room, &args.name);
     // Listing and exporting need no seat: a viewer (a listener in studio mode) is enough.
     if !matches!(args.action, StudioAction::Take { .. }) {
@@ -338,6 +366,7 @@ async fn studio(args: StudioArgs) -> anyhow::Result<()> {
                 let take = studio::upload_wav_take(&session, &clock, &wav, realtime).await?;
                 println!("{}", serde_json::to_string_pretty(&take)?);
             }
+            StudioAction::Soak { .. } => {}
             StudioAction::List | StudioAction::Export { .. } => {
                 let state = tokio::time::timeout(Duration::from_secs(5), async {
                     loop {

@@ -324,9 +324,10 @@ fn take_from(reply: &http::Reply) -> Result<TakeInfo, ClientError> {
         .map_err(|e| ClientError::Protocol(format!("an unreadable take: {e}")))
 }
 
-/// Frames per uploaded chunk: two seconds, as the browser sends them.
+/// Frames per uploaded chunk: a quarter of a second, as the browser sends them (web/take-recorder.js:
+/// a short request is a short burst on the artist's uplink, which the call shares).
 pub fn chunk_frames(sample_rate: u32) -> usize {
-    sample_rate as usize * 2
+    (sample_rate as usize / 4).max(1)
 }
 
 /// Uploads a whole WAV file as one take of the session's room, paced at `realtime` × its own rate
@@ -554,4 +555,156 @@ mod tests {
         assert_eq!(parse_wav_f32(&wav), Some((48_000, 1, vec![0.5, -1.0])));
         assert_eq!(parse_wav_f32(b"RIFF"), None);
     }
+}
+
+/// What [`soak`] measured: the call's audio (one artist heard by a listener) while a take uploads, or
+/// not.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SoakReport {
+    pub uploading: bool,
+    pub seconds: f64,
+    /// The artist's audio packets the listener did not receive, %.
+    pub audio_loss_percent: f64,
+    pub audio_packets: u64,
+    /// One-way latency of the artist's audio (probes), ms.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    /// Take bytes acknowledged, and their rate.
+    pub uploaded_bytes: u64,
+    pub upload_kbps: f64,
+    pub chunks: u32,
+    /// Chunks refused or failed (each sent again).
+    pub chunk_retries: u32,
+}
+
+/// The browser's upload pace (web/take-queue.js): 1.5 × the take's real-time byte rate plus 32 KB/s,
+/// one request in flight.
+pub fn paced_bytes_per_second(sample_rate: u32, channels: u16) -> f64 {
+    1.5 * f64::from(sample_rate) * f64::from(channels) * 4.0 + 32_768.0
+}
+
+/// A call and a take at once, as an artist's page makes them: in a new studio room, an artist (its owner,
+/// a producer who records) talks with a synthetic voice that carries latency probes while a listener
+/// receives it; with `upload`, the artist also records a take (48 kHz mono) in real time and uploads its
+/// quarter-second chunks at the browser's pace. Measures the listener's loss and latency of the artist's audio
+/// over `seconds` (after a warm-up of 2 s).
+pub async fn soak(
+    server: &str,
+    room: &str,
+    seconds: f64,
+    upload: bool,
+    local_ip: std::net::IpAddr,
+) -> Result<SoakReport, ClientError> {
+    use crate::audio::{SyntheticEncoding, SyntheticVoice};
+    use crate::call::CallConfig;
+    use crate::stats::MediaKind;
+    use parley_proto::Role;
+    let mut config = crate::session::ClientConfig::new(server, room, "artist");
+    config.create_room = true;
+    config.local_ip = local_ip;
+    config.call = CallConfig {
+        role: Role::Member,
+        audio: Some(Box::new(SyntheticVoice::new(
+            7,
+            1.0,
+            SyntheticEncoding::Placeholder(80),
+        ))),
+        video: None,
+        probe: true,
+        record_dir: None,
+    };
+    let mut artist = Session::join(config).await?;
+    let id = artist.next_request_id();
+    artist
+        .request(ClientMessage::RoomSettings {
+            id: Some(id),
+            access: None,
+            password: None,
+            locked: None,
+            studio: Some(true),
+        })
+        .await?;
+    let mut listen = crate::session::ClientConfig::new(server, room, "listener");
+    listen.local_ip = local_ip;
+    listen.role = Role::Viewer;
+    listen.call.probe = true;
+    let mut listener = Session::join(listen).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let clock = sync_clock(&artist, 6).await?;
+    let (rate, channels) = (48_000u32, 1u16);
+    let take = if upload {
+        let now = clock
+            .to_server(local_ms())
+            .ok_or_else(|| ClientError::Protocol("no server clock".into()))?;
+        Some(start_take(&artist, rate, channels, now).await?)
+    } else {
+        None
+    };
+    let before = listener.stats().await?;
+    let from_ns = crate::clock::nanos_since_epoch(Instant::now());
+    let started = Instant::now();
+    let run = Duration::from_secs_f64(seconds);
+    let (mut uploaded, mut chunks, mut retries) = (0u64, 0u32, 0u32);
+    if let Some(take) = &take {
+        let pace = paced_bytes_per_second(rate, channels);
+        let frames = chunk_frames(rate);
+        let mut seq = 0u32;
+        while started.elapsed() < run {
+            // The chunk is ready once it has been played.
+            let ready =
+                Duration::from_secs_f64(f64::from(seq + 1) * frames as f64 / f64::from(rate));
+            if let Some(wait) = ready.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+            let first = u64::from(seq) * frames as u64;
+            let samples: Vec<f32> = (0..frames as u64)
+                .map(|i| ((first + i) as f32 * 0.0573).sin() * 0.3)
+                .collect();
+            let sent = Instant::now();
+            let reply = take.put_chunk(seq, first, &samples).await?;
+            if reply.status != 200 {
+                retries += 1;
+                continue;
+            }
+            let bytes = samples.len() as u64 * 4;
+            uploaded += bytes;
+            chunks += 1;
+            seq += 1;
+            // Never faster than the pace, on average.
+            let due = Duration::from_secs_f64(bytes as f64 / pace);
+            if let Some(wait) = due.checked_sub(sent.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        take.end(u64::from(seq) * frames as u64).await?;
+    } else {
+        tokio::time::sleep(run).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = listener.stats().await?;
+    let of = |s: &crate::stats::CallStats| {
+        s.stream(artist.you, MediaKind::Audio)
+            .map_or((0, 0), |x| (x.packets, x.expected()))
+    };
+    let ((p0, e0), (p1, e1)) = (of(&before), of(&after));
+    let (packets, expected) = (p1.saturating_sub(p0), e1.saturating_sub(e0));
+    let latency = after.latency.since(from_ns).percentiles();
+    let _ = listener.leave().await;
+    let _ = artist.leave().await;
+    Ok(SoakReport {
+        uploading: upload,
+        seconds: elapsed,
+        audio_loss_percent: if expected == 0 {
+            0.0
+        } else {
+            100.0 * expected.saturating_sub(packets) as f64 / expected as f64
+        },
+        audio_packets: packets,
+        latency_p50_ms: latency.p50,
+        latency_p99_ms: latency.p99,
+        uploaded_bytes: uploaded,
+        upload_kbps: uploaded as f64 * 8.0 / 1000.0 / elapsed.max(1e-9),
+        chunks,
+        chunk_retries: retries,
+    })
 }

@@ -543,6 +543,23 @@ pub struct Segment {
     /// A signed link to the segment's export (a zip of every track cut to it), once it has an end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_url: Option<String>,
+    /// Once it has an end: signed links that play one track cut to it in the page (a WAV), the room
+    /// recording's mix first (when the session has one), then each take of the session that overlaps it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub playback: Vec<SegmentTrack>,
+}
+
+/// One track of a segment to play (`Segment::playback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentTrack {
+    /// `mix` (the room recording's, voice quality) or `take-<take_id>` (a lossless take).
+    pub track: String,
+    /// For people: `Mix`, or the take's artist.
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take_id: Option<i64>,
+    /// `/api/segments/<segment_id>/play/<track>.wav?exp=…&sig=…`.
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1175,7 +1192,7 @@ pub enum ServerMessage {
     SegmentUpdated {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
-        segment: Segment,
+        segment: Box<Segment>,
     },
     SegmentDeleted {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -205,7 +205,7 @@ pub enum AfterWrite {
     },
     SegmentStored {
         room: String,
-        segment: parley_proto::Segment,
+        segment: Box<parley_proto::Segment>,
     },
     SegmentDeleted {
         room: String,

@@ -22,6 +22,13 @@
 //! track at a time and a second at a time (nothing holds a whole track in memory), on a thread of
 //! its own at the lowest priority, one export at a time; the handler then opens it, unlinks it and
 //! streams the open file, so nothing is left behind however the download ends.
+//!
+//! **Playback** (`GET /api/segments/<id>/play/<track>.wav?exp=…&sig=…`, [`segment_play`]) is one
+//! track of the same cut as a WAV for the page's players: `mix` (16-bit, 48 kHz, as the
+//! recording's mix) or `take-<take id>` (32-bit float at the take's rate and channels, which
+//! Chromium plays). It goes the export's way (the same cut, the same temporary file, thread and
+//! one-at-a-time slot) but for one file; a take is played only once every frame of it inside the
+//! segment has arrived (`409 not_yet` until then; the export makes silence of what is missing).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -34,7 +41,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use parley_media::flac::{float_to_i24, FlacWriter};
@@ -60,14 +67,80 @@ pub const MAX_SEGMENT_MS: f64 = 60.0 * 60.0 * 1000.0;
 pub const EXPORTS_DIR: &str = "exports";
 /// The "file" an export link is signed for (with the segment's id in place of a recording's).
 pub const EXPORT_LINK_FILE: &str = "segment-export";
+/// A playback link is signed for `segment-play:<track>` (with the segment's id): neither an export
+/// link nor another track's link opens it.
+pub const PLAY_LINK_PREFIX: &str = "segment-play:";
+/// A finished recording's mix.
+const MIX_FILE: &str = "mix.wav";
 /// Longest piece of a client's name or label in an entry's name.
 const MAX_NAME_CHARS: usize = 40;
+
+/// One track of a segment to play: the room recording's mix, or a take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayTrack {
+    Mix,
+    Take(i64),
+}
+
+impl PlayTrack {
+    /// `mix` or `take-<id>` (a positive id, at most 18 digits, no sign or leading zero).
+    pub fn parse(text: &str) -> Option<PlayTrack> {
+        if text == "mix" {
+            return Some(PlayTrack::Mix);
+        }
+        let id = text.strip_prefix("take-")?;
+        let digits = !id.is_empty() && id.len() <= 18 && id.bytes().all(|b| b.is_ascii_digit());
+        if !digits || id.starts_with('0') {
+            return None;
+        }
+        id.parse().ok().map(PlayTrack::Take)
+    }
+
+    /// The file its links are signed for.
+    pub fn link_file(self) -> String {
+        format!("{PLAY_LINK_PREFIX}{self}")
+    }
+
+    /// Its path, without the signature: `/api/segments/<id>/play/<track>.wav`.
+    pub fn path(self, segment_id: i64) -> String {
+        format!("/api/segments/{segment_id}/play/{self}.wav")
+    }
+}
+
+impl fmt::Display for PlayTrack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlayTrack::Mix => write!(f, "mix"),
+            PlayTrack::Take(id) => write!(f, "take-{id}"),
+        }
+    }
+}
+
+/// Whether a take (its first frame at `started_at_ms`, `total_samples` long once ended) has frames
+/// inside `[start_ms, end_ms)`: the takes a segment's export and playback hold.
+pub fn take_overlaps(
+    started_at_ms: f64,
+    sample_rate: u32,
+    total_samples: Option<u64>,
+    start_ms: f64,
+    end_ms: f64,
+) -> bool {
+    if started_at_ms >= end_ms {
+        return false;
+    }
+    match total_samples {
+        Some(total) if sample_rate > 0 => {
+            started_at_ms + total as f64 * 1000.0 / f64::from(sample_rate) > start_ms
+        }
+        _ => true,
+    }
+}
 
 /// What the handler needs beyond the recordings' and takes' state.
 #[derive(Clone)]
 pub struct Exports {
     pub store: Arc<Store>,
-    /// One export is built at a time; others wait for it.
+    /// One export or playback track is made at a time; others wait for it.
     pub slots: Arc<Semaphore>,
 }
 
@@ -91,6 +164,14 @@ pub enum ExportError {
     TooLong {
         ms: f64,
     },
+    /// Playback: the segment has no such track (why, for people).
+    NoSuchTrack(&'static str),
+    /// Playback: frames of the take inside the segment have not arrived yet.
+    NotYet {
+        name: String,
+        missing_frames: u64,
+        sample_rate: u32,
+    },
     Internal(String),
 }
 
@@ -100,6 +181,8 @@ impl ExportError {
             ExportError::NoSuchSegment => StatusCode::NOT_FOUND,
             ExportError::OpenSegment | ExportError::EmptySegment => StatusCode::CONFLICT,
             ExportError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ExportError::NoSuchTrack(_) => StatusCode::NOT_FOUND,
+            ExportError::NotYet { .. } => StatusCode::CONFLICT,
             ExportError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,6 +193,8 @@ impl ExportError {
             ExportError::OpenSegment => "open_segment",
             ExportError::EmptySegment => "empty_segment",
             ExportError::TooLong { .. } => "segment_too_long",
+            ExportError::NoSuchTrack(_) => "no_such_track",
+            ExportError::NotYet { .. } => "not_yet",
             ExportError::Internal(_) => "internal",
         }
     }
@@ -125,8 +210,49 @@ impl ExportError {
                 ms / 60_000.0,
                 MAX_SEGMENT_MS / 60_000.0
             ),
+            ExportError::NoSuchTrack(why) => (*why).into(),
+            ExportError::NotYet { name, .. } => {
+                let name = name.trim();
+                let whose = if name.is_empty() {
+                    "this take".to_string()
+                } else {
+                    format!("{name}'s take")
+                };
+                let ms = self.missing_ms().unwrap_or(0.0);
+                let missing = if ms < 1000.0 {
+                    format!("{} ms", ms.ceil())
+                } else {
+                    format!("{:.1} s", ms / 1000.0)
+                };
+                format!(
+                    "{missing} of {whose} in this segment have not arrived yet: it plays once they have"
+                )
+            }
             ExportError::Internal(_) => "the export could not be made".into(),
         }
+    }
+
+    /// How much of a take is still to come (`NotYet`), in ms.
+    pub fn missing_ms(&self) -> Option<f64> {
+        match self {
+            ExportError::NotYet {
+                missing_frames,
+                sample_rate,
+                ..
+            } if *sample_rate > 0 => {
+                Some(*missing_frames as f64 * 1000.0 / f64::from(*sample_rate))
+            }
+            _ => None,
+        }
+    }
+
+    /// The refusal as the routes send it: `{"error", "message"}` (and `missing_ms` for `not_yet`).
+    fn response(&self) -> Response {
+        let mut body = json!({ "error": self.code(), "message": self.message() });
+        if let Some(ms) = self.missing_ms() {
+            body["missing_ms"] = json!((ms * 10.0).round() / 10.0);
+        }
+        (self.status(), Json(body)).into_response()
     }
 }
 
@@ -325,10 +451,18 @@ struct Voice {
     name: String,
 }
 
-/// The made files of a finished recording: its mix (if anyone spoke) and voices, in name order.
-fn finished_files(dir: &Path, info: &RecordingInfo) -> io::Result<(Option<PathBuf>, Vec<Voice>)> {
-    let mix = dir.join("mix.wav");
+/// The made files of a finished recording: its mix (if anyone spoke) and (when `voices`) its
+/// voices, in name order.
+fn finished_files(
+    dir: &Path,
+    info: &RecordingInfo,
+    voices: bool,
+) -> io::Result<(Option<PathBuf>, Vec<Voice>)> {
+    let mix = dir.join(MIX_FILE);
     let mix = mix.is_file().then_some(mix);
+    if !voices {
+        return Ok((mix, Vec::new()));
+    }
     let mut names: Vec<String> = match fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok())
@@ -367,12 +501,14 @@ fn finished_files(dir: &Path, info: &RecordingInfo) -> io::Result<(Option<PathBu
     Ok((mix, voices))
 }
 
-/// A running (or not yet made) recording's mix and voices, made from its live journals into `work`
-/// as the recorder makes them (`recorder.rs`), `duration_us` long from the recording's start.
+/// A running (or not yet made) recording's mix and (when `voices`) voices, made from its live
+/// journals into `work` as the recorder makes them (`recorder.rs`), `duration_us` long from the
+/// recording's start.
 fn files_from_journals(
     journals: &Path,
     work: &Path,
     duration_us: u64,
+    voices_too: bool,
 ) -> Result<(Option<PathBuf>, Vec<Voice>), ExportError> {
     let mut paths: Vec<PathBuf> = match fs::read_dir(journals) {
         Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
@@ -407,7 +543,8 @@ fn files_from_journals(
     parley_media::mix_tracks_with(&journal_paths, outputs, duration_us, &settings)?;
     let mut taken = HashSet::new();
     let mut voices = Vec::new();
-    for (path, header) in &audio {
+    let wanted = if voices_too { audio.as_slice() } else { &[] };
+    for (path, header) in wanted {
         let mut name = format!("p{}-audio.ogg", header.participant_id);
         let mut n = 2;
         while !taken.insert(name.clone()) {
@@ -446,8 +583,8 @@ impl RecordingTracks {
         }
     }
 
-    fn made(dir: &Path, info: RecordingInfo) -> Result<RecordingTracks, ExportError> {
-        let (mix, voices) = finished_files(dir, &info)?;
+    fn made(dir: &Path, info: RecordingInfo, voices: bool) -> Result<RecordingTracks, ExportError> {
+        let (mix, voices) = finished_files(dir, &info, voices)?;
         let source = if mix.is_none() && voices.is_empty() {
             "recording_empty"
         } else {
@@ -462,49 +599,89 @@ impl RecordingTracks {
     }
 }
 
-/// The recording's tracks for a segment ending at `end_ms`: its made files, or files made in
-/// `work` from its journals while it is not made yet.
+/// Where a segment's recording tracks come from, before anything is made.
+enum RecordingPlan {
+    /// None: `no_recording`, `recording_gone` or `recording_empty`.
+    Nothing(&'static str, Option<RecordingInfo>),
+    /// Its made files, in `dir`.
+    Made { dir: PathBuf, info: RecordingInfo },
+    /// Its live journals, from which `duration_us` from its start are to be made.
+    Journals {
+        journals: PathBuf,
+        info: RecordingInfo,
+        duration_us: u64,
+    },
+}
+
+fn is_made(info: &RecordingInfo) -> bool {
+    matches!(
+        info.state,
+        RecordingState::Ready | RecordingState::Interrupted
+    )
+}
+
+/// Where the session's recording tracks for a segment ending at `end_ms` would come from.
+fn recording_plan(
+    data_dir: &Path,
+    store: &Store,
+    session: &StoredStudioSession,
+    end_ms: f64,
+) -> Result<RecordingPlan, ExportError> {
+    let Some(id) = session.recording_id else {
+        return Ok(RecordingPlan::Nothing("no_recording", None));
+    };
+    let Some(info) = store.recording(id)? else {
+        return Ok(RecordingPlan::Nothing("recording_gone", None));
+    };
+    if is_made(&info) {
+        let dir = recording_dir(data_dir, id);
+        return Ok(RecordingPlan::Made { dir, info });
+    }
+    let journals = journal_dir(data_dir, id);
+    if !journals.is_dir() {
+        // A failed recording whose journals are gone, or one not begun on disk.
+        return Ok(RecordingPlan::Nothing("recording_empty", Some(info)));
+    }
+    let reach_ms = (end_ms - info.started_at_ms as f64).max(0.0);
+    Ok(RecordingPlan::Journals {
+        journals,
+        info,
+        duration_us: (reach_ms * 1000.0).ceil() as u64,
+    })
+}
+
+/// The recording's tracks for a segment ending at `end_ms` (its mix, and its voices when `voices`):
+/// its made files, or files made in `work` from its journals while it is not made yet.
 fn recording_sources(
     data_dir: &Path,
     store: &Store,
     session: &StoredStudioSession,
     end_ms: f64,
     work: &Path,
+    voices: bool,
 ) -> Result<RecordingTracks, ExportError> {
-    let Some(id) = session.recording_id else {
-        return Ok(RecordingTracks::none("no_recording", None));
-    };
-    let Some(info) = store.recording(id)? else {
-        return Ok(RecordingTracks::none("recording_gone", None));
-    };
-    let dir = recording_dir(data_dir, id);
-    let made = |info: &RecordingInfo| {
-        matches!(
-            info.state,
-            RecordingState::Ready | RecordingState::Interrupted
-        )
-    };
-    if made(&info) {
-        return RecordingTracks::made(&dir, info);
-    }
-    let journals = journal_dir(data_dir, id);
-    if !journals.is_dir() {
-        // A failed recording whose journals are gone, or one not begun on disk.
-        return Ok(RecordingTracks::none("recording_empty", Some(info)));
-    }
-    let reach_ms = (end_ms - info.started_at_ms as f64).max(0.0);
-    let duration_us = (reach_ms * 1000.0).ceil() as u64;
-    match files_from_journals(&journals, work, duration_us) {
-        Ok((mix, voices)) => Ok(RecordingTracks {
-            source: "journals",
-            info: Some(info),
-            mix,
-            voices,
-        }),
-        // Its files may have been made meanwhile (and the journals removed).
-        Err(e) => match store.recording(id)? {
-            Some(now) if made(&now) => RecordingTracks::made(&dir, now),
-            _ => Err(e),
+    match recording_plan(data_dir, store, session, end_ms)? {
+        RecordingPlan::Nothing(source, info) => Ok(RecordingTracks::none(source, info)),
+        RecordingPlan::Made { dir, info } => RecordingTracks::made(&dir, info, voices),
+        RecordingPlan::Journals {
+            journals,
+            info,
+            duration_us,
+        } => match files_from_journals(&journals, work, duration_us, voices) {
+            Ok((mix, voices)) => Ok(RecordingTracks {
+                source: "journals",
+                info: Some(info),
+                mix,
+                voices,
+            }),
+            // Its files may have been made meanwhile (and the journals removed).
+            Err(e) => match store.recording(info.recording_id)? {
+                Some(now) if is_made(&now) => {
+                    let dir = recording_dir(data_dir, info.recording_id);
+                    RecordingTracks::made(&dir, now, voices)
+                }
+                _ => Err(e),
+            },
         },
     }
 }
@@ -621,6 +798,210 @@ impl FilesFloat {
     }
 }
 
+/// Where a cut track's samples go: the export's files of it, or one WAV to play. A track's samples
+/// are 16-bit (the recording's mix and voices) or 32-bit float (a take), as its [`Cut`] says.
+trait TrackSink {
+    fn write_i16(&mut self, samples: &[i16]) -> Result<(), ExportError>;
+    fn write_f32(&mut self, samples: &[f32]) -> Result<(), ExportError>;
+}
+
+fn other_kind_of_samples() -> ExportError {
+    internal("a track's samples are not the kind its files were made for")
+}
+
+/// The shape of one track's cut.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    rate: u32,
+    channels: u16,
+    /// 32-bit float samples (a take), else 16-bit.
+    float: bool,
+    span: Span,
+}
+
+/// Cuts `[start_ms, end_ms)` of a source whose frame 0 is at `origin_ms` into the sink `open` makes
+/// once the source's rate and channels are known: a block of frames at a time, silence outside the
+/// source. The one cutting path of exports and playback alike.
+fn cut_source<S: TrackSink>(
+    source: &Source,
+    origin_ms: f64,
+    takes: &TakeStore,
+    segment: (f64, f64),
+    open: impl FnOnce(&Cut) -> Result<S, ExportError>,
+) -> Result<(Cut, S), ExportError> {
+    let (start_ms, end_ms) = segment;
+    match source {
+        Source::Wav(path) => {
+            let mut reader = WavReader::open(path)?;
+            if reader.samples != WavSamples::Pcm16 {
+                return Err(internal(format!("{}: not 16-bit", path.display())));
+            }
+            let (rate, channels) = (reader.sample_rate, reader.channels);
+            let shape = Cut {
+                rate,
+                channels,
+                float: false,
+                span: span(origin_ms, rate, start_ms, end_ms),
+            };
+            let mut sink = open(&shape)?;
+            cut(
+                shape.span,
+                usize::from(channels),
+                rate as usize,
+                |at, out: &mut [i16]| {
+                    if reader.position() != at {
+                        reader.seek(at)?;
+                    }
+                    Ok(reader.read_i16(out)?)
+                },
+                |block| sink.write_i16(block),
+            )?;
+            Ok((shape, sink))
+        }
+        Source::Ogg(path) => {
+            let mut reader = OggOpusReader::open(path)?;
+            let (rate, channels) = (reader.sample_rate(), reader.channels());
+            let shape = Cut {
+                rate,
+                channels,
+                float: false,
+                span: span(origin_ms, rate, start_ms, end_ms),
+            };
+            let mut sink = open(&shape)?;
+            let mut scratch = Vec::new();
+            cut(
+                shape.span,
+                usize::from(channels),
+                rate as usize,
+                |at, out: &mut [i16]| {
+                    let pos = reader.position();
+                    if at < pos {
+                        // A cut reads forward, so this does not happen: start again if it does.
+                        reader = OggOpusReader::open(path)?;
+                    }
+                    let pos = reader.position();
+                    if at > pos {
+                        reader.skip(at - pos)?;
+                    }
+                    Ok(reader.read_i16(out, &mut scratch)?)
+                },
+                |block| sink.write_i16(block),
+            )?;
+            Ok((shape, sink))
+        }
+        Source::Take(take) => {
+            let (rate, channels) = (take.sample_rate, take.channels);
+            let shape = Cut {
+                rate,
+                channels,
+                float: true,
+                span: span(origin_ms, rate, start_ms, end_ms),
+            };
+            let mut sink = open(&shape)?;
+            let block = (rate as u64).min(MAX_READ_FRAMES) as usize;
+            cut(
+                shape.span,
+                usize::from(channels),
+                block,
+                |at, out: &mut [f32]| {
+                    let frames = out.len() / usize::from(channels);
+                    let got = takes.read_frames(take.id, at, frames as u64)?;
+                    let n = got.len().min(out.len());
+                    out[..n].copy_from_slice(&got[..n]);
+                    // Frames not uploaded are silence: a take is never "ended" early.
+                    Ok(frames)
+                },
+                |block| sink.write_f32(block),
+            )?;
+            Ok((shape, sink))
+        }
+    }
+}
+
+/// The export's three files of a track.
+enum ExportFiles {
+    S16(Files16),
+    F32(FilesFloat),
+}
+
+impl ExportFiles {
+    fn create(stem: &Path, cut: &Cut) -> Result<ExportFiles, ExportError> {
+        Ok(if cut.float {
+            ExportFiles::F32(FilesFloat::create(stem, cut.rate, cut.channels)?)
+        } else {
+            ExportFiles::S16(Files16::create(stem, cut.rate, cut.channels)?)
+        })
+    }
+
+    /// The MP3's rate.
+    fn finish(self) -> Result<u32, ExportError> {
+        match self {
+            ExportFiles::S16(files) => files.finish(),
+            ExportFiles::F32(files) => files.finish(),
+        }
+    }
+}
+
+impl TrackSink for ExportFiles {
+    fn write_i16(&mut self, samples: &[i16]) -> Result<(), ExportError> {
+        match self {
+            ExportFiles::S16(files) => files.write(samples),
+            ExportFiles::F32(_) => Err(other_kind_of_samples()),
+        }
+    }
+
+    fn write_f32(&mut self, samples: &[f32]) -> Result<(), ExportError> {
+        match self {
+            ExportFiles::F32(files) => files.write(samples),
+            ExportFiles::S16(_) => Err(other_kind_of_samples()),
+        }
+    }
+}
+
+/// One track as a WAV to play: 16-bit PCM as the recording is, 32-bit float as a take is (the
+/// export's WAV of it, byte for byte).
+enum PlayWav {
+    S16 { wav: WavWriter, rate: u32 },
+    F32(FloatWavWriter),
+}
+
+impl PlayWav {
+    fn create(path: &Path, cut: &Cut) -> Result<PlayWav, ExportError> {
+        Ok(if cut.float {
+            PlayWav::F32(FloatWavWriter::create(path, cut.rate, cut.channels)?)
+        } else {
+            PlayWav::S16 {
+                wav: WavWriter::create(path, cut.rate, cut.channels)?,
+                rate: cut.rate,
+            }
+        })
+    }
+
+    /// Its length in bytes.
+    fn finish(self) -> Result<u64, ExportError> {
+        match self {
+            PlayWav::S16 { wav, rate } => Ok(wav.finish(rate)?),
+            PlayWav::F32(wav) => Ok(wav.finish()?.1),
+        }
+    }
+}
+
+impl TrackSink for PlayWav {
+    fn write_i16(&mut self, samples: &[i16]) -> Result<(), ExportError> {
+        match self {
+            PlayWav::S16 { wav, .. } => Ok(wav.write(samples)?),
+            PlayWav::F32(_) => Err(other_kind_of_samples()),
+        }
+    }
+
+    fn write_f32(&mut self, samples: &[f32]) -> Result<(), ExportError> {
+        match self {
+            PlayWav::F32(wav) => Ok(wav.write(samples)?),
+            PlayWav::S16 { .. } => Err(other_kind_of_samples()),
+        }
+    }
+}
+
 /// What making one track's files gave: rate, channels, MP3 rate, file kinds.
 struct Made {
     rate: u32,
@@ -636,101 +1017,17 @@ fn make_track(
     segment: (f64, f64),
     stem: &Path,
 ) -> Result<Made, ExportError> {
-    let (start_ms, end_ms) = segment;
-    match &plan.source {
-        Source::Wav(path) => {
-            let reader = WavReader::open(path)?;
-            if reader.samples != WavSamples::Pcm16 {
-                return Err(internal(format!("{}: not 16-bit", path.display())));
-            }
-            let (rate, channels) = (reader.sample_rate, reader.channels);
-            let span = span(plan.origin_ms, rate, start_ms, end_ms);
-            let mut files = Files16::create(stem, rate, channels)?;
-            let mut reader = reader;
-            cut(
-                span,
-                usize::from(channels),
-                rate as usize,
-                |at, out: &mut [i16]| {
-                    if reader.position() != at {
-                        reader.seek(at)?;
-                    }
-                    Ok(reader.read_i16(out)?)
-                },
-                |block| files.write(block),
-            )?;
-            let mp3_rate = files.finish()?;
-            Ok(Made {
-                rate,
-                channels,
-                mp3_rate,
-                float: false,
-                span,
-            })
-        }
-        Source::Ogg(path) => {
-            let reader = OggOpusReader::open(path)?;
-            let (rate, channels) = (reader.sample_rate(), reader.channels());
-            let span = span(plan.origin_ms, rate, start_ms, end_ms);
-            let mut files = Files16::create(stem, rate, channels)?;
-            let mut reader = reader;
-            let mut scratch = Vec::new();
-            cut(
-                span,
-                usize::from(channels),
-                rate as usize,
-                |at, out: &mut [i16]| {
-                    let pos = reader.position();
-                    if at < pos {
-                        // A cut reads forward, so this does not happen: start again if it does.
-                        reader = OggOpusReader::open(path)?;
-                    }
-                    let pos = reader.position();
-                    if at > pos {
-                        reader.skip(at - pos)?;
-                    }
-                    Ok(reader.read_i16(out, &mut scratch)?)
-                },
-                |block| files.write(block),
-            )?;
-            let mp3_rate = files.finish()?;
-            Ok(Made {
-                rate,
-                channels,
-                mp3_rate,
-                float: false,
-                span,
-            })
-        }
-        Source::Take(take) => {
-            let (rate, channels) = (take.sample_rate, take.channels);
-            let span = span(plan.origin_ms, rate, start_ms, end_ms);
-            let mut files = FilesFloat::create(stem, rate, channels)?;
-            let block = (rate as u64).min(MAX_READ_FRAMES) as usize;
-            cut(
-                span,
-                usize::from(channels),
-                block,
-                |at, out: &mut [f32]| {
-                    let frames = out.len() / usize::from(channels);
-                    let got = takes.read_frames(take.id, at, frames as u64)?;
-                    let n = got.len().min(out.len());
-                    out[..n].copy_from_slice(&got[..n]);
-                    // Frames not uploaded are silence: a take is never "ended" early.
-                    Ok(frames)
-                },
-                |block| files.write(block),
-            )?;
-            let mp3_rate = files.finish()?;
-            Ok(Made {
-                rate,
-                channels,
-                mp3_rate,
-                float: true,
-                span,
-            })
-        }
-    }
+    let (cut, files) = cut_source(&plan.source, plan.origin_ms, takes, segment, |cut| {
+        ExportFiles::create(stem, cut)
+    })?;
+    let mp3_rate = files.finish()?;
+    Ok(Made {
+        rate: cut.rate,
+        channels: cut.channels,
+        mp3_rate,
+        float: cut.float,
+        span: cut.span,
+    })
 }
 
 /// Adds the file at `path` to the zip as `name` (stored) and removes it; its length.
@@ -789,16 +1086,15 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Writes segment `segment_id`'s export to `out` (a zip; working files go in a directory beside it,
-/// removed after). Refuses a segment that does not exist, has no end, or is over an hour long.
-pub fn write_segment_zip(
-    data_dir: &Path,
-    store: &Store,
-    takes: &TakeStore,
-    segment_id: i64,
-    out: &Path,
-) -> Result<ExportReport, ExportError> {
-    let started = Instant::now();
+/// A segment that may be cut: it exists, has ended, and is at most an hour long.
+struct Checked {
+    segment: Segment,
+    session: StoredStudioSession,
+    start_ms: f64,
+    end_ms: f64,
+}
+
+fn checked_segment(store: &Store, segment_id: i64) -> Result<Checked, ExportError> {
     let (segment, session) = store
         .segment(segment_id)?
         .ok_or(ExportError::NoSuchSegment)?;
@@ -812,17 +1108,47 @@ pub fn write_segment_zip(
             ms: end_ms - start_ms,
         });
     }
+    Ok(Checked {
+        segment,
+        session,
+        start_ms,
+        end_ms,
+    })
+}
+
+/// The directory beside `out` its working files go in (removed after).
+fn work_dir(out: &Path) -> Result<RemoveOnDrop, ExportError> {
     let file_name = out.file_name().and_then(|n| n.to_str()).unwrap_or("export");
     let work = out.with_file_name(format!("{file_name}.work"));
     fs::create_dir_all(&work)?;
-    let _cleanup = RemoveOnDrop(work.clone());
+    Ok(RemoveOnDrop(work))
+}
+
+/// Writes segment `segment_id`'s export to `out` (a zip; working files go in a directory beside it,
+/// removed after). Refuses a segment that does not exist, has no end, or is over an hour long.
+pub fn write_segment_zip(
+    data_dir: &Path,
+    store: &Store,
+    takes: &TakeStore,
+    segment_id: i64,
+    out: &Path,
+) -> Result<ExportReport, ExportError> {
+    let started = Instant::now();
+    let Checked {
+        segment,
+        session,
+        start_ms,
+        end_ms,
+    } = checked_segment(store, segment_id)?;
+    let cleanup = work_dir(out)?;
+    let work = cleanup.0.as_path();
 
     let RecordingTracks {
         source: recording_source,
         info: recording,
         mix,
         voices,
-    } = recording_sources(data_dir, store, &session, end_ms, &work)?;
+    } = recording_sources(data_dir, store, &session, end_ms, work, true)?;
     let mut plans = Vec::new();
     let mut stems = HashSet::new();
     let mut unique = |stem: String| {
@@ -863,14 +1189,15 @@ pub fn write_segment_zip(
         }
     }
     for take in takes.list(&session.room)? {
-        if take.session_id != session.id || take.started_at_ms >= end_ms {
+        let inside = take_overlaps(
+            take.started_at_ms,
+            take.sample_rate,
+            take.total_samples,
+            start_ms,
+            end_ms,
+        );
+        if take.session_id != session.id || !inside {
             continue;
-        }
-        if let Some(total) = take.total_samples {
-            let take_end = take.started_at_ms + total as f64 * 1000.0 / f64::from(take.sample_rate);
-            if take_end <= start_ms {
-                continue;
-            }
         }
         plans.push(Plan {
             kind: "take",
@@ -997,6 +1324,170 @@ pub fn write_segment_zip(
     })
 }
 
+/// What [`write_segment_track`] made.
+#[derive(Debug, Clone)]
+pub struct PlayReport {
+    pub track: PlayTrack,
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// 32-bit float samples (a take), else 16-bit PCM.
+    pub float: bool,
+    /// The source's frames it holds.
+    pub span: Span,
+    /// `files` or `journals` (the mix), `take`.
+    pub source: &'static str,
+    pub bytes: u64,
+    pub took_s: f64,
+}
+
+/// Why the mix is not there, for people.
+fn no_mix(source: &'static str) -> ExportError {
+    ExportError::NoSuchTrack(match source {
+        "no_recording" | "recording_gone" => "the session has no room recording to play",
+        _ => "the room recording has no mix for this segment (no one was heard)",
+    })
+}
+
+const NOT_THIS_SEGMENTS: &str = "the segment has no such track";
+
+/// Take `take_id`, where it is a take of the segment's session with frames inside the segment.
+fn segment_take(takes: &TakeStore, checked: &Checked, take_id: i64) -> Result<Take, ExportError> {
+    let take = match takes.take(take_id) {
+        Ok(take) => take,
+        Err(e) if e.kind == crate::takes::TakeErrorKind::NoSuchTake => {
+            return Err(ExportError::NoSuchTrack(NOT_THIS_SEGMENTS))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let inside = take_overlaps(
+        take.started_at_ms,
+        take.sample_rate,
+        take.total_samples,
+        checked.start_ms,
+        checked.end_ms,
+    );
+    if take.room != checked.session.room || take.session_id != checked.session.id || !inside {
+        return Err(ExportError::NoSuchTrack(NOT_THIS_SEGMENTS));
+    }
+    Ok(take)
+}
+
+/// A take is played once every frame of it inside the segment has arrived: up to its end once it
+/// has ended; while it has not, every frame to the segment's end, or (its artist left without
+/// ending it: more may never come) to the end of what arrived last. Missing ones: `NotYet`.
+fn take_arrived(
+    takes: &TakeStore,
+    take: &Take,
+    start_ms: f64,
+    end_ms: f64,
+) -> Result<(), ExportError> {
+    if take.state == crate::takes::TakeState::Complete {
+        return Ok(());
+    }
+    let span = span(take.started_at_ms, take.sample_rate, start_ms, end_ms);
+    let lo = span.first.max(0) as u64;
+    let mut hi = span.first.saturating_add(span.frames as i64).max(0) as u64;
+    if let Some(total) = take.total_samples {
+        hi = hi.min(total);
+    }
+    let stored = takes.stored_frames(take.id, lo, hi.max(lo))?;
+    if take.total_samples.is_none() && take.state == crate::takes::TakeState::Incomplete {
+        hi = hi.min(stored.last_end);
+    }
+    let missing = hi.saturating_sub(lo).saturating_sub(stored.held);
+    if missing > 0 {
+        return Err(ExportError::NotYet {
+            name: take.name.clone(),
+            missing_frames: missing,
+            sample_rate: take.sample_rate,
+        });
+    }
+    Ok(())
+}
+
+/// Whether [`write_segment_track`] would make `track` of segment `segment_id`, without making it
+/// (nothing is mixed: the answer to a `HEAD`, and the check before waiting for a slot).
+pub fn check_segment_track(
+    data_dir: &Path,
+    store: &Store,
+    takes: &TakeStore,
+    segment_id: i64,
+    track: PlayTrack,
+) -> Result<(), ExportError> {
+    let checked = checked_segment(store, segment_id)?;
+    match track {
+        PlayTrack::Mix => {
+            match recording_plan(data_dir, store, &checked.session, checked.end_ms)? {
+                RecordingPlan::Nothing(source, _) => Err(no_mix(source)),
+                RecordingPlan::Made { dir, .. } if !dir.join(MIX_FILE).is_file() => {
+                    Err(no_mix("recording_empty"))
+                }
+                _ => Ok(()),
+            }
+        }
+        PlayTrack::Take(id) => {
+            let take = segment_take(takes, &checked, id)?;
+            take_arrived(takes, &take, checked.start_ms, checked.end_ms)
+        }
+    }
+}
+
+/// Writes one track of segment `segment_id` cut to it as a WAV at `out` (the mix from the room
+/// recording's files or its live journals, made in a directory beside `out`, removed after; a take
+/// once its frames for the segment have all arrived), by the export's cut.
+pub fn write_segment_track(
+    data_dir: &Path,
+    store: &Store,
+    takes: &TakeStore,
+    segment_id: i64,
+    track: PlayTrack,
+    out: &Path,
+) -> Result<PlayReport, ExportError> {
+    let started = Instant::now();
+    let checked = checked_segment(store, segment_id)?;
+    let cleanup = work_dir(out)?;
+    let (source, origin_ms, from) = match track {
+        PlayTrack::Mix => {
+            let recording = recording_sources(
+                data_dir,
+                store,
+                &checked.session,
+                checked.end_ms,
+                &cleanup.0,
+                false,
+            )?;
+            match (recording.info, recording.mix) {
+                (Some(info), Some(mix)) => (
+                    Source::Wav(mix),
+                    info.started_at_ms as f64,
+                    recording.source,
+                ),
+                _ => return Err(no_mix(recording.source)),
+            }
+        }
+        PlayTrack::Take(id) => {
+            let take = segment_take(takes, &checked, id)?;
+            take_arrived(takes, &take, checked.start_ms, checked.end_ms)?;
+            (Source::Take(take.clone()), take.started_at_ms, "take")
+        }
+    };
+    let segment = (checked.start_ms, checked.end_ms);
+    let (cut, wav) = cut_source(&source, origin_ms, takes, segment, |cut| {
+        PlayWav::create(out, cut)
+    })?;
+    let bytes = wav.finish()?;
+    Ok(PlayReport {
+        track,
+        sample_rate: cut.rate,
+        channels: cut.channels,
+        float: cut.float,
+        span: cut.span,
+        source: from,
+        bytes,
+        took_s: started.elapsed().as_secs_f64(),
+    })
+}
+
 /// Removes what an export the last run was building left behind (call at start-up).
 pub fn clear_stale(data_dir: &Path) {
     let dir = data_dir.join(EXPORTS_DIR);
@@ -1024,20 +1515,20 @@ fn lower_priority() {
     }
 }
 
-/// Builds the export under `<data_dir>/exports/` and hands back the open file, already unlinked.
-fn build(
+/// Makes a file under `<data_dir>/exports/` (`<stem>-<n>.<ext>`, names the server makes) with
+/// `write` and hands back the open file, already unlinked, and its length.
+fn build<R>(
     data_dir: &Path,
-    store: &Store,
-    takes: &TakeStore,
-    segment_id: i64,
-) -> Result<(File, u64, ExportReport), ExportError> {
+    stem: &str,
+    ext: &str,
+    write: impl FnOnce(&Path) -> Result<R, ExportError>,
+) -> Result<(File, u64, R), ExportError> {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let dir = data_dir.join(EXPORTS_DIR);
     fs::create_dir_all(&dir)?;
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let out = dir.join(format!("segment-{segment_id}-{n}.zip"));
-    let result = write_segment_zip(data_dir, store, takes, segment_id, &out);
-    let opened = result.and_then(|report| {
+    let out = dir.join(format!("{stem}-{n}.{ext}"));
+    let opened = write(&out).and_then(|report| {
         let file = File::open(&out)?;
         let len = file.metadata()?.len();
         Ok((file, len, report))
@@ -1065,95 +1556,72 @@ fn refused(status: StatusCode, code: &str, message: impl Into<String>) -> Respon
         .into_response()
 }
 
-/// `GET /api/segments/<id>/export.zip?exp=…&sig=…`.
-pub async fn segment_export(
-    State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
-    Query(link): Query<Link>,
-) -> Response {
-    let id = (!id.is_empty() && id.len() <= 18 && id.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| id.parse::<i64>().ok())
+/// A route's segment id: digits only, positive.
+fn segment_id(text: &str) -> Option<i64> {
+    (!text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse::<i64>().ok())
         .flatten()
-        .filter(|n| *n > 0);
-    let Some(id) = id else {
-        return refused(StatusCode::NOT_FOUND, "no_such_segment", "no such segment");
-    };
-    let (Some(exp), Some(sig)) = (link.exp, link.sig) else {
-        return refused(
+        .filter(|n| *n > 0)
+}
+
+/// The refusal of a `link` that is not signed for `file` of segment `id` or has expired (`again`
+/// says which link to take again); None for a good one.
+fn link_refusal(
+    state: &AppState,
+    id: i64,
+    file: &str,
+    link: &Link,
+    again: &str,
+) -> Option<Response> {
+    let (Some(exp), Some(sig)) = (link.exp, link.sig.as_deref()) else {
+        return Some(refused(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "this link is not signed: take the segment's export link again",
-        );
+            format!("this link is not signed: take the segment's {again} link again"),
+        ));
     };
-    if !crate::secret::verify_download(
-        &state.recordings.key,
-        id,
-        EXPORT_LINK_FILE,
-        exp,
-        &sig,
-        now_ms(),
-    ) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this link is wrong or has expired: take the segment's export link again",
-        );
+    if crate::secret::verify_download(&state.recordings.key, id, file, exp, sig, now_ms()) {
+        return None;
     }
-    // One export at a time: this waits for the one being built.
+    Some(refused(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("this link is wrong or has expired: take the segment's {again} link again"),
+    ))
+}
+
+/// Runs `job` on a thread of its own at the lowest priority, holding the one slot exports and
+/// playback share (this waits for the job being done before it).
+async fn on_export_thread<R: Send + 'static>(
+    state: &AppState,
+    job: impl FnOnce(&Path, &Store, &TakeStore) -> Result<R, ExportError> + Send + 'static,
+) -> Result<R, ExportError> {
     let Ok(permit) = state.exports.slots.clone().acquire_owned().await else {
-        return refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "internal",
-            "the server is stopping",
-        );
+        return Err(internal("the server is stopping"));
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let data_dir = state.recordings.data_dir.clone();
     let store = state.exports.store.clone();
     let takes = state.takes.store.clone();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("parley-export".into())
         .spawn(move || {
-            // Held until the zip is built, even if the asker has gone.
+            // Held until the job is done, even if the asker has gone.
             let _permit = permit;
             lower_priority();
-            let result = build(&data_dir, &store, &takes, id);
-            match &result {
-                Ok((_, bytes, report)) => tracing::info!(
-                    segment = id,
-                    tracks = report.tracks.len(),
-                    bytes,
-                    seconds = report.took_s,
-                    recording = report.recording_source,
-                    "segment exported"
-                ),
-                Err(ExportError::Internal(e)) => {
-                    tracing::error!(segment = id, "segment export failed: {e}")
-                }
-                Err(_) => {}
-            }
-            // The asker may have gone: the file is then closed (and, unlinked, freed) here.
-            let _ = tx.send(result);
-        });
-    if let Err(e) = spawned {
-        tracing::error!("no thread for a segment export: {e}");
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the export could not be made",
-        );
-    }
-    let (file, len) = match rx.await {
-        Ok(Ok((file, len, _))) => (file, len),
-        Ok(Err(e)) => return refused(e.status(), e.code(), e.message()),
-        Err(_) => {
-            return refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the export could not be made",
-            )
-        }
-    };
+            // The asker may have gone: what it made is then dropped (an open file closed) here.
+            let _ = tx.send(job(&data_dir, &store, &takes));
+        })
+        .map_err(|e| {
+            tracing::error!("no thread for a segment export or playback: {e}");
+            internal(format!("no thread: {e}"))
+        })?;
+    rx.await
+        .unwrap_or_else(|_| Err(internal("the export's thread ended")))
+}
+
+/// Streams an open (unlinked) file of `len` bytes.
+fn file_response(file: File, len: u64, content_type: &'static str, disposition: &str) -> Response {
     let file = tokio::fs::File::from_std(file);
     let stream = futures_util::stream::try_unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt;
@@ -1167,16 +1635,150 @@ pub async fn segment_export(
     });
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"segment-{id}.zip\"")) {
+    if let Ok(v) = HeaderValue::from_str(disposition) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     response
+}
+
+/// `GET /api/segments/<id>/export.zip?exp=…&sig=…`.
+pub async fn segment_export(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(link): Query<Link>,
+) -> Response {
+    let Some(id) = segment_id(&id) else {
+        return ExportError::NoSuchSegment.response();
+    };
+    if let Some(refusal) = link_refusal(&state, id, EXPORT_LINK_FILE, &link, "export") {
+        return refusal;
+    }
+    let built = on_export_thread(&state, move |data_dir, store, takes| {
+        let result = build(data_dir, &format!("segment-{id}"), "zip", |out| {
+            write_segment_zip(data_dir, store, takes, id, out)
+        });
+        match &result {
+            Ok((_, bytes, report)) => tracing::info!(
+                segment = id,
+                tracks = report.tracks.len(),
+                bytes,
+                seconds = report.took_s,
+                recording = report.recording_source,
+                "segment exported"
+            ),
+            Err(ExportError::Internal(e)) => {
+                tracing::error!(segment = id, "segment export failed: {e}")
+            }
+            Err(_) => {}
+        }
+        result
+    })
+    .await;
+    match built {
+        Ok((file, len, _)) => file_response(
+            file,
+            len,
+            "application/zip",
+            &format!("attachment; filename=\"segment-{id}.zip\""),
+        ),
+        Err(e) => e.response(),
+    }
+}
+
+/// A playback refusal (an internal error's detail stays in the log).
+fn play_refusal(e: &ExportError) -> Response {
+    match e {
+        ExportError::Internal(_) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the track could not be made",
+        ),
+        other => other.response(),
+    }
+}
+
+/// `GET /api/segments/<id>/play/<track>.wav?exp=…&sig=…`: one track cut to the segment, a WAV
+/// (`HEAD` answers whether it is there, without making it).
+pub async fn segment_play(
+    State(state): State<AppState>,
+    method: Method,
+    UrlPath((id, file)): UrlPath<(String, String)>,
+    Query(link): Query<Link>,
+) -> Response {
+    let Some(id) = segment_id(&id) else {
+        return ExportError::NoSuchSegment.response();
+    };
+    let Some(track) = file.strip_suffix(".wav").and_then(PlayTrack::parse) else {
+        return refused(
+            StatusCode::NOT_FOUND,
+            "no_such_track",
+            "no such track: mix.wav or take-<id>.wav",
+        );
+    };
+    if let Some(refusal) = link_refusal(&state, id, &track.link_file(), &link, "playback") {
+        return refusal;
+    }
+    // First without the slot (nothing is made): a take still arriving is told so at once.
+    let data_dir = state.recordings.data_dir.clone();
+    let store = state.exports.store.clone();
+    let takes = state.takes.store.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        check_segment_track(&data_dir, &store, &takes, id, track)
+    })
+    .await
+    .unwrap_or_else(|e| Err(internal(e)));
+    if let Err(e) = checked {
+        if let ExportError::Internal(detail) = &e {
+            tracing::error!(segment = id, %track, "segment playback failed: {detail}");
+        }
+        return play_refusal(&e);
+    }
+    let disposition = format!("inline; filename=\"segment-{id}-{track}.wav\"");
+    if method == Method::HEAD {
+        let mut response = Response::new(Body::empty());
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            headers.insert(header::CONTENT_DISPOSITION, v);
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        return response;
+    }
+    let built = on_export_thread(&state, move |data_dir, store, takes| {
+        let result = build(data_dir, &format!("segment-{id}-{track}"), "wav", |out| {
+            write_segment_track(data_dir, store, takes, id, track, out)
+        });
+        match &result {
+            Ok((_, bytes, report)) => tracing::debug!(
+                segment = id,
+                %track,
+                bytes,
+                seconds = report.took_s,
+                source = report.source,
+                "segment track made for playback"
+            ),
+            Err(ExportError::Internal(e)) => {
+                tracing::error!(segment = id, %track, "segment playback failed: {e}")
+            }
+            Err(_) => {}
+        }
+        result
+    })
+    .await;
+    match built {
+        Ok((file, len, _)) => {
+            let mut response = file_response(file, len, "audio/wav", &disposition);
+            // Each request cuts the track anew: a player gets the whole file, not ranges of it.
+            response
+                .headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
+            response
+        }
+        Err(e) => play_refusal(&e),
+    }
 }
 
 #[cfg(test)]
@@ -1185,6 +1787,7 @@ mod tests {
     use crate::store::StoreWrite;
     use crate::takes::{ChunkHeader, NewTake, TakeLimits};
     use parley_media::ogg_opus::OggOpusWriter;
+    use parley_media::wav::FLOAT_DATA_OFFSET;
     use parley_proto::RecordingFile;
     use sha2::{Digest, Sha256};
     use std::io::{Cursor, Read};
@@ -1256,6 +1859,7 @@ mod tests {
                     label: label.into(),
                     by: "Pro".into(),
                     export_url: None,
+                    playback: Vec::new(),
                 },
             },
         );
@@ -1855,6 +2459,311 @@ mod tests {
         assert!(journals.join("p20-audio-0.journal").is_file());
         assert!(!f.dir.join("live.zip.work").exists());
         assert!(!recording_dir(&f.dir, 2).join("mix.wav").exists());
+
+        // Playback while it runs: the same mix from the same journals, byte for byte.
+        let play = f.dir.join("live-mix.wav");
+        let report =
+            write_segment_track(&f.dir, &f.store, &f.takes, 9, PlayTrack::Mix, &play).unwrap();
+        assert_eq!(report.source, "journals");
+        assert_eq!((report.sample_rate, report.channels), (48_000, 1));
+        assert!(fs::read(&play).unwrap() == entry(&out, &format!("{folder}/mix.wav")));
+        assert!(!f.dir.join("live-mix.wav.work").exists());
+        assert!(journals.join("p21-audio-0.journal").is_file());
+    }
+
+    fn bits(x: &[f32]) -> Vec<u32> {
+        x.iter().map(|s| s.to_bits()).collect()
+    }
+
+    #[test]
+    fn playback_is_one_track_of_the_exports_cut() {
+        let f = fixture("play");
+        let (mix, take_a, _) = studio(&f);
+        let zip = f.dir.join("out.zip");
+        write_segment_zip(&f.dir, &f.store, &f.takes, 5, &zip).unwrap();
+        let folder = "segment-5-Take_2___verse";
+
+        // The mix: the recording's mix.wav from frame round((start − rec) × 48) to the segment's end,
+        // to the sample; the export's mix.wav byte for byte.
+        let out = f.dir.join("mix-play.wav");
+        let r = write_segment_track(&f.dir, &f.store, &f.takes, 5, PlayTrack::Mix, &out).unwrap();
+        assert_eq!(
+            (r.sample_rate, r.channels, r.float, r.source),
+            (48_000, 1, false, "files")
+        );
+        assert_eq!(r.span, span(RECF, 48_000, SEG_START, SEG_END));
+        let mut reader = WavReader::open(&out).unwrap();
+        assert_eq!(reader.samples, WavSamples::Pcm16);
+        assert_eq!(reader.sample_rate, 48_000);
+        let source = all_i16(WavReader::open(&recording_dir(&f.dir, 1).join(MIX_FILE)).unwrap());
+        assert!(source == mix);
+        let mut got = vec![0i16; reader.frames() as usize];
+        reader.read_i16(&mut got).unwrap();
+        assert!(
+            got == source[72_019..288_029],
+            "the mix's span, sample for sample"
+        );
+        assert!(fs::read(&out).unwrap() == entry(&zip, &format!("{folder}/mix.wav")));
+        assert_eq!(r.bytes, fs::metadata(&out).unwrap().len());
+
+        // Take A (complete, 44.1 kHz): silence until its first frame, then its take.wav bit for bit;
+        // the export's WAV of it byte for byte.
+        let out = f.dir.join("take-play.wav");
+        let r =
+            write_segment_track(&f.dir, &f.store, &f.takes, 5, PlayTrack::Take(1), &out).unwrap();
+        assert_eq!(
+            (r.sample_rate, r.channels, r.float, r.source),
+            (44_100, 1, true, "take")
+        );
+        let made = f.takes.file_path(1, crate::takes::WAV_FILE).unwrap();
+        let take_wav = all_f32(WavReader::open(&made).unwrap());
+        assert!(bits(&take_wav) == bits(&take_a));
+        let got = all_f32(WavReader::open(&out).unwrap());
+        assert_eq!(got.len(), 198_459);
+        assert!(got[..22_049].iter().all(|s| s.to_bits() == 0));
+        assert!(
+            bits(&got[22_049..]) == bits(&take_wav[..176_410]),
+            "the take's span, bit-exact"
+        );
+        assert!(fs::read(&out).unwrap() == entry(&zip, &format!("{folder}/take-1-Ann.wav")));
+        assert!(!f.dir.join("take-play.wav.work").exists());
+        assert!(!f.dir.join("mix-play.wav.work").exists());
+    }
+
+    #[test]
+    fn a_take_plays_once_its_frames_for_the_segment_have_arrived() {
+        let f = fixture("not-yet");
+        let (_, _, take_b) = studio(&f);
+        let out = f.dir.join("b.wav");
+        let play = || write_segment_track(&f.dir, &f.store, &f.takes, 5, PlayTrack::Take(2), &out);
+        let check = || check_segment_track(&f.dir, &f.store, &f.takes, 5, PlayTrack::Take(2));
+        // Take B (96 kHz stereo, still recording) holds frames [48 038, 480 058) of the segment:
+        // its chunks 2 and 4 (a second each) have not come, nor the 58 frames after its fifth second.
+        let e = play().unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (409, "not_yet"));
+        assert_eq!(e.missing_ms(), Some(192_058.0 / 96.0));
+        assert!(
+            e.message()
+                .starts_with("2.0 s of Bo \u{2603}/..'s take in this segment"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(check().unwrap_err().missing_ms(), Some(192_058.0 / 96.0));
+        assert!(!out.exists() && !f.dir.join("b.wav.work").exists());
+
+        // Its artist left without ending it: the gap still counts, what never came after the last
+        // chunk does not.
+        f.takes.mark_incomplete(2).unwrap();
+        assert_eq!(check().unwrap_err().missing_ms(), Some(1_000.0));
+        // The page came back and sent the rest: it plays, the take's very samples.
+        upload(&f.takes, 2, &take_b, 2, 96_000, &[0, 1, 3]);
+        check().unwrap();
+        let r = play().unwrap();
+        assert_eq!((r.sample_rate, r.channels, r.float), (96_000, 2, true));
+        let got = all_f32(WavReader::open(&out).unwrap());
+        assert_eq!(got.len(), 432_020 * 2);
+        assert!(bits(&got[..(480_000 - 48_038) * 2]) == bits(&take_b[48_038 * 2..]));
+        assert!(got[(480_000 - 48_038) * 2..]
+            .iter()
+            .all(|s| s.to_bits() == 0));
+        let incomplete = fs::read(&out).unwrap();
+        // Ended and made: the same file.
+        let made = f.takes.end(2, 480_000).unwrap();
+        assert_eq!(made.state, crate::takes::TakeState::Complete);
+        check().unwrap();
+        play().unwrap();
+        assert!(fs::read(&out).unwrap() == incomplete);
+    }
+
+    #[test]
+    fn playback_has_only_the_segments_own_tracks() {
+        let f = fixture("tracks");
+        studio(&f);
+        let refused = |segment: i64, track: PlayTrack| {
+            let out = f.dir.join("t.wav");
+            let made = write_segment_track(&f.dir, &f.store, &f.takes, segment, track, &out);
+            let checked = check_segment_track(&f.dir, &f.store, &f.takes, segment, track);
+            let (a, b) = (made.unwrap_err(), checked.unwrap_err());
+            assert_eq!((a.code(), a.message()), (b.code(), b.message()));
+            assert!(!out.exists());
+            (a.status().as_u16(), a.code())
+        };
+        // Another session's take, one after the segment, one that is not there.
+        for id in [3, 4, 99] {
+            assert_eq!(
+                refused(5, PlayTrack::Take(id)),
+                (404, "no_such_track"),
+                "{id}"
+            );
+        }
+        // A session without a recording has no mix; an open segment, no tracks yet.
+        session(&f.store, 2, "band", None);
+        segment(&f.store, 2, 6, SEG_START, Some(SEG_END), "");
+        assert_eq!(refused(6, PlayTrack::Mix), (404, "no_such_track"));
+        segment(&f.store, 1, 7, SEG_START, None, "open");
+        assert_eq!(refused(7, PlayTrack::Mix), (409, "open_segment"));
+        assert_eq!(refused(8, PlayTrack::Mix), (404, "no_such_segment"));
+
+        assert_eq!(PlayTrack::parse("mix"), Some(PlayTrack::Mix));
+        assert_eq!(PlayTrack::parse("take-7"), Some(PlayTrack::Take(7)));
+        assert_eq!(PlayTrack::Take(7).to_string(), "take-7");
+        assert_eq!(PlayTrack::Take(7).link_file(), "segment-play:take-7");
+        assert_eq!(
+            PlayTrack::Mix.path(5),
+            "/api/segments/5/play/mix.wav",
+            "the route's path"
+        );
+        for bad in [
+            "",
+            "Mix",
+            "mix.wav",
+            "take",
+            "take-",
+            "take-0",
+            "take-07",
+            "take--1",
+            "take-+1",
+            "take-1x",
+            "../mix",
+            "take-1234567890123456789",
+        ] {
+            assert_eq!(PlayTrack::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_play_route_checks_its_link_and_sends_a_wav() {
+        let f = fixture("play-route");
+        studio(&f);
+        let key = [9u8; 32];
+        let store = Arc::new(Store::open(&f.dir).unwrap());
+        let takes = Arc::new(TakeStore::open(&f.dir, TakeLimits::default()).unwrap());
+        let state = app_state(&f, store, takes, key);
+        let exp = now_ms() + 60_000;
+        let sig =
+            |id: i64, file: &str, exp: i64| Some(crate::secret::sign_download(&key, id, file, exp));
+        let mix = PlayTrack::Mix.link_file();
+        let take_1 = PlayTrack::Take(1).link_file();
+        let call = |method: Method, id: &str, file: &str, exp: i64, sig: Option<String>| {
+            let state = state.clone();
+            let path = (id.to_string(), file.to_string());
+            async move {
+                segment_play(
+                    State(state),
+                    method,
+                    UrlPath(path),
+                    Query(Link {
+                        exp: Some(exp),
+                        sig,
+                    }),
+                )
+                .await
+            }
+        };
+        let get = |id: &'static str, file: &'static str, exp: i64, sig: Option<String>| {
+            call(Method::GET, id, file, exp, sig)
+        };
+        let body = |r: Response| async move {
+            axum::body::to_bytes(r.into_body(), usize::MAX)
+                .await
+                .unwrap()
+        };
+        let error = |r: Response| async move {
+            let status = r.status().as_u16();
+            let json: serde_json::Value = serde_json::from_slice(&body(r).await).unwrap();
+            (
+                status,
+                json["error"].as_str().unwrap_or("").to_string(),
+                json,
+            )
+        };
+
+        // Signed for something else: an export link, another track's, another segment's, an edited
+        // expiry, an expired one.
+        let (status, code, _) =
+            error(get("5", "mix.wav", exp, sig(5, EXPORT_LINK_FILE, exp)).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "forbidden"),
+            "an export link"
+        );
+        for (file, signed) in [("mix.wav", &take_1), ("take-1.wav", &mix)] {
+            let r = get("5", file, exp, sig(5, signed, exp)).await;
+            assert_eq!(r.status().as_u16(), 403, "{file} with {signed}'s signature");
+        }
+        assert_eq!(
+            get("5", "mix.wav", exp, sig(6, &mix, exp)).await.status(),
+            403
+        );
+        assert_eq!(
+            get("5", "mix.wav", exp + 1, sig(5, &mix, exp))
+                .await
+                .status(),
+            403
+        );
+        assert_eq!(
+            get("5", "mix.wav", 1_000, sig(5, &mix, 1_000))
+                .await
+                .status(),
+            403
+        );
+        assert_eq!(get("5", "mix.wav", exp, None).await.status(), 403);
+        // A play link does not open the export either.
+        let r = segment_export(
+            State(state.clone()),
+            UrlPath("5".into()),
+            Query(Link {
+                exp: Some(exp),
+                sig: sig(5, &mix, exp),
+            }),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 403);
+        // Not a track, not a segment.
+        for file in ["take-x.wav", "mix.mp3", "mix", "..%2Fmix.wav"] {
+            let (status, code, _) = error(get("5", file, exp, sig(5, &mix, exp)).await).await;
+            assert_eq!((status, code.as_str()), (404, "no_such_track"), "{file}");
+        }
+        let (status, code, _) = error(get("x", "mix.wav", exp, sig(5, &mix, exp)).await).await;
+        assert_eq!((status, code.as_str()), (404, "no_such_segment"));
+
+        // Take B is still uploading: not yet, and how much is missing.
+        let take_2 = PlayTrack::Take(2).link_file();
+        let (status, code, json) =
+            error(get("5", "take-2.wav", exp, sig(5, &take_2, exp)).await).await;
+        assert_eq!((status, code.as_str()), (409, "not_yet"));
+        assert_eq!(json["missing_ms"], 2_000.6);
+        assert!(json["message"]
+            .as_str()
+            .unwrap()
+            .contains("not arrived yet"));
+        let r = call(Method::HEAD, "5", "take-2.wav", exp, sig(5, &take_2, exp)).await;
+        assert_eq!(r.status().as_u16(), 409, "HEAD says so too");
+
+        // HEAD: there, nothing made. GET: the WAV.
+        let r = call(Method::HEAD, "5", "take-1.wav", exp, sig(5, &take_1, exp)).await;
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "audio/wav");
+        assert!(body(r).await.is_empty());
+        let r = get("5", "take-1.wav", exp, sig(5, &take_1, exp)).await;
+        assert_eq!(r.status().as_u16(), 200);
+        let headers = r.headers().clone();
+        assert_eq!(headers[header::CONTENT_TYPE], "audio/wav");
+        assert_eq!(
+            headers[header::CONTENT_DISPOSITION],
+            "inline; filename=\"segment-5-take-1.wav\""
+        );
+        let wav = body(r).await;
+        assert_eq!(
+            headers[header::CONTENT_LENGTH].to_str().unwrap(),
+            wav.len().to_string()
+        );
+        assert_eq!(wav.len() as u64, FLOAT_DATA_OFFSET + 198_459 * 4);
+        let r = get("5", "mix.wav", exp, sig(5, &mix, exp)).await;
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(body(r).await.len(), 44 + 216_010 * 2);
+        // Built, unlinked, streamed: nothing is left in exports/.
+        assert_eq!(fs::read_dir(f.dir.join(EXPORTS_DIR)).unwrap().count(), 0);
     }
 
     fn app_state(f: &Fixture, store: Arc<Store>, takes: Arc<TakeStore>, key: [u8; 32]) -> AppState {

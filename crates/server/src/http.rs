@@ -56,6 +56,10 @@ pub fn router(state: AppState, policy: Arc<Policy>) -> Router {
             "/api/segments/{id}/export.zip",
             get(crate::export::segment_export),
         )
+        .route(
+            "/api/segments/{id}/play/{file}",
+            get(crate::export::segment_play),
+        )
         .route("/status", get(|| async { asset("status.html") }))
         .route("/admin", get(|| async { asset("admin.html") }))
         .route("/viewer/{room}", get(|| async { asset("viewer.html") }))

@@ -704,6 +704,7 @@ impl Store {
                             label: r.get(3)?,
                             by: r.get(4)?,
                             export_url: None,
+                            playback: Vec::new(),
                         },
                         StoredStudioSession {
                             id: r.get(5)?,

@@ -1266,6 +1266,43 @@ impl TakeStore {
         }
         Ok(out)
     }
+
+    /// How many of frames `[first, end)` are stored (chunks never overlap), and where the last stored
+    /// chunk ends (0 with none): whether a span of the take can be played yet.
+    pub fn stored_frames(
+        &self,
+        take_id: i64,
+        first: u64,
+        end: u64,
+    ) -> Result<StoredFrames, TakeError> {
+        let conn = self.conn();
+        load_take(&conn, take_id)?;
+        let as_i64 = |v: u64| v.min(i64::MAX as u64) as i64;
+        let (held, last_end): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT
+                    COALESCE(SUM(CASE WHEN first_sample < ?3 AND first_sample + samples > ?2
+                        THEN MIN(first_sample + samples, ?3) - MAX(first_sample, ?2) END), 0),
+                    COALESCE(MAX(first_sample + samples), 0)
+                 FROM take_chunks WHERE take_id = ?1",
+            )?
+            .query_row(params![take_id, as_i64(first), as_i64(end)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(StoredFrames {
+            held: held.max(0) as u64,
+            last_end: last_end.max(0) as u64,
+        })
+    }
+}
+
+/// What [`TakeStore::stored_frames`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredFrames {
+    /// Frames of the span that are stored.
+    pub held: u64,
+    /// The end of the last stored chunk (a frame index).
+    pub last_end: u64,
 }
 
 /// A stored chunk's row, and its frames and bytes added to its take's, in one transaction.

@@ -12,11 +12,12 @@ use std::collections::HashMap;
 
 use parley_proto::{
     ErrorCode, Marker, MediaStateChange, ParticipantId, RecordingFile, RequestId, Role, Segment,
-    ServerMessage, StudioRole, StudioSession, StudioState, TakeInfo, TakeState,
+    SegmentTrack, ServerMessage, StudioRole, StudioSession, StudioState, TakeInfo, TakeState,
     MAX_STUDIO_LABEL_CHARS,
 };
 
 use super::{AfterWrite, Control, Output, SessionId};
+use crate::export::{self, PlayTrack};
 use crate::rooms::Refusal;
 use crate::secret::{self, TokenHash};
 use crate::store::StoreWrite;
@@ -426,7 +427,7 @@ impl Control {
         }
         let mut segments = studio.segments.clone();
         for segment in &mut segments {
-            self.sign_export_link(segment);
+            self.sign_segment_links(studio, segment);
         }
         let message = ServerMessage::Studio {
             room: room.to_string(),
@@ -672,20 +673,49 @@ impl Control {
         }
     }
 
-    fn sign_export_link(&self, segment: &mut Segment) {
-        let Some(key) = self.download_key else {
+    /// An ended segment's signed links: its export, and playback of the session's room recording's
+    /// mix (when it has one) and of each of the session's takes with frames inside the segment.
+    fn sign_segment_links(&self, studio: &StudioRoom, segment: &mut Segment) {
+        segment.export_url = None;
+        segment.playback.clear();
+        let (Some(key), Some(end_ms)) = (self.download_key, segment.end_ms) else {
             return;
         };
-        if segment.end_ms.is_none() {
-            segment.export_url = None;
-            return;
-        }
+        let id = segment.segment_id;
         let expires = self.unix_ms + super::DOWNLOAD_LINK_LIFE_MS;
-        let sig = secret::sign_download(&key, segment.segment_id, "segment-export", expires);
+        let sig = secret::sign_download(&key, id, export::EXPORT_LINK_FILE, expires);
         segment.export_url = Some(format!(
-            "/api/segments/{}/export.zip?exp={expires}&sig={sig}",
-            segment.segment_id
+            "/api/segments/{id}/export.zip?exp={expires}&sig={sig}"
         ));
+        let signed = |track: PlayTrack, label: String, take_id: Option<i64>| {
+            let sig = secret::sign_download(&key, id, &track.link_file(), expires);
+            SegmentTrack {
+                track: track.to_string(),
+                label,
+                take_id,
+                url: format!("{}?exp={expires}&sig={sig}", track.path(id)),
+            }
+        };
+        if studio.session.recording_id.is_some() {
+            segment
+                .playback
+                .push(signed(PlayTrack::Mix, "Mix".into(), None));
+        }
+        for take in &studio.takes {
+            let inside = export::take_overlaps(
+                take.started_at_ms,
+                take.sample_rate,
+                take.total_samples,
+                segment.start_ms,
+                end_ms,
+            );
+            if inside {
+                let track = PlayTrack::Take(take.take_id);
+                segment
+                    .playback
+                    .push(signed(track, take.name.clone(), Some(take.take_id)));
+            }
+        }
     }
 
     pub(super) fn record_all_artists(
@@ -889,6 +919,7 @@ impl Control {
             label,
             by: self.name_of(session).unwrap_or_default(),
             export_url: None,
+            playback: Vec::new(),
         };
         self.next_segment += 1;
         self.write(
@@ -898,7 +929,10 @@ impl Control {
                 session_id,
                 segment: segment.clone(),
             },
-            AfterWrite::SegmentStored { room, segment },
+            AfterWrite::SegmentStored {
+                room,
+                segment: Box::new(segment),
+            },
         );
     }
 
@@ -945,7 +979,10 @@ impl Control {
                 session_id,
                 segment: segment.clone(),
             },
-            AfterWrite::SegmentStored { room, segment },
+            AfterWrite::SegmentStored {
+                room,
+                segment: Box::new(segment),
+            },
         );
     }
 
@@ -954,7 +991,7 @@ impl Control {
         session: SessionId,
         id: Option<RequestId>,
         room: String,
-        mut segment: Segment,
+        mut segment: Box<Segment>,
     ) {
         let Some(studio) = self.studio.get_mut(&room) else {
             return;
@@ -964,15 +1001,17 @@ impl Control {
             .iter_mut()
             .find(|g| g.segment_id == segment.segment_id)
         {
-            Some(g) => *g = segment.clone(),
-            None => studio.segments.push(segment.clone()),
+            Some(g) => *g = (*segment).clone(),
+            None => studio.segments.push((*segment).clone()),
         }
         studio.segments.sort_by(|a, b| {
             a.start_ms
                 .total_cmp(&b.start_ms)
                 .then(a.segment_id.cmp(&b.segment_id))
         });
-        self.sign_export_link(&mut segment);
+        if let Some(studio) = self.studio.get(&room) {
+            self.sign_segment_links(studio, &mut segment);
+        }
         self.tell_room_and_asker(&room, session, id, |id| ServerMessage::SegmentUpdated {
             id,
             segment: segment.clone(),
@@ -1464,7 +1503,7 @@ mod tests {
         let open = replies
             .iter()
             .find_map(|m| match m {
-                ServerMessage::SegmentUpdated { segment, .. } => Some(segment.clone()),
+                ServerMessage::SegmentUpdated { segment, .. } => Some((**segment).clone()),
                 _ => None,
             })
             .expect("segment");
@@ -1483,7 +1522,7 @@ mod tests {
         let closed = replies
             .iter()
             .find_map(|m| match m {
-                ServerMessage::SegmentUpdated { segment, .. } => Some(segment.clone()),
+                ServerMessage::SegmentUpdated { segment, .. } => Some((**segment).clone()),
                 _ => None,
             })
             .expect("segment ended");
@@ -1502,6 +1541,101 @@ mod tests {
         };
         assert_eq!(refused(&s.ask(1, del)), None);
         assert!(s.c.studio["band"].segments.is_empty());
+    }
+
+    #[test]
+    fn ended_segments_carry_signed_playback_links() {
+        let mut s = Studio::session();
+        if s.c.studio["band"].session.recording_id.is_none() {
+            s.c.studio_recording_started("band", 3);
+            s.pump();
+        }
+        let take_info = |take_id: i64, started_at_ms: f64, total_samples: Option<u64>| TakeInfo {
+            take_id,
+            participant_id: 2,
+            name: "p2".into(),
+            sample_rate: 48_000,
+            channels: 1,
+            started_at_ms,
+            state: TakeState::Uploading,
+            received_samples: 0,
+            total_samples,
+            files: Vec::new(),
+        };
+        // Takes 7 (uploading, from before the segment), 8 (ended before it) and 9 (after it).
+        for (info, token) in [
+            (take_info(7, 1_000_500.0, None), "a"),
+            (take_info(8, 1_000_100.0, Some(48_000)), "b"),
+            (take_info(9, 1_004_500.0, None), "c"),
+        ] {
+            s.c.take_created(2, None, "band", Ok(info), token.into());
+        }
+        s.pump();
+        s.c.set_clock_ms(1_005_000.0);
+        let add = ClientMessage::AddSegment {
+            id: Some(10),
+            label: None,
+            start_ms: Some(1_002_000.0),
+            end_ms: None,
+        };
+        let segment_of = |replies: &[ServerMessage]| {
+            replies.iter().find_map(|m| match m {
+                ServerMessage::SegmentUpdated { segment, .. } => Some((**segment).clone()),
+                _ => None,
+            })
+        };
+        let open = segment_of(&s.ask(1, add)).expect("segment");
+        assert!(open.playback.is_empty(), "an open segment has none yet");
+        let end = ClientMessage::EndSegment {
+            id: Some(11),
+            segment_id: open.segment_id,
+            end_ms: Some(1_004_000.0),
+        };
+        let closed = segment_of(&s.ask(1, end)).expect("segment ended");
+        let tracks: Vec<(&str, &str, Option<i64>)> = closed
+            .playback
+            .iter()
+            .map(|t| (t.track.as_str(), t.label.as_str(), t.take_id))
+            .collect();
+        assert_eq!(
+            tracks,
+            [("mix", "Mix", None), ("take-7", "p2", Some(7))],
+            "the mix and the takes inside the segment"
+        );
+        let id = closed.segment_id;
+        for t in &closed.playback {
+            let (path, query) = t.url.split_once('?').expect("signed");
+            assert_eq!(path, format!("/api/segments/{id}/play/{}.wav", t.track));
+            let exp: i64 = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("exp="))
+                .and_then(|v| v.parse().ok())
+                .expect("exp");
+            let sig = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("sig="))
+                .expect("sig");
+            let ok = |file: &str| secret::verify_download(&[7; 32], id, file, exp, sig, 0);
+            assert!(ok(&format!("segment-play:{}", t.track)));
+            assert!(!ok(export::EXPORT_LINK_FILE), "not an export link");
+            assert!(!ok("segment-play:take-8"), "nor another track's");
+        }
+        // A late joiner's `studio` carries them too.
+        s.c.connect(4);
+        let join = ClientMessage::Join {
+            id: Some(1),
+            room: "band".into(),
+            name: "p4".into(),
+            state: MediaState::default(),
+            role: Role::Member,
+            credentials: Credentials::default(),
+        };
+        let told = s.ask(4, join).into_iter().find_map(|m| match m {
+            ServerMessage::Studio { state, .. } => Some(state.segments.clone()),
+            _ => None,
+        });
+        let told = told.expect("studio state");
+        assert_eq!(told[0].playback.len(), 2);
     }
 
     #[test]

@@ -488,21 +488,21 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// `path` written to a temporary name, synced and renamed into place: either the whole file is there
-/// after a crash, or nothing under its name.
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    fn write(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut file = File::create(tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(tmp, path)
-    }
-    let tmp = tmp_path(path);
-    let result = write(&tmp, path, bytes);
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+/// Writes `bytes` to a new file at `path` and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// A temporary name for `path` that no other upload uses at the same time (ends in `.tmp`: open removes
+/// those a crash left).
+fn unique_tmp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{n}.tmp"));
+    path.with_file_name(name)
 }
 
 /// Where a file is written before it is renamed into place (open removes those a crash left).
@@ -780,36 +780,59 @@ impl TakeStore {
         // Hashed before the lock: it is the slow part of the checks, and needs no state.
         let digest: Option<[u8; 32]> =
             (body.len() <= self.limits.max_chunk_bytes).then(|| Sha256::digest(body).into());
-        let (take, stored, due) = {
-            let mut conn = self.conn();
+        // Checked under the lock, written and fsynced outside it (the slow part: other uploads go on
+        // meanwhile), then checked again and recorded under the lock.
+        let digest = {
+            let conn = self.conn();
             let take = load_take(&conn, take_id)?;
             let digest = self.check_chunk(&take, &header, body, digest)?;
-            if let Some(existing) = load_chunk(&conn, take_id, header.seq)? {
-                let same = ChunkRow {
-                    seq: header.seq,
-                    first_sample: header.first_sample,
-                    samples: header.samples,
-                    sha256: digest,
-                };
-                if existing == same {
-                    (take, false, false)
-                } else if !take.state.is_open() {
-                    return Err(closed(&take));
-                } else {
-                    return Err(TakeError::new(
-                        TakeErrorKind::Conflict,
-                        format!("chunk {} is stored with other content", header.seq),
-                    ));
+            if let Some(known) = self.known_chunk(&conn, &take, &header, digest)? {
+                return Ok(known);
+            }
+            self.check_new_chunk(&conn, &take, &header, body.len())?;
+            digest
+        };
+        let dir = self.dir(take_id);
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(chunk_name(header.seq));
+        let tmp = unique_tmp_path(&path);
+        if let Err(e) = write_synced(&tmp, body) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let (take, due) = {
+            let mut conn = self.conn();
+            let recorded = load_take(&conn, take_id).and_then(|take| {
+                if let Some(known) = self.known_chunk(&conn, &take, &header, digest)? {
+                    return Ok(Err(known));
                 }
-            } else {
-                let due = self.store_chunk(&mut conn, &take, &header, body)?;
-                (load_take(&conn, take_id)?, true, due)
+                self.check_new_chunk(&conn, &take, &header, body.len())?;
+                fs::rename(&tmp, &path)?;
+                sync_dir(&dir)?;
+                if let Err(e) = insert_chunk(&mut conn, take_id, &header, body.len()) {
+                    let _ = fs::remove_file(&path);
+                    return Err(e.into());
+                }
+                let take = load_take(&conn, take_id)?;
+                let due = take.total_samples == Some(take.received_samples);
+                Ok(Ok((take, due)))
+            });
+            match recorded {
+                Ok(Ok(done)) => done,
+                Ok(Err(known)) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Ok(known);
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
             }
         };
         let take = if due { self.assemble(take_id)? } else { take };
         Ok(ChunkAck {
             received_samples: take.received_samples,
-            duplicate: !stored,
+            duplicate: false,
             take,
         })
     }
@@ -879,13 +902,49 @@ impl TakeStore {
     }
 
     /// Stores a new chunk (the seq is not stored yet); whether the take is now due for assembly.
-    fn store_chunk(
+    /// A chunk of this seq stored already: identical (an idempotent retry: its acknowledgement again),
+    /// or other content (refused). None: a new chunk.
+    fn known_chunk(
         &self,
-        conn: &mut Connection,
+        conn: &Connection,
         take: &Take,
         header: &ChunkHeader,
-        body: &[u8],
-    ) -> Result<bool, TakeError> {
+        digest: [u8; 32],
+    ) -> Result<Option<ChunkAck>, TakeError> {
+        let Some(existing) = load_chunk(conn, take.id, header.seq)? else {
+            return Ok(None);
+        };
+        let same = ChunkRow {
+            seq: header.seq,
+            first_sample: header.first_sample,
+            samples: header.samples,
+            sha256: digest,
+        };
+        if existing == same {
+            Ok(Some(ChunkAck {
+                received_samples: take.received_samples,
+                duplicate: true,
+                take: take.clone(),
+            }))
+        } else if !take.state.is_open() {
+            Err(closed(take))
+        } else {
+            Err(TakeError::new(
+                TakeErrorKind::Conflict,
+                format!("chunk {} is stored with other content", header.seq),
+            ))
+        }
+    }
+
+    /// Whether a new chunk may be stored: the take is open, the chunk within its end, over no other
+    /// chunk's frames, and the room has room for it.
+    fn check_new_chunk(
+        &self,
+        conn: &Connection,
+        take: &Take,
+        header: &ChunkHeader,
+        body_len: usize,
+    ) -> Result<(), TakeError> {
         if !take.state.is_open() {
             return Err(closed(take));
         }
@@ -925,7 +984,7 @@ impl TakeStore {
             |r| r.get(0),
         )?;
         let used = u64::try_from(used).unwrap_or(0);
-        if used.saturating_add(body.len() as u64) > self.limits.max_room_bytes {
+        if used.saturating_add(body_len as u64) > self.limits.max_room_bytes {
             return Err(TakeError::new(
                 TakeErrorKind::RoomDiskFull,
                 format!(
@@ -934,18 +993,7 @@ impl TakeStore {
                 ),
             ));
         }
-        let dir = self.dir(take.id);
-        fs::create_dir_all(&dir)?;
-        let path = dir.join(chunk_name(header.seq));
-        write_durably(&path, body)?;
-        sync_dir(&dir)?;
-        let stored = insert_chunk(conn, take.id, header, body.len());
-        if let Err(e) = stored {
-            let _ = fs::remove_file(&path);
-            return Err(e.into());
-        }
-        let received = take.received_samples + u64::from(header.samples);
-        Ok(take.total_samples == Some(received))
+        Ok(())
     }
 
     /// Records the take's length in frames (what the artist recorded). Once every frame of
@@ -1517,6 +1565,56 @@ mod tests {
 
     fn bits(x: &[f32]) -> Vec<u32> {
         x.iter().map(|s| s.to_bits()).collect()
+    }
+
+    #[test]
+    fn uploads_at_once_are_all_stored_once_and_the_take_made() {
+        // Chunks are written and synced outside the store's lock: many at once, retries of the same
+        // chunk among them, must still store each chunk once and make the take from all of them.
+        let d = TempDir::new("parallel");
+        let store = std::sync::Arc::new(TakeStore::open(&d.0, TakeLimits::default()).unwrap());
+        let take = store.create(new_take("band", 48_000, 1)).unwrap();
+        let source: Vec<f32> = (0..16 * 1200)
+            .map(|i| (i as f32 * 0.01).sin() * 0.5)
+            .collect();
+        let chunks = cut(&source, 1, &[1200; 16]);
+        store.end(take.id, source.len() as u64).unwrap();
+        let mut threads = Vec::new();
+        for worker in 0..8 {
+            let store = store.clone();
+            let chunks = chunks.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut duplicates = 0;
+                // Each worker sends every other chunk of its half, and chunk 0 as everyone's retry.
+                for (i, (h, body)) in chunks.iter().enumerate() {
+                    if i == 0 || i % 8 == worker {
+                        let ack = store.put_chunk(take.id, *h, body).unwrap();
+                        duplicates += usize::from(ack.duplicate);
+                    }
+                }
+                duplicates
+            }));
+        }
+        let duplicates: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(
+            duplicates, 7,
+            "chunk 0 is stored once, the other seven are retries"
+        );
+        let made = store.take(take.id).unwrap();
+        assert_eq!(made.state, TakeState::Complete);
+        assert_eq!(made.received_samples, source.len() as u64);
+        let back = wav_samples(&take_dir(&d.0, take.id).join(WAV_FILE));
+        assert!(back
+            .iter()
+            .zip(&source)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert_eq!(back.len(), source.len());
+        assert!(
+            !files_in(&take_dir(&d.0, take.id))
+                .iter()
+                .any(|f| f.ends_with(".tmp")),
+            "no temporary file is left"
+        );
     }
 
     #[test]

@@ -199,17 +199,14 @@ pub enum AfterWrite {
         room: String,
         marker: parley_proto::Marker,
     },
-    MarkerDeleted {
+    /// A marker or a segment was deleted.
+    MarkDeleted {
         room: String,
-        marker_id: i64,
+        mark: studio::Mark,
     },
     SegmentStored {
         room: String,
         segment: Box<parley_proto::Segment>,
-    },
-    SegmentDeleted {
-        room: String,
-        segment_id: i64,
     },
     /// Nothing to tell anyone (an invite's use count).
     Nothing,
@@ -683,7 +680,7 @@ impl Control {
                 self.add_marker(session, id, label, at_ms)
             }
             ClientMessage::DeleteMarker { marker_id, .. } => {
-                self.delete_marker(session, id, marker_id)
+                self.delete_mark(session, id, studio::Mark::Marker(marker_id))
             }
             ClientMessage::AddSegment {
                 label,
@@ -695,7 +692,7 @@ impl Control {
                 segment_id, end_ms, ..
             } => self.end_segment(session, id, segment_id, end_ms),
             ClientMessage::DeleteSegment { segment_id, .. } => {
-                self.delete_segment(session, id, segment_id)
+                self.delete_mark(session, id, studio::Mark::Segment(segment_id))
             }
         }
     }

@@ -749,24 +749,7 @@ impl Store {
                         duration_ms, files, message
                  FROM recordings WHERE id = ?1",
                 params![id],
-                |r| {
-                    let state: String = r.get(2)?;
-                    let files: String = r.get(8)?;
-                    Ok(RecordingInfo {
-                        recording_id: r.get(0)?,
-                        room: r.get(1)?,
-                        state: RecordingState::parse(&state).unwrap_or(RecordingState::Failed),
-                        started_at_ms: r.get(3)?,
-                        started_by: r.get(4)?,
-                        stopped_at_ms: r.get(5)?,
-                        stopped_by: r.get(6)?,
-                        duration_ms: r.get(7)?,
-                        files: serde_json::from_str::<Vec<RecordingFile>>(&files)
-                            .unwrap_or_default(),
-                        message: r.get(9)?,
-                        url_expires_at_ms: None,
-                    })
-                },
+                recording_from_row,
             )
             .optional()?;
         Ok(row)
@@ -781,23 +764,7 @@ impl Store {
              FROM recordings WHERE room = ?1 ORDER BY id DESC LIMIT 200",
         )?;
         let rows = stmt
-            .query_map(params![room], |r| {
-                let state: String = r.get(2)?;
-                let files: String = r.get(8)?;
-                Ok(RecordingInfo {
-                    recording_id: r.get(0)?,
-                    room: r.get(1)?,
-                    state: RecordingState::parse(&state).unwrap_or(RecordingState::Failed),
-                    started_at_ms: r.get(3)?,
-                    started_by: r.get(4)?,
-                    stopped_at_ms: r.get(5)?,
-                    stopped_by: r.get(6)?,
-                    duration_ms: r.get(7)?,
-                    files: serde_json::from_str::<Vec<RecordingFile>>(&files).unwrap_or_default(),
-                    message: r.get(9)?,
-                    url_expires_at_ms: None,
-                })
-            })?
+            .query_map(params![room], recording_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -963,6 +930,26 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM chat_messages", [], |r| r.get(0))
             .unwrap()
     }
+}
+
+/// A `recordings` row selected as `id, room, state, started_at_ms, started_by, stopped_at_ms,
+/// stopped_by, duration_ms, files, message` (without download links).
+fn recording_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordingInfo> {
+    let state: String = r.get(2)?;
+    let files: String = r.get(8)?;
+    Ok(RecordingInfo {
+        recording_id: r.get(0)?,
+        room: r.get(1)?,
+        state: RecordingState::parse(&state).unwrap_or(RecordingState::Failed),
+        started_at_ms: r.get(3)?,
+        started_by: r.get(4)?,
+        stopped_at_ms: r.get(5)?,
+        stopped_by: r.get(6)?,
+        duration_ms: r.get(7)?,
+        files: serde_json::from_str::<Vec<RecordingFile>>(&files).unwrap_or_default(),
+        message: r.get(9)?,
+        url_expires_at_ms: None,
+    })
 }
 
 fn studio_role_str(role: StudioRole) -> &'static str {

@@ -82,6 +82,28 @@ fn sha256_header(headers: &HeaderMap) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The take a request is for and its upload token's hash, or the refusal.
+fn take_and_token(
+    take_id: &str,
+    headers: &HeaderMap,
+) -> Result<(i64, secret::TokenHash), Box<Response>> {
+    let Some(take_id) = id(take_id) else {
+        return Err(Box::new(refused(
+            StatusCode::NOT_FOUND,
+            "no_such_take",
+            "no such take",
+        )));
+    };
+    let Some(token) = bearer(headers) else {
+        return Err(Box::new(refused(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the upload token is needed",
+        )));
+    };
+    Ok((take_id, token))
+}
+
 /// Ids in paths are the server's: decimal, positive.
 fn id(text: &str) -> Option<i64> {
     if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -212,15 +234,9 @@ pub async fn get_take(
     Path(take_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(take_id) = id(&take_id) else {
-        return refused(StatusCode::NOT_FOUND, "no_such_take", "no such take");
-    };
-    let Some(token) = bearer(&headers) else {
-        return refused(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the upload token is needed",
-        );
+    let (take_id, token) = match take_and_token(&take_id, &headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
     };
     let store = state.takes.store.clone();
     match blocking(
@@ -251,15 +267,9 @@ pub async fn end_take(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(take_id) = id(&take_id) else {
-        return refused(StatusCode::NOT_FOUND, "no_such_take", "no such take");
-    };
-    let Some(token) = bearer(&headers) else {
-        return refused(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the upload token is needed",
-        );
+    let (take_id, token) = match take_and_token(&take_id, &headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
     };
     let Ok(end) = serde_json::from_slice::<End>(&body) else {
         return refused(

@@ -924,14 +924,9 @@ impl Control {
             AfterWrite::MarkerAdded { room, marker } => {
                 self.marker_stored(session, id, room, marker)
             }
-            AfterWrite::MarkerDeleted { room, marker_id } => {
-                self.marker_removed(session, id, room, marker_id)
-            }
+            AfterWrite::MarkDeleted { room, mark } => self.mark_removed(session, id, room, mark),
             AfterWrite::SegmentStored { room, segment } => {
                 self.segment_stored(session, id, room, segment)
-            }
-            AfterWrite::SegmentDeleted { room, segment_id } => {
-                self.segment_removed(session, id, room, segment_id)
             }
             AfterWrite::RoomCreated { name, owner_key } => {
                 self.room_created(session, id, name, owner_key)

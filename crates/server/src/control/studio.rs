@@ -45,6 +45,13 @@ pub(crate) struct StudioRoom {
     progress_told: HashMap<i64, f64>,
 }
 
+/// A marker or a segment of a session, by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Marker(i64),
+    Segment(i64),
+}
+
 /// Work for the take store (SQLite and disk: done off the control plane's task).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TakeRequest {
@@ -836,51 +843,6 @@ impl Control {
         });
     }
 
-    pub(super) fn delete_marker(
-        &mut self,
-        session: SessionId,
-        id: Option<RequestId>,
-        marker_id: i64,
-    ) {
-        let room = match self.produced_room(session) {
-            Ok(r) => r,
-            Err(r) => return self.refuse(session, id, r),
-        };
-        let known = self
-            .studio
-            .get(&room)
-            .is_some_and(|s| s.markers.iter().any(|m| m.marker_id == marker_id));
-        if !known {
-            return self.refuse(
-                session,
-                id,
-                refusal(ErrorCode::NoSuchMarker, "this session has no such marker"),
-            );
-        }
-        self.write(
-            session,
-            id,
-            StoreWrite::DeleteMarker { id: marker_id },
-            AfterWrite::MarkerDeleted { room, marker_id },
-        );
-    }
-
-    pub(super) fn marker_removed(
-        &mut self,
-        session: SessionId,
-        id: Option<RequestId>,
-        room: String,
-        marker_id: i64,
-    ) {
-        if let Some(studio) = self.studio.get_mut(&room) {
-            studio.markers.retain(|m| m.marker_id != marker_id);
-        }
-        self.tell_room_and_asker(&room, session, id, |id| ServerMessage::MarkerDeleted {
-            id,
-            marker_id,
-        });
-    }
-
     pub(super) fn add_segment(
         &mut self,
         session: SessionId,
@@ -1018,48 +980,50 @@ impl Control {
         });
     }
 
-    pub(super) fn delete_segment(
-        &mut self,
-        session: SessionId,
-        id: Option<RequestId>,
-        segment_id: i64,
-    ) {
+    /// Producers delete a marker or a segment of their session: once stored, everyone is told.
+    pub(super) fn delete_mark(&mut self, session: SessionId, id: Option<RequestId>, mark: Mark) {
         let room = match self.produced_room(session) {
             Ok(r) => r,
             Err(r) => return self.refuse(session, id, r),
         };
-        let known = self
-            .studio
-            .get(&room)
-            .is_some_and(|s| s.segments.iter().any(|g| g.segment_id == segment_id));
+        let known = self.studio.get(&room).is_some_and(|s| match mark {
+            Mark::Marker(m) => s.markers.iter().any(|x| x.marker_id == m),
+            Mark::Segment(g) => s.segments.iter().any(|x| x.segment_id == g),
+        });
         if !known {
-            return self.refuse(
-                session,
-                id,
-                refusal(ErrorCode::NoSuchSegment, "this session has no such segment"),
-            );
+            let refused = match mark {
+                Mark::Marker(_) => {
+                    refusal(ErrorCode::NoSuchMarker, "this session has no such marker")
+                }
+                Mark::Segment(_) => {
+                    refusal(ErrorCode::NoSuchSegment, "this session has no such segment")
+                }
+            };
+            return self.refuse(session, id, refused);
         }
-        self.write(
-            session,
-            id,
-            StoreWrite::DeleteSegment { id: segment_id },
-            AfterWrite::SegmentDeleted { room, segment_id },
-        );
+        let write = match mark {
+            Mark::Marker(m) => StoreWrite::DeleteMarker { id: m },
+            Mark::Segment(g) => StoreWrite::DeleteSegment { id: g },
+        };
+        self.write(session, id, write, AfterWrite::MarkDeleted { room, mark });
     }
 
-    pub(super) fn segment_removed(
+    pub(super) fn mark_removed(
         &mut self,
         session: SessionId,
         id: Option<RequestId>,
         room: String,
-        segment_id: i64,
+        mark: Mark,
     ) {
         if let Some(studio) = self.studio.get_mut(&room) {
-            studio.segments.retain(|g| g.segment_id != segment_id);
+            match mark {
+                Mark::Marker(m) => studio.markers.retain(|x| x.marker_id != m),
+                Mark::Segment(g) => studio.segments.retain(|x| x.segment_id != g),
+            }
         }
-        self.tell_room_and_asker(&room, session, id, |id| ServerMessage::SegmentDeleted {
-            id,
-            segment_id,
+        self.tell_room_and_asker(&room, session, id, |id| match mark {
+            Mark::Marker(marker_id) => ServerMessage::MarkerDeleted { id, marker_id },
+            Mark::Segment(segment_id) => ServerMessage::SegmentDeleted { id, segment_id },
         });
     }
 

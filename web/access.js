@@ -282,7 +282,8 @@ function when(ms, now = Date.now()) {
 /** One line about an invite (no token: it is shown once, when made). */
 export function describeInvite(inv, now = Date.now()) {
   const who = inv.uses == null ? 'Anyone with the link' : inv.uses === 1 ? 'One person' : `${inv.uses} people`;
-  const role = inv.role === 'viewer' ? 'as viewers' : 'as members';
+  const studio = { producer: 'as producers', artist: 'as artists', listener: 'as listeners' };
+  const role = inv.role === 'viewer' ? 'as viewers' : studio[inv.studio_role] || 'as members';
   const used = inv.uses == null ? `${inv.used || 0} joined` : `${inv.used || 0} of ${inv.uses} used`;
   const parts = [`${who} ${role}`, used];
   if (Number.isFinite(inv.not_before_ms) && inv.not_before_ms > now) parts.push(`from ${when(inv.not_before_ms, now)}`);
@@ -313,6 +314,8 @@ export class RoomAdmin {
     this.count = $('ra-count');
     this.expiry = $('ra-expiry');
     this.role = $('ra-role');
+    this.studioRoleRow = $('ra-studio-role-row');
+    this.studioRole = $('ra-studio-role');
     this.inviteError = $('ra-invite-error');
     this.createInvite = $('ra-create-invite');
     this.newInvite = $('ra-new');
@@ -323,6 +326,7 @@ export class RoomAdmin {
     closable(this.dialog, () => this.close());
 
     this.access.addEventListener('change', () => this.refreshPassword());
+    this.role.addEventListener('change', () => this.refreshStudioRole());
     $('ra-settings').addEventListener('submit', (ev) => {
       ev.preventDefault();
       this.saveSettings();
@@ -372,6 +376,13 @@ export class RoomAdmin {
     this.access.value = s.access || 'public';
     this.locked.checked = !!s.locked;
     this.refreshPassword();
+    this.refreshStudioRole();
+  }
+
+  /** A studio room's invite carries a studio role (a viewer's does not: it is not a participant). */
+  refreshStudioRole() {
+    const s = this.settings() || {};
+    this.studioRoleRow.hidden = !s.studio || this.role.value === 'viewer';
   }
 
   refreshPassword() {
@@ -416,6 +427,7 @@ export class RoomAdmin {
 
   async makeInvite() {
     const msg = { type: 'create_invite', expires_in_s: Number(this.expiry.value), role: this.role.value };
+    if (!this.studioRoleRow.hidden) msg.studio_role = this.studioRole.value;
     if (this.uses.value === '1') msg.uses = 1;
     if (this.uses.value === 'n') {
       const n = Number(this.count.value);

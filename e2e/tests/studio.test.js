@@ -15,7 +15,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { decode, probe, toneOnset } from '../lib/audio.js';
-import { createRoom, setup, sleep, tempDir, waitFor, waitInRoom, clickJoin } from '../lib/harness.js';
+import { createRoom, setup, sleep, tempDir, waitFor, waitInRoom, clickJoin, inbound } from '../lib/harness.js';
 
 const ROOM = 'sessions';
 const RATE = 44_100; // Chromium's fake microphone runs at 44.1 kHz whatever is asked
@@ -250,9 +250,17 @@ test('a producer and an artist: a lossless take survives a closed tab, a segment
       assert.ok(Math.abs(p.duration - length) < 0.06, `${path.basename(f)} lasts ${p.duration} s, the segment ${length} s`);
     }
     // The export's take is take.wav cut at the segment, to the sample: frame f of the export is frame
-    // round((start − take start) × rate / 1000) + f of the take.
+    // round((start − origin) × rate / 1000) + f of the take, where origin is its start as the page put
+    // it, moved by the alignment with Bo's voice (segment.json says by how much).
+    const described = JSON.parse(fs.readFileSync(path.join(out, pick(/segment\.json$/)), 'utf8'));
+    const listed = described.tracks.find((x) => x.kind === 'take' && x.take_id === made.take_id);
+    console.log(`take alignment: ${JSON.stringify(listed.alignment)}`);
+    assert.ok(['voice', 'clock'].includes(listed.alignment.method), JSON.stringify(listed.alignment));
+    assert.ok(Math.abs(listed.alignment.shift_ms) < 250, JSON.stringify(listed.alignment));
+    const origin = made.started_at_ms + listed.alignment.shift_ms;
     const cut = wavSamples(new Uint8Array(fs.readFileSync(takeWav)));
-    const first = Math.round(((segment.start_ms - made.started_at_ms) * made.sample_rate) / 1000);
+    const first = Math.round(((segment.start_ms - origin) * made.sample_rate) / 1000);
+    assert.equal(first, listed.first_source_frame, 'segment.json names the frame the cut starts at');
     assert.ok(first > 0, `the segment starts inside the take (${first})`);
     const span = Math.min(cut.length, takeSamples.length - first);
     let same = 0;
@@ -304,13 +312,28 @@ test('a producer and an artist: a lossless take survives a closed tab, a segment
   }
 });
 
+// ---------------------------------------------------------------------------------------------------------
+// A whole session: a producer, two artists and a listener, every microphone playing the same bursts at the
+// same moments; the listener is refused, the artists' takes and the room recording line up in the export.
+
+const BURST_PERIOD_MS = 1500;
+const GRID_HZ = 880;
+
 /**
  * Replaces the page's microphone with one WebAudio generator shared by every getUserMedia call: 0.3 s
- * bursts of 880 Hz, one every 1.5 s. The call's track and the take's track then carry the same sound at the
+ * bursts of 880 Hz at every wall-clock multiple of 1.5 s (Unix time), so every page of the machine emits
+ * the same burst at the same moment, and a page's call track and take track carry the same sound at the
  * same moments, as a real microphone's two captures would (Chromium's fake device starts its file anew for
  * each capture, so it cannot show how a take lines up with the room recording).
+ *
+ * A burst meant for wall time W is put at the context time rendered then: the output timestamp ties the
+ * context's clock to performance.now() (the frame at `contextTime` is heard at `performanceTime`, and was
+ * rendered baseLatency + outputLatency before), taken afresh for every burst, so the context's drift
+ * against the wall clock does not build up.
  */
 function sharedBurstMicrophone() {
+  const PERIOD_MS = 1500;
+  const BURST_S = 0.3;
   const md = navigator.mediaDevices;
   const real = md.getUserMedia.bind(md);
   let source = null;
@@ -322,14 +345,33 @@ function sharedBurstMicrophone() {
     const dest = ctx.createMediaStreamDestination();
     osc.connect(gain).connect(dest);
     osc.start();
-    let next = 0.5;
+    let nextMs = null; // the wall-clock time (Unix ms) of the next burst to place
+    const slips = [];
+    window.__micClock = slips; // [wall ms, wall ms of context time 0], every 100 ms
     const plan = () => {
-      while (next < ctx.currentTime + 1) {
-        if (next > ctx.currentTime + 0.02) {
-          gain.gain.setValueAtTime(0.5, next);
-          gain.gain.setValueAtTime(0, next + 0.3);
+      if (ctx.state !== 'running') return;
+      const wallNow = performance.timeOrigin + performance.now();
+      const ts = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : null;
+      let ctxAt; // the context time rendered at wall time `ms`
+      if (ts && ts.contextTime > 0 && ts.performanceTime > 0) {
+        const lat = (ctx.baseLatency || 0) + (ctx.outputLatency || 0);
+        // Where the context's clock stands against the wall clock: it steps up when the (timer-driven,
+        // headless) audio output skipped render callbacks, i.e. samples this microphone never made.
+        slips.push([Math.round(wallNow), performance.timeOrigin + ts.performanceTime - ts.contextTime * 1000]);
+        if (slips.length > 3000) slips.shift();
+        ctxAt = (ms) => ts.contextTime + (ms - (performance.timeOrigin + ts.performanceTime)) / 1000 + lat;
+      } else {
+        const ct = ctx.currentTime;
+        ctxAt = (ms) => ct + (ms - wallNow) / 1000;
+      }
+      if (nextMs === null) nextMs = Math.ceil(wallNow / PERIOD_MS) * PERIOD_MS;
+      while (nextMs < wallNow + 1000) {
+        const at = ctxAt(nextMs);
+        if (at > ctx.currentTime + 0.02) {
+          gain.gain.setValueAtTime(0.5, at);
+          gain.gain.setValueAtTime(0, at + BURST_S);
         }
-        next += 1.5;
+        nextMs += PERIOD_MS;
       }
     };
     setInterval(plan, 100);
@@ -345,62 +387,350 @@ function sharedBurstMicrophone() {
   };
 }
 
-test('a take lines up with the room recording (the same sound through both paths)', { timeout: 180_000 }, async (t) => {
+/**
+ * Keeps what the page's signalling socket receives that answers a request (has an `id`) or is an `error`,
+ * in `window.__signalIn` (the newest 300), so a test can read the server's answer to a raw message sent
+ * with `window.parley.send`.
+ */
+function recordSignalling() {
+  const Native = window.WebSocket;
+  const seen = [];
+  window.__signalIn = seen;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (ev) => {
+        let m;
+        try {
+          m = JSON.parse(ev.data);
+        } catch {
+          return;
+        }
+        if (m && (m.id != null || m.type === 'error')) {
+          seen.push(m);
+          if (seen.length > 300) seen.shift();
+        }
+      });
+    }
+  };
+}
+
+const studioPage = { content: `(${sharedBurstMicrophone})();\n(${recordSignalling})();` };
+
+let rawId = 1_000_000; // far above the ids the page's own requests use
+/** Sends `msg` on `page`'s signalling socket and resolves with the server's answer to it. */
+async function ask(page, msg) {
+  const id = rawId++;
+  assert.ok(await page.evaluate((m) => window.parley.send(m), { ...msg, id }), `${msg.type}: the socket is open`);
+  return waitFor(() => page.evaluate((i) => window.__signalIn.find((m) => m.id === i) || null, id), { what: `the answer to ${msg.type}` });
+}
+
+/** The studio roles `page` shows, by name: its own (the studio bar) and each other's (server's word, tile badge). */
+function rolesSeen(page) {
+  return page.evaluate(() => {
+    const p = window.parley;
+    const tileRole = (id) => {
+      const el = document.querySelector(`figure.tile[data-participant-id="${id}"]`);
+      return el ? el.dataset.studioRole || null : 'no tile';
+    };
+    const out = { [p.name]: { role: p.studio.role, bar: document.querySelector('[data-testid="studio-role"]').dataset.role || null, tile: tileRole(p.me) } };
+    for (const o of p.participants) out[o.name] = { role: o.studio_role || null, tile: tileRole(o.id) };
+    return out;
+  });
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+const ms = (s) => (s * 1000).toFixed(1);
+
+test('a studio session: producer, two artists, a listener; the takes and the room recording export aligned', { timeout: 240_000 }, async (t) => {
   const dir = tempDir('parley-e2e-studio-align-');
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const started = Date.now();
   const env = await setup(t);
+  const ROOM_A = 'align';
   try {
-    const ann = await env.client('Ann', { state: { mic_muted: false, deafened: false, camera_off: true }, initScript: sharedBurstMicrophone });
-    await createRoom(ann, 'align');
-    await waitInRoom(ann, 'align');
+    const speaking = { mic_muted: false, deafened: false, camera_off: true };
+    // Ann makes the room and turns studio mode on: she is the producer.
+    const small = { width: 960, height: 600 }; // four pages share two cores: less to draw
+    const ann = await env.client('Ann', { state: speaking, initScript: studioPage, viewport: small });
+    await createRoom(ann, ROOM_A);
+    const annId = await waitInRoom(ann, ROOM_A);
     await ann.locator('[data-testid="studio-toggle"]').click();
     await ann.locator('[data-testid="studio-mode"]').click();
     await waitFor(() => ann.evaluate(() => {
       const s = window.parley.studio;
-      return s.on && s.role === 'producer' && s.clock.locked;
-    }), { what: 'Ann produces with the server clock', timeout: 15_000 });
-    // Producers may record takes too.
-    await ann.locator('[data-testid="take-toggle"]').click();
-    const take = await waitFor(() => ann.evaluate(() => {
+      return s.on && s.role === 'producer' && s.session && s.clock.locked;
+    }), { what: 'Ann produces a running session with the server clock', timeout: 15_000 });
+
+    // Di is invited as a listener, from the room settings' invite form (its studio role shows in a
+    // studio room); the server keeps the role with the invite.
+    await ann.locator('[data-testid="room-admin-open"]').click();
+    await ann.locator('[data-testid="room-admin"]').waitFor({ state: 'visible' });
+    await ann.locator('[data-testid="ra-uses"]').selectOption('1');
+    await ann.locator('[data-testid="ra-studio-role"]').selectOption('listener');
+    await ann.locator('[data-testid="ra-create-invite"]').click();
+    const linkField = ann.locator('[data-testid="invite-link"]');
+    await waitFor(async () => (await linkField.inputValue()).length > 0, { what: 'the invite link' });
+    const inviteLink = await linkField.inputValue();
+    const inviteItem = ann.locator('[data-testid="invite-list"] li').first();
+    await waitFor(async () => /as listeners/.test(await inviteItem.textContent()), { what: 'the invite is listed as for listeners' });
+    await ann.keyboard.press('Escape');
+    await ann.locator('[data-testid="room-admin"]').waitFor({ state: 'hidden' });
+
+    // Bo and Cy come from the lobby (artists); Di by the invite link. Di's microphone is on as she comes:
+    // the server must silence her.
+    const [bo, cy, di] = await Promise.all(['Bo', 'Cy', 'Di'].map((name) => env.client(name, { state: speaking, initScript: studioPage, viewport: small })));
+    await Promise.all([clickJoin(bo, ROOM_A), clickJoin(cy, ROOM_A)]);
+    await di.goto(inviteLink);
+    const [boId, cyId, diId] = await Promise.all([bo, cy, di].map((p) => waitInRoom(p, ROOM_A, 20_000)));
+    const pages = { Ann: ann, Bo: bo, Cy: cy, Di: di };
+    const ids = { Ann: annId, Bo: boId, Cy: cyId, Di: diId };
+    console.log(`in the room: ${Object.entries(ids).map(([n, id]) => `${n} ${id}`).join(', ')} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+
+    // Every page shows the same roles: on its own studio bar, in the roster the server sent, on the tiles.
+    const want = { Ann: 'producer', Bo: 'artist', Cy: 'artist', Di: 'listener' };
+    for (const [name, page] of Object.entries(pages)) {
+      await waitFor(async () => {
+        const seen = await rolesSeen(page);
+        return Object.entries(want).every(([who, role]) => seen[who] && seen[who].role === role && seen[who].tile === role && (who !== name || seen[who].bar === role)) ? seen : null;
+      }, { what: `${name} shows Ann producer, Bo and Cy artists, Di listener`, timeout: 15_000 });
+    }
+    // Ann's Roles list offers Di's role as Listener.
+    const diRow = ann.locator(`[data-testid="studio-person"][data-participant-id="${diId}"] [data-testid="studio-role-select"]`);
+    await waitFor(async () => (await diRow.inputValue()) === 'listener', { what: "Ann's Roles list: Di is a listener" });
+
+    // The artists' clocks are locked before anyone records.
+    for (const p of [bo, cy]) await waitFor(() => p.evaluate(() => window.parley.studio.clock.locked), { what: 'an artist has the server clock', timeout: 15_000 });
+
+    // Di publishes nothing. The server: her microphone and camera are off, and no media comes from her,
+    // while Bo's and Cy's audio does.
+    const debug = async () => {
+      const r = await fetch(`${env.url}/api/debug`);
+      assert.equal(r.status, 200);
+      return (await r.json()).participants;
+    };
+    const flowing = await waitFor(async () => {
+      const d = await debug();
+      const by = (id) => d.find((x) => x.participant_id === id);
+      return [boId, cyId].every((id) => by(id) && by(id).bitrate_in_bps > 8000) && by(diId) ? d : null;
+    }, { what: "the server receives Bo's and Cy's audio", timeout: 20_000 });
+    await sleep(2000); // Di's page had time to send, if it were going to
+    const now = await debug();
+    const summary = (id) => {
+      const x = now.find((y) => y.participant_id === id);
+      return x ? { in_bps: x.bitrate_in_bps, published: x.tracks_published } : null;
+    };
+    console.log(`server /api/debug: ${Object.entries(ids).map(([n, id]) => `${n} ${JSON.stringify(summary(id))}`).join(', ')}`);
+    assert.ok(flowing.length >= 4, JSON.stringify(flowing));
+    // An Opus stream is 50 packets a second, ≥ 24 kbit/s with its headers; what comes from Di is her
+    // receiver's RTCP feedback about the three streams she gets (~3 kbit/s). Everyone's page offers two
+    // send m-lines (`tracks_published`), with a track on them or not.
+    assert.ok(summary(diId).in_bps < 10_000, `Di sends no media: ${JSON.stringify(summary(diId))}`);
+    for (const id of [boId, cyId]) assert.ok(summary(id).in_bps > 15_000, `an artist's audio reaches the server: ${JSON.stringify(summary(id))}`);
+    const status = await (await fetch(`${env.url}/api/status`)).json();
+    const people = status.rooms.find((r) => r.name === ROOM_A).participants;
+    const flags = (id) => people.find((p) => p.name === Object.keys(ids).find((n) => ids[n] === id));
+    console.log(`server /api/status: ${JSON.stringify(people)}`);
+    assert.ok(flags(diId) && flags(diId).mic_muted === true && flags(diId).camera_off === true, `Di is silenced: ${JSON.stringify(flags(diId))}`);
+    for (const id of [annId, boId, cyId]) assert.equal(flags(id).mic_muted, false, JSON.stringify(flags(id)));
+    // What Ann's page receives: audio packets from Bo and Cy, none from Di.
+    const got = await inbound(ann);
+    console.log(`Ann's receivers for Di: ${JSON.stringify(await ann.evaluate((id) => window.parley.remoteTracks().filter((x) => x.id === String(id)), diId))}`);
+    const audioFrom = (id) => got.filter((s) => s.id === String(id) && s.kind === 'audio').reduce((n, s) => n + s.packets, 0);
+    console.log(`Ann receives audio packets: Bo ${audioFrom(boId)}, Cy ${audioFrom(cyId)}, Di ${audioFrom(diId)}`);
+    assert.ok(audioFrom(boId) > 50 && audioFrom(cyId) > 50, JSON.stringify(got));
+    assert.equal(audioFrom(diId), 0, JSON.stringify(got));
+
+    // Di's page offers her no studio controls (Ann and Bo have theirs), nor a microphone button.
+    await waitFor(async () => (await di.locator('[data-testid="studio-role"]').isVisible()) && (await di.locator('[data-testid="studio-role"]').textContent()) === 'Listener', { what: "Di's studio bar says Listener" });
+    for (const testid of ['take-toggle', 'record-all', 'marker-add', 'segment-toggle']) {
+      assert.equal(await di.locator(`[data-testid="${testid}"]`).isVisible(), false, `Di is offered ${testid}`);
+    }
+    for (const testid of ['record-all', 'marker-add', 'segment-toggle']) {
+      assert.equal(await ann.locator(`[data-testid="${testid}"]`).isVisible(), true, `Ann is offered ${testid}`);
+      assert.equal(await bo.locator(`[data-testid="${testid}"]`).isVisible(), false, `Bo is offered ${testid}`);
+    }
+    assert.equal(await bo.locator('[data-testid="take-toggle"]').isVisible(), true, 'Bo is offered Record take');
+    for (const testid of ['mic-toggle', 'camera-toggle']) {
+      assert.equal(await di.locator(`[data-testid="${testid}"]`).isVisible(), false, `Di is offered ${testid}`);
+      assert.equal(await bo.locator(`[data-testid="${testid}"]`).isVisible(), true, `Bo is offered ${testid}`);
+    }
+
+    // Di's requests, sent raw on her own socket, are refused by the server.
+    const refusals = {
+      add_marker: { type: 'add_marker', label: 'from the listener' },
+      add_segment: { type: 'add_segment', label: 'from the listener' },
+      start_take: { type: 'start_take', sample_rate: 48000, channels: 1, first_sample_server_ms: Date.now() },
+      record_all_artists: { type: 'record_all_artists', on: true },
+      set_studio_role: { type: 'set_studio_role', participant_id: diId, studio_role: 'artist' },
+      set_state: { type: 'set_state', mic_muted: false },
+    };
+    for (const [what, msg] of Object.entries(refusals)) {
+      const answer = await ask(di, msg);
+      console.log(`Di's ${what}: ${answer.type} ${answer.code || ''} (${answer.message || ''})`);
+      assert.equal(answer.type, 'error', `Di's ${what} was refused: ${JSON.stringify(answer)}`);
+      assert.equal(answer.code, 'forbidden', `Di's ${what}: ${JSON.stringify(answer)}`);
+    }
+
+    // Ann records all artists: Bo's and Cy's takes start (Ann's and Di's do not).
+    await ann.locator('[data-testid="record-all"]').click();
+    const takes = {};
+    for (const name of ['Bo', 'Cy']) {
+      takes[name] = await waitFor(() => pages[name].evaluate(() => {
+        const r = window.parley.studio.recording;
+        return r && r.take_id && r.state === 'recording' ? r : null;
+      }), { what: `${name} records a take`, timeout: 20_000 });
+    }
+    await waitFor(() => ann.evaluate((want) => {
       const s = window.parley.studio;
-      return s.recording && s.recording.take_id ? s.recording : null;
-    }), { what: 'Ann records a take', timeout: 15_000 });
-    await sleep(1500);
-    await ann.locator('[data-testid="segment-toggle"]').click();
-    await sleep(7000);
-    await ann.locator('[data-testid="segment-toggle"]').click();
+      return s.recordAll && want.every((id) => s.takes.some((x) => x.take_id === id && x.state === 'uploading'));
+    }, [takes.Bo.take_id, takes.Cy.take_id]), { what: 'Ann sees both takes uploading' });
+    for (const p of [ann, di]) assert.equal(await p.evaluate(() => window.parley.studio.recording), null, 'only artists record on record all');
+
+    // A segment of about 7 s, with a labelled marker inside it.
     await sleep(1000);
-    await ann.locator('[data-testid="take-toggle"]').click();
-    const made = await waitFor(() => ann.evaluate((id) => {
-      const x = window.parley.studio.takes.find((y) => y.take_id === id);
-      return x && x.state === 'complete' ? x : null;
-    }, take.take_id), { what: 'the take is made', timeout: 30_000 });
-    const segment = await ann.evaluate(() => window.parley.studio.segments.find((g) => g.end_ms && g.export_url));
+    await ann.locator('[data-testid="segment-toggle"]').click();
+    const open = await waitFor(() => ann.evaluate(() => window.parley.studio.segments.find((g) => !g.end_ms) || null), { what: 'the segment is open' });
+    await sleep(2000);
+    await ann.locator('[data-testid="marker-label"]').fill('chorus');
+    await ann.locator('[data-testid="marker-add"]').click();
+    await sleep(5000);
+    await ann.locator('[data-testid="segment-toggle"]').click();
+    const segment = await waitFor(() => ann.evaluate((id) => window.parley.studio.segments.find((g) => g.segment_id === id && g.end_ms && g.export_url) || null, open.segment_id), { what: 'the segment has ended with its export link' });
+    const markers = await ann.evaluate(() => window.parley.studio.markers);
+    assert.deepEqual(markers.map((m) => m.label), ['chorus'], `one marker, Ann's: ${JSON.stringify(markers)}`);
+    // Every page sees the segment and the marker.
+    for (const [name, page] of Object.entries(pages)) {
+      await waitFor(() => page.evaluate((id) => {
+        const s = window.parley.studio;
+        return s.segments.some((g) => g.segment_id === id && g.end_ms) && s.markers.some((m) => m.label === 'chorus');
+      }, segment.segment_id), { what: `${name} sees the segment and the marker` });
+    }
+    const length = (segment.end_ms - segment.start_ms) / 1000;
+    assert.ok(length > 6.5 && length < 9, `the segment lasts ${length} s`);
+
+    // Ann stops all artists; both takes are made.
+    await sleep(1000);
+    await ann.locator('[data-testid="record-all"]').click();
+    const made = {};
+    for (const name of ['Bo', 'Cy']) {
+      made[name] = await waitFor(() => ann.evaluate((id) => {
+        const x = window.parley.studio.takes.find((y) => y.take_id === id);
+        return x && x.state === 'complete' ? x : null;
+      }, takes[name].take_id), { what: `${name}'s take is made`, timeout: 45_000 });
+      console.log(`${name}'s take ${made[name].take_id}: ${made[name].total_samples} frames at ${made[name].sample_rate} Hz, from server time ${made[name].started_at_ms.toFixed(1)}`);
+      assert.equal(made[name].participant_id, ids[name]);
+      assert.ok(made[name].started_at_ms < segment.start_ms && made[name].started_at_ms + (made[name].total_samples / made[name].sample_rate) * 1000 > segment.end_ms, `${name}'s take spans the segment`);
+    }
+    for (const p of [bo, cy]) await waitFor(() => p.evaluate(() => window.parley.studio.recording === null || window.parley.studio.recording.state === 'stopped'), { what: 'the artist stopped recording' });
+    // How steady each generator ran during the segment: on a busy machine the headless audio output skips
+    // render callbacks, and the samples it never made shift everything counted in samples after them (the
+    // take, and the voice, whose RTP clock the server follows) against the wall clock the bursts keep.
+    const slipped = {};
+    for (const [name, page] of Object.entries(pages)) {
+      const seen = await page.evaluate(([from, to]) => (window.__micClock || []).filter(([w]) => w >= from && w <= to).map(([, o]) => o), [segment.start_ms - 2000, segment.end_ms]);
+      slipped[name] = seen.length ? Math.max(...seen) - Math.min(...seen) : null;
+    }
+    console.log(`microphone clocks against the wall clock during the segment (ms of samples lost): ${Object.entries(slipped).map(([n, v]) => `${n} ${v === null ? 'no output timestamp' : v.toFixed(1)}`).join(', ')}`);
+
+    // The export: the mix, a voice for each of the three who spoke, a take of each artist, in every
+    // format, and segment.json listing them.
     const res = await fetch(env.url + segment.export_url);
-    assert.equal(res.status, 200);
+    assert.equal(res.status, 200, await res.clone().text());
     const zipFile = path.join(dir, 'segment.zip');
     fs.writeFileSync(zipFile, Buffer.from(await res.arrayBuffer()));
     const out = path.join(dir, 'segment');
     const names = unzip(zipFile, out);
-    const takeAudio = decode(path.join(out, names.find((n) => new RegExp(`take-${made.take_id}-Ann\\.wav$`).test(n))));
-    const voiceAudio = decode(path.join(out, names.find((n) => /voice-\d+-Ann\.wav$/.test(n))));
-    const deltas = [];
-    for (let from = 0.05; from < 6.5; from += 1.5) {
-      const a = toneOnset(takeAudio, 880, { from, quiet: 0.3 });
-      const b = toneOnset(voiceAudio, 880, { from, quiet: 0.3 });
-      if (a !== null && b !== null && a < from + 1.5 && b < from + 1.5) deltas.push(b - a);
+    console.log(`export: ${names.join(', ')}`);
+    const one = (re) => {
+      const found = names.filter((n) => re.test(n));
+      assert.equal(found.length, 1, `one ${re} in ${names.join(', ')}`);
+      return found[0];
+    };
+    const file = {};
+    for (const ext of ['wav', 'flac', 'mp3']) {
+      file[`mix.${ext}`] = one(new RegExp(`/mix\\.${ext}$`));
+      for (const name of ['Ann', 'Bo', 'Cy']) file[`voice-${name}.${ext}`] = one(new RegExp(`/voice-${ids[name]}-${name}\\.${ext}$`));
+      for (const name of ['Bo', 'Cy']) file[`take-${name}.${ext}`] = one(new RegExp(`/take-${made[name].take_id}-${name}\\.${ext}$`));
     }
-    console.log(`room recording minus take, at each burst (ms): ${deltas.map((d) => (d * 1000).toFixed(1)).join(', ')}`);
-    assert.ok(deltas.length >= 3, 'bursts were found in both');
-    const median = [...deltas].sort((p, q) => p - q)[Math.floor(deltas.length / 2)];
-    console.log(`take vs room recording: ${(median * 1000).toFixed(1)} ms (median of ${deltas.length})`);
-    const spread = Math.max(...deltas) - Math.min(...deltas);
-    assert.ok(spread < 0.02, `the offset is steady (${(spread * 1000).toFixed(1)} ms spread)`);
-    // Measured 12–29 ms here, the room recording late (it places a packet by when it arrived, after a whole
-    // Opus frame was captured); the issue asks for 10, which is not met yet. Headless Chromium has no audio
-    // device, so the take's sample-0 time (from the output timestamp) varies from run to run. The bound
-    // catches a take placed by a wrong clock or a wrong sample 0.
-    assert.ok(Math.abs(median) < 0.06, `the take and the room recording line up (${(median * 1000).toFixed(1)} ms)`);
+    assert.ok(!names.some((n) => /-Di\./.test(n)), `nothing of Di's: ${names.join(', ')}`);
+    assert.ok(!names.some((n) => /take-\d+-Ann/.test(n)), `no take of Ann's: ${names.join(', ')}`);
+    assert.equal(names.filter((n) => !n.endsWith('/')).length, 3 * (1 + 3 + 2) + 1, `6 tracks × 3 formats and segment.json: ${names.join(', ')}`);
+    const json = JSON.parse(fs.readFileSync(path.join(out, one(/\/segment\.json$/)), 'utf8'));
+    const listed = json.tracks.map((x) => (x.kind === 'mix' ? 'mix' : x.kind === 'voice' ? `voice:${x.name}` : `${x.kind}:${x.name}:${x.take_id}`)).sort();
+    assert.deepEqual(listed, ['mix', `take:Bo:${made.Bo.take_id}`, `take:Cy:${made.Cy.take_id}`, 'voice:Ann', 'voice:Bo', 'voice:Cy'], `segment.json's tracks: ${JSON.stringify(json.tracks.map((x) => ({ kind: x.kind, name: x.name, take_id: x.take_id })))}`);
+    for (const tr of json.tracks) {
+      if (tr.participant_id != null) assert.equal(tr.participant_id, ids[tr.name], `${tr.kind} ${tr.name}'s participant`);
+      assert.deepEqual(tr.files.map((f) => f.format).sort(), ['flac', 'mp3', 'wav'], `${tr.kind} ${tr.name}: ${JSON.stringify(tr.files)}`);
+      for (const f of tr.files) assert.ok(names.includes(f.name), `${f.name} is in the zip`);
+    }
+    assert.equal(json.segment.segment_id, segment.segment_id);
+    assert.deepEqual(json.markers.map((m) => m.label), ['chorus'], JSON.stringify(json.markers));
+    assert.ok(json.markers[0].offset_ms > 1000 && json.markers[0].offset_ms < (length - 1) * 1000, `the marker lies inside: ${JSON.stringify(json.markers[0])}`);
+    const shiftMs = {};
+    for (const tr of json.tracks.filter((x) => x.kind === 'take')) {
+      shiftMs[tr.name] = tr.alignment && Number.isFinite(tr.alignment.shift_ms) ? tr.alignment.shift_ms : 0;
+      console.log(`segment.json take ${tr.take_id} (${tr.name}): first_sample_server_ms ${tr.first_sample_server_ms}, frames ${tr.frames}, silence_before ${tr.silence_before}, alignment ${tr.alignment ? JSON.stringify(tr.alignment) : 'none'}; the page's sample-0 timing ${JSON.stringify(takes[tr.name].timing)}`);
+    }
+
+    // Alignment, on tone onsets, burst by burst. The bursts are on the wall-clock grid (every multiple of
+    // 1.5 s in Unix time), the same clock as the server's on this machine: burst k lies at
+    // (k·1.5 s − start) into the segment in every track. Each track's onset is searched near there.
+    const audio = {};
+    for (const key of ['mix', 'voice-Ann', 'voice-Bo', 'voice-Cy', 'take-Bo', 'take-Cy']) {
+      audio[key] = decode(path.join(out, file[`${key}.wav`]));
+      const seconds = audio[key].length / 48000;
+      assert.ok(Math.abs(seconds - length) < 0.06, `${key}.wav lasts ${seconds} s, the segment ${length} s`);
+    }
+    const grid = [];
+    for (let w = Math.ceil((segment.start_ms + 700) / BURST_PERIOD_MS) * BURST_PERIOD_MS; w < segment.end_ms - 600; w += BURST_PERIOD_MS) grid.push((w - segment.start_ms) / 1000);
+    assert.ok(grid.length >= 4, `bursts in the segment: ${grid.length}`);
+    const onsets = {};
+    for (const [key, x] of Object.entries(audio)) {
+      onsets[key] = grid.map((g) => {
+        const o = toneOnset(x, GRID_HZ, { from: g - 0.6, quiet: 0.3 });
+        return o !== null && o < g + 0.6 ? o : null;
+      });
+      const vs = onsets[key].map((o, k) => (o === null ? null : o - grid[k]));
+      console.log(`${key} vs the wall-clock grid (ms, each burst): ${vs.map((d) => (d === null ? '–' : ms(d))).join(', ')}`);
+      const who = key.startsWith('take-') ? key.slice(5) : null;
+      if (who && shiftMs[who]) console.log(`  ${key} by its own clock (before the export moved it ${shiftMs[who].toFixed(1)} ms later): ${ms(median(vs.filter((d) => d !== null)) - shiftMs[who] / 1000)} ms vs the grid`);
+    }
+    const pair = (a, b) => {
+      const d = grid.map((_, k) => (onsets[a][k] !== null && onsets[b][k] !== null ? onsets[a][k] - onsets[b][k] : null)).filter((v) => v !== null);
+      const m = median(d);
+      console.log(`${a} − ${b}: median ${ms(m)} ms over ${d.length} bursts (${d.map(ms).join(', ')}; spread ${d.length ? ms(Math.max(...d) - Math.min(...d)) : '–'} ms)`);
+      return { m, n: d.length };
+    };
+    const offsets = {
+      takes: pair('take-Bo', 'take-Cy'),
+      takeVoiceBo: pair('take-Bo', 'voice-Bo'),
+      takeVoiceCy: pair('take-Cy', 'voice-Cy'),
+      voiceAnnMix: pair('voice-Ann', 'mix'),
+      voiceBoMix: pair('voice-Bo', 'mix'),
+      voiceCyMix: pair('voice-Cy', 'mix'),
+      takeBoMix: pair('take-Bo', 'mix'),
+      takeCyMix: pair('take-Cy', 'mix'),
+    };
+    console.log(`session test: ${((Date.now() - started) / 1000).toFixed(1)} s until the offsets`);
+    const within = (key, what) => {
+      const { m, n } = offsets[key];
+      assert.ok(n >= 3, `${what}: bursts found in both (${n})`);
+      // On a failure, say what the export did with each take and how steady the generators ran.
+      const context = `alignment: ${json.tracks.filter((x) => x.kind === 'take').map((x) => `${x.name} ${x.alignment ? `${x.alignment.method} ${Number(x.alignment.shift_ms).toFixed(1)} ms` : 'none'}`).join(', ')}; samples lost by the generators: ${JSON.stringify(slipped)}`;
+      assert.ok(Math.abs(m) <= 0.010, `${what} line up within 10 ms (median ${ms(m)} ms; ${context})`);
+    };
+    within('takes', "Bo's take and Cy's take");
+    within('voiceAnnMix', "Ann's voice and the mix");
+    within('voiceBoMix', "Bo's voice and the mix");
+    within('voiceCyMix', "Cy's voice and the mix");
+    within('takeVoiceBo', "Bo's take and his voice");
+    within('takeVoiceCy', "Cy's take and her voice");
   } catch (err) {
     console.log(env.report());
     throw err;

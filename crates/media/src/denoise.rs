@@ -96,6 +96,13 @@ impl Denoiser {
         }
     }
 
+    /// Samples [`Denoiser::push`] has given out once `input` samples went in: whole frames, less
+    /// the [`LATENCY`] still inside (what the mix's pre-roll counts on to stand in for a denoiser it
+    /// did not run).
+    pub fn output_after(input: u64) -> u64 {
+        (input / FRAME as u64).saturating_sub(LOOKAHEAD_FRAMES as u64 + 1) * FRAME as u64
+    }
+
     /// Denoises `input`; appends what is ready to `out`. Over a whole stream, output sample `n` is the
     /// denoised input sample `n` (feed [`LATENCY`] more samples, e.g. zeros, to get the last ones out).
     pub fn push(&mut self, mut input: &[f32], out: &mut impl Extend<f32>) {
@@ -329,6 +336,8 @@ mod tests {
             d.push(&[1.0; 333], &mut out);
         }
         assert_eq!(out.len(), 33_300 / FRAME * FRAME - LATENCY);
+        assert_eq!(out.len() as u64, Denoiser::output_after(33_300));
+        assert_eq!(Denoiser::output_after(LATENCY as u64 + FRAME as u64 - 1), 0);
     }
 }
 

@@ -14,6 +14,9 @@
 //!   clock from the recording's start to its end (every per-person file has the recording's length).
 //! - [`mix::mix_tracks`]: the mixed take — decoded, denoised ([`denoise`]), summed, limited
 //!   ([`limiter`]), as Ogg/Opus and, on request, [`wav`] and [`flac`]; streamed a second at a time.
+//! - While a recording runs (a segment's export): [`mix::mix_window`] and
+//!   [`opus_track::finalize_opus_window`] make only a [`SessionWindow`] of the mix and of a person's
+//!   file, decoding little more than the window itself.
 //! - [`finalize_video`]: one person's video with their Opus audio, as sent: VP8 ([`vp8`]) as WebM
 //!   ([`webm_mux`], libwebm), H.264 ([`h264`]) as Matroska ([`mkv_mux`]; WebM cannot carry it);
 //!   [`VideoFormat::for_codec`] names the container (`webm`, `mkv`) before the file is written, and
@@ -24,7 +27,11 @@
 //!   rule that puts audio packets on the session's sample grid). Every finalizer returns a report
 //!   (durations, packet counts, gaps filled, bytes) for the server to store; a corrupt or cut journal
 //!   finalizes to what it holds, and what cannot be handled is a [`FinalizeError`], never a panic.
+//!
+//! For exports: [`align`] finds how far two recordings of one sound lie apart (a take against its
+//! artist's voice in the room recording), from their envelopes.
 
+pub mod align;
 pub mod av_mux;
 pub mod denoise;
 pub mod error;
@@ -52,13 +59,13 @@ pub mod webm_mux;
 
 pub use av_mux::{finalize_video, VideoFormat, VideoReport};
 pub use error::FinalizeError;
-pub use mix::{mix_tracks, mix_tracks_with, MixOutputs, MixReport, MixSettings};
+pub use mix::{mix_tracks, mix_tracks_with, mix_window, MixOutputs, MixReport, MixSettings};
 pub use mkv_mux::finalize_mkv;
 pub use mp3::Mp3Writer;
 pub use ogg_decode::OggOpusReader;
 pub use ogg_opus::{opus_head, opus_tags, OggOpusWriter, PRE_SKIP};
 pub use opus_packet::packet_samples;
-pub use opus_track::{finalize_opus_track, TrackReport};
+pub use opus_track::{finalize_opus_track, finalize_opus_window, SessionWindow, TrackReport};
 pub use wav_read::WavReader;
 pub use webm_mux::{finalize_webm, WebmReport};
 

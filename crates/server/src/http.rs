@@ -80,12 +80,40 @@ pub fn router(state: AppState, policy: Arc<Policy>) -> Router {
     router
 }
 
+/// For working on the client: `PARLEY_WEB_DIR=web` serves it from that folder, read anew on every
+/// request, instead of the copy compiled in (a change to the page then needs no rebuild).
+fn web_dir() -> Option<&'static std::path::Path> {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| std::env::var_os("PARLEY_WEB_DIR").map(std::path::PathBuf::from))
+        .as_deref()
+}
+
+/// A client file: from `PARLEY_WEB_DIR` when set (plain names only: no `..`, no root), else compiled in.
+fn asset_bytes(path: &str) -> Option<Vec<u8>> {
+    match web_dir() {
+        Some(dir) => read_in(dir, path),
+        None => WebAssets::get(path).map(|file| file.data.into_owned()),
+    }
+}
+
+/// The file `path` names inside `dir`, where it is a plain relative name.
+fn read_in(dir: &std::path::Path, path: &str) -> Option<Vec<u8>> {
+    let relative = std::path::Path::new(path);
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return None;
+    }
+    std::fs::read(dir.join(relative)).ok()
+}
+
 fn asset(path: &str) -> Response {
-    let Some(file) = WebAssets::get(path) else {
+    let Some(data) = asset_bytes(path) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
     let mime = mime_guess::from_path(path).first_or_octet_stream();
-    let mut response = Response::new(Body::from(file.data.into_owned()));
+    let mut response = Response::new(Body::from(data));
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
         headers.insert(header::CONTENT_TYPE, v);
@@ -93,4 +121,27 @@ fn asset(path: &str) -> Response {
     // The client changes with the binary: always revalidate.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+#[cfg(test)]
+mod web_dir_tests {
+    use super::read_in;
+
+    #[test]
+    fn only_plain_names_inside_the_folder_are_read() {
+        let dir = std::env::temp_dir().join(format!("parley-webdir-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/a.js"), b"x").unwrap();
+        assert_eq!(read_in(&dir, "sub/a.js").as_deref(), Some(&b"x"[..]));
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "sub/../sub/a.js",
+            "./sub/a.js",
+            "missing.js",
+        ] {
+            assert_eq!(read_in(&dir, bad), None, "{bad}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

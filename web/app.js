@@ -13,9 +13,14 @@ import { audioContext, meterPosition, serverLevelPosition } from './levels.js';
 import { Roster } from './roster.js';
 import { ChatPanel, DEFAULT_MAX_CHARS } from './chat.js';
 import { DeviceSettings } from './settings.js';
-import { AdminDialog, ConfirmDialog, ParticipantMenu, PasswordDialog, RoomAdmin, copyText, linkFromLocation, roomLink, roomPath } from './access.js';
+import { AdminDialog, ConfirmDialog, ParticipantMenu, PasswordDialog, RoomAdmin, linkFromLocation, roomPath } from './access.js';
 import { RoomRecording } from './recording.js';
 import { Studio } from './studio.js';
+import { Prejoin } from './prejoin.js';
+import { RoomLinks } from './roomlink.js';
+import { MuteHint, Shortcuts, muteHintText, touchOnly } from './shortcuts.js';
+import { PushToTalk } from './ptt.js';
+import { Rejoin } from './rejoin.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -73,6 +78,8 @@ const ui = {
 const app = {
   name: prefs.name,
   state: prefs.state, // this tab's MediaState (mic_muted, deafened, camera_off)
+  reconnects: [], // each time the page came back into its room by itself (rejoin.js)
+  resumeToken: null, // the last joined's resume_token: comes back as the same participant after a drop
   maxParticipants: 16,
   maxChatChars: DEFAULT_MAX_CHARS,
   roomCreation: 'anyone', // who may create rooms here (welcome.room_creation): anyone, owners or admin
@@ -102,6 +109,8 @@ const app = {
 const signal = new Signal(signalUrl());
 // The others in the room (members get a tile, viewers do not), the active speaker and the voice levels.
 const roster = new Roster();
+// The pre-join check before entering a room (prejoin.js): preview, meter, devices, mic / camera switches.
+const prejoin = new Prejoin({ signal, onShow: () => setView('prejoin') });
 
 // ---------------------------------------------------------------------------------------------------------
 // Views
@@ -116,7 +125,8 @@ function setView(view) {
   ui.roomLink.hidden = !inRoom;
   if (!inRoom) setRoomsOpen(false);
   ui.meChip.hidden = !app.name || view === 'name';
-  ui.meChip.disabled = inRoom;
+  ui.meChip.disabled = inRoom || view === 'prejoin';
+  if (view !== 'prejoin') prejoin.clear(); // an open check ends as its Back does
   ui.meChip.title = inRoom ? 'Leave the room to change your name' : 'Change your name';
   document.title = inRoom && app.room ? `${app.room} · parley` : 'parley';
 }
@@ -169,9 +179,7 @@ ui.meChip.addEventListener('click', () => {
 ui.roomsToggle.addEventListener('click', () => setRoomsOpen(!ui.app.classList.contains('rooms-open')));
 ui.roomsMore.addEventListener('click', () => loadMoreRooms());
 ui.lobbyClose.addEventListener('click', () => setRoomsOpen(false));
-document.addEventListener('keydown', (ev) => {
-  if (ev.key === 'Escape' && ui.app.classList.contains('rooms-open') && !document.querySelector('dialog[open]')) setRoomsOpen(false);
-});
+// Escape closes the room list first (shortcuts.js: closeTopPanel).
 
 // ---------------------------------------------------------------------------------------------------------
 // Toasts: every server error is shown here (role=alert), dismissable.
@@ -270,6 +278,7 @@ function setConn(state, label) {
 
 signal.addEventListener('open', () => {
   setConn('online', 'Connected');
+  resumeAfterDrop();
   if (app.adminToken) becomeAdmin(app.adminToken, { again: true }).catch((err) => {
     app.adminToken = '';
     toast(err.message, { title: 'No longer the admin', code: err.code || 'admin' });
@@ -283,16 +292,61 @@ signal.addEventListener('reconnecting', () => {
 signal.addEventListener('close', () => {
   app.roomsKnown = false;
   setAdmin(false); // a new connection is not the admin until it says so again
-  if (app.room || app.joining) {
+  if (app.room && !app.joining) {
+    // The call stays on screen under "Reconnecting…"; rejoin.js brings us back once the server answers.
+    // The media connection went with the network: a new one is made on the way back.
+    rejoin.start({ room: app.room, token: app.resumeToken });
+    if (app.call) app.call.close();
+    app.call = null;
+  } else if (app.joining && !rejoin.active) {
     teardownRoom();
     showLobby();
-    toast('The connection to the server was lost. You left the room; reconnecting…', {
+    toast('The connection to the server was lost before you were in the room.', {
       title: 'Disconnected',
       code: 'disconnected',
     });
   }
   renderRooms();
 });
+
+// Gave up coming back (a minute without the server): the lobby, with a way back in.
+const rejoin = new Rejoin({
+  overlay: $('reconnecting'),
+  label: $('reconnecting-label'),
+  onGiveUp: (room) => {
+    teardownRoom();
+    showLobby();
+    toast(`The server could not be reached for a minute, so you left ${room}.`, {
+      title: 'Disconnected',
+      code: 'disconnected',
+      action: { label: 'Rejoin', run: () => joinRoom(room) },
+      timeout: 0,
+    });
+  },
+});
+
+/**
+ * The connection is back after a drop in a room: join it again as the same participant (resume token).
+ * The old call stays on screen until the server has answered; then the room is entered anew.
+ */
+function resumeAfterDrop() {
+  const again = rejoin.take();
+  if (!again) return;
+  joinRoom(again.room, { resume: again.token, checked: { state: { ...app.state } }, rejoin: true });
+}
+
+/** A rejoin that did not get in: another drop or no answer (try again), or the server said no. */
+function rejoinFailed(room, err) {
+  if (!(err instanceof ServerError)) {
+    rejoin.retry();
+    if (signal.connected) setTimeout(resumeAfterDrop, 1000); // no answer on an open connection
+    return;
+  }
+  rejoin.done();
+  teardownRoom();
+  showLobby();
+  serverErrorToast(err);
+}
 
 signal.addEventListener('message', (ev) => handleMessage(ev.detail));
 
@@ -589,10 +643,12 @@ ui.lobbyLeave.addEventListener('click', () => leaveRoom());
 /**
  * Joins `room`, with our owner key for it when we have one. `creds`: `password` (asked for in a dialog when
  * the room says it wants one, or the server does), `invite` (a link's token), `fromLink` (the page was
- * opened at /r/<room>: a refusal leaves the address at /).
+ * opened at /r/<room>: a refusal leaves the address at /). First comes the pre-join check (prejoin.js),
+ * unless `skipPrejoin` or `checked` ({state}: how to enter, chosen before; with `local` and `media`: the
+ * devices the check opened, which the room then uses).
  */
 async function joinRoom(room, creds = {}) {
-  if (app.room) {
+  if (app.room && !creds.rejoin) {
     toast(`You are in ${app.room}. Leave it first to join ${room}.`, {
       title: 'Already in a room',
       code: 'already_in_room',
@@ -600,20 +656,44 @@ async function joinRoom(room, creds = {}) {
     });
     return;
   }
-  if (app.joining) return;
+  if (app.joining || prejoin.isOpen) return;
   if (!app.name) {
     showNameScreen();
     return;
   }
+  // The pre-join check (prejoin.js), unless already made for this join (a password asked again) or skipped
+  // (a reload in the room, a rejoin): how we enter, and the devices it opened.
+  if (!creds.checked && !creds.skipPrejoin) {
+    const checked = await prejoin.open(room, app.name);
+    if (!checked || app.room || app.joining) {
+      if (checked) checked.media.then(() => checked.local.stop());
+      if (ui.app.dataset.view === 'prejoin') showLobby();
+      leaveLinkAddress(creds);
+      return;
+    }
+    creds = { ...creds, checked };
+  }
+  if (creds.checked) {
+    app.state = { ...app.state, ...creds.checked.state };
+    if (ptt.on) app.state.mic_muted = true; // push-to-talk: in muted, the key unmutes
+    updateControls();
+  }
+  const checkedMedia = creds.checked && creds.checked.local ? creds.checked : null;
+  const dropChecked = () => {
+    if (checkedMedia) checkedMedia.media.then(() => checkedMedia.local.stop());
+    if (ui.app.dataset.view === 'prejoin') showLobby();
+  };
   const ownerKey = prefs.ownerKey(room);
   const summary = app.rooms.find((r) => r.name === room);
-  if (summary && summary.access === 'password' && !creds.password && !creds.invite && !ownerKey && !app.admin) {
+  if (summary && summary.access === 'password' && !creds.password && !creds.invite && !ownerKey && !app.admin && !creds.rejoin) {
     const password = await passwords.ask(room);
     if (password == null) {
+      dropChecked();
       leaveLinkAddress(creds);
       return;
     }
     if (app.room || app.joining) {
+      dropChecked();
       passwords.close();
       return;
     }
@@ -624,11 +704,11 @@ async function joinRoom(room, creds = {}) {
   audioContext(); // created inside the click, so the browser lets it run
 
   const want = { ...app.state };
-  const local = new LocalMedia(prefs.devices);
-  // The devices open and the peer connection prepares its offer while the server admits us: none of
-  // the three needs the others. Tracks join the transceivers (replaceTrack) whenever the devices are
-  // ready, even after a slow permission prompt.
-  const media = local.acquire({ audio: true, video: !want.camera_off });
+  // The pre-join check's devices, or new ones. The devices open and the peer connection prepares its offer
+  // while the server admits us: none of the three needs the others. Tracks join the transceivers
+  // (replaceTrack) whenever the devices are ready, even after a slow permission prompt.
+  const local = checkedMedia ? checkedMedia.local : new LocalMedia(prefs.devices);
+  const media = checkedMedia ? checkedMedia.media : local.acquire({ audio: true, video: !want.camera_off });
   const call = new Call(signal, local);
   const prepared = call.prepare();
   prepared.catch(() => {}); // reported through sendOffer()
@@ -636,6 +716,7 @@ async function joinRoom(room, creds = {}) {
   if (ownerKey) join.owner_key = ownerKey;
   if (creds.invite) join.invite = creds.invite;
   if (creds.password) join.password = creds.password;
+  if (creds.resume) join.resume = creds.resume;
   let joined;
   try {
     joined = await signal.request(join, { ownErrors: true });
@@ -643,24 +724,38 @@ async function joinRoom(room, creds = {}) {
     app.joining = null;
     call.close();
     media.then(() => local.stop());
+    if (ui.app.dataset.view === 'prejoin') showLobby();
     renderRooms();
-    joinRefused(room, creds, err);
+    if (creds.rejoin) {
+      rejoinFailed(room, err);
+      return;
+    }
+    // Asked again (a password), the join keeps the choices made but opens its devices anew.
+    joinRefused(room, creds.checked ? { ...creds, checked: { state: creds.checked.state } } : creds, err);
     return;
   }
 
   passwords.close();
+  // Back after a drop: the old call (kept on screen meanwhile) gives way to the room as it is now.
+  if (creds.rejoin) teardownRoom();
   app.joining = null;
   app.room = joined.room || room;
   app.me = joined.you;
+  app.resumeToken = joined.resume_token || null;
+  if (creds.rejoin) {
+    rejoin.done();
+    app.reconnects.push({ resumed: !!joined.resumed, at: Date.now() });
+    toast(joined.resumed ? 'You are back in the room.' : `You are back in ${app.room}.`, { title: 'Reconnected', kind: 'info', code: 'reconnected', timeout: 4000 });
+  }
   app.local = local;
   app.call = call;
   prefs.lastRoom = app.room;
   prefs.tabRoom = app.room;
   ui.roomTitle.textContent = app.room;
   ui.tiles.replaceChildren();
-  // Came by a link: the address stays the room's link, without the invite token (spent: a reload must
-  // not reuse it).
-  if (creds.fromLink) history.replaceState(null, '', roomPath(app.room));
+  // The address is the room's link while we are in it (shareable; a reload comes back), never with an
+  // invite token (spent: a reload must not reuse it).
+  history.replaceState(null, '', roomPath(app.room));
   app.owner = !!joined.owner;
   app.settings = joined.settings || null;
 
@@ -671,7 +766,7 @@ async function joinRoom(room, creds = {}) {
       toast('The media connection to the server failed.', {
         title: 'Connection problem',
         code: 'ice_failed',
-        action: { label: 'Rejoin', run: () => leaveRoom().then(() => joinRoom(again)) },
+        action: { label: 'Rejoin', run: () => leaveRoom().then(() => joinRoom(again, { skipPrejoin: true })) },
         timeout: 0,
       });
     }
@@ -689,6 +784,7 @@ async function joinRoom(room, creds = {}) {
   studio.enter(joined);
   updateControls();
   setView('room');
+  roomLinks.render();
   renderRooms();
   renderOwner();
   renderRoomAccess();
@@ -748,9 +844,12 @@ function joinFromLink() {
   const link = app.link;
   if (!link || !app.name || app.room || app.joining || !signal.connected) return;
   app.link = null;
-  app.tabRoom = ''; // the link decides where this tab goes
+  // A reload in the room (the address is the room's link then) goes back in as the tab was, without the
+  // pre-join check; any other link decides where this tab goes, through the check.
+  const reload = !link.invite && link.room === app.tabRoom;
+  app.tabRoom = '';
   ui.nameLink.hidden = true;
-  joinRoom(link.room, { invite: link.invite, fromLink: true });
+  joinRoom(link.room, { invite: link.invite, fromLink: true, skipPrejoin: reload });
 }
 
 /** The server took us out of the room (kicked, room deleted): back to the lobby with `text`. */
@@ -768,6 +867,8 @@ function sentOut(room, text, opts) {
  */
 async function leaveRoom() {
   if (!app.room) return;
+  rejoin.done(); // leaving while reconnecting: no coming back
+  app.resumeToken = null;
   const wasIn = app.room;
   const call = app.call;
   prefs.tabRoom = '';
@@ -811,8 +912,10 @@ function teardownRoom({ keepCall = false } = {}) {
   menu.close(false);
   roomAdmin.close();
   confirmDialog.close();
+  shortcuts.close();
   renderOwner();
   renderRoomAccess();
+  roomLinks.render();
   if (location.pathname !== '/') history.replaceState(null, '', '/');
 }
 
@@ -882,6 +985,7 @@ function setRoomSettings(settings) {
     renderRooms();
   }
   renderRoomAccess();
+  roomLinks.render(); // a private room's card says who gets in
   if (roomAdmin.isOpen) roomAdmin.fill();
   studio.setSettings(settings);
 }
@@ -993,12 +1097,12 @@ ui.roomAdminOpen.addEventListener('click', () => {
   if (canManage()) roomAdmin.show();
 });
 ui.adminOpen.addEventListener('click', () => adminDialog.show());
-ui.roomLink.addEventListener('click', async () => {
-  if (!app.room) return;
-  const link = roomLink(app.room);
-  const ok = await copyText(link);
-  const note = app.settings && app.settings.access === 'private' ? ' Only invited people get in: owners make invites in the room settings.' : '';
-  toast(`${link}${note}`, { title: ok ? 'Room link copied' : 'Copy the room link', kind: 'info', code: 'room_link', timeout: 8000 });
+// The room's link: the top bar's "Copy link" and, while alone, the "Invite others" card (roomlink.js).
+const roomLinks = new RoomLinks({
+  room: () => app.room,
+  alone: () => roster.members.size === 0,
+  settings: () => app.settings,
+  toast,
 });
 
 // What the roster says about the others: tiles for members (a viewer, a wall screen, receives everything and
@@ -1020,6 +1124,7 @@ roster.addEventListener('add', (ev) => {
     refreshRemote(id);
     layoutTiles();
   }
+  roomLinks.render();
   renderRooms();
   if (announced) chat.system(p.role === 'viewer' ? `${p.name} joined as a viewer` : `${p.name} joined`);
 });
@@ -1041,6 +1146,7 @@ roster.addEventListener('remove', (ev) => {
   }
   if (app.call) app.call.forget(id);
   layoutTiles();
+  roomLinks.render();
   renderRooms();
   if (p) chat.system(`${p.name} left`);
 });
@@ -1108,7 +1214,7 @@ function rejoinAfterReload() {
   const room = app.tabRoom;
   if (!room || !app.name || app.room || app.joining || !signal.connected) return;
   app.tabRoom = '';
-  if (app.rooms.some((r) => r.name === room)) joinRoom(room);
+  if (app.rooms.some((r) => r.name === room)) joinRoom(room, { skipPrejoin: true }); // we were in already
   else prefs.tabRoom = '';
 }
 
@@ -1148,17 +1254,26 @@ function setState(change, { persist = true } = {}) {
   if (app.room) signal.request({ type: 'set_state', ...change }).catch(() => {});
 }
 
+/**
+ * The toggles keep one name each (the visible label) and say their state with aria-pressed: "Mute"
+ * pressed = muted. With push-to-talk on the mic button is "Push to talk", pressed while talking.
+ */
 function updateControls() {
   const s = app.state;
-  const set = (btn, off, offLabel, onLabel) => {
-    btn.setAttribute('aria-pressed', String(off));
-    btn.classList.toggle('is-off', off);
-    btn.querySelector('.ctl-label').textContent = off ? offLabel : onLabel;
-    btn.title = off ? offLabel : onLabel;
+  const set = (btn, pressed, label, title) => {
+    btn.setAttribute('aria-pressed', String(pressed));
+    btn.querySelector('.ctl-label').textContent = label;
+    btn.title = title;
   };
-  set(ui.micToggle, s.mic_muted, 'Unmute', 'Mute');
-  set(ui.speakerToggle, s.deafened, 'Undeafen', 'Deafen');
-  set(ui.cameraToggle, s.camera_off, 'Start video', 'Stop video');
+  const talk = ptt.on;
+  set(ui.micToggle, talk ? !s.mic_muted : s.mic_muted, talk ? 'Push to talk' : 'Mute', talk ? ptt.holdText() : 'Mute (M)');
+  ui.micToggle.classList.toggle('is-off', !talk && s.mic_muted);
+  ui.micToggle.classList.toggle('is-ptt', talk);
+  ui.micToggle.classList.toggle('is-talking', talk && !s.mic_muted);
+  set(ui.speakerToggle, s.deafened, 'Deafen', 'Deafen (D)');
+  ui.speakerToggle.classList.toggle('is-off', s.deafened);
+  set(ui.cameraToggle, s.camera_off, 'Stop video', 'Stop video (V)');
+  ui.cameraToggle.classList.toggle('is-off', s.camera_off);
 }
 
 async function exclusive(key, fn) {
@@ -1174,13 +1289,13 @@ async function exclusive(key, fn) {
   }
 }
 
-ui.micToggle.addEventListener('click', () =>
-  exclusive('mic', async () => {
+/** Mutes or unmutes the microphone (the mic button, M, push-to-talk); `persist`: remembered for next time. */
+function setMicMuted(mute, { persist = true } = {}) {
+  return exclusive('mic', async () => {
     await app.mediaReady;
-    const mute = !app.state.mic_muted;
     const local = app.local;
     if (!local) {
-      setState({ mic_muted: mute });
+      setState({ mic_muted: mute }, { persist });
       return;
     }
     if (mute) {
@@ -1199,9 +1314,13 @@ ui.micToggle.addEventListener('click', () =>
       track.enabled = true;
       if (app.call) await app.call.setSending('audio', track);
     }
-    setState({ mic_muted: mute });
-  }),
-);
+    setState({ mic_muted: mute }, { persist });
+  });
+}
+
+ui.micToggle.addEventListener('click', () => {
+  if (!ptt.on) setMicMuted(!app.state.mic_muted); // push-to-talk: the button is held instead (ptt.js)
+});
 
 ui.speakerToggle.addEventListener('click', () => {
   audioContext();
@@ -1238,6 +1357,65 @@ ui.cameraToggle.addEventListener('click', () =>
 );
 
 ui.leave.addEventListener('click', () => leaveRoom());
+
+// Push-to-talk (ptt.js), the "You're muted" hint and the keyboard shortcuts (shortcuts.js).
+const ptt = new PushToTalk({
+  button: ui.micToggle,
+  setMuted: (muted) => setMicMuted(muted, { persist: false }),
+  isMuted: () => app.state.mic_muted,
+  inRoom: () => !!app.room,
+  canTalk: () => !app.listener && !ui.micToggle.hidden,
+  onChange: () => updateControls(),
+  say: (text) => muteHint.say(text),
+});
+if (ptt.on) app.state = { ...app.state, mic_muted: true }; // joins muted; the key unmutes
+
+const muteHint = new MuteHint({
+  button: ui.micToggle,
+  track: () => (app.local ? app.local.audioTrack : null),
+  watching: () => !!app.room && !app.listener && app.state.mic_muted && !ui.micToggle.hidden,
+  text: () => muteHintText({ talkKey: ptt.on ? ptt.label : '', mTaken: studio.isProducer, touch: touchOnly() }),
+});
+
+const shortcuts = new Shortcuts({
+  inRoom: () => !!app.room,
+  act: (action) => {
+    if (action === 'mic') {
+      if (ptt.on) muteHint.say(`Push-to-talk is on — hold ${ptt.label} to talk`); // M mutes nothing then
+      else if (!ui.micToggle.hidden) setMicMuted(!app.state.mic_muted);
+    } else if (action === 'camera') {
+      if (!ui.cameraToggle.hidden) ui.cameraToggle.click();
+    } else if (action === 'deafen') {
+      ui.speakerToggle.click();
+    } else if (action === 'chat') {
+      ui.chatToggle.click();
+    }
+  },
+  escape: () => closeTopPanel(),
+  talkKey: () => (ptt.on ? ptt.label : ''),
+});
+
+/** Escape: closes the room list, a tile's menu, the studio panel or the chat (one a press); false if none was open. */
+function closeTopPanel() {
+  if (ui.app.classList.contains('rooms-open')) {
+    setRoomsOpen(false);
+    return true;
+  }
+  if (menu.openFor != null) {
+    menu.close(true);
+    return true;
+  }
+  if (studio.isOpen) {
+    studio.setOpen(false);
+    return true;
+  }
+  if (ui.room.classList.contains('chat-open')) {
+    setChatOpen(false);
+    ui.chatToggle.focus();
+    return true;
+  }
+  return false;
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Chat
@@ -1365,6 +1543,14 @@ async function useDevice(kind, deviceId) {
 // Test and debugging hooks
 
 window.parley = {
+  /** Each time this page came back into its room by itself after a drop: [{resumed, at}]. */
+  get reconnects() {
+    return app.reconnects.map((r) => ({ ...r }));
+  },
+  /** Whether it is trying to get back into its room now. */
+  get reconnecting() {
+    return rejoin.active;
+  },
   /** The current RTCPeerConnection, or null outside a room. */
   get pc() {
     return app.call ? app.call.pc : null;
@@ -1490,6 +1676,10 @@ window.parley = {
   },
   get connected() {
     return signal.connected;
+  },
+  /** The pre-join check as shown: {open, room, mic, camera, level (the meter, 0..1), banner, joining}. */
+  get prejoin() {
+    return prejoin.snapshot();
   },
 };
 

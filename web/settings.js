@@ -19,6 +19,35 @@ function option(value, label) {
   return o;
 }
 
+/**
+ * Fills `selects` ({audioinput, videoinput, audiooutput}: <select> elements, any of them) with the devices
+ * of each kind, the remembered one (prefs.devices) selected ('' = the system default). Resolves true when
+ * some devices have no name yet (the browser shows names once it may use the microphone and camera).
+ * Used by this dialog and by the pre-join check (prejoin.js).
+ */
+export async function fillDeviceSelects(selects) {
+  let devices = [];
+  try {
+    devices = navigator.mediaDevices ? await navigator.mediaDevices.enumerateDevices() : [];
+  } catch (err) {
+    console.warn('[parley] enumerateDevices', err);
+  }
+  const chosen = prefs.devices;
+  let unnamed = false;
+  for (const [kind, select] of Object.entries(selects)) {
+    if (!select) continue;
+    const list = devices.filter((d) => d.kind === kind && d.deviceId && d.deviceId !== 'default');
+    select.replaceChildren(
+      option('', 'System default'),
+      ...list.map((d, i) => option(d.deviceId, d.label || `${KINDS[kind].noun} ${i + 1}`)),
+    );
+    select.value = list.some((d) => d.deviceId === chosen[kind]) ? chosen[kind] : '';
+    select.dataset.value = select.value;
+    if (devices.some((d) => d.kind === kind && !d.label)) unnamed = true;
+  }
+  return unnamed;
+}
+
 export class DeviceSettings {
   /**
    * @param {{onChange: (kind: string, deviceId: string) => Promise<void>, onError: (err: Error, what: string) => void}} opts
@@ -48,25 +77,7 @@ export class DeviceSettings {
 
   /** Lists the devices of each kind, the remembered one selected ('' = the system default). */
   async fill() {
-    let devices = [];
-    try {
-      devices = navigator.mediaDevices ? await navigator.mediaDevices.enumerateDevices() : [];
-    } catch (err) {
-      console.warn('[parley] enumerateDevices', err);
-    }
-    const chosen = prefs.devices;
-    let unnamed = false;
-    for (const [kind, select] of Object.entries(this.selects)) {
-      const list = devices.filter((d) => d.kind === kind && d.deviceId && d.deviceId !== 'default');
-      select.replaceChildren(
-        option('', 'System default'),
-        ...list.map((d, i) => option(d.deviceId, d.label || `${KINDS[kind].noun} ${i + 1}`)),
-      );
-      select.value = list.some((d) => d.deviceId === chosen[kind]) ? chosen[kind] : '';
-      select.dataset.value = select.value;
-      if (devices.some((d) => d.kind === kind && !d.label)) unnamed = true;
-    }
-    this.note.hidden = !unnamed;
+    this.note.hidden = !(await fillDeviceSelects(this.selects));
   }
 
   async choose(kind, deviceId) {

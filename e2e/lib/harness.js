@@ -98,11 +98,12 @@ export function resetAdminToken(dataDir) {
  * HTTP answers. With `adminToken`, the data dir gets an admin token first (`server.adminToken`).
  * @returns {Promise<{url: string, ports: object, logs: () => string, stop: () => Promise<void>, adminToken?: string}>}
  */
-export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = null, adminToken = false } = {}) {
+export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = null, adminToken = false, dataDir: keptDir = null } = {}) {
   if (!fs.existsSync(BIN)) {
     throw new Error(`no server binary at ${BIN}: build it first with \`cargo build --release -p parley\``);
   }
-  const dataDir = tempDir('parley-e2e-data-');
+  // A server started again on a kept data dir (`stop({ keepData: true })`) finds what the last one stored.
+  const dataDir = keptDir || tempDir('parley-e2e-data-');
   let token;
   if (adminToken) {
     try {
@@ -152,7 +153,7 @@ export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = 
   process.on('exit', killOnExit);
 
   const url = `http://127.0.0.1:${ports.http}`;
-  const stop = async () => {
+  const stop = async ({ keepData = false } = {}) => {
     process.off('exit', killOnExit);
     if (!exited) {
       child.kill('SIGTERM');
@@ -160,7 +161,7 @@ export async function startServer({ extraArgs = [], timeoutMs = 20_000, ports = 
       await exitPromise;
       clearTimeout(t);
     }
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    if (!keepData) fs.rmSync(dataDir, { recursive: true, force: true });
   };
   const logs = () => lines.join('\n');
 
@@ -261,11 +262,12 @@ export async function openClient(browser, url, name, { viewport = { width: 1280,
 }
 
 /**
- * Opens another page of the web client (e.g. /status, /viewer/<room>) in a fresh context. `initScript`
- * runs in the page before its own scripts (e.g. to watch getUserMedia).
+ * Opens another page of the web client (e.g. /status, /viewer/<room>, /r/<room>) in a fresh context.
+ * `initScript` runs in the page before its own scripts (e.g. to watch getUserMedia); `permissions` are
+ * granted to the context (e.g. `['microphone', 'camera']` for a room link).
  */
-export async function openPage(browser, url, pathname, { label = pathname, viewport = { width: 1280, height: 720 }, pages = [], initScript = null } = {}) {
-  const context = await browser.newContext({ viewport });
+export async function openPage(browser, url, pathname, { label = pathname, viewport = { width: 1280, height: 720 }, pages = [], initScript = null, permissions = [] } = {}) {
+  const context = await browser.newContext({ viewport, permissions });
   const page = await context.newPage();
   if (initScript) await page.addInitScript(initScript);
   page.logs = [];
@@ -335,18 +337,50 @@ export async function createRoom(page, room) {
   await page.locator('[data-testid="create-room-submit"]').click();
 }
 
-/** Clicks Join on `room` in the lobby and returns the click time (ms, Date.now()). */
+/**
+ * Clicks Join on `room` in the lobby, then Join on the pre-join check that opens (its choices as they are)
+ * and returns the time of that second click (ms, Date.now()): when the join is sent.
+ */
 export async function clickJoin(page, room) {
   const btn = roomItem(page, room).locator('[data-testid="join-room"]');
   await btn.waitFor({ state: 'visible' });
   await waitFor(() => btn.isEnabled(), { what: `Join ${room} enabled` });
-  const t0 = Date.now();
   await btn.click();
+  return passPrejoin(page, room);
+}
+
+/**
+ * Waits for the pre-join check (of `room`, when given) and clicks its Join; returns the click time. The
+ * check's own tests drive it themselves.
+ */
+export async function passPrejoin(page, room = null, timeout = 10_000) {
+  const join = page.locator('[data-testid="prejoin-join"]');
+  await waitFor(() => page.evaluate((r) => {
+    const p = window.parley && window.parley.prejoin;
+    return !!p && p.open && (r == null || p.room === r) && !document.querySelector('[data-testid="prejoin-join"]').disabled;
+  }, room), { timeout, what: `the pre-join check${room ? ` of ${room}` : ''} ready` });
+  const t0 = Date.now();
+  await join.click();
   return t0;
 }
 
+/**
+ * Waits until the page is in `room` with a peer connection and returns its participant id. A pre-join
+ * check on the way (after createRoom, a room or invite link) is passed with its choices as they are.
+ */
 export async function waitInRoom(page, room, timeout = 10_000) {
-  await waitFor(() => page.evaluate((r) => window.parley.room === r && window.parley.pc !== null, room), {
+  await waitFor(async () => {
+    const s = await page.evaluate((r) => {
+      const p = window.parley;
+      if (!p) return 'loading';
+      if (p.room === r && p.pc !== null) return 'in';
+      const c = p.prejoin;
+      const join = document.querySelector('[data-testid="prejoin-join"]');
+      return c && c.open && c.room === r && join && !join.disabled && !document.querySelector('dialog[open]') ? 'prejoin' : 'waiting';
+    }, room);
+    if (s === 'prejoin') await page.locator('[data-testid="prejoin-join"]').click({ timeout: 2000 }).catch(() => {});
+    return s === 'in';
+  }, {
     timeout,
     what: `in room ${room} with a peer connection`,
   });
@@ -454,6 +488,14 @@ export async function setup(t, { serverArgs = [], audioFile, adminToken = false 
     async startServerAgain() {
       env.server = await startServer({ ports: server.ports, extraArgs: serverArgs, adminToken });
       env.adminToken = env.server.adminToken;
+      return env.server;
+    },
+    /** Stops the server and starts it again on the same ports and data dir (its rooms and chat stay). */
+    async restartServer({ downMs = 0 } = {}) {
+      const dataDir = env.server.dataDir;
+      await env.server.stop({ keepData: true });
+      if (downMs) await sleep(downMs);
+      env.server = await startServer({ ports: server.ports, extraArgs: serverArgs, dataDir });
       return env.server;
     },
     report() {

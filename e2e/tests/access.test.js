@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { clickJoin, createRoom, roomItem, setup, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+import { clickJoin, createRoom, passPrejoin, roomItem, setup, waitFor, waitInRoom, withReport } from '../lib/harness.js';
 import { describeInvite, inviteLink, linkFromLocation, roomLink } from '../../web/access.js';
 
 const CAMERA_OFF = { mic_muted: false, deafened: false, camera_off: true }; // spares the CPU
@@ -145,6 +145,7 @@ test('access: password room, kick from the tile menu, private room by invite lin
 
       // The link was for one person: B opening it is refused and lands in the lobby at /.
       await b.goto(link);
+      await passPrejoin(b, 'hideout'); // the check comes first; the server refuses the spent invite on Join
       await b.locator('[role="alert"][data-code="invalid_invite"]').waitFor({ state: 'visible', timeout: 10_000 });
       await b.locator('[data-testid="create-room-input"]').waitFor({ state: 'visible' });
       assert.equal(await b.evaluate(() => window.parley.room), null);

@@ -1,8 +1,10 @@
 // Lobby and room-switching behaviour: server errors reach the UI, one room at a time, remembered name.
+// Room links (web/roomlink.js): /r/<room> lands in the room, "Copy link", the "Invite others" card.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { clickJoin, createRoom, roomItem, setup, waitFor, waitInRoom, withReport } from '../lib/harness.js';
+import { modulesOfPath, qrMatrix } from '../../web/roomlink.js';
 
 test('joining a second room while in one shows already_in_room and offers to leave', { timeout: 60_000 }, async (t) => {
   const env = await setup(t);
@@ -99,5 +101,85 @@ test('lobby: server errors for create, live counts, remembered name and room', {
     const nameAtA = a.locator(`.tile[data-participant-id="${idB}"] .tile-name`);
     await waitFor(async () => (await nameAtA.textContent()) === evil, { what: 'the name shown as text at A' });
     assert.equal(await a.locator('.tile img').count(), 0, 'no element was made from the name');
+  });
+});
+
+/** Keeps what the page copies (window.__copied) instead of touching the real clipboard. */
+function spyClipboard() {
+  window.__copied = [];
+  navigator.clipboard.writeText = async (text) => {
+    window.__copied.push(String(text));
+  };
+}
+
+test('room links: /r/<room> after the name and the check, Copy link, the invite card and its QR code', { timeout: 90_000 }, async (t) => {
+  const env = await setup(t);
+  await withReport(env, async () => {
+    const CAMERA_OFF = { mic_muted: false, deafened: false, camera_off: true };
+    const a = await env.client('Ann', { state: CAMERA_OFF, initScript: spyClipboard });
+    await createRoom(a, 'meet up');
+    await waitInRoom(a, 'meet up');
+    const link = `${env.url}/r/meet%20up`;
+    assert.equal(await a.evaluate(() => location.pathname), '/r/meet%20up', 'the address shows the room');
+
+    // Alone: the card with the link and its QR code.
+    const card = a.locator('[data-testid="invite-card"]');
+    await card.waitFor({ state: 'visible' });
+    assert.equal(await a.locator('[data-testid="invite-card-link"]').inputValue(), link);
+    const qr = await a.evaluate(() => {
+      const svg = document.querySelector('[data-testid="invite-qr"] svg');
+      const box = svg.getBoundingClientRect();
+      return { text: svg.dataset.text, d: svg.querySelector('path').getAttribute('d'), width: box.width, height: box.height };
+    });
+    assert.equal(qr.text, link);
+    assert.ok(qr.width >= 80 && Math.abs(qr.width - qr.height) < 1, `a square code big enough to scan (${qr.width}×${qr.height})`);
+    const m = qrMatrix(link);
+    const dark = new Set();
+    for (let r = 0; r < m.size; r++) for (let c = 0; c < m.size; c++) if (m.dark(r, c)) dark.add(`${r},${c}`);
+    assert.deepEqual([...modulesOfPath(qr.d)].sort(), [...dark].sort(), 'the page draws the code of the link, module for module');
+
+    // The top bar's Copy link: the link on the clipboard, a toast that leaves the button visible.
+    const button = a.getByRole('button', { name: 'Copy link', exact: true });
+    await button.click();
+    await waitFor(() => a.evaluate(() => window.__copied.length === 1), { what: 'copied once' });
+    assert.deepEqual(await a.evaluate(() => window.__copied), [link]);
+    const toast = a.locator('[data-testid="toast"][data-code="room_link"]');
+    await toast.waitFor({ state: 'visible' });
+    assert.equal((await toast.locator('.toast-title').textContent()).trim(), 'Link copied');
+    const [tb, bb] = [await toast.boundingBox(), await button.boundingBox()];
+    const overlap = tb.x < bb.x + bb.width && bb.x < tb.x + tb.width && tb.y < bb.y + bb.height && bb.y < tb.y + tb.height;
+    assert.equal(overlap, false, `the toast does not cover the button (toast ${JSON.stringify(tb)}, button ${JSON.stringify(bb)})`);
+    assert.equal(await a.evaluate(() => {
+      const r = document.querySelector('[data-testid="room-link"]').getBoundingClientRect();
+      const top = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+      return !!top && !!top.closest('[data-testid="room-link"]');
+    }), true, 'the button is still the topmost thing at its place');
+    await a.locator('[data-testid="invite-card-copy"]').click();
+    await waitFor(() => a.evaluate(() => window.__copied.length === 2), { what: 'copied from the card' });
+    assert.equal(await a.evaluate(() => window.__copied[1]), link);
+
+    // Bo, new here (no name yet), opens the link: the name, then the check, then the room.
+    const b = await env.page('/r/meet%20up', { label: 'Bo', permissions: ['microphone', 'camera'] });
+    await b.locator('[data-testid="name-input"]').waitFor({ state: 'visible' });
+    assert.match(await b.locator('[data-testid="name-link"]').textContent(), /joining meet up/);
+    await b.locator('[data-testid="name-input"]').fill('Bo');
+    await b.locator('[data-testid="name-submit"]').click();
+    await b.locator('[data-testid="prejoin"]').waitFor({ state: 'visible' });
+    assert.equal((await b.locator('[data-testid="prejoin-room"]').textContent()).trim(), 'meet up');
+    await b.locator('[data-testid="prejoin-camera"]').click(); // spares the CPU
+    await b.locator('[data-testid="prejoin-join"]').click();
+    const idB = await waitInRoom(b, 'meet up');
+    assert.equal(await b.evaluate(() => location.pathname), '/r/meet%20up');
+    await a.locator(`.tile[data-participant-id="${idB}"]`).waitFor({ state: 'visible' });
+
+    // Not alone any more: no card, on either page. Bo leaves: Ann's card is back; Bo's address is /.
+    await card.waitFor({ state: 'hidden' });
+    assert.equal(await b.locator('[data-testid="invite-card"]').isVisible(), false, "no card for Bo: Ann is there");
+    await b.locator('[data-testid="leave"]').click();
+    await waitFor(() => b.evaluate(() => window.parley.room === null && location.pathname === '/'), { what: 'Bo out, at /' });
+    await card.waitFor({ state: 'visible' });
+    // Closed, the card stays away while Ann is in the room.
+    await a.locator('[data-testid="invite-card-close"]').click();
+    await card.waitFor({ state: 'hidden' });
   });
 });

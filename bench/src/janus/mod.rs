@@ -264,6 +264,7 @@ fn info(id: ParticipantId, name: &str) -> ParticipantInfo {
         role: Role::Member,
         owner: false,
         studio_role: None,
+        reconnecting: false,
     }
 }
 

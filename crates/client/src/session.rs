@@ -203,6 +203,7 @@ impl Session {
                     owner_key: owner_key_for_join,
                     ..Default::default()
                 },
+                resume: None,
             },
         )
         .await?;

@@ -110,6 +110,10 @@ pub struct ParticipantInfo {
     /// Their studio role, in a room in studio mode only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub studio_role: Option<StudioRole>,
+    /// Their connection dropped: the server keeps their place for a few seconds while their client
+    /// comes back (`join` with `resume`); they leave if it does not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reconnecting: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -667,6 +671,10 @@ pub enum ClientMessage {
         role: Role,
         #[serde(default, flatten)]
         credentials: Credentials,
+        /// The `resume_token` of an earlier `joined` in this room: come back as that participant (same
+        /// id, name and roles) if the server still keeps their place.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
     },
     /// Leave the current room; answered by `left`.
     Leave {
@@ -992,6 +1000,14 @@ pub enum ServerMessage {
         /// Your studio role, in a room in studio mode.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         studio_role: Option<StudioRole>,
+        /// Send it as `join`'s `resume` after a dropped connection to come back as the same
+        /// participant (each `joined` gives a new one; it is good while you are in the room and for
+        /// a few seconds after your connection drops).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+        /// This join came back as the participant the `resume` token named (its place was kept).
+        #[serde(default, skip_serializing_if = "is_false")]
+        resumed: bool,
     },
     /// The dominant speaker changed (`null`: nobody, e.g. they muted).
     ActiveSpeaker {
@@ -1359,6 +1375,9 @@ impl ServerMessage {
 
 impl ClientMessage {
     /// Parses one client message, turning every failure into the error the client should get.
+    // The error is a whole `ServerMessage` (its largest variant, `joined`, is ~150 bytes): a refused
+    // message is rare and sent at once, so boxing it would buy nothing but an indirection.
+    #[allow(clippy::result_large_err)]
     pub fn parse(text: &str) -> Result<ClientMessage, ServerMessage> {
         if text.len() > MAX_MESSAGE_BYTES {
             // The id still comes back, so the request does not hang (unknown fields are skipped).
@@ -1539,6 +1558,7 @@ mod tests {
                 state: MediaState::default(),
                 role: Role::Member,
                 credentials: Credentials::default(),
+                resume: None,
             }
         );
     }

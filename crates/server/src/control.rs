@@ -25,6 +25,7 @@ use crate::store::{StoreWrite, StoredInvite, StoredRoom};
 mod access;
 mod limits;
 mod recording;
+mod resume;
 mod studio;
 
 pub use access::{AfterPassword, PasswordJob, PasswordResult, PasswordWork, PendingJoin};
@@ -136,6 +137,13 @@ pub enum Output {
     Recorder(RecorderCommand),
     /// For the take store (blocking work: done elsewhere, reported with [`Control::take_created`]).
     Takes(TakeRequest),
+    /// The connection `socket` is now `participant`'s (it came back with a resume token): what is
+    /// sent to `participant` goes to it, and what it sends comes from `participant`. A connection
+    /// `participant` had before is closed and ignored from now on.
+    Rebind {
+        socket: SessionId,
+        participant: SessionId,
+    },
 }
 
 /// What the control plane does once a write is durable.
@@ -327,6 +335,11 @@ pub struct Control {
     finishing: HashMap<i64, parley_proto::RecordingInfo>,
     next_recording: i64,
     download_key: Option<[u8; 32]>,
+    /// Participants whose connection dropped, kept in their rooms for a while.
+    held: HashMap<SessionId, resume::Held>,
+    /// Resume tokens (hashes) → their participant, and back.
+    resume_tokens: HashMap<TokenHash, SessionId>,
+    resume_of: HashMap<SessionId, TokenHash>,
 }
 
 impl Control {
@@ -345,6 +358,9 @@ impl Control {
             finishing: HashMap::new(),
             next_recording: 1,
             download_key: None,
+            held: HashMap::new(),
+            resume_tokens: HashMap::new(),
+            resume_of: HashMap::new(),
             worker_load: vec![0; config.workers.max(1)],
             config,
             sessions: BTreeSet::new(),
@@ -498,12 +514,26 @@ impl Control {
         );
     }
 
-    /// The signalling connection closed (or was closed): the participant leaves its room.
+    /// The client closed its signalling connection (a close frame: the tab closed), or stopped
+    /// reading: the participant leaves its room.
     pub fn disconnect(&mut self, session: SessionId) {
+        self.end_connection(session, false);
+    }
+
+    /// The signalling connection broke (no close frame: the network dropped, the client went
+    /// silent): a member of a room keeps their place for a few seconds, since their client may come
+    /// back (`resume.rs`).
+    pub fn connection_lost(&mut self, session: SessionId) {
+        self.end_connection(session, true);
+    }
+
+    fn end_connection(&mut self, session: SessionId, keep_place: bool) {
         if !self.sessions.remove(&session) {
             return;
         }
-        self.leave_room(session, true);
+        if !(keep_place && self.hold(session)) {
+            self.leave_room(session, true);
+        }
         self.chat_buckets.remove(&session);
         let addr = self.session_info.remove(&session).and_then(|i| i.addr);
         self.pending_joins.remove(&session);
@@ -550,19 +580,27 @@ impl Control {
                 state,
                 role,
                 credentials,
+                resume,
                 ..
-            } => self.join(
-                session,
-                PendingJoin {
-                    id,
-                    room,
-                    name,
-                    state,
-                    role,
-                },
-                credentials,
-                now,
-            ),
+            } => {
+                if let Some(token) = resume {
+                    if self.resume_join(session, id, &room, &token, state) {
+                        return;
+                    }
+                }
+                self.join(
+                    session,
+                    PendingJoin {
+                        id,
+                        room,
+                        name,
+                        state,
+                        role,
+                    },
+                    credentials,
+                    now,
+                )
+            }
             ClientMessage::Leave { .. } => match self.leave_room(session, true) {
                 Some(room) => self.send(session, ServerMessage::Left { id, room }),
                 None => self.refuse(session, id, not_in_room()),
@@ -891,7 +929,56 @@ impl Control {
                 name: me.name.clone(),
             }));
         }
-        let placement = match self.placements.get(&room_name) {
+        let worker = self.add_media_peer(session, &room_name, role == Role::Viewer, state);
+        tracing::info!(room = %room_name, participant = session, name = %me.name, worker, "join");
+        self.outputs.push(Output::Send {
+            sessions: others.iter().map(|o| o.id).collect(),
+            message: ServerMessage::ParticipantJoined {
+                participant: me.clone(),
+            },
+        });
+        let active_speaker = self.speakers.get(&room_name).copied();
+        let counted = me.role == Role::Member;
+        let resume_token = self.new_resume_token(session);
+        self.send(
+            session,
+            ServerMessage::Joined {
+                id,
+                room: room_name.clone(),
+                you: session,
+                name: me.name,
+                participants: others,
+                active_speaker,
+                owner,
+                settings,
+                recording: self.recording_now(&room_name).map(Box::new),
+                studio_role,
+                resume_token,
+                resumed: false,
+            },
+        );
+        if counted {
+            self.room_count_changed(&room_name);
+        }
+        if studio_role.is_some() {
+            if self.studio.contains_key(&room_name) {
+                self.tell_studio(&room_name, Some(session));
+            } else {
+                self.start_studio_session(&room_name, session);
+            }
+        }
+    }
+
+    /// Gives `session` a media peer in `room_name` on the room's worker (placing the room on the least
+    /// loaded one if it has none yet). Returns the worker.
+    fn add_media_peer(
+        &mut self,
+        session: SessionId,
+        room_name: &str,
+        receive_only: bool,
+        state: parley_proto::MediaState,
+    ) -> usize {
+        let placement = match self.placements.get(room_name) {
             Some(p) => *p,
             None => {
                 let placement = Placement {
@@ -899,8 +986,8 @@ impl Control {
                     worker: self.least_loaded_worker(),
                 };
                 self.next_room += 1;
-                self.placements.insert(room_name.clone(), placement);
-                self.room_names.insert(placement.id, room_name.clone());
+                self.placements.insert(room_name.to_string(), placement);
+                self.room_names.insert(placement.id, room_name.to_string());
                 placement
             }
         };
@@ -921,43 +1008,21 @@ impl Control {
                 peer,
                 room: placement.id,
                 participant: session,
-                receive_only: role == Role::Viewer,
+                receive_only,
                 mic_muted: state.mic_muted,
                 camera_off: state.camera_off,
             },
         );
-        tracing::info!(room = %room_name, participant = session, name = %me.name, worker = placement.worker, "join");
-        self.outputs.push(Output::Send {
-            sessions: others.iter().map(|o| o.id).collect(),
-            message: ServerMessage::ParticipantJoined {
-                participant: me.clone(),
-            },
-        });
-        let active_speaker = self.speakers.get(&room_name).copied();
-        let counted = me.role == Role::Member;
-        self.send(
-            session,
-            ServerMessage::Joined {
-                id,
-                room: room_name.clone(),
-                you: session,
-                name: me.name,
-                participants: others,
-                active_speaker,
-                owner,
-                settings,
-                recording: self.recording_now(&room_name).map(Box::new),
-                studio_role,
-            },
-        );
-        if counted {
-            self.room_count_changed(&room_name);
-        }
-        if studio_role.is_some() {
-            if self.studio.contains_key(&room_name) {
-                self.tell_studio(&room_name, Some(session));
-            } else {
-                self.start_studio_session(&room_name, session);
+        placement.worker
+    }
+
+    /// Takes `session`'s media peer away (its worker forgets it when `close_media`).
+    fn remove_media_peer(&mut self, session: SessionId, close_media: bool) {
+        if let Some(seat) = self.seats.remove(&session) {
+            self.peers.remove(&seat.peer);
+            self.worker_load[seat.worker] = self.worker_load[seat.worker].saturating_sub(1);
+            if close_media {
+                self.media(seat.worker, MediaCommand::RemovePeer { peer: seat.peer });
             }
         }
     }
@@ -979,13 +1044,8 @@ impl Control {
             .is_some_and(|m| m.role == Role::Member);
         let (room, remaining) = self.rooms.leave(session)?;
         self.member_access.remove(&session);
-        if let Some(seat) = self.seats.remove(&session) {
-            self.peers.remove(&seat.peer);
-            self.worker_load[seat.worker] = self.worker_load[seat.worker].saturating_sub(1);
-            if close_media {
-                self.media(seat.worker, MediaCommand::RemovePeer { peer: seat.peer });
-            }
-        }
+        self.forget_resume(session);
+        self.remove_media_peer(session, close_media);
         tracing::info!(room = %room, participant = session, "leave");
         // A wall screen alone does not keep a recording going: it ends with the last member.
         let members_left = self
@@ -1238,6 +1298,7 @@ mod tests {
                 state: MediaState::default(),
                 role,
                 credentials: Default::default(),
+                resume: None,
             },
             Instant::now(),
         );
@@ -1431,6 +1492,7 @@ mod tests {
                 state: MediaState::default(),
                 role: Role::Member,
                 credentials: Default::default(),
+                resume: None,
             },
             Instant::now(),
         );

@@ -3,7 +3,7 @@
 //! per-connection outboxes (serialized once however many receive them), commands to the worker
 //! holding the room, durable work to the store thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,9 @@ pub enum ControlInput {
     },
     Disconnect {
         session: SessionId,
+        /// The connection broke (no close frame; not for not reading): a member keeps their place in
+        /// their room a while (`control/resume.rs`).
+        keep_place: bool,
     },
     /// An error for a message the connection refused itself (unreadable, too large, too many).
     Refused {
@@ -142,6 +145,8 @@ pub struct ControlPlane {
     control: Control,
     workers: Vec<mpsc::Sender<WorkerCommand>>,
     outboxes: HashMap<SessionId, Outbox>,
+    /// Connections that came back as an earlier participant.
+    sockets: Sockets,
     store_jobs: std::sync::mpsc::Sender<StoreRequest>,
     /// For results of work done off this task.
     inputs: mpsc::Sender<ControlInput>,
@@ -170,6 +175,7 @@ impl ControlPlane {
             control,
             workers,
             outboxes: HashMap::new(),
+            sockets: Sockets::default(),
             store_jobs: spawn_store_thread(store, inputs.clone())?,
             inputs,
             dropped_levels: 0,
@@ -202,18 +208,34 @@ impl ControlPlane {
                 outbox,
                 addr,
             } => {
+                self.sockets.opened(session);
                 self.outboxes.insert(session, outbox);
                 self.control.connect_from(session, addr);
             }
             ControlInput::Message { session, message } => {
-                self.control
-                    .handle_message(session, message, Instant::now())
+                if let Some(participant) = self.sockets.participant(session) {
+                    self.control
+                        .handle_message(participant, message, Instant::now())
+                }
             }
-            ControlInput::Disconnect { session } => {
-                self.control.disconnect(session);
-                self.outboxes.remove(&session);
+            ControlInput::Disconnect {
+                session,
+                keep_place,
+            } => {
+                if let Some(participant) = self.sockets.closed(session) {
+                    if keep_place {
+                        self.control.connection_lost(participant);
+                    } else {
+                        self.control.disconnect(participant);
+                    }
+                    self.outboxes.remove(&participant);
+                }
             }
-            ControlInput::Refused { session, message } => self.control.reply(session, message),
+            ControlInput::Refused { session, message } => {
+                if let Some(participant) = self.sockets.participant(session) {
+                    self.control.reply(participant, message)
+                }
+            }
             ControlInput::Media(event) => self.control.media_event(event),
             ControlInput::Written {
                 session,
@@ -336,6 +358,18 @@ impl ControlPlane {
                         }
                     }
                     Output::Password(job) => self.password_work(job),
+                    Output::Rebind {
+                        socket,
+                        participant,
+                    } => {
+                        if let Some(mut old) = self.outboxes.remove(&participant) {
+                            old.close("you joined again from another connection".into());
+                        }
+                        if let Some(outbox) = self.outboxes.remove(&socket) {
+                            self.outboxes.insert(participant, outbox);
+                        }
+                        self.sockets.rebind(socket, participant);
+                    }
                     Output::Recorder(command) => {
                         if self.recorder.send(command).is_err() {
                             tracing::error!("the recorder thread is gone");
@@ -642,4 +676,105 @@ fn spawn_store_thread(
         })
         .context("starting the store thread")?;
     Ok(jobs)
+}
+
+/// Which participant each connection speaks for. A connection is its own participant (same id)
+/// until it comes back as an earlier one ([`Output::Rebind`]); the connection that spoke for that
+/// participant before, if still open, is then stale: what it sends is ignored, and its close is not
+/// theirs.
+#[derive(Debug, Default)]
+struct Sockets {
+    open: HashSet<SessionId>,
+    stale: HashSet<SessionId>,
+    /// Connection → the participant it was rebound to.
+    participant_of: HashMap<SessionId, SessionId>,
+    /// Participant → the connection that now speaks for them (only for rebound participants).
+    connection_of: HashMap<SessionId, SessionId>,
+}
+
+impl Sockets {
+    fn opened(&mut self, socket: SessionId) {
+        self.open.insert(socket);
+    }
+
+    /// The participant connection `socket` speaks for; `None`: a stale connection.
+    fn participant(&self, socket: SessionId) -> Option<SessionId> {
+        if self.stale.contains(&socket) {
+            return None;
+        }
+        Some(self.participant_of.get(&socket).copied().unwrap_or(socket))
+    }
+
+    fn rebind(&mut self, socket: SessionId, participant: SessionId) {
+        let previous = self
+            .connection_of
+            .insert(participant, socket)
+            .unwrap_or(participant);
+        if previous != socket {
+            self.participant_of.remove(&previous);
+            if self.open.contains(&previous) {
+                self.stale.insert(previous);
+            }
+        }
+        self.participant_of.insert(socket, participant);
+    }
+
+    /// `socket` closed: the participant that loses its connection, if any.
+    fn closed(&mut self, socket: SessionId) -> Option<SessionId> {
+        self.open.remove(&socket);
+        if self.stale.remove(&socket) {
+            return None;
+        }
+        let participant = self.participant_of.remove(&socket).unwrap_or(socket);
+        if self.connection_of.get(&participant) == Some(&socket) {
+            self.connection_of.remove(&participant);
+        }
+        Some(participant)
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.open.is_empty()
+            && self.stale.is_empty()
+            && self.participant_of.is_empty()
+            && self.connection_of.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::Sockets;
+
+    #[test]
+    fn a_rebound_connection_speaks_for_its_participant_and_the_old_one_for_nobody() {
+        let mut s = Sockets::default();
+        for socket in [1, 2, 3] {
+            s.opened(socket);
+        }
+        assert_eq!(s.participant(1), Some(1));
+        // Connection 2 comes back as participant 1 while 1's own connection is still open.
+        s.rebind(2, 1);
+        assert_eq!(s.participant(2), Some(1));
+        assert_eq!(s.participant(1), None, "the old connection is stale");
+        assert_eq!(s.closed(1), None, "its close is not the participant's");
+        assert_eq!(s.participant(2), Some(1));
+        // Connection 3 comes back as 1 in turn: 2 is stale now.
+        s.rebind(3, 1);
+        assert_eq!(s.participant(2), None);
+        assert_eq!(s.closed(2), None);
+        assert_eq!(s.closed(3), Some(1));
+        assert!(s.is_empty(), "nothing kept: {s:?}");
+    }
+
+    #[test]
+    fn coming_back_after_the_old_connection_closed_keeps_nothing_stale() {
+        let mut s = Sockets::default();
+        s.opened(1);
+        assert_eq!(s.closed(1), Some(1));
+        s.opened(5);
+        s.rebind(5, 1);
+        assert_eq!(s.participant(5), Some(1));
+        assert_eq!(s.closed(5), Some(1));
+        assert!(s.is_empty(), "nothing kept: {s:?}");
+    }
 }

@@ -172,6 +172,19 @@ impl Rooms {
         Some(member.clone())
     }
 
+    /// Marks `id` as reconnecting (its connection dropped; its place is kept) or back.
+    pub fn set_reconnecting(&mut self, id: ParticipantId, on: bool) -> Option<ParticipantInfo> {
+        let name = self.located.get(&id)?;
+        let member = self
+            .rooms
+            .get_mut(name)?
+            .members
+            .iter_mut()
+            .find(|m| m.id == id)?;
+        member.reconnecting = on;
+        Some(member.clone())
+    }
+
     /// The room is stored: it is listed and can be joined.
     pub fn confirm(&mut self, name: &str) -> Option<RoomSummary> {
         self.rooms.get_mut(name)?.pending = false;
@@ -299,6 +312,7 @@ impl Rooms {
             role,
             owner,
             studio_role: None,
+            reconnecting: false,
         };
         room.members.push(info.clone());
         self.located.insert(id, room_name.to_string());

@@ -69,6 +69,10 @@ pub async fn upgrade(
 fn violation(error: axum::Error) -> Option<CloseFrame> {
     let error = error.into_inner();
     let (code, reason) = match error.downcast_ref::<tungstenite::Error>()? {
+        // The connection went without a close frame: a broken network, not a broken client.
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => return None,
         tungstenite::Error::Utf8(_) => (CLOSE_INVALID_DATA, "text frame is not UTF-8".to_string()),
         tungstenite::Error::Capacity(e) => (CLOSE_TOO_BIG, e.to_string()),
         tungstenite::Error::Protocol(e) => (CLOSE_PROTOCOL_ERROR, e.to_string()),
@@ -116,6 +120,9 @@ async fn serve(
     // sends is read and thrown away until the writer is done, because closing a socket with unread
     // data resets it, and the reset would destroy the close frame on its way.
     let mut dropped = false;
+    // Its place in a room is kept a while if the connection breaks (the network went, silence); not
+    // after a close frame (it meant to go) or when it stopped reading.
+    let mut keep_place = true;
     let mut check = tokio::time::interval(PING_INTERVAL);
     let mut last_heard = Instant::now();
     let mut tokens = RATE_BURST;
@@ -133,6 +140,7 @@ async fn serve(
                         if let Some(close) = violation(e) {
                             tracing::info!(session, code = close.code, "protocol violation: {}", close.reason);
                             state.signalling_errors.fetch_add(1, Ordering::Relaxed);
+                            keep_place = false;
                             closing = dropped || end_tx.take().is_some_and(|tx| tx.send(close).is_ok());
                         }
                         break;
@@ -154,7 +162,10 @@ async fn serve(
                         if state.control.send(refuse(error)).await.is_err() { break }
                         continue;
                     }
-                    Message::Close(_) => break,
+                    Message::Close(_) => {
+                        keep_place = false;
+                        break;
+                    }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
                 let elapsed = refilled.elapsed().as_secs_f64();
@@ -190,7 +201,7 @@ async fn serve(
             Some(()) = stalled_rx.recv(), if !dropped => {
                 tracing::info!(session, "connection not reading, dropping it");
                 dropped = true;
-                let _ = state.control.send(ControlInput::Disconnect { session }).await;
+                let _ = state.control.send(ControlInput::Disconnect { session, keep_place: false }).await;
             }
             // The writer ends when the server closes the connection or the socket fails.
             _ = &mut writer => {
@@ -206,7 +217,10 @@ async fn serve(
     if !dropped {
         let _ = state
             .control
-            .send(ControlInput::Disconnect { session })
+            .send(ControlInput::Disconnect {
+                session,
+                keep_place,
+            })
             .await;
     }
     // A closing writer is bounded by CLOSE_GRACE and holds no outbox: let it deliver the close frame.

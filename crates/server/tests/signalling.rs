@@ -395,3 +395,89 @@ async fn a_valid_offer_is_answered_with_its_id() {
         .expect("the answer fits the offer");
     still_works(&mut ws).await;
 }
+
+/// A connection that breaks (no close frame) keeps its participant's place: the others see them
+/// reconnecting, not leaving, and a new connection with the resume token comes back as the same
+/// participant. A closed connection (close frame) leaves at once.
+#[tokio::test]
+async fn a_broken_connection_comes_back_with_its_resume_token() {
+    let server = start(&[]);
+    let mut a = connect(&server).await;
+    send(
+        &mut a,
+        json!({"type": "join", "id": 1, "room": "General", "name": "A"}),
+    )
+    .await;
+    let me_a = next_of(&mut a, "joined").await["you"].clone();
+    let mut b = connect(&server).await;
+    send(
+        &mut b,
+        json!({"type": "join", "id": 1, "room": "General", "name": "B"}),
+    )
+    .await;
+    let joined_b = next_of(&mut b, "joined").await;
+    let me_b = joined_b["you"].clone();
+    let token = joined_b["resume_token"]
+        .as_str()
+        .expect("a resume token")
+        .to_string();
+    assert!(token.len() >= 16, "{token}");
+
+    assert_eq!(
+        next_of(&mut a, "participant_joined").await["participant"]["id"],
+        me_b
+    );
+
+    // B's connection breaks: the socket goes without a close frame. A sees B reconnecting (and no
+    // leave: `next_of` fails on anything else).
+    drop(b);
+    let upd = next_of(&mut a, "participant_updated").await;
+    assert_eq!(upd["participant"]["id"], me_b);
+    assert_eq!(upd["participant"]["reconnecting"], true);
+
+    // B comes back on a new connection, muted now.
+    let mut b = connect(&server).await;
+    send(
+        &mut b,
+        json!({"type": "join", "id": 2, "room": "General", "name": "B", "resume": token,
+               "state": {"mic_muted": true}}),
+    )
+    .await;
+    let back = next_of(&mut b, "joined").await;
+    assert_eq!(back["you"], me_b, "the same participant");
+    assert_eq!(back["resumed"], true);
+    assert_eq!(back["participants"][0]["id"], me_a);
+    let new_token = back["resume_token"].as_str().unwrap().to_string();
+    assert_ne!(new_token, token);
+    let upd = next_of(&mut a, "participant_updated").await;
+    assert_eq!(upd["participant"]["id"], me_b);
+    assert!(upd["participant"].get("reconnecting").is_none(), "{upd}");
+    assert_eq!(upd["participant"]["mic_muted"], true);
+    // The new connection speaks for B: a chat from it is B's.
+    send(
+        &mut b,
+        json!({"type": "chat_send", "id": 3, "text": "back"}),
+    )
+    .await;
+    let chat = next_of(&mut a, "chat").await;
+    assert_eq!(chat["message"]["author_id"], me_b);
+
+    // A made-up token joins anew; a socket closed with a close frame leaves at once.
+    let newcomer = {
+        let mut a2 = connect(&server).await;
+        send(
+            &mut a2,
+            json!({"type": "join", "id": 1, "room": "General", "name": "A", "resume": "made-up"}),
+        )
+        .await;
+        let j = next_of(&mut a2, "joined").await;
+        assert_ne!(j["you"], me_a, "a made-up token joins anew");
+        assert!(j.get("resumed").is_none());
+        a2.close(None).await.unwrap();
+        j["you"].clone()
+    };
+    assert_eq!(
+        until(&mut b, "participant_left").await["participant_id"],
+        newcomer
+    );
+}

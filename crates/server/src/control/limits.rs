@@ -181,6 +181,7 @@ impl Control {
 
     /// Time passes: idle rooms expire, old chat goes, stale per-address state is dropped.
     pub fn tick(&mut self) {
+        self.expire_held();
         if self.limits.room_idle_expiry_s > 0 {
             let cutoff = self
                 .unix_ms

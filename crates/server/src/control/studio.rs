@@ -1160,6 +1160,7 @@ mod tests {
                     state: MediaState::default(),
                     role,
                     credentials,
+                    resume: None,
                 },
             );
             assert!(
@@ -1593,6 +1594,7 @@ mod tests {
             state: MediaState::default(),
             role: Role::Member,
             credentials: Credentials::default(),
+            resume: None,
         };
         let told = s.ask(4, join).into_iter().find_map(|m| match m {
             ServerMessage::Studio { state, .. } => Some(state.segments.clone()),
@@ -1666,6 +1668,7 @@ mod tests {
                     invite: Some(String::from_utf8(edited).unwrap()),
                     ..Default::default()
                 },
+                resume: None,
             },
         );
         assert_eq!(refused(&replies), Some(ErrorCode::InvalidInvite));

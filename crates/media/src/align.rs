@@ -213,10 +213,11 @@ pub const WINDOW_STEP_MS: u32 = 2_000;
 pub const AGREE_MS: f64 = 3.0;
 
 /// [`find_lag`] over stretches of [`WINDOW_MS`] (every [`WINDOW_STEP_MS`]) rather than the whole:
-/// the median of the trusted stretches' lags, where most trusted stretches agree with it. A pause in
-/// the playing, a glitch in one recording (a dropped buffer shifts what follows it) or a noisy
-/// passage then costs its stretches, not the whole match. `score` is the agreeing stretches' median
-/// correlation and `runner_up` the worst margin among them. Shorter than one stretch: [`find_lag`].
+/// the median lag of the largest group of trusted stretches that agree (within [`AGREE_MS`]). A pause
+/// in the playing, a glitch in one recording (a dropped buffer shifts what follows it) or a noisy
+/// passage then costs its stretches, not the whole match. `score` is the group's median correlation
+/// and `runner_up` the worst margin in it. `None` only when no stretch is trusted. Shorter than one
+/// stretch: [`find_lag`].
 pub fn find_lag_in_windows(reference: &[f32], other: &[f32], max_lag_ms: u32) -> Option<Lag> {
     let per_ms = f64::from(BLOCKS_PER_SECOND) / 1000.0;
     let margin = (f64::from(max_lag_ms) * per_ms) as usize;
@@ -235,19 +236,20 @@ pub fn find_lag_in_windows(reference: &[f32], other: &[f32], max_lag_ms: u32) ->
         }
         first += step;
     }
-    if lags.is_empty() {
-        return None;
-    }
-    let mut ms: Vec<f64> = lags.iter().map(|l| l.ms).collect();
-    ms.sort_by(f64::total_cmp);
-    let median = ms[ms.len() / 2];
+    // The largest group of stretches that agree (within AGREE_MS of one of them), the higher total
+    // correlation breaking a tie: a recording that lost a few ms of input part-way (a glitch under
+    // load) fits one shift before and another after it; the shift that fits most of it wins.
     let agreeing: Vec<&Lag> = lags
         .iter()
-        .filter(|l| (l.ms - median).abs() <= AGREE_MS)
-        .collect();
-    if agreeing.len() * 2 <= lags.len() {
-        return None;
-    }
+        .map(|centre| {
+            lags.iter()
+                .filter(|l| (l.ms - centre.ms).abs() <= AGREE_MS)
+                .collect::<Vec<&Lag>>()
+        })
+        .max_by(|a, b| {
+            let total = |g: &[&Lag]| g.iter().map(|l| l.score).sum::<f64>();
+            a.len().cmp(&b.len()).then(total(a).total_cmp(&total(b)))
+        })?;
     let mut at: Vec<f64> = agreeing.iter().map(|l| l.ms).collect();
     at.sort_by(f64::total_cmp);
     let mut scores: Vec<f64> = agreeing.iter().map(|l| l.score).collect();
@@ -385,6 +387,16 @@ mod tests {
         assert_eq!(
             find_lag_in_windows(&reference, &vec![0.0; other.len()], 250),
             None
+        );
+        // Lost half-way through 8 s: two stretches, one for each shift. The better-matching one is
+        // taken, not nothing.
+        let mut take = voice[shift(15.0)..shift(4_000.0)].to_vec();
+        take.extend_from_slice(&voice[shift(4_000.0) + shift(10.0)..shift(8_000.0)]);
+        let other = envelope_f32(&take, rate);
+        let lag = find_lag_in_windows(&reference[..8_000], &other, 250).expect("a lag");
+        assert!(
+            (lag.ms - 15.0).abs() < 0.6 || (lag.ms - 25.0).abs() < 0.6,
+            "{lag:?}"
         );
     }
 

@@ -141,15 +141,19 @@ impl Rooms {
         Some(members)
     }
 
-    /// Marks `id` an owner or not; returns the member as others see them now.
-    pub fn set_owner(&mut self, id: ParticipantId, owner: bool) -> Option<ParticipantInfo> {
+    /// Member `id`, wherever it is, to change.
+    fn member_mut(&mut self, id: ParticipantId) -> Option<&mut ParticipantInfo> {
         let name = self.located.get(&id)?;
-        let member = self
-            .rooms
+        self.rooms
             .get_mut(name)?
             .members
             .iter_mut()
-            .find(|m| m.id == id)?;
+            .find(|m| m.id == id)
+    }
+
+    /// Marks `id` an owner or not; returns the member as others see them now.
+    pub fn set_owner(&mut self, id: ParticipantId, owner: bool) -> Option<ParticipantInfo> {
+        let member = self.member_mut(id)?;
         member.owner = owner;
         Some(member.clone())
     }
@@ -161,26 +165,14 @@ impl Rooms {
         id: ParticipantId,
         role: Option<StudioRole>,
     ) -> Option<ParticipantInfo> {
-        let name = self.located.get(&id)?;
-        let member = self
-            .rooms
-            .get_mut(name)?
-            .members
-            .iter_mut()
-            .find(|m| m.id == id)?;
+        let member = self.member_mut(id)?;
         member.studio_role = role;
         Some(member.clone())
     }
 
     /// Marks `id` as reconnecting (its connection dropped; its place is kept) or back.
     pub fn set_reconnecting(&mut self, id: ParticipantId, on: bool) -> Option<ParticipantInfo> {
-        let name = self.located.get(&id)?;
-        let member = self
-            .rooms
-            .get_mut(name)?
-            .members
-            .iter_mut()
-            .find(|m| m.id == id)?;
+        let member = self.member_mut(id)?;
         member.reconnecting = on;
         Some(member.clone())
     }

@@ -21,6 +21,8 @@ import { RoomLinks } from './roomlink.js';
 import { MuteHint, Shortcuts, muteHintText, touchOnly } from './shortcuts.js';
 import { PushToTalk } from './ptt.js';
 import { Rejoin } from './rejoin.js';
+import { PeoplePanel, chooseLarge, saveVolume, volumeFor } from './people.js';
+import { ScreenShare } from './screenshare.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -91,6 +93,7 @@ const app = {
   joining: null, // name of the room a join is under way for
   viewMode: prefs.viewMode, // 'speaker': one person large, the others in a strip; 'grid': all the same
   featured: null, // id (string) of the person shown large in speaker view
+  pinned: null, // id (string) of the person pinned large (People panel), in either view; null: automatic
   tabRoom: prefs.tabRoom, // the room this tab was in before a reload: joined again once
   tiles: new Map(), // id (string) -> Tile, including our own
   local: null, // LocalMedia while in a room
@@ -148,6 +151,12 @@ function showNameScreen() {
 function showLobby() {
   setView('lobby');
   renderRooms();
+  // Focus moves into the new screen (unless something there already has it): the create-room field, or on
+  // a touch screen (where a focused field brings up the keyboard) the list's heading.
+  if (!$('lobby').contains(document.activeElement)) {
+    const touch = window.matchMedia && window.matchMedia('(pointer: coarse)').matches;
+    (touch ? $('lobby-title') : ui.createInput).focus({ preventScroll: true });
+  }
 }
 
 function renderMe() {
@@ -618,7 +627,7 @@ ui.createForm.addEventListener('submit', async (ev) => {
   if (access === 'password') msg.password = password;
   ui.createSubmit.disabled = true;
   try {
-    const reply = await signal.request(msg);
+    const reply = await signal.request(msg, { ownErrors: true }); // a refusal is shown by the form, once
     ui.createInput.value = '';
     ui.createPassword.value = '';
     const created = reply.room && reply.room.name ? reply.room.name : room;
@@ -626,10 +635,11 @@ ui.createForm.addEventListener('submit', async (ev) => {
     if (!app.room && !app.joining) joinRoom(created);
     else toast(`Room ${created} was created.`, { kind: 'info', timeout: 4000 });
   } catch (err) {
-    // The server's own words (a toast shows them too, like every server error).
+    // The server's own words, by the form only (no toast as well).
     ui.createError.textContent = err.message;
+    ui.createError.dataset.code = err.code || 'client';
     ui.createError.hidden = false;
-    if (!(err instanceof ServerError)) toast(err.message, { title: 'Could not create the room' });
+    ui.createInput.focus();
   } finally {
     renderCreateRule();
   }
@@ -704,15 +714,15 @@ async function joinRoom(room, creds = {}) {
   audioContext(); // created inside the click, so the browser lets it run
 
   const want = { ...app.state };
-  // The pre-join check's devices, or new ones. The devices open and the peer connection prepares its offer
-  // while the server admits us: none of the three needs the others. Tracks join the transceivers
+  // The pre-join check's devices, or new ones. The devices open and the peer connection is made while the
+  // server admits us: none of the three needs the others. Tracks join the transceivers
   // (replaceTrack) whenever the devices are ready, even after a slow permission prompt.
-  const local = checkedMedia ? checkedMedia.local : new LocalMedia(prefs.devices);
+  const local = checkedMedia ? checkedMedia.local : new LocalMedia(prefs.devices, { effect: prefs.effect });
   const media = checkedMedia ? checkedMedia.media : local.acquire({ audio: true, video: !want.camera_off });
   const call = new Call(signal, local);
-  const prepared = call.prepare();
-  prepared.catch(() => {}); // reported through sendOffer()
-  const join = { type: 'join', room, name: app.name, state: want };
+  call.prepare();
+  // The server offers first: one offer/answer sets up the call (docs/protocol.md, `join`).
+  const join = { type: 'join', room, name: app.name, state: want, server_offer: true };
   if (ownerKey) join.owner_key = ownerKey;
   if (creds.invite) join.invite = creds.invite;
   if (creds.password) join.password = creds.password;
@@ -760,6 +770,7 @@ async function joinRoom(room, creds = {}) {
   app.settings = joined.settings || null;
 
   call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
+  screens.enter(call); // the Share screen button; the others' screens as they come
   call.addEventListener('connectionstate', (ev) => {
     if (ev.detail === 'failed' && app.call === call) {
       const again = app.room;
@@ -771,7 +782,7 @@ async function joinRoom(room, creds = {}) {
       });
     }
   });
-  call.sendOffer().catch((err) => mediaError(err));
+  call.start().catch((err) => mediaError(err));
   app.mediaReady = media.then(() => {});
 
   chat.reset(app.room);
@@ -784,6 +795,8 @@ async function joinRoom(room, creds = {}) {
   studio.enter(joined);
   updateControls();
   setView('room');
+  // Focus moves into the room (not on a rejoin after a drop: the person may be typing in the chat).
+  if (!creds.rejoin) ui.micToggle.focus({ preventScroll: true });
   roomLinks.render();
   renderRooms();
   renderOwner();
@@ -808,7 +821,7 @@ async function joinRoom(room, creds = {}) {
   // Toggles made while the devices were opening have already set app.state; send what it says.
   await Promise.all([
     call.setSending('audio', app.state.mic_muted ? null : local.audioTrack),
-    call.setSending('video', app.state.camera_off ? null : local.videoTrack),
+    call.setSending('video', app.state.camera_off ? null : local.sendVideo),
   ]).catch((err) => mediaError(err));
 }
 
@@ -896,7 +909,10 @@ function teardownRoom({ keepCall = false } = {}) {
   for (const t of app.tiles.values()) t.destroy();
   app.tiles.clear();
   roster.leave();
+  screens.leave(); // our share stops; the others' screens go
   app.featured = null;
+  app.pinned = null;
+  people.clear();
   app.mediaReady = Promise.resolve();
   app.room = null;
   app.me = null;
@@ -959,6 +975,7 @@ function renderOwner() {
   // Owners delete recordings from the panel.
   if (recording.isOpen) recording.renderList();
   studio.render(); // owners switch studio mode on and off
+  people.render(); // owners' Mute and Remove in the People panel
   for (const tile of app.tiles.values()) {
     if (tile.self) tile.setInfo({ owner: app.owner });
     else setTileMenu(tile);
@@ -1098,12 +1115,55 @@ ui.roomAdminOpen.addEventListener('click', () => {
 });
 ui.adminOpen.addEventListener('click', () => adminDialog.show());
 // The room's link: the top bar's "Copy link" and, while alone, the "Invite others" card (roomlink.js).
+// Screen sharing (screenshare.js): the Share screen button, and a large tile per screen the others share.
+const screens = new ScreenShare({
+  button: $('screen-toggle'),
+  container: ui.tiles,
+  roster,
+  call: () => app.call,
+  send: (msg) => signal.request(msg),
+  onLayout: () => layoutTiles(),
+  onError: (err) => toast(err.message || String(err), { title: 'Could not share the screen', code: 'screen' }),
+});
+
 const roomLinks = new RoomLinks({
   room: () => app.room,
   alone: () => roster.members.size === 0,
   settings: () => app.settings,
   toast,
 });
+
+// The People panel (people.js): everyone with their state, a local volume and a pin per person, owners' actions.
+const people = new PeoplePanel({
+  root: $('people'),
+  button: $('people-toggle'),
+  people: () => peopleList(),
+  pinned: () => app.pinned,
+  canManage,
+  onVolume: (id, name, percent) => {
+    const v = saveVolume(name, percent);
+    const tile = app.tiles.get(id);
+    if (tile && !tile.self) tile.setVolume(v);
+  },
+  onPin: (id) => {
+    app.pinned = app.pinned === id ? null : id;
+    layoutTiles();
+    people.render();
+  },
+  onAction: (action, id) => participantAction(action, id),
+});
+
+/** Everyone in the room for the People panel, you first, then the others as the roster has them. */
+function peopleList() {
+  if (!app.room || app.me == null) return [];
+  const mine = app.tiles.get(String(app.me));
+  const out = [{ id: String(app.me), self: true, name: mine ? mine.info.name : app.name, ...app.state, owner: app.owner, studio_role: studio.on ? studio.role : null }];
+  for (const [id, p] of roster.members) {
+    const tile = app.tiles.get(id);
+    out.push({ ...p, id, self: false, studio_role: studio.on ? p.studio_role : null, volume: tile ? Math.round(tile.volume * 100) : volumeFor(p.name) });
+  }
+  return out;
+}
 
 // What the roster says about the others: tiles for members (a viewer, a wall screen, receives everything and
 // sends nothing, so it gets no tile), system lines in the chat, the lobby's count.
@@ -1116,6 +1176,7 @@ roster.addEventListener('add', (ev) => {
       tile = new Tile({ id, name: p.name });
       tile.onAutoplayBlocked = offerSoundUnlock;
       tile.setDeafened(app.state.deafened);
+      tile.setVolume(volumeFor(p.name)); // remembered per name (people.js)
       app.tiles.set(id, tile);
       ui.tiles.appendChild(tile.el);
       setTileMenu(tile);
@@ -1126,14 +1187,20 @@ roster.addEventListener('add', (ev) => {
   }
   roomLinks.render();
   renderRooms();
+  people.render();
   if (announced) chat.system(p.role === 'viewer' ? `${p.name} joined as a viewer` : `${p.name} joined`);
 });
 
 roster.addEventListener('update', (ev) => {
   const { id, participant: p } = ev.detail;
   const tile = app.tiles.get(id);
-  if (tile && !tile.self) tile.setInfo({ owner: false, ...p });
+  if (tile && !tile.self) {
+    if (p.name !== tile.info.name) tile.setVolume(volumeFor(p.name));
+    tile.setInfo({ owner: false, reconnecting: false, ...p }); // "reconnecting" is absent once they are back
+  }
   menu.update(id, p);
+  people.render();
+  layoutTiles(); // a mute or a camera change may change who is shown large
 });
 
 roster.addEventListener('remove', (ev) => {
@@ -1145,7 +1212,9 @@ roster.addEventListener('remove', (ev) => {
     app.tiles.delete(id);
   }
   if (app.call) app.call.forget(id);
+  if (app.pinned === id) app.pinned = null; // a pinned person who leaves unpins
   layoutTiles();
+  people.render();
   roomLinks.render();
   renderRooms();
   if (p) chat.system(`${p.name} left`);
@@ -1171,29 +1240,35 @@ function refreshSelfTile() {
   if (!tile) return;
   tile.setInfo(app.state);
   const local = app.local;
-  tile.setVideoTrack(local && !app.state.camera_off ? local.videoTrack : null);
+  tile.setVideoTrack(local && !app.state.camera_off ? local.sendVideo : null);
   tile.setAudioTrack(local ? local.audioTrack : null);
 }
 
 /**
- * Who is shown large in speaker view: the active speaker; while that is you (or nobody), whoever was
- * shown before, else the first of the others. Nobody in grid view or when you are alone.
+ * Who is shown large (people.js chooseLarge): the person pinned, in either view; else, in speaker view, the
+ * active speaker who is on camera or unmuted, else whoever was shown before if still so, else someone on
+ * camera, else the first of the others. Nobody in grid view (unpinned) or when you are alone.
  */
 function featuredTile() {
-  if (app.viewMode !== 'speaker') return null;
-  const other = (id) => {
-    const t = id ? app.tiles.get(id) : null;
-    return t && !t.self ? t : null;
-  };
-  const first = [...app.tiles.values()].find((t) => !t.self) || null;
-  return other(roster.activeSpeaker) || other(app.featured) || first;
+  const others = [...app.tiles.values()].filter((t) => !t.self);
+  const id = chooseLarge({
+    people: others.map((t) => ({ id: t.id, camera: !t.info.camera_off && !t.info.reconnecting, muted: !!t.info.mic_muted || !!t.info.reconnecting })),
+    pinned: app.pinned,
+    speaker: roster.activeSpeaker,
+    previous: app.featured,
+    viewMode: app.viewMode,
+  });
+  return id == null ? null : app.tiles.get(id) || null;
 }
 
 function layoutTiles() {
   const featured = featuredTile();
   app.featured = featured ? featured.id : null;
+  for (const t of app.tiles.values()) t.el.classList.toggle('pinned', t.id === app.pinned);
   ui.tiles.dataset.viewMode = app.viewMode;
-  layoutStage(ui.tiles, [...app.tiles.values()], featured);
+  // A shared screen is the large one, in either view, while it exists (screenshare.js).
+  const screen = screens.largest();
+  layoutStage(ui.tiles, [...app.tiles.values(), ...screens.tiles()], screen || featured);
 }
 
 function setViewMode(mode) {
@@ -1251,6 +1326,7 @@ function setState(change, { persist = true } = {}) {
   updateControls();
   if ('deafened' in change) for (const t of app.tiles.values()) if (!t.self) t.setDeafened(app.state.deafened);
   refreshSelfTile();
+  people.render();
   if (app.room) signal.request({ type: 'set_state', ...change }).catch(() => {});
 }
 
@@ -1340,9 +1416,8 @@ ui.cameraToggle.addEventListener('click', () =>
       if (app.call) await app.call.setSending('video', null);
       local.stopVideo(); // camera light off
     } else {
-      let track;
       try {
-        track = await local.startVideo();
+        await local.startVideo();
       } catch (err) {
         toast(deviceErrorText(err, 'camera'), { title: 'Camera unavailable', code: 'device' });
         return;
@@ -1350,7 +1425,7 @@ ui.cameraToggle.addEventListener('click', () =>
       if (app.local !== local) {
         return;
       }
-      if (app.call) await app.call.setSending('video', track);
+      if (app.call) await app.call.setSending('video', local.sendVideo); // processed when an effect is on
     }
     setState({ camera_off: off });
   }),
@@ -1389,13 +1464,15 @@ const shortcuts = new Shortcuts({
       ui.speakerToggle.click();
     } else if (action === 'chat') {
       ui.chatToggle.click();
+    } else if (action === 'people') {
+      people.toggle();
     }
   },
   escape: () => closeTopPanel(),
   talkKey: () => (ptt.on ? ptt.label : ''),
 });
 
-/** Escape: closes the room list, a tile's menu, the studio panel or the chat (one a press); false if none was open. */
+/** Escape: closes the room list, a tile's menu, the People panel, the studio panel or the chat (one a press); false if none was open. */
 function closeTopPanel() {
   if (ui.app.classList.contains('rooms-open')) {
     setRoomsOpen(false);
@@ -1403,6 +1480,10 @@ function closeTopPanel() {
   }
   if (menu.openFor != null) {
     menu.close(true);
+    return true;
+  }
+  if (people.isOpen) {
+    people.setOpen(false, { refocus: true });
     return true;
   }
   if (studio.isOpen) {
@@ -1427,7 +1508,8 @@ const chat = new ChatPanel({
   onUnread: (n) => {
     ui.chatUnread.hidden = n === 0;
     ui.chatUnread.textContent = n > 99 ? '99+' : String(n);
-    ui.chatToggle.setAttribute('aria-label', n ? `Chat, ${n} unread` : 'Chat');
+    // One accessible name ("Chat", aria-pressed says open); the count is its description.
+    ui.chatToggle.title = n ? `${n} unread` : 'Chat (C)';
   },
   onError: (err) => toast(err.message, { title: ERROR_TITLES[err.code] || 'Chat', code: err.code || 'chat' }),
   onCommand: (name) => {
@@ -1443,6 +1525,14 @@ function setChatOpen(open) {
   chat.setOpen(open);
   layoutTiles();
   if (open && window.matchMedia('(min-width: 760px)').matches) chat.focus();
+}
+
+// The call controls' height (style.css: the phone chat drawer ends above them, toasts stay above them).
+if (typeof ResizeObserver === 'function') {
+  const controls = $('controls');
+  new ResizeObserver(() => {
+    if (controls.offsetHeight) document.documentElement.style.setProperty('--controls-live-h', `${controls.offsetHeight}px`);
+  }).observe(controls);
 }
 
 ui.chatToggle.addEventListener('click', () => setChatOpen(!ui.room.classList.contains('chat-open')));
@@ -1484,6 +1574,7 @@ function setListener(on) {
   app.listener = on;
   ui.micToggle.hidden = on;
   ui.cameraToggle.hidden = on;
+  screens.setAllowed(!on);
   if (!on || !app.room) return;
   const local = app.local;
   if (app.call) {
@@ -1517,6 +1608,7 @@ function drawMeters() {
 
 const settings = new DeviceSettings({
   onChange: (kind, deviceId) => useDevice(kind, deviceId),
+  onEffect: (mode) => useCameraEffect(mode),
   onError: (err, what) => toast(deviceErrorText(err, what), { title: 'Device unavailable', code: 'device' }),
 });
 ui.settingsOpen.addEventListener('click', () => settings.show());
@@ -1532,12 +1624,30 @@ async function useDevice(kind, deviceId) {
     const track = await local.useDevice(kind, deviceId); // throws when that device cannot be opened
     if (track && app.local === local && app.call) {
       if (kind === 'audioinput' && !app.state.mic_muted) await app.call.setSending('audio', track);
-      if (kind === 'videoinput' && !app.state.camera_off) await app.call.setSending('video', track);
+      if (kind === 'videoinput' && !app.state.camera_off) await app.call.setSending('video', local.sendVideo);
       refreshSelfTile();
     }
   }
   prefs.devices = { ...prefs.devices, [kind]: deviceId };
 }
+
+// ---- Camera background effect (effects.js) -------------------------------------------------------------
+/**
+ * Turns the background effect to `mode` ('off' | 'blur' | 'replace') and remembers it. In a room with the
+ * camera on, the camera transceiver gets the processed (or again the raw) track at once (replaceTrack, no
+ * renegotiation) and the own tile shows it.
+ */
+async function useCameraEffect(mode) {
+  prefs.effect = mode;
+  const local = app.local;
+  if (!local) return;
+  await app.mediaReady;
+  if (app.local !== local) return;
+  const track = await local.setEffect(mode);
+  if (app.call && !app.state.camera_off) await app.call.setSending('video', track);
+  refreshSelfTile();
+}
+// ---- end camera background effect ----------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------------------------------------
 // Test and debugging hooks
@@ -1639,11 +1749,24 @@ window.parley = {
     const tile = app.tiles.get(String(id));
     return tile ? tile.meterShown : null;
   },
+  /** The participant pinned large (People panel), or null. */
+  get pinned() {
+    return app.pinned == null ? null : Number(app.pinned);
+  },
+  /** The local volume (percent, 0–200) of participant `id`'s audio on this page, or null. */
+  volume(id) {
+    const tile = app.tiles.get(String(id));
+    return tile && !tile.self ? Math.round(tile.volume * 100) : null;
+  },
   /** 'speaker' or 'grid'. */
   get viewMode() {
     return app.viewMode;
   },
   /** The participant shown large in speaker view, or null. */
+  /** Screen sharing as this page shows it: {sharing (ours), screens: [{id, name, live, shown}]}. */
+  get screen() {
+    return screens.snapshot();
+  },
   get featured() {
     return app.featured == null ? null : Number(app.featured);
   },

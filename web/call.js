@@ -1,12 +1,18 @@
 // One room's media session: ONE RTCPeerConnection to the SFU (docs/protocol.md, "Flow").
 //
-// The client offers once, right after `joined`, with one sendonly audio and one sendonly video
-// transceiver (a null track when the device is off or missing). From then on only the server offers
-// (whenever other participants' tracks come or go) and the client answers. Every SDP step runs on one
-// queue so server offers are handled strictly in order.
+// The server offers first (`join` with `server_offer`): its first offer, right behind `joined`, begins
+// with three recvonly m-lines for our microphone, camera and screen share, and carries everyone's tracks
+// already there, so one offer/answer sets up the whole call (the old way, a client offer and then the
+// server's, took a round trip and two SDP cycles more). We claim those three transceivers as sendonly (a
+// null track when the device is off or missing, or nothing is shared: `replaceTrack` later, never
+// renegotiate from the client). From then on the server offers whenever other participants' tracks come
+// or go and the client answers. Every SDP step runs on one queue so server offers are handled strictly in
+// order. A viewer (receive-only) still makes the one client offer: it has no tracks of its own.
 //
 // Incoming tracks are filed by publisher: `event.streams[0].id` is the participant id. Chromium reuses a
 // receiver's track when the server recycles an m-line for someone else, so a track's owner can change.
+// A publisher's screen share is the video whose `a=msid` track id (in the server's offer) ends in
+// `-screen`: filed as `screen`, their camera as `video`.
 
 const ANSWER_TIMEOUT_MS = 10_000;
 
@@ -22,10 +28,17 @@ export class Call extends EventTarget {
     this.pc = null;
     this.audioTx = null;
     this.videoTx = null;
+    this.screenTx = null;
+    /** What `setSending` asked for before the server's first offer made the transceivers. */
+    this.wanted = { audio: null, video: null, screen: null };
+    /** True while the client's own offer is the first step (a viewer); false when the server offers first. */
+    this.offersFirst = false;
+    this.msidTracks = new Map(); // mid -> a=msid track id, from the server's latest offer
     this.queue = Promise.resolve();
     this.answerWaiter = null;
+    this.firstOfferWaiter = null;
     this.closed = false;
-    /** participant id (string) -> {audio: MediaStreamTrack|null, video: MediaStreamTrack|null} */
+    /** participant id (string) -> {audio, video, screen: MediaStreamTrack|null} */
     this.remote = new Map();
     this.trackOwner = new Map(); // MediaStreamTrack -> participant id
     this.watchedStreams = new WeakSet();
@@ -33,35 +46,50 @@ export class Call extends EventTarget {
   }
 
   /**
-   * Creates the peer connection with its two sendonly transceivers (no tracks yet: `setSending` attaches
-   * them when the devices are open) and prepares the one client offer. Can run
-   * while the `join` request is still out; `sendOffer` sends it once the server has said `joined`.
+   * Creates the peer connection. Can run while the `join` request is still out. A participant then waits
+   * for the server's first offer (`handleOffer`); a viewer (`receiveOnly`) prepares its one client offer
+   * (two recvonly m-lines that only carry the transport), which `sendOffer` sends once the server has
+   * said `joined`.
    */
   prepare({ receiveOnly = false } = {}) {
     const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
-    if (receiveOnly) {
-      // A viewer publishes nothing: recvonly m-lines only carry the transport (the server's own offers
-      // add everyone's tracks), and the server publishes no tracks for them.
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-      pc.addTransceiver('video', { direction: 'recvonly' });
-    } else {
-      const stream = this.local.stream;
-      this.audioTx = pc.addTransceiver('audio', { direction: 'sendonly', streams: [stream] });
-      this.videoTx = pc.addTransceiver('video', { direction: 'sendonly', streams: [stream] });
-    }
-
     pc.addEventListener('track', (ev) => this.onTrack(ev));
     pc.addEventListener('connectionstatechange', () => {
       this.dispatchEvent(new CustomEvent('connectionstate', { detail: pc.connectionState }));
     });
+    if (!receiveOnly) return Promise.resolve();
 
+    this.offersFirst = true;
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
     return this.enqueue(async () => {
       // The offer goes without waiting for ICE gathering: the server is ICE-lite and learns our
       // address from our connectivity checks (a peer-reflexive candidate), so our candidates would
       // only add the gathering time to the join.
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
+    });
+  }
+
+  /**
+   * Starts the media session once the server has said `joined`: a viewer sends its prepared offer; a
+   * participant waits for the server's first offer (rejects when none comes in time).
+   */
+  start() {
+    if (this.offersFirst) return this.sendOffer();
+    if (this.audioTx) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.firstOfferWaiter = null;
+        if (this.closed) resolve(); // left meanwhile: nothing to report
+        else reject(new Error('The server did not offer the media connection'));
+      }, ANSWER_TIMEOUT_MS);
+      this.firstOfferWaiter = () => {
+        clearTimeout(timer);
+        this.firstOfferWaiter = null;
+        resolve();
+      };
     });
   }
 
@@ -105,7 +133,12 @@ export class Call extends EventTarget {
     return this.enqueue(async () => {
       const pc = this.pc;
       if (!pc || pc.signalingState === 'closed') return;
+      this.msidTracks = msidTracks(sdp); // read by onTrack, which setRemoteDescription fires
       await pc.setRemoteDescription({ type: 'offer', sdp });
+      if (!this.offersFirst && !this.audioTx) {
+        await this.claimOwnTransceivers();
+        if (this.firstOfferWaiter) this.firstOfferWaiter();
+      }
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
       if (this.closed) return;
@@ -113,10 +146,33 @@ export class Call extends EventTarget {
     });
   }
 
-  /** Sends `track` (or nothing, when null) on the audio or video transceiver without renegotiating. */
+  /**
+   * The first three m-lines of the server's first offer are recvonly on its side: our microphone, camera
+   * and screen share (the second video, which the server takes as the screen). They become our sendonly
+   * transceivers, with whatever `setSending` asked for meanwhile.
+   */
+  async claimOwnTransceivers() {
+    const [audio, video, screen] = this.pc.getTransceivers();
+    const ok = audio && video && screen && audio.receiver.track.kind === 'audio'
+      && video.receiver.track.kind === 'video' && screen.receiver.track.kind === 'video';
+    if (!ok) throw new Error('The server\'s first offer has no room for our microphone and camera');
+    const stream = this.local.stream;
+    for (const tx of [audio, video, screen]) {
+      tx.direction = 'sendonly';
+      tx.sender.setStreams(stream);
+    }
+    this.audioTx = audio;
+    this.videoTx = video;
+    this.screenTx = screen;
+    await Promise.all(['audio', 'video', 'screen'].map((kind) => this.setSending(kind, this.wanted[kind])));
+  }
+
+  /** Sends `track` (or nothing, when null) on the 'audio', 'video' or 'screen' transceiver without renegotiating. */
   async setSending(kind, track) {
-    const tx = kind === 'audio' ? this.audioTx : this.videoTx;
-    if (!tx || this.closed) return;
+    if (this.closed) return;
+    this.wanted[kind] = track || null;
+    const tx = kind === 'audio' ? this.audioTx : kind === 'screen' ? this.screenTx : this.videoTx;
+    if (!tx) return; // applied when the server's first offer makes the transceivers
     await tx.sender.replaceTrack(track || null);
   }
 
@@ -127,7 +183,10 @@ export class Call extends EventTarget {
       return;
     }
     const pid = String(stream.id);
-    this.assign(pid, ev.track);
+    const mid = ev.transceiver ? ev.transceiver.mid : null;
+    const trackId = mid != null ? this.msidTracks.get(mid) : undefined;
+    const slot = ev.track.kind === 'audio' ? 'audio' : trackId && trackId.endsWith('-screen') ? 'screen' : 'video';
+    this.assign(pid, ev.track, slot);
     if (!this.watchedStreams.has(stream)) {
       this.watchedStreams.add(stream);
       stream.addEventListener('removetrack', (e) => this.unassign(String(stream.id), e.track));
@@ -137,18 +196,19 @@ export class Call extends EventTarget {
   entry(pid) {
     let e = this.remote.get(pid);
     if (!e) {
-      e = { audio: null, video: null };
+      e = { audio: null, video: null, screen: null };
       this.remote.set(pid, e);
     }
     return e;
   }
 
-  assign(pid, track) {
-    const kind = track.kind === 'audio' ? 'audio' : 'video';
+  assign(pid, track, kind = track.kind === 'audio' ? 'audio' : 'video') {
     const prev = this.trackOwner.get(track);
     if (prev !== undefined && prev !== pid) this.unassign(prev, track);
     const e = this.entry(pid);
     if (e[kind] === track) return;
+    // A recycled m-line may carry this publisher's other video now: the track leaves its old place.
+    for (const k of ['audio', 'video', 'screen']) if (k !== kind && e[k] === track) e[k] = null;
     e[kind] = track;
     this.trackOwner.set(track, pid);
     if (!this.watchedTracks.has(track)) {
@@ -171,7 +231,7 @@ export class Call extends EventTarget {
     const e = this.remote.get(pid);
     if (!e) return;
     let changed = false;
-    for (const kind of ['audio', 'video']) {
+    for (const kind of ['audio', 'video', 'screen']) {
       if (e[kind] === track) {
         e[kind] = null;
         changed = true;
@@ -186,7 +246,7 @@ export class Call extends EventTarget {
     pid = String(pid);
     const e = this.remote.get(pid);
     if (!e) return;
-    for (const t of [e.audio, e.video]) if (t && this.trackOwner.get(t) === pid) this.trackOwner.delete(t);
+    for (const t of [e.audio, e.video, e.screen]) if (t && this.trackOwner.get(t) === pid) this.trackOwner.delete(t);
     this.remote.delete(pid);
   }
 
@@ -194,7 +254,7 @@ export class Call extends EventTarget {
     this.dispatchEvent(new CustomEvent('remote', { detail: { pid } }));
   }
 
-  /** The RTCRtpReceiver currently carrying `kind` from participant `pid`, if any. */
+  /** The RTCRtpReceiver currently carrying `kind` ('audio' | 'video' | 'screen') from participant `pid`, if any. */
   receiverFor(pid, kind) {
     const e = this.remote.get(String(pid));
     const track = e && e[kind];
@@ -205,7 +265,8 @@ export class Call extends EventTarget {
 
   close() {
     this.closed = true;
-    if (this.answerWaiter) this.answerWaiter = null;
+    this.answerWaiter = null;
+    this.firstOfferWaiter = null;
     if (this.pc) {
       try {
         this.pc.close();
@@ -217,4 +278,29 @@ export class Call extends EventTarget {
     this.remote.clear();
     this.trackOwner.clear();
   }
+}
+
+/** mid -> the track id of its `a=msid:<stream> <track>` line, for every m-section of `sdp` that has both. */
+export function msidTracks(sdp) {
+  const out = new Map();
+  let mid = null;
+  let track = null;
+  const flush = () => {
+    if (mid != null && track != null) out.set(mid, track);
+  };
+  for (const raw of String(sdp).split('\n')) {
+    const line = raw.replace(/\r$/, '');
+    if (line.startsWith('m=')) {
+      flush();
+      mid = null;
+      track = null;
+    } else if (line.startsWith('a=mid:')) {
+      mid = line.slice(6).trim();
+    } else if (line.startsWith('a=msid:')) {
+      const parts = line.slice(7).trim().split(/\s+/);
+      if (parts.length > 1) track = parts[1];
+    }
+  }
+  flush();
+  return out;
 }

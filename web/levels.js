@@ -23,21 +23,44 @@ export class LevelMeter {
   /** @param {MediaStream} stream a stream holding the audio track to measure */
   constructor(stream) {
     this.source = null;
+    this.gain = null;
+    this.output = false; // also played through the AudioContext (a volume above 100 %)
     this.analyser = null;
     this.buf = null;
     const ac = audioContext();
     if (!ac || stream.getAudioTracks().length === 0) return;
     try {
       this.source = ac.createMediaStreamSource(stream);
+      // A local volume (people.js) sits between the source and the analyser: what is measured is what is heard.
+      this.gain = ac.createGain();
       this.analyser = ac.createAnalyser();
       this.analyser.fftSize = 1024;
       this.analyser.smoothingTimeConstant = 0;
-      this.source.connect(this.analyser);
+      this.source.connect(this.gain);
+      this.gain.connect(this.analyser);
       this.buf = new Float32Array(this.analyser.fftSize);
     } catch (err) {
       console.warn('[parley] level meter unavailable', err);
       this.source = null;
       this.analyser = null;
+    }
+  }
+
+  /** The local volume, 0..2 (1: as received). */
+  setGain(g) {
+    if (this.gain) this.gain.gain.value = g;
+  }
+
+  /** Plays the (volume-scaled) audio through the page's AudioContext too (on) or not. */
+  setOutput(on) {
+    if (!this.gain || on === !!this.output) return;
+    const ac = audioContext();
+    try {
+      if (on) this.gain.connect(ac.destination);
+      else this.gain.disconnect(ac.destination);
+      this.output = on;
+    } catch (err) {
+      console.warn('[parley] volume output', err);
     }
   }
 
@@ -64,10 +87,13 @@ export class LevelMeter {
   close() {
     try {
       if (this.source) this.source.disconnect();
+      if (this.gain) this.gain.disconnect();
     } catch {
       // already disconnected
     }
     this.source = null;
+    this.gain = null;
+    this.output = false;
     this.analyser = null;
   }
 }

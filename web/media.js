@@ -3,7 +3,11 @@
 // track stays open while muted (disabled, so it records silence) to make unmuting instant. The chosen
 // devices (prefs.devices) are asked for exactly when the browser lists them (Chromium does not honour an
 // `ideal` audio device), else the default is used, and the remembered one is tried again once the browser
-// shows device ids (after the first permission).
+// shows device ids (after the first permission). With a background effect on (effects.js, prefs.effect) the
+// camera is processed in the page: `sendVideo` is then the processed track, the one to show and to send,
+// while `videoTrack` stays the raw camera (its device, its light).
+
+import { CameraEffect, effectMode } from './effects.js';
 
 const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 const VIDEO_CONSTRAINTS = {
@@ -52,12 +56,46 @@ async function listedDeviceIds() {
 }
 
 export class LocalMedia {
-  /** @param {{audioinput?: string, videoinput?: string}} devices the device ids to use ('' = default) */
-  constructor(devices = {}) {
+  /**
+   * @param {{audioinput?: string, videoinput?: string}} devices the device ids to use ('' = default)
+   * @param {{effect?: string}} opts the camera's background effect ('off' | 'blur' | 'replace')
+   */
+  constructor(devices = {}, { effect = 'off' } = {}) {
     this.stream = new MediaStream();
     this.audioTrack = null;
     this.videoTrack = null;
     this.devices = { audioinput: devices.audioinput || '', videoinput: devices.videoinput || '' };
+    this.effectMode = effectMode(effect);
+    this.effect = null; // the CameraEffect processing videoTrack, while both are on
+  }
+
+  /** The camera as shown and sent: the processed track while an effect is on, else the raw one (or null). */
+  get sendVideo() {
+    if (!this.videoTrack || this.videoTrack.readyState !== 'live') return null;
+    return this.effect && this.effect.track ? this.effect.track : this.videoTrack;
+  }
+
+  /**
+   * Uses background effect `mode` from now on; starts or stops the processing when the camera is open.
+   * Resolves with `sendVideo` (what the camera transceiver should carry now).
+   */
+  async setEffect(mode) {
+    this.effectMode = effectMode(mode);
+    this.applyEffect();
+    return this.sendVideo;
+  }
+
+  /** Matches the processing to the effect mode and the camera: running exactly when both are on. */
+  applyEffect() {
+    const camera = this.videoTrack && this.videoTrack.readyState === 'live' ? this.videoTrack : null;
+    if (this.effectMode === 'off' || !camera) {
+      if (this.effect) this.effect.stop();
+      this.effect = null;
+      return;
+    }
+    if (!this.effect) this.effect = new CameraEffect(this.effectMode);
+    this.effect.setMode(this.effectMode);
+    if (this.effect.input !== camera) this.effect.start(camera);
   }
 
   /**
@@ -101,7 +139,8 @@ export class LocalMedia {
       if (this.audioTrack) this.dropTrack(this.audioTrack);
       this.audioTrack = track;
     } else {
-      if (this.videoTrack) this.dropTrack(this.videoTrack);
+      // A camera switch: the effect moves to the new track (applyEffect below), keeping its output track.
+      if (this.videoTrack) this.dropTrack(this.videoTrack, { switching: true });
       this.videoTrack = track;
     }
     this.stream.addTrack(track);
@@ -110,14 +149,17 @@ export class LocalMedia {
       if (this.audioTrack === track) this.audioTrack = null;
       if (this.videoTrack === track) this.videoTrack = null;
       this.stream.removeTrack(track);
+      if (track.kind === 'video') this.applyEffect();
     });
+    if (track.kind === 'video') this.applyEffect();
   }
 
-  dropTrack(track) {
+  dropTrack(track, { switching = false } = {}) {
     track.stop();
     this.stream.removeTrack(track);
     if (this.audioTrack === track) this.audioTrack = null;
     if (this.videoTrack === track) this.videoTrack = null;
+    if (track.kind === 'video' && !switching) this.applyEffect();
   }
 
   /** The remembered device of `kind` when the browser lists it, else '' (the default). */
@@ -191,5 +233,6 @@ export class LocalMedia {
     this.stream = new MediaStream();
     this.audioTrack = null;
     this.videoTrack = null;
+    this.applyEffect(); // the processing and its track end with the camera
   }
 }

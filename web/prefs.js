@@ -1,8 +1,8 @@
 // What the browser remembers between visits: the display name, the last room, the owner keys of rooms
 // (parley.ownerKeys: room -> key, from room_created and owner_key), the mic / speaker /
-// camera switches and devices, and the view mode. localStorage can be unavailable (private modes, storage
-// disabled): then nothing is kept. The room this tab is in is kept for the tab only (sessionStorage), so
-// a reload goes back into it.
+// camera switches and devices, the camera's background effect, and the view mode. localStorage can be
+// unavailable (private modes, storage disabled): then nothing is kept. The room this tab is in is kept for
+// the tab only (sessionStorage), so a reload goes back into it.
 
 const KEY_NAME = 'parley.name';
 const KEY_ROOM = 'parley.lastRoom';
@@ -11,8 +11,11 @@ const KEY_VIEW = 'parley.viewMode';
 const KEY_DEVICES = 'parley.devices';
 const KEY_TAB_ROOM = 'parley.tabRoom';
 const KEY_OWNER_KEYS = 'parley.ownerKeys';
+const KEY_EFFECT = 'parley.effect';
 
 export const VIEW_MODES = ['speaker', 'grid'];
+/** The camera's background effects (effects.js): 'off' (the default), 'blur', 'replace'. */
+export const EFFECT_MODES = ['off', 'blur', 'replace'];
 /** The device kinds of enumerateDevices() that can be chosen. */
 export const DEVICE_KINDS = ['audioinput', 'videoinput', 'audiooutput'];
 
@@ -86,6 +89,14 @@ export const prefs = {
   },
   set devices(d) {
     write(KEY_DEVICES, JSON.stringify(Object.fromEntries(DEVICE_KINDS.map((k) => [k, (d && d[k]) || '']))));
+  },
+  /** The camera's background effect: 'off' (the default, also for anything unknown), 'blur' or 'replace'. */
+  get effect() {
+    const v = read(KEY_EFFECT);
+    return EFFECT_MODES.includes(v) ? v : 'off';
+  },
+  set effect(v) {
+    write(KEY_EFFECT, EFFECT_MODES.includes(v) && v !== 'off' ? v : null);
   },
   /** The room this tab is in (kept across a reload of the tab, not for new tabs). */
   get tabRoom() {

@@ -1,10 +1,12 @@
 // The pre-join check: before entering a room (from the lobby, a room link or an invite link) a screen with
 // the camera preview, a live microphone meter, the device pickers (microphone, camera, and the speaker where
-// the browser can choose one: setSinkId) and microphone / camera switches. What is chosen there is how one
-// enters (the `join` message's `state`) and is remembered (prefs.state, prefs.devices). The devices it opens
-// are handed to the room as they are (no second getUserMedia). When the browser refuses a device, one
-// lasting banner on the screen says how to fix it, with a Retry button; one can still join with that device
-// off (that forced "off" is not remembered as a choice).
+// the browser can choose one: setSinkId), the camera's background effect (effects.js: the preview shows
+// the processed camera, as the others will see it) and microphone / camera switches. What is chosen there
+// is how one enters (the `join` message's `state`) and is remembered (prefs.state, prefs.devices,
+// prefs.effect). The devices it opens are handed to the room as they are (no second getUserMedia), the
+// effect's processing with them. When the browser refuses a device, one lasting banner on the screen says
+// how to fix it, with a Retry button; one can still join with that device off (that forced "off" is not
+// remembered as a choice).
 //
 // `open(room)` shows it and resolves with `{state, local, media}` on Join (`local`: the LocalMedia with
 // the open devices; `media`: resolves `{audioError, videoError}` like LocalMedia.acquire once every
@@ -15,6 +17,7 @@ import { LocalMedia, deviceErrorText } from './media.js';
 import { LevelMeter, audioContext, meterPosition } from './levels.js';
 import { fillDeviceSelects } from './settings.js';
 import { setAudioOutput, canChooseAudioOutput, initials } from './tiles.js';
+import { effectEvents, effectMode, effectStatus, effectStatusText } from './effects.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -74,6 +77,8 @@ export class Prejoin {
       back: $('prejoin-back'),
       join: $('prejoin-join'),
       speakerRow: $('prejoin-speaker-row'),
+      effect: $('prejoin-effect'),
+      effectNote: $('prejoin-effect-note'),
     };
     this.selects = {
       audioinput: $('prejoin-mic-select'),
@@ -89,6 +94,8 @@ export class Prejoin {
     for (const [kind, select] of Object.entries(this.selects)) {
       select.addEventListener('change', () => this.choose(kind, select.value));
     }
+    this.el.effect.addEventListener('change', () => this.chooseEffect(this.el.effect.value));
+    effectEvents.addEventListener('change', () => this.renderEffectNote());
     // An AudioContext made outside a click (a room link opened directly) starts suspended: any click here
     // lets the meter run.
     this.el.root.addEventListener('pointerdown', () => audioContext());
@@ -118,7 +125,7 @@ export class Prejoin {
       const saved = prefs.state;
       const s = {
         room,
-        local: new LocalMedia(prefs.devices),
+        local: new LocalMedia(prefs.devices, { effect: prefs.effect }),
         want: { mic: !saved.mic_muted, camera: !saved.camera_off }, // the remembered choice
         errors: { audio: null, video: null, other: '' },
         pending: Promise.resolve(),
@@ -131,6 +138,7 @@ export class Prejoin {
       this.el.room.textContent = room;
       this.el.who.textContent = name;
       this.el.initials.textContent = initials(name);
+      this.el.effect.value = prefs.effect;
       this.onShow();
       audioContext();
       this.render();
@@ -257,6 +265,20 @@ export class Prejoin {
     });
   }
 
+  /** Another background effect: the preview shows it now (the camera's processing starts or stops); remembered. */
+  chooseEffect(value) {
+    const s = this.session;
+    if (!s || s.done) return;
+    const mode = effectMode(value);
+    prefs.effect = mode;
+    this.run(s, () => s.local.setEffect(mode));
+  }
+
+  renderEffectNote() {
+    const s = this.session;
+    this.el.effectNote.textContent = s && !s.done ? effectStatusText(effectStatus()) : '';
+  }
+
   async fillSelects() {
     await fillDeviceSelects(this.selects);
   }
@@ -318,6 +340,7 @@ export class Prejoin {
     this.stopMeter();
     this.el.video.srcObject = null;
     this.el.preview.classList.remove('has-video');
+    this.el.effectNote.textContent = '';
   }
 
   startMeter() {
@@ -377,7 +400,7 @@ export class Prejoin {
     setToggle(this.el.camera, !camera, camera ? 'Camera on: click to stop it' : 'Camera off: click to start it');
     this.el.meter.classList.toggle('is-off', !mic);
 
-    const track = camera ? s.local.videoTrack : null;
+    const track = camera ? s.local.sendVideo : null; // processed when an effect is on
     const shown = this.el.video.srcObject ? this.el.video.srcObject.getVideoTracks()[0] : null;
     if (track !== shown) {
       this.el.video.srcObject = track ? new MediaStream([track]) : null;
@@ -395,10 +418,11 @@ export class Prejoin {
     this.el.banner.hidden = !text;
     this.el.retry.hidden = !problem;
     this.el.retry.disabled = s.inflight > 0;
+    this.renderEffectNote();
     this.renderJoin();
   }
 
-  /** What the screen shows, for tests: {open, room, mic, camera, level, banner, joining}. */
+  /** What the screen shows, for tests: {open, room, mic, camera, level, banner, joining, effect}. */
   snapshot() {
     const s = this.session;
     return {
@@ -409,6 +433,7 @@ export class Prejoin {
       level: this.level,
       banner: this.el.banner.hidden ? '' : this.el.bannerText.textContent,
       joining: !!s && s.joining,
+      effect: s ? s.local.effectMode : null,
     };
   }
 }

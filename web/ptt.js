@@ -63,7 +63,7 @@ function isModifierCode(code) {
 }
 
 /** Keys the shortcuts use (shortcuts.js): not offered as the talk key. */
-const SHORTCUT_KEYS = new Set(['m', 'v', 'd', 'c', '?']);
+const SHORTCUT_KEYS = new Set(['m', 'v', 'd', 'c', 'p', '?']);
 
 /**
  * What a key pressed while choosing the talk key means: {cancel: true} (Esc), {refuse: why}, or

@@ -400,13 +400,12 @@ export class RoomRecording {
     this.button.classList.toggle('is-recording', on);
     this.button.setAttribute('aria-pressed', String(on));
     this.button.disabled = this.busy;
-    const text = on ? 'Stop recording' : 'Record';
     this.label.textContent = on ? 'Stop' : 'Record';
     if (on) {
       const more = el('span', 'ctl-label-more', ' recording');
       this.label.appendChild(more);
     }
-    this.button.setAttribute('aria-label', text);
+    this.button.setAttribute('aria-label', 'Record'); // one name; aria-pressed says it is recording
     this.button.title = on ? 'Stop recording the room (for everyone)' : 'Record the room (everyone sees it)';
   }
 

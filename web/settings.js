@@ -1,8 +1,10 @@
-// The device settings dialog: which microphone, camera and speaker to use. The choice is remembered
-// (prefs.devices) and applied by the app, at once when in a room.
+// The device settings dialog: which microphone, camera and speaker to use, and the camera's background
+// effect (effects.js). The choice is remembered (prefs.devices, prefs.effect) and applied by the app, at
+// once when in a room.
 
 import { prefs } from './prefs.js';
 import { canChooseAudioOutput } from './tiles.js';
+import { effectEvents, effectMode, effectStatus, effectStatusText } from './effects.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -50,11 +52,13 @@ export async function fillDeviceSelects(selects) {
 
 export class DeviceSettings {
   /**
-   * @param {{onChange: (kind: string, deviceId: string) => Promise<void>, onError: (err: Error, what: string) => void}} opts
-   * `onChange` switches to the device (and remembers it); when it throws, the choice is undone.
+   * @param {{onChange: (kind: string, deviceId: string) => Promise<void>, onEffect: (mode: string) => Promise<void>, onError: (err: Error, what: string) => void}} opts
+   * `onChange` switches to the device (and remembers it); when it throws, the choice is undone. `onEffect`
+   * applies a background effect ('off' | 'blur' | 'replace') and remembers it, likewise.
    */
-  constructor({ onChange, onError }) {
+  constructor({ onChange, onEffect, onError }) {
     this.onChange = onChange;
+    this.onEffect = onEffect;
     this.onError = onError;
     this.dialog = $('settings');
     this.note = $('settings-note');
@@ -63,6 +67,10 @@ export class DeviceSettings {
     for (const [kind, select] of Object.entries(this.selects)) {
       select.addEventListener('change', () => this.choose(kind, select.value));
     }
+    this.effect = $('settings-effect');
+    this.effectNote = $('settings-effect-note');
+    this.effect.addEventListener('change', () => this.chooseEffect(this.effect.value));
+    effectEvents.addEventListener('change', () => this.renderEffectNote());
     if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
       navigator.mediaDevices.addEventListener('devicechange', () => {
         if (this.dialog.open) this.fill();
@@ -71,6 +79,9 @@ export class DeviceSettings {
   }
 
   async show() {
+    this.effect.value = prefs.effect;
+    this.effect.dataset.value = this.effect.value;
+    this.renderEffectNote();
     await this.fill();
     if (!this.dialog.open) this.dialog.showModal();
   }
@@ -78,6 +89,24 @@ export class DeviceSettings {
   /** Lists the devices of each kind, the remembered one selected ('' = the system default). */
   async fill() {
     this.note.hidden = !(await fillDeviceSelects(this.selects));
+  }
+
+  async chooseEffect(value) {
+    const mode = effectMode(value);
+    this.effect.disabled = true;
+    try {
+      await this.onEffect(mode);
+      this.effect.dataset.value = mode;
+    } catch (err) {
+      this.effect.value = this.effect.dataset.value || 'off';
+      this.onError(err, 'camera');
+    } finally {
+      this.effect.disabled = false;
+    }
+  }
+
+  renderEffectNote() {
+    this.effectNote.textContent = effectStatusText(effectStatus());
   }
 
   async choose(kind, deviceId) {

@@ -2,7 +2,7 @@
 //
 // Keys (ev.key, any case, Shift allowed; never with Ctrl, Alt or Meta, never while typing in a text field,
 // never in the lobby; only Esc while a modal dialog is open, and that one the dialog handles itself):
-//   M mute / unmute · V camera · D deafen · C chat · Esc closes the open panel · ? lists the keys.
+//   M mute / unmute · V camera · D deafen · C chat · P people · Esc closes the open panel · ? lists the keys.
 // With push-to-talk on (ptt.js), M mutes nothing: it says how to talk instead. A studio producer's M drops
 // a marker (studio.js sees the key first and takes it).
 //
@@ -19,11 +19,12 @@ export const SHORTCUTS = [
   ['V', 'Turn the camera on or off'],
   ['D', 'Deafen or undeafen (hear nobody)'],
   ['C', 'Open or close the chat'],
+  ['P', 'Open or close the people list'],
   ['Esc', 'Close the open panel or dialog'],
   ['?', 'Show these shortcuts'],
 ];
 
-const LETTERS = { m: 'mic', v: 'camera', d: 'deafen', c: 'chat' };
+const LETTERS = { m: 'mic', v: 'camera', d: 'deafen', c: 'chat', p: 'people' };
 
 /**
  * Whether `target` (an event target) is a place where keys type: an input, textarea or select, or
@@ -40,7 +41,7 @@ export function isTypingTarget(target) {
 }
 
 /**
- * What a keydown does: 'mic' | 'camera' | 'deafen' | 'chat' | 'help' | 'escape', or null (not ours).
+ * What a keydown does: 'mic' | 'camera' | 'deafen' | 'chat' | 'people' | 'help' | 'escape', or null (not ours).
  * `ctx`: {inRoom, modal (a modal dialog is open)}.
  * Esc counts while typing too (it types nothing): from the chat box it closes the chat.
  */

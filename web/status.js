@@ -102,6 +102,10 @@ function render(status, debug) {
       }
       table.append(thead, tbody);
       const wrap = el('div', 'status-table-wrap');
+      // It scrolls sideways on a phone: reachable by keyboard, and named.
+      wrap.tabIndex = 0;
+      wrap.setAttribute('role', 'region');
+      wrap.setAttribute('aria-label', `People in ${r.name}`);
       wrap.appendChild(table);
       card.appendChild(wrap);
     }

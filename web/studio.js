@@ -235,7 +235,7 @@ export class Studio {
     const info = el('div', 'studio-info');
     info.append(this.roleBadge, this.sessionTime);
 
-    this.takeBtn = button('', 'btn small studio-take-btn', 'take-toggle', { 'aria-pressed': 'false' });
+    this.takeBtn = button('', 'btn small studio-take-btn', 'take-toggle', { 'aria-pressed': 'false', 'aria-label': 'Record take' }); // one name; aria-pressed: recording
     const dot = el('span', 'studio-take-dot');
     dot.setAttribute('aria-hidden', 'true');
     this.takeLabel = el('span', 'studio-take-label', 'Record take');
@@ -246,7 +246,7 @@ export class Studio {
     this.takeGroup = el('div', 'studio-group studio-take-group');
     this.takeGroup.append(this.takeBtn, this.takeStatus);
 
-    this.recordAllBtn = button('Record all artists', 'btn small studio-record-all', 'record-all', { 'aria-pressed': 'false' });
+    this.recordAllBtn = button('Record all artists', 'btn small studio-record-all', 'record-all', { 'aria-pressed': 'false', 'aria-label': 'Record all artists' });
     this.recordAllBtn.addEventListener('click', () => this.setRecordAll(!this.recordAll));
     this.labelInput = document.createElement('input');
     this.labelInput.className = 'studio-label-input';
@@ -264,7 +264,7 @@ export class Studio {
     });
     this.markerBtn = button('Marker', 'btn small studio-marker-btn', 'marker-add', { 'aria-keyshortcuts': 'M', title: 'Drop a marker now (M)' });
     this.markerBtn.addEventListener('click', () => this.addMarker());
-    this.segmentBtn = button('Start segment', 'btn small studio-segment-btn', 'segment-toggle', { 'aria-pressed': 'false' });
+    this.segmentBtn = button('Start segment', 'btn small studio-segment-btn', 'segment-toggle', { 'aria-pressed': 'false', 'aria-label': 'Segment' });
     this.segmentBtn.addEventListener('click', () => this.toggleSegment());
     this.producerGroup = el('div', 'studio-group studio-producer-group');
     this.producerGroup.append(this.recordAllBtn, this.labelInput, this.markerBtn, this.segmentBtn);
@@ -291,7 +291,7 @@ export class Studio {
     this.modeSection.setAttribute('aria-labelledby', 'studio-mode-title');
     const modeTitle = el('h3', '', 'Studio mode');
     modeTitle.id = 'studio-mode-title';
-    this.modeBtn = button('Turn studio mode on', 'btn small', 'studio-mode', { 'aria-pressed': 'false' });
+    this.modeBtn = button('Turn studio mode on', 'btn small', 'studio-mode', { 'aria-pressed': 'false', 'aria-label': 'Studio mode' });
     this.modeBtn.addEventListener('click', () => this.setStudioMode(!this.on));
     this.modeText = el('p', 'muted studio-note');
     this.modeSection.append(modeTitle, this.modeText, this.modeBtn);

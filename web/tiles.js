@@ -44,7 +44,10 @@ function buildTile() {
   }
   // Studio mode: the person's role (studio.js sets it).
   const role = make('span', 'tile-role', { 'data-testid': 'tile-studio-role', hidden: '' });
-  bar.append(meter, make('span', 'tile-name'), role, icons);
+  // Their connection dropped and the server keeps their place (people.js shows it in the panel too).
+  const status = make('span', 'tile-status', { 'data-testid': 'tile-reconnecting', hidden: '' });
+  status.textContent = 'Reconnecting…';
+  bar.append(meter, make('span', 'tile-name'), role, status, icons);
   const menu = make('button', 'icon-btn tile-menu-btn', { type: 'button', 'data-testid': 'tile-menu', 'aria-haspopup': 'menu', 'aria-expanded': 'false', hidden: '' });
   const dots = document.createElementNS(SVG, 'svg');
   dots.setAttribute('aria-hidden', 'true');
@@ -97,6 +100,7 @@ export class Tile {
     this.meter = null;
     this.meterShown = 0; // the level meter's position, 0..1
     this.deafened = false;
+    this.volume = 1; // this person's local volume, 0..2 (people.js)
     this.onAutoplayBlocked = null;
 
     const el = buildTile();
@@ -110,6 +114,7 @@ export class Tile {
     this.meterFill = el.querySelector('.meter-fill');
     this.menuBtn = el.querySelector('.tile-menu-btn');
     this.roleEl = el.querySelector('.tile-role');
+    this.statusEl = el.querySelector('.tile-status');
     this.studioRole = null;
     this.onMenu = null;
     this.menuBtn.addEventListener('click', () => {
@@ -131,7 +136,7 @@ export class Tile {
   setInfo(info) {
     Object.assign(this.info, info);
     const name = this.info.name || '';
-    const label = `${name}${this.self ? ' (you)' : ''}${this.info.owner ? ', owner' : ''}${this.studioRole ? `, ${this.studioRole}` : ''}`;
+    const label = `${name}${this.self ? ' (you)' : ''}${this.info.owner ? ', owner' : ''}${this.studioRole ? `, ${this.studioRole}` : ''}${this.info.reconnecting ? ', reconnecting' : ''}`;
     this.nameEl.textContent = this.self ? `${name} (you)` : name;
     this.el.setAttribute('aria-label', label);
     this.menuBtn.setAttribute('aria-label', `Actions for ${name}`);
@@ -142,6 +147,8 @@ export class Tile {
       icon.toggleAttribute('hidden', !on); // SVG elements have no .hidden property
       this.el.classList.toggle(flag.replace('_', '-'), on);
     }
+    this.statusEl.hidden = !this.info.reconnecting;
+    this.el.classList.toggle('reconnecting', !!this.info.reconnecting);
     this.refreshVideo();
   }
 
@@ -209,6 +216,31 @@ export class Tile {
       });
     }
     this.meter = new LevelMeter(stream);
+    this.applyVolume();
+  }
+
+  /** This person's local volume in percent (0–200): 0 silences them here only. */
+  setVolume(percent) {
+    this.volume = Math.max(0, Math.min(2, Number(percent) / 100 || 0));
+    this.applyVolume();
+  }
+
+  /**
+   * Up to 100 % the <audio> element plays at that volume (the browser's own path: echo cancellation and the
+   * chosen speaker stay); above it the element is muted and the Web Audio gain plays instead. The meter
+   * (remoteLevel) always measures after the gain.
+   */
+  applyVolume() {
+    if (this.self) return;
+    const boost = this.volume > 1 && !this.deafened;
+    if (this.meter) {
+      this.meter.setGain(this.volume);
+      this.meter.setOutput(boost);
+    }
+    if (this.audioEl) {
+      this.audioEl.volume = Math.min(1, this.volume);
+      this.audioEl.muted = this.deafened || boost;
+    }
   }
 
   applyAudioOutput() {
@@ -228,6 +260,7 @@ export class Tile {
   setDeafened(deafened) {
     this.deafened = deafened;
     if (this.audioEl) this.audioEl.muted = deafened;
+    this.applyVolume();
   }
 
   /** Retries playback after the browser blocked autoplay. */

@@ -105,7 +105,7 @@ async function join() {
   wall.call = call;
   call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
   call.prepare({ receiveOnly: true }).catch(() => {});
-  call.sendOffer().catch((err) => console.error('[parley] viewer media', err));
+  call.start().catch((err) => console.error('[parley] viewer media', err));
   roster.enter(joined, room);
   refreshMessage();
   if (joined.recording) showRecording(joined.recording, true);

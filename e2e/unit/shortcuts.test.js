@@ -11,21 +11,22 @@ const body = { tagName: 'BODY' };
 const key = (k, extra = {}) => ({ key: k, code: '', target: body, ...extra });
 const inRoom = { inRoom: true, modal: false };
 
-test('M, V, D, C, ? and Esc in a room', () => {
+test('M, V, D, C, P, ? and Esc in a room', () => {
   assert.equal(shortcutAction(key('m'), inRoom), 'mic');
   assert.equal(shortcutAction(key('M', { shiftKey: true }), inRoom), 'mic'); // Shift or Caps Lock
   assert.equal(shortcutAction(key('v'), inRoom), 'camera');
   assert.equal(shortcutAction(key('d'), inRoom), 'deafen');
   assert.equal(shortcutAction(key('c'), inRoom), 'chat');
+  assert.equal(shortcutAction(key('p'), inRoom), 'people');
   assert.equal(shortcutAction(key('?', { shiftKey: true }), inRoom), 'help');
   assert.equal(shortcutAction(key('Escape'), inRoom), 'escape');
   for (const k of ['x', 'Enter', ' ', 'ArrowUp', 'F1', '1', 'µ']) assert.equal(shortcutAction(key(k), inRoom), null, k);
   // The help dialog lists every key that does something.
-  assert.deepEqual(SHORTCUTS.map(([k]) => k), ['M', 'V', 'D', 'C', 'Esc', '?']);
+  assert.deepEqual(SHORTCUTS.map(([k]) => k), ['M', 'V', 'D', 'C', 'P', 'Esc', '?']);
 });
 
 test('no shortcut in the lobby, with Ctrl / Alt / Meta, on a repeat, while composing or once taken', () => {
-  for (const k of ['m', 'v', 'd', 'c', '?', 'Escape']) {
+  for (const k of ['m', 'v', 'd', 'c', 'p', '?', 'Escape']) {
     assert.equal(shortcutAction(key(k), { inRoom: false }), null, `${k} in the lobby`);
     for (const mod of ['ctrlKey', 'altKey', 'metaKey']) assert.equal(shortcutAction(key(k, { [mod]: true }), inRoom), null, `${mod}+${k}`);
     assert.equal(shortcutAction(key(k, { isComposing: true }), inRoom), null, `${k} composing`);
@@ -46,13 +47,13 @@ test('never while typing; only Esc (left to the dialog) with a modal dialog open
   ];
   for (const target of fields) {
     assert.equal(isTypingTarget(target), true, JSON.stringify(target));
-    for (const k of ['m', 'v', 'd', 'c', '?']) assert.equal(shortcutAction(key(k, { target }), inRoom), null, `${k} in ${target.tagName}`);
+    for (const k of ['m', 'v', 'd', 'c', 'p', '?']) assert.equal(shortcutAction(key(k, { target }), inRoom), null, `${k} in ${target.tagName}`);
     // Esc types nothing: from the chat box it closes the chat.
     assert.equal(shortcutAction(key('Escape', { target }), inRoom), 'escape');
   }
   for (const target of [body, { tagName: 'BUTTON', closest: () => null }, null, undefined]) assert.equal(isTypingTarget(target), false);
   const modal = { inRoom: true, modal: true };
-  for (const k of ['m', 'v', 'd', 'c', '?', 'Escape']) assert.equal(shortcutAction(key(k), modal), null, `${k} with a dialog open`);
+  for (const k of ['m', 'v', 'd', 'c', 'p', '?', 'Escape']) assert.equal(shortcutAction(key(k), modal), null, `${k} with a dialog open`);
 });
 
 test('push-to-talk key: talk, hold on repeats, ignored where a shortcut would be', () => {
@@ -82,7 +83,7 @@ test('choosing the talk key: Esc cancels; Tab and the shortcut letters are refus
   assert.deepEqual(captureVerdict({ key: ' ', code: 'Space' }), { code: 'Space', label: 'Space' });
   assert.deepEqual(captureVerdict({ key: 'F13', code: 'F13' }), { code: 'F13', label: 'F13' });
   assert.ok(captureVerdict({ key: 'Tab', code: 'Tab' }).refuse);
-  for (const [k, code] of [['m', 'KeyM'], ['V', 'KeyV'], ['d', 'KeyD'], ['c', 'KeyC'], ['?', 'Slash']]) {
+  for (const [k, code] of [['m', 'KeyM'], ['V', 'KeyV'], ['d', 'KeyD'], ['c', 'KeyC'], ['p', 'KeyP'], ['?', 'Slash']]) {
     assert.match(captureVerdict({ key: k, code }).refuse || '', /shortcut/, k);
   }
   assert.ok(captureVerdict({ key: 'x', code: '' }).refuse, 'no code');

@@ -1,7 +1,9 @@
 //! The SDP path of a client's `answer` to a server offer: a connected publisher and the client are
-//! in a room, the client's (Chromium's) offer was answered, and the server offered it the
-//! publisher's audio and video. The input is the client's answer (`MediaCommand::Answer`: str0m's
-//! parser and `accept_answer`, parley's bookkeeping of the tracks it opens).
+//! in a room, and either the client's (Chromium's) offer was answered and the server offered it the
+//! publisher's audio and video, or (the input's first byte odd) the client joined with
+//! `server_offer` and the server's first offer carries the client's own three m-lines with the
+//! publisher's tracks. The input is the client's answer (`MediaCommand::Answer`: str0m's parser and
+//! `accept_answer`, parley's bookkeeping of the tracks it opens, the client's own included).
 //!
 //! Besides never panicking, what docs/protocol.md promises: a taken answer leaves nothing to answer;
 //! `that answer is not valid SDP` keeps the server's offer waiting; `that answer does not fit the
@@ -17,13 +19,19 @@ use parley_fuzz::{
 
 fuzz_target!(init: parley_fuzz::let_str0m_panics_unwind(), |data: &[u8]| {
     let answer = text(data);
+    let offered_first = data.first().is_some_and(|b| b & 1 == 1);
     with_world(data, |media| {
-        media.add_peer(CLIENT, ROOM, false);
-        let events = media.offer(CLIENT, Some(2), CHROMIUM_OFFER);
-        assert!(matches!(
-            offer_outcome(&events, CLIENT, Some(2), CHROMIUM_OFFER),
-            Outcome::Answered(_)
-        ));
+        let events = if offered_first {
+            media.add_peer_offered_first(CLIENT, ROOM)
+        } else {
+            media.add_peer(CLIENT, ROOM, false);
+            let events = media.offer(CLIENT, Some(2), CHROMIUM_OFFER);
+            assert!(matches!(
+                offer_outcome(&events, CLIENT, Some(2), CHROMIUM_OFFER),
+                Outcome::Answered(_)
+            ));
+            events
+        };
         assert!(
             server_offer(&events, CLIENT).is_some(),
             "the publisher's tracks are offered: {events:?}"

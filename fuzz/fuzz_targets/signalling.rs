@@ -138,6 +138,7 @@ fn check_fields(message: &ClientMessage) {
                     mic_muted: true,
                     deafened: true,
                     camera_off: true,
+                    screen_sharing: true,
                 },
             ] {
                 let mut after = before;

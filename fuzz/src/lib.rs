@@ -139,9 +139,27 @@ impl Media {
             receive_only,
             mic_muted: false,
             camera_off: false,
+            screen_sharing: false,
+            server_offer: false,
         });
         let events = self.events();
         assert!(events.is_empty(), "a new peer reports nothing: {events:?}");
+    }
+
+    /// A participant joins `room` with `server_offer`: returns the events, the server's first offer
+    /// among them.
+    pub fn add_peer_offered_first(&mut self, peer: PeerId, room: u64) -> Vec<MediaEvent> {
+        self.command(MediaCommand::AddPeer {
+            peer,
+            room,
+            participant: 100 + peer,
+            receive_only: false,
+            mic_muted: false,
+            camera_off: false,
+            screen_sharing: false,
+            server_offer: true,
+        });
+        self.events()
     }
 
     /// The participant leaves.

@@ -204,6 +204,7 @@ impl Session {
                     ..Default::default()
                 },
                 resume: None,
+                server_offer: false,
             },
         )
         .await?;

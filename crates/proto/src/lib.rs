@@ -43,8 +43,11 @@ pub struct MediaState {
     pub mic_muted: bool,
     /// Speaker off: they hear nothing (played locally; shown to others).
     pub deafened: bool,
-    /// Camera off: the server forwards none of their video.
+    /// Camera off: the server forwards none of their camera's video.
     pub camera_off: bool,
+    /// Sharing a screen or window: the server forwards their screen track (their second video
+    /// m-line) only while this is true, whatever `camera_off` says.
+    pub screen_sharing: bool,
 }
 
 /// A partial update of [`MediaState`]: absent fields keep their value.
@@ -56,6 +59,8 @@ pub struct MediaStateChange {
     pub deafened: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub camera_off: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen_sharing: Option<bool>,
 }
 
 impl MediaState {
@@ -68,6 +73,9 @@ impl MediaState {
         }
         if let Some(v) = change.camera_off {
             self.camera_off = v;
+        }
+        if let Some(v) = change.screen_sharing {
+            self.screen_sharing = v;
         }
     }
 }
@@ -675,6 +683,11 @@ pub enum ClientMessage {
         /// id, name and roles) if the server still keeps their place.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<String>,
+        /// The server sends the first `offer` (right after `joined`, with recvonly m-lines for this
+        /// participant's microphone, camera and screen share first) and the client answers it: one
+        /// offer/answer for the whole call instead of the client's offer and then the server's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        server_offer: bool,
     },
     /// Leave the current room; answered by `left`.
     Leave {
@@ -710,7 +723,7 @@ pub enum ClientMessage {
         #[serde(default)]
         limit: Option<u32>,
     },
-    /// Change mic/deafen/camera flags; everyone in the room gets `participant_updated`.
+    /// Change mic/deafen/camera/screen-sharing flags; everyone in the room gets `participant_updated`.
     SetState {
         #[serde(default)]
         id: Option<RequestId>,
@@ -1559,6 +1572,7 @@ mod tests {
                 role: Role::Member,
                 credentials: Credentials::default(),
                 resume: None,
+                server_offer: false,
             }
         );
     }
@@ -1574,7 +1588,50 @@ mod tests {
             ..Default::default()
         };
         s.apply(change);
-        assert!(s.mic_muted && s.camera_off && !s.deafened);
+        assert!(s.mic_muted && s.camera_off && !s.deafened && !s.screen_sharing);
+    }
+
+    #[test]
+    fn screen_sharing_is_a_flag_like_the_others() {
+        let m =
+            ClientMessage::parse(r#"{"type":"set_state","id":4,"screen_sharing":true}"#).unwrap();
+        let ClientMessage::SetState { change, .. } = m else {
+            panic!("wrong variant")
+        };
+        assert_eq!(change.screen_sharing, Some(true));
+        assert_eq!(change.camera_off, None, "the camera is left as it is");
+        let mut s = MediaState {
+            camera_off: true,
+            ..Default::default()
+        };
+        s.apply(change);
+        assert!(s.screen_sharing && s.camera_off);
+        // Sent to everyone with the other flags, false too; absent (older clients) means false.
+        let info = ParticipantInfo {
+            id: 9,
+            name: "Bo".into(),
+            state: s,
+            role: Role::Member,
+            owner: false,
+            studio_role: None,
+            reconnecting: false,
+        };
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["screen_sharing"], true);
+        assert_eq!(json["camera_off"], true);
+        let off = serde_json::to_value(MediaState::default()).unwrap();
+        assert_eq!(off["screen_sharing"], false);
+        let old: ParticipantInfo = serde_json::from_str(
+            r#"{"id":9,"name":"Bo","mic_muted":true,"deafened":false,"camera_off":false}"#,
+        )
+        .unwrap();
+        assert!(!old.state.screen_sharing && old.state.mic_muted);
+        let stop = ClientMessage::parse(r#"{"type":"set_state","screen_sharing":false}"#).unwrap();
+        let ClientMessage::SetState { change, .. } = stop else {
+            panic!("wrong variant")
+        };
+        s.apply(change);
+        assert!(!s.screen_sharing && s.camera_off);
     }
 
     #[test]

@@ -581,10 +581,11 @@ impl Control {
                 role,
                 credentials,
                 resume,
+                server_offer,
                 ..
             } => {
                 if let Some(token) = resume {
-                    if self.resume_join(session, id, &room, &token, state) {
+                    if self.resume_join(session, id, &room, &token, state, server_offer) {
                         return;
                     }
                 }
@@ -596,6 +597,7 @@ impl Control {
                         name,
                         state,
                         role,
+                        server_offer,
                     },
                     credentials,
                     now,
@@ -879,6 +881,7 @@ impl Control {
             name,
             state,
             role,
+            server_offer,
         } = join;
         // In studio mode everyone has a studio role; a listener comes in silent.
         let studio_role = self
@@ -890,6 +893,7 @@ impl Control {
             parley_proto::MediaState {
                 mic_muted: true,
                 camera_off: true,
+                screen_sharing: false,
                 ..state
             }
         } else {
@@ -929,7 +933,13 @@ impl Control {
                 name: me.name.clone(),
             }));
         }
-        let worker = self.add_media_peer(session, &room_name, role == Role::Viewer, state);
+        let worker = self.add_media_peer(
+            session,
+            &room_name,
+            role == Role::Viewer,
+            state,
+            server_offer,
+        );
         tracing::info!(room = %room_name, participant = session, name = %me.name, worker, "join");
         self.outputs.push(Output::Send {
             sessions: others.iter().map(|o| o.id).collect(),
@@ -977,6 +987,7 @@ impl Control {
         room_name: &str,
         receive_only: bool,
         state: parley_proto::MediaState,
+        server_offer: bool,
     ) -> usize {
         let placement = match self.placements.get(room_name) {
             Some(p) => *p,
@@ -1011,6 +1022,8 @@ impl Control {
                 receive_only,
                 mic_muted: state.mic_muted,
                 camera_off: state.camera_off,
+                screen_sharing: state.screen_sharing,
+                server_offer,
             },
         );
         placement.worker
@@ -1117,7 +1130,9 @@ impl Control {
             },
         });
         let media_changed = before.is_none_or(|b| {
-            b.mic_muted != updated.state.mic_muted || b.camera_off != updated.state.camera_off
+            b.mic_muted != updated.state.mic_muted
+                || b.camera_off != updated.state.camera_off
+                || b.screen_sharing != updated.state.screen_sharing
         });
         if let (true, Some(seat)) = (media_changed, self.seats.get(&session).copied()) {
             self.media(
@@ -1126,6 +1141,7 @@ impl Control {
                     peer: seat.peer,
                     mic_muted: updated.state.mic_muted,
                     camera_off: updated.state.camera_off,
+                    screen_sharing: updated.state.screen_sharing,
                 },
             );
         }
@@ -1299,6 +1315,7 @@ mod tests {
                 role,
                 credentials: Default::default(),
                 resume: None,
+                server_offer: false,
             },
             Instant::now(),
         );
@@ -1493,6 +1510,7 @@ mod tests {
                 role: Role::Member,
                 credentials: Default::default(),
                 resume: None,
+                server_offer: false,
             },
             Instant::now(),
         );
@@ -1527,7 +1545,28 @@ mod tests {
                 command: MediaCommand::SetMute {
                     peer,
                     mic_muted: true,
-                    camera_off: false
+                    camera_off: false,
+                    screen_sharing: false,
+                }
+            }]
+        );
+        // Sharing a screen gates the screen track: the worker is told, the camera flag unchanged.
+        let out = mute(
+            &mut c,
+            MediaStateChange {
+                screen_sharing: Some(true),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            out,
+            [Output::Media {
+                worker,
+                command: MediaCommand::SetMute {
+                    peer,
+                    mic_muted: true,
+                    camera_off: false,
+                    screen_sharing: true,
                 }
             }]
         );

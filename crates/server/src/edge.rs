@@ -534,9 +534,11 @@ pub async fn guard(State(policy): State<Arc<Policy>>, request: Request, next: Ne
     response
 }
 
-/// The Content-Security-Policy of every response. No inline scripts; inline styles stay allowed
-/// because `web/index.html` and `web/viewer.html` hide their SVG sprite with `style="display:none"`.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+/// The Content-Security-Policy of every response. No inline scripts and no `eval`; WebAssembly may be
+/// compiled (`'wasm-unsafe-eval'`: the vendored background-blur segmentation model runs as wasm).
+/// Inline styles stay allowed because `web/index.html` and `web/viewer.html` hide their SVG sprite
+/// with `style="display:none"`.
+pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; \
     img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 

@@ -54,6 +54,10 @@ pub enum MediaCommand {
         receive_only: bool,
         mic_muted: bool,
         camera_off: bool,
+        screen_sharing: bool,
+        /// The server offers first: a [`MediaEvent::Offer`] follows at once (with recvonly m-lines
+        /// for a member's own microphone, camera and screen share), and no client offer is expected.
+        server_offer: bool,
     },
     /// The client's offer (its own tracks); answered by [`MediaEvent::Answer`].
     Offer {
@@ -67,11 +71,13 @@ pub enum MediaCommand {
         request: Option<RequestId>,
         sdp: String,
     },
-    /// Mute flags changed: muted audio and camera-off video are not forwarded.
+    /// Mute flags changed: muted audio and camera-off video are not forwarded, nor a screen track
+    /// (the publisher's second video) while `screen_sharing` is false.
     SetMute {
         peer: PeerId,
         mic_muted: bool,
         camera_off: bool,
+        screen_sharing: bool,
     },
     /// The participant left: close its connection.
     RemovePeer { peer: PeerId },
@@ -192,12 +198,15 @@ struct Seat {
     room: RoomId,
     mic_muted: bool,
     camera_off: bool,
+    screen_sharing: bool,
 }
 
 impl Seat {
-    fn forwards(&self, kind: TrackKind) -> bool {
+    /// Whether a track of `kind` is forwarded now; `screen`: it is the publisher's screen track.
+    fn forwards(&self, kind: TrackKind, screen: bool) -> bool {
         match kind {
             TrackKind::Audio => !self.mic_muted,
+            TrackKind::Video if screen => self.screen_sharing,
             TrackKind::Video => !self.camera_off,
         }
     }
@@ -380,13 +389,21 @@ impl MediaCore {
                 receive_only,
                 mic_muted,
                 camera_off,
-            } => self.add_peer(
-                peer,
-                room,
-                participant,
-                receive_only,
-                (mic_muted, camera_off),
-            ),
+                screen_sharing,
+                server_offer,
+            } => {
+                self.add_peer(
+                    peer,
+                    room,
+                    participant,
+                    receive_only,
+                    (mic_muted, camera_off, screen_sharing),
+                    server_offer,
+                );
+                if server_offer {
+                    self.drive(peer);
+                }
+            }
             MediaCommand::Offer { peer, request, sdp } => {
                 let Some(p) = self.peers.get_mut(&peer) else {
                     return;
@@ -443,7 +460,8 @@ impl MediaCore {
                 peer,
                 mic_muted,
                 camera_off,
-            } => self.set_mute(peer, mic_muted, camera_off),
+                screen_sharing,
+            } => self.set_mute(peer, mic_muted, camera_off, screen_sharing),
             MediaCommand::RemovePeer { peer } => self.remove_peer(peer),
             MediaCommand::SetRecording { room, on } => {
                 self.recording.retain(|r| *r != room);
@@ -467,7 +485,8 @@ impl MediaCore {
         room_id: RoomId,
         participant: ParticipantId,
         receive_only: bool,
-        (mic_muted, camera_off): (bool, bool),
+        (mic_muted, camera_off, screen_sharing): (bool, bool, bool),
+        server_offer: bool,
     ) {
         if self.peers.contains_key(&id) {
             return;
@@ -479,6 +498,9 @@ impl MediaCore {
             &self.config.candidates,
             self.now,
         );
+        if server_offer {
+            peer.offer_first();
+        }
         let room = self
             .rooms
             .entry(room_id)
@@ -494,7 +516,8 @@ impl MediaCore {
             ) else {
                 continue;
             };
-            peer.subscribe(source, publisher.participant(), kind);
+            let screen = publisher.is_screen(source.mid);
+            peer.subscribe(source, publisher.participant(), kind, screen);
         }
         let sources: Vec<_> = room.tracks().collect();
         for source in sources {
@@ -510,6 +533,7 @@ impl MediaCore {
                 room: room_id,
                 mic_muted,
                 camera_off,
+                screen_sharing,
             },
         );
     }
@@ -545,26 +569,27 @@ impl MediaCore {
         }
     }
 
-    fn set_mute(&mut self, id: PeerId, mic_muted: bool, camera_off: bool) {
+    fn set_mute(&mut self, id: PeerId, mic_muted: bool, camera_off: bool, screen_sharing: bool) {
         let Some(seat) = self.seats.get_mut(&id) else {
             return;
         };
         let before = *seat;
         seat.mic_muted = mic_muted;
         seat.camera_off = camera_off;
+        seat.screen_sharing = screen_sharing;
         let seat = *seat;
-        let paused: Vec<TrackKind> = [TrackKind::Audio, TrackKind::Video]
-            .into_iter()
-            .filter(|k| before.forwards(*k) && !seat.forwards(*k))
-            .collect();
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
         let participant = peer.participant();
-        let tracks: Vec<_> = peer.published().collect();
+        let tracks: Vec<_> = peer
+            .published()
+            .map(|(mid, kind)| (mid, kind, peer.is_screen(mid)))
+            .collect();
         // Held-back tracks: every subscriber's numbering closes the gap when they resume.
-        for &(mid, kind) in &tracks {
-            if !paused.contains(&kind) {
+        for &(mid, kind, screen) in &tracks {
+            let held_back = before.forwards(kind, screen) && !seat.forwards(kind, screen);
+            if !held_back {
                 continue;
             }
             let source = TrackSource { publisher: id, mid };
@@ -582,15 +607,13 @@ impl MediaCore {
         if mic_muted && !before.mic_muted {
             self.forget_speaker(seat.room, participant);
         }
-        // Camera back on: receivers need a fresh keyframe.
-        if before.camera_off && !camera_off {
-            for (mid, kind) in tracks {
-                if kind == TrackKind::Video {
-                    self.request_keyframe(
-                        TrackSource { publisher: id, mid },
-                        KeyframeRequestKind::Pli,
-                    );
-                }
+        // Camera back on, or a screen share started: receivers need a fresh keyframe.
+        for (mid, kind, screen) in tracks {
+            if kind == TrackKind::Video
+                && !before.forwards(kind, screen)
+                && seat.forwards(kind, screen)
+            {
+                self.request_keyframe(TrackSource { publisher: id, mid }, KeyframeRequestKind::Pli);
             }
         }
     }
@@ -626,7 +649,7 @@ impl MediaCore {
                         shared: None,
                         received: now,
                     };
-                    self.forward(id, a.mid, TrackKind::Audio, a.params, &packet);
+                    self.forward(id, a.mid, TrackKind::Audio, false, a.params, &packet);
                     self.rx_payload = payload;
                     return true;
                 }
@@ -740,9 +763,17 @@ impl MediaCore {
                 PeerEvent::Media {
                     mid,
                     kind,
+                    screen,
                     params,
                     packet,
-                } => self.forward(from, mid, kind, params, &Incoming::from_str0m(&packet)),
+                } => self.forward(
+                    from,
+                    mid,
+                    kind,
+                    screen,
+                    params,
+                    &Incoming::from_str0m(&packet),
+                ),
                 PeerEvent::KeyframeWanted { source, kind } => self.request_keyframe(source, kind),
                 PeerEvent::Offer(sdp) => self.events.push(MediaEvent::Offer { peer: from, sdp }),
                 PeerEvent::SenderReport {
@@ -766,7 +797,11 @@ impl MediaCore {
         let Some(seat) = self.seats.get(&publisher) else {
             return;
         };
-        let Some(participant) = self.peers.get(&publisher).map(Peer::participant) else {
+        let Some((participant, screen)) = self
+            .peers
+            .get(&publisher)
+            .map(|p| (p.participant(), p.is_screen(mid)))
+        else {
             return;
         };
         let Some(room) = self.rooms.get_mut(&seat.room) else {
@@ -783,7 +818,7 @@ impl MediaCore {
         for other in others {
             room.subscribe(source, other);
             if let Some(peer) = self.peers.get_mut(&other) {
-                peer.subscribe(source, participant, kind);
+                peer.subscribe(source, participant, kind, screen);
             }
         }
         for other in room.peers().to_vec() {
@@ -826,13 +861,14 @@ impl MediaCore {
         publisher: PeerId,
         mid: str0m::media::Mid,
         kind: TrackKind,
+        screen: bool,
         params: str0m::format::PayloadParams,
         packet: &Incoming<'_>,
     ) {
         let Some(seat) = self.seats.get(&publisher) else {
             return;
         };
-        if !seat.forwards(kind) {
+        if !seat.forwards(kind, screen) {
             self.counters.dropped_muted_packets += 1;
             return;
         }
@@ -987,6 +1023,8 @@ mod tests {
                     receive_only: false,
                     mic_muted: false,
                     camera_off: false,
+                    screen_sharing: false,
+                    server_offer: false,
                 },
                 now,
             );
@@ -1039,6 +1077,7 @@ mod tests {
                 peer: 99,
                 mic_muted: true,
                 camera_off: true,
+                screen_sharing: false,
             },
             now,
         );

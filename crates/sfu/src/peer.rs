@@ -113,6 +113,8 @@ pub enum PeerEvent {
     Media {
         mid: Mid,
         kind: TrackKind,
+        /// The track is the client's screen share (see [`Peer::is_screen`]).
+        screen: bool,
         params: PayloadParams,
         packet: RtpPacket,
     },
@@ -139,7 +141,20 @@ pub enum PeerEvent {
 struct TrackIn {
     mid: Mid,
     kind: TrackKind,
+    /// The client's second video m-line: its screen share (the first is its camera).
+    screen: bool,
     last_keyframe_request: Option<Instant>,
+}
+
+/// The client's own tracks when the server offers first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OwnTracks {
+    /// Not the server's to offer (the client offers them, or a viewer has none), or open already.
+    None,
+    /// To go in the next server offer.
+    ToOffer,
+    /// In the server offer waiting for its answer: (mid, kind, is the screen share).
+    Offered(Vec<(Mid, TrackKind, bool)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +172,8 @@ struct TrackOut {
     /// The publisher's participant id: the stream id (msid) the client groups tracks by.
     stream_id: ParticipantId,
     kind: TrackKind,
+    /// The publisher's screen share: its msid track id is `{publisher}-screen`.
+    screen: bool,
     state: OutState,
     /// Publisher payload type → our payload type, learned on first use.
     pt_map: PtMap,
@@ -358,9 +375,14 @@ pub struct Peer {
     rtc: Rtc,
     /// Our ICE username fragment: STUN requests for this peer carry it.
     ufrag: String,
-    /// The client's own offer has been answered: server offers may follow.
+    /// The client's own offer has been answered, or the server offers first: server offers may follow.
     negotiated: bool,
     pending: Option<SdpPendingOffer>,
+    /// The server offers first and its next offer carries the client's own three m-lines (recvonly
+    /// here: microphone, camera, screen share), which open once answered ([`Peer::offer_first`]).
+    own_tracks: OwnTracks,
+    /// Events made outside [`Peer::drive`] (an answer opened the client's own tracks), handed out by it.
+    queued: Vec<PeerEvent>,
     tracks_in: Vec<TrackIn>,
     tracks_out: Vec<TrackOut>,
     next_timeout: Instant,
@@ -474,6 +496,8 @@ impl Peer {
             ufrag,
             negotiated: false,
             pending: None,
+            own_tracks: OwnTracks::None,
+            queued: Vec::new(),
             tracks_in: Vec::new(),
             tracks_out: Vec::new(),
             next_timeout: now,
@@ -716,6 +740,12 @@ impl Peer {
         self.tracks_in.iter().map(|t| (t.mid, t.kind))
     }
 
+    /// Whether `mid` is this participant's screen share: the second video m-line of its offer
+    /// (the first is the camera). The screen is gated by `screen_sharing`, not `camera_off`.
+    pub fn is_screen(&self, mid: Mid) -> bool {
+        self.tracks_in.iter().any(|t| t.mid == mid && t.screen)
+    }
+
     pub fn handle_input(&mut self, input: Input) {
         if self.gone {
             return;
@@ -740,6 +770,16 @@ impl Peer {
     pub fn close(&mut self) {
         self.gone = true;
         self.rtc.disconnect();
+    }
+
+    /// The server makes the first offer of this connection: its next [`Peer::drive`] offers the
+    /// room's tracks and, for a member, three recvonly m-lines first for the client's microphone,
+    /// camera and screen share (one offer/answer sets the whole call up; no client offer needed).
+    pub fn offer_first(&mut self) {
+        self.negotiated = true;
+        if !self.receive_only {
+            self.own_tracks = OwnTracks::ToOffer;
+        }
     }
 
     /// Applies the client's offer and returns the answer to send back.
@@ -806,6 +846,9 @@ impl Peer {
         };
         if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
             // The pending offer is consumed; roll every negotiating track back so we offer again.
+            if matches!(self.own_tracks, OwnTracks::Offered(_)) {
+                self.own_tracks = OwnTracks::ToOffer;
+            }
             for t in &mut self.tracks_out {
                 match t.state {
                     OutState::Negotiating(_) => t.state = OutState::ToOpen,
@@ -817,6 +860,7 @@ impl Peer {
             return Err(SdpRefusal("that answer does not fit the server's offer"));
         }
         tracing::debug!(participant = self.participant, "server offer answered");
+        self.open_own_tracks();
         let mut opened = Vec::new();
         for t in &mut self.tracks_out {
             if let OutState::Negotiating(m) = t.state {
@@ -841,8 +885,15 @@ impl Peer {
         Ok(opened)
     }
 
-    /// Starts receiving `source`'s track (negotiated with the next server offer).
-    pub fn subscribe(&mut self, source: TrackSource, stream_id: ParticipantId, kind: TrackKind) {
+    /// Starts receiving `source`'s track (negotiated with the next server offer); `screen`: it is
+    /// the publisher's screen share.
+    pub fn subscribe(
+        &mut self,
+        source: TrackSource,
+        stream_id: ParticipantId,
+        kind: TrackKind,
+        screen: bool,
+    ) {
         if self.tracks_out.iter().any(|t| t.source == source) {
             return;
         }
@@ -850,6 +901,7 @@ impl Peer {
             source,
             stream_id,
             kind,
+            screen,
             state: OutState::ToOpen,
             pt_map: PtMap::default(),
             forwarding: false,
@@ -1054,6 +1106,24 @@ impl Peer {
             return None;
         }
         let mut change = self.rtc.sdp_api();
+        if self.own_tracks == OwnTracks::ToOffer {
+            // In this order, first in the offer: the client claims them as its microphone, camera and
+            // screen share (docs/protocol.md, Flow).
+            let own = [
+                (TrackKind::Audio, false),
+                (TrackKind::Video, false),
+                (TrackKind::Video, true),
+            ]
+            .map(|(kind, screen)| {
+                let media = match kind {
+                    TrackKind::Audio => MediaKind::Audio,
+                    TrackKind::Video => MediaKind::Video,
+                };
+                let mid = change.add_media(media, Direction::RecvOnly, None, None, None);
+                (mid, kind, screen)
+            });
+            self.own_tracks = OwnTracks::Offered(own.to_vec());
+        }
         for t in &mut self.tracks_out {
             match t.state {
                 OutState::ToOpen => {
@@ -1061,9 +1131,14 @@ impl Peer {
                         TrackKind::Audio => MediaKind::Audio,
                         TrackKind::Video => MediaKind::Video,
                     };
-                    // The stream id tells the client whose track this is.
+                    // The stream id tells the client whose track this is; the track id whether it
+                    // is their screen share (`{publisher}-screen`; others are `{publisher}-{mid}`).
                     let stream_id = t.stream_id.to_string();
-                    let track_id = format!("{}-{}", t.source.publisher, t.source.mid);
+                    let track_id = if t.screen {
+                        format!("{}-screen", t.source.publisher)
+                    } else {
+                        format!("{}-{}", t.source.publisher, t.source.mid)
+                    };
                     let mid = change.add_media(
                         kind,
                         Direction::SendOnly,
@@ -1089,9 +1164,35 @@ impl Peer {
         Some(offer.to_sdp_string())
     }
 
+    /// The server's first offer was answered: the client's m-lines it sends on are its published tracks
+    /// (one it answered `inactive` on stays unpublished).
+    fn open_own_tracks(&mut self) {
+        let OwnTracks::Offered(own) = std::mem::replace(&mut self.own_tracks, OwnTracks::None)
+        else {
+            return;
+        };
+        for (mid, kind, screen) in own {
+            let sends = self
+                .rtc
+                .media(mid)
+                .is_some_and(|m| m.direction() == Direction::RecvOnly);
+            if !sends || self.tracks_in.iter().any(|t| t.mid == mid) {
+                continue;
+            }
+            self.tracks_in.push(TrackIn {
+                mid,
+                kind,
+                screen,
+                last_keyframe_request: None,
+            });
+            self.queued.push(PeerEvent::TrackPublished { mid, kind });
+        }
+    }
+
     /// Runs the connection until it has nothing more to do now: datagrams go to `transmits`,
     /// everything the room must act on goes to `events`.
     pub fn drive(&mut self, transmits: &mut Vec<Transmit>, events: &mut Vec<PeerEvent>) {
+        events.append(&mut self.queued);
         if let Some(offer) = self.negotiate_if_needed() {
             events.push(PeerEvent::Offer(offer));
         }
@@ -1209,9 +1310,14 @@ impl Peer {
                     MediaKind::Video => TrackKind::Video,
                 };
                 if !self.tracks_in.iter().any(|t| t.mid == added.mid) {
+                    // str0m reports the m-lines in the offer's order: a video after another
+                    // video is the screen share.
+                    let screen = kind == TrackKind::Video
+                        && self.tracks_in.iter().any(|t| t.kind == TrackKind::Video);
                     self.tracks_in.push(TrackIn {
                         mid: added.mid,
                         kind,
+                        screen,
                         last_keyframe_request: None,
                     });
                     events.push(PeerEvent::TrackPublished {
@@ -1232,7 +1338,7 @@ impl Peer {
                 let Some(track) = self.tracks_in.iter().find(|t| t.mid == mid) else {
                     return;
                 };
-                let kind = track.kind;
+                let (kind, screen) = (track.kind, track.screen);
                 let pt = packet.header.payload_type;
                 let Some(params) = self
                     .rtc
@@ -1247,6 +1353,7 @@ impl Peer {
                 events.push(PeerEvent::Media {
                     mid,
                     kind,
+                    screen,
                     params,
                     packet,
                 });

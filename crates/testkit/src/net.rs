@@ -3,7 +3,7 @@
 //! function calls, on a fake clock. No sockets, no threads: deterministic.
 //!
 //! [`Browser`] is the stand-in for a browser tab: a full-ICE str0m peer in frame mode that publishes
-//! one audio track (and optionally a video track). Other endpoints (the Rust client's `Call`)
+//! one audio track (and optionally a camera and a screen-share video track). Other endpoints (the Rust client's `Call`)
 //! implement [`Endpoint`].
 
 use std::collections::HashMap;
@@ -47,6 +47,10 @@ pub trait Endpoint {
     /// Messages it sends of its own accord (not in reply to one), drained.
     fn take_messages(&mut self) -> Vec<ClientMessage> {
         Vec::new()
+    }
+    /// It joins with `server_offer`: the server makes the first offer, it answers.
+    fn server_offer(&self) -> bool {
+        false
     }
 }
 
@@ -116,6 +120,7 @@ impl<E: Endpoint> Net<E> {
 
     /// Connects `endpoint` as session `id` and asks to join `room` with `role`.
     pub fn join_with(&mut self, id: SessionId, room: &str, role: Role, endpoint: E) {
+        let server_offer = endpoint.server_offer();
         self.clients.push((id, endpoint));
         self.control.connect(id);
         self.send(
@@ -128,6 +133,7 @@ impl<E: Endpoint> Net<E> {
                 role,
                 credentials: Default::default(),
                 resume: None,
+                server_offer,
             },
         );
         self.pump();
@@ -145,10 +151,17 @@ impl<E: Endpoint> Net<E> {
     }
 
     pub fn set_mic_muted(&mut self, id: SessionId, muted: bool) {
-        let change = MediaStateChange {
-            mic_muted: Some(muted),
-            ..Default::default()
-        };
+        self.set_state(
+            id,
+            MediaStateChange {
+                mic_muted: Some(muted),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// `set_state` from session `id`.
+    pub fn set_state(&mut self, id: SessionId, change: MediaStateChange) {
         self.send(id, ClientMessage::SetState { id: None, change });
         self.pump();
     }
@@ -406,13 +419,18 @@ pub struct Browser {
     pub rtc: Rtc,
     /// Offer video too (a viewer that tries to publish, in tests).
     pub with_video: bool,
+    /// Offer a second video m-line (a screen share) after the camera's.
+    pub with_screen: bool,
     pub audio_mid: Option<Mid>,
     pub video_mid: Option<Mid>,
+    pub screen_mid: Option<Mid>,
     pub pending: Option<SdpPendingOffer>,
     /// Frames received, by stream id (the publisher's participant id).
     pub received: HashMap<String, usize>,
     /// Video frames received, by stream id.
     pub received_video: HashMap<String, usize>,
+    /// Video frames received, by (stream id, track id) as the server's `a=msid` names them.
+    pub received_video_tracks: HashMap<(String, String), usize>,
     /// What the server's receiver reports last said of this browser's own audio: the highest
     /// sequence number it received, and its cumulative loss.
     pub reported: Option<(u64, u64)>,
@@ -428,6 +446,11 @@ pub struct Browser {
     pub answered: bool,
     /// Offers the server sent this client.
     pub offers: usize,
+    /// Joins with `server_offer`: sends no offer of its own, and takes the first three m-lines of the
+    /// server's first offer as its microphone, camera and screen share.
+    pub answers_first_offer: bool,
+    /// Offers it sent the server.
+    pub offers_sent: usize,
 }
 
 impl Browser {
@@ -442,11 +465,14 @@ impl Browser {
             addr,
             rtc,
             with_video: false,
+            with_screen: false,
             audio_mid: None,
             video_mid: None,
+            screen_mid: None,
             pending: None,
             received: HashMap::new(),
             received_video: HashMap::new(),
+            received_video_tracks: HashMap::new(),
             reported: None,
             sender_info: HashMap::new(),
             timeout: now,
@@ -455,13 +481,29 @@ impl Browser {
             talk_level: -127,
             answered: false,
             offers: 0,
+            answers_first_offer: false,
+            offers_sent: 0,
         }
+    }
+
+    /// A browser that publishes audio, a camera and a screen share on the server's first offer.
+    pub fn answering_first_offer(id: ParticipantId, now: Instant) -> Browser {
+        let mut b = Browser::with_screen(id, now);
+        b.answers_first_offer = true;
+        b
     }
 
     /// A browser that publishes audio and video.
     pub fn with_video(id: ParticipantId, now: Instant) -> Browser {
         let mut b = Browser::new(id, now);
         b.with_video = true;
+        b
+    }
+
+    /// A browser that publishes audio, a camera and a screen share (three m-lines, in that order).
+    pub fn with_screen(id: ParticipantId, now: Instant) -> Browser {
+        let mut b = Browser::with_video(id, now);
+        b.with_screen = true;
         b
     }
 
@@ -480,10 +522,12 @@ impl Browser {
             );
         });
         // A tiny VP8 keyframe-looking payload (the SFU does not decode it).
-        self.write(self.video_mid, Codec::Vp8, |writer, pt| {
-            let time = MediaTime::new(frame * 1800, Frequency::NINETY_KHZ);
-            let _ = writer.write(pt, now, time, vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
-        });
+        for mid in [self.video_mid, self.screen_mid] {
+            self.write(mid, Codec::Vp8, |writer, pt| {
+                let time = MediaTime::new(frame * 1800, Frequency::NINETY_KHZ);
+                let _ = writer.write(pt, now, time, vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+            });
+        }
     }
 
     /// Hands the writer of track `mid` and its payload type for `codec` to `write`.
@@ -511,14 +555,29 @@ impl Endpoint for Browser {
         self.addr
     }
 
+    fn server_offer(&self) -> bool {
+        self.answers_first_offer
+    }
+
     fn on_message(&mut self, message: &ServerMessage, _now: Instant) -> Vec<ClientMessage> {
         match message {
+            ServerMessage::Joined { .. } if self.answers_first_offer => Vec::new(),
             ServerMessage::Joined { .. } => {
+                self.offers_sent += 1;
                 let mut change = self.rtc.sdp_api();
                 self.audio_mid =
                     Some(change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
                 if self.with_video {
                     self.video_mid = Some(change.add_media(
+                        MediaKind::Video,
+                        Direction::SendOnly,
+                        None,
+                        None,
+                        None,
+                    ));
+                }
+                if self.with_screen {
+                    self.screen_mid = Some(change.add_media(
                         MediaKind::Video,
                         Direction::SendOnly,
                         None,
@@ -553,6 +612,16 @@ impl Endpoint for Browser {
                     .sdp_api()
                     .accept_offer(offer)
                     .expect("the server's offer is acceptable");
+                if self.answers_first_offer && self.offers == 1 {
+                    // Recvonly on the server's side, so ours to send on (str0m answers sendonly).
+                    let mut mids = sdp
+                        .lines()
+                        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+                        .map(Mid::from);
+                    self.audio_mid = mids.next();
+                    self.video_mid = mids.next();
+                    self.screen_mid = mids.next();
+                }
                 vec![ClientMessage::Answer {
                     id: None,
                     sdp: answer.to_sdp_string(),
@@ -612,6 +681,10 @@ impl Endpoint for Browser {
                     };
                     let stream = media.stream_id().to_string();
                     let video = media.kind() == MediaKind::Video;
+                    if video {
+                        let key = (stream.clone(), media.track_id().to_string());
+                        *self.received_video_tracks.entry(key).or_default() += 1;
+                    }
                     if let Some(info) = d.last_sender_info {
                         self.sender_info.insert(stream.clone(), info);
                     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use parley_proto::{ClientMessage, ErrorCode, Role};
+use parley_proto::{ClientMessage, ErrorCode, MediaStateChange, Role};
 use parley_testkit::net::{client_addr, got, talk_for, worker_addr, Browser, Net};
 use str0m::media::{Direction, MediaKind};
 
@@ -340,6 +340,114 @@ fn a_viewer_is_receive_only() {
     );
 }
 
+/// Video frames `at` received from participant `from` on its screen track (`screen`) or its others.
+fn video_frames(net: &Net, at: u64, from: u64, screen: bool) -> usize {
+    net.endpoint(at)
+        .received_video_tracks
+        .iter()
+        .filter(|((stream, track), _)| {
+            *stream == from.to_string() && track.ends_with("-screen") == screen
+        })
+        .map(|(_, n)| *n)
+        .sum()
+}
+
+/// A screen share is a publisher's second video m-line: it reaches the others as its own track
+/// (msid track id `{publisher}-screen`, next to the camera's), late joiners included, and is gated
+/// by `screen_sharing` alone, as the camera is by `camera_off` alone.
+#[test]
+fn a_screen_share_is_a_second_video_track_with_its_own_flag() {
+    let mut net = Net::new();
+    let now = net.now;
+    net.join_with(1, "band", Role::Member, Browser::with_screen(1, now));
+    net.join(2, "band");
+    let sharing = |on: bool| MediaStateChange {
+        screen_sharing: Some(on),
+        ..Default::default()
+    };
+    let camera_off = |off: bool| MediaStateChange {
+        camera_off: Some(off),
+        ..Default::default()
+    };
+    // Not sharing: the camera flows, the screen track (negotiated all the same) carries nothing.
+    talk_for(&mut net, Duration::from_secs(2));
+    assert!(video_frames(&net, 2, 1, false) > 30, "the camera reaches 2");
+    assert_eq!(
+        video_frames(&net, 2, 1, true),
+        0,
+        "no screen before sharing"
+    );
+    let tracks: Vec<String> = net
+        .endpoint(2)
+        .received_video_tracks
+        .keys()
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert_eq!(tracks.len(), 1, "{tracks:?}");
+    assert!(!tracks[0].ends_with("-screen"), "{tracks:?}");
+
+    net.set_state(1, sharing(true));
+    talk_for(&mut net, Duration::from_secs(2));
+    let screen = video_frames(&net, 2, 1, true);
+    assert!(screen > 30, "the screen reaches 2 while shared ({screen})");
+    let ids: std::collections::BTreeSet<String> = net
+        .endpoint(2)
+        .received_video_tracks
+        .keys()
+        .filter(|(s, _)| s == "1")
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert_eq!(ids.len(), 2, "two video tracks from one publisher: {ids:?}");
+
+    // The camera off stops the camera only.
+    net.set_state(1, camera_off(true));
+    talk_for(&mut net, Duration::from_millis(200));
+    let (cam0, scr0) = (
+        video_frames(&net, 2, 1, false),
+        video_frames(&net, 2, 1, true),
+    );
+    talk_for(&mut net, Duration::from_secs(1));
+    assert_eq!(
+        video_frames(&net, 2, 1, false),
+        cam0,
+        "camera off: no camera"
+    );
+    assert!(
+        video_frames(&net, 2, 1, true) > scr0 + 20,
+        "camera off: the screen goes on"
+    );
+
+    // A late joiner gets the screen too (its first server offer has both video tracks).
+    net.join(3, "band");
+    talk_for(&mut net, Duration::from_secs(2));
+    assert!(video_frames(&net, 3, 1, true) > 20, "the screen reaches 3");
+    assert_eq!(
+        video_frames(&net, 3, 1, false),
+        0,
+        "the camera is still off"
+    );
+
+    // Stopping the share stops the screen; the camera back on flows again.
+    net.set_state(1, sharing(false));
+    net.set_state(1, camera_off(false));
+    talk_for(&mut net, Duration::from_millis(200));
+    let (cam1, scr1) = (
+        video_frames(&net, 2, 1, false),
+        video_frames(&net, 2, 1, true),
+    );
+    talk_for(&mut net, Duration::from_secs(1));
+    assert_eq!(
+        video_frames(&net, 2, 1, true),
+        scr1,
+        "no screen after stopping"
+    );
+    assert!(
+        video_frames(&net, 2, 1, false) > cam1 + 20,
+        "the camera again"
+    );
+    assert!(net.counters().dropped_muted_packets > 30);
+}
+
 #[test]
 fn each_room_on_a_worker_has_its_own_speaker_and_levels() {
     let mut net = Net::new();
@@ -417,4 +525,51 @@ fn a_recorded_room_copies_its_packets_after_the_mute_check_and_its_sender_report
     talk_for(&mut net, Duration::from_secs(1));
     assert_eq!(packets(&net, 1), before, "muted audio was recorded");
     assert!(packets(&net, 2) > 500);
+}
+
+/// With `server_offer` one offer/answer sets up a whole call: the server's first offer carries the
+/// joiner's own three m-lines (recvonly on the server) and the room's tracks, the joiner never offers,
+/// and its microphone, camera and screen share are published like a client offer's (the second video is
+/// the screen). Clients of both kinds share a room.
+#[test]
+fn the_server_can_make_the_first_offer() {
+    let mut net = Net::new();
+    let now = net.now;
+    net.join_with(1, "band", Role::Member, Browser::with_screen(1, now));
+    net.join_with(
+        2,
+        "band",
+        Role::Member,
+        Browser::answering_first_offer(2, now),
+    );
+    assert_eq!(net.endpoint(2).offers_sent, 0, "the joiner sends no offer");
+    assert_eq!(
+        net.endpoint(2).offers,
+        1,
+        "one server offer: own m-lines and the room's three tracks together"
+    );
+    assert!(net.errors(2).is_empty(), "{:?}", net.errors(2));
+    for id in [1, 2] {
+        net.set_state(
+            id,
+            MediaStateChange {
+                screen_sharing: Some(true),
+                ..Default::default()
+            },
+        );
+    }
+    talk_for(&mut net, Duration::from_secs(3));
+    assert!(got(&mut net, 2, 1) > 50, "the joiner hears the room");
+    assert!(got(&mut net, 1, 2) > 50, "the room hears the joiner");
+    for (at, from) in [(1, 2), (2, 1)] {
+        assert!(
+            video_frames(&net, at, from, false) > 20,
+            "{at} sees {from}'s camera"
+        );
+        assert!(
+            video_frames(&net, at, from, true) > 20,
+            "{at} sees {from}'s screen"
+        );
+    }
+    assert_eq!(net.gauges(0).tracks, 6, "three tracks each");
 }

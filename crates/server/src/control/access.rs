@@ -48,6 +48,8 @@ pub struct PendingJoin {
     pub name: String,
     pub state: MediaState,
     pub role: Role,
+    /// The server makes the first offer of the media connection (`join` with `server_offer`).
+    pub server_offer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -97,6 +97,7 @@ impl Control {
         room: &str,
         token: &str,
         state: MediaState,
+        server_offer: bool,
     ) -> bool {
         let Some(&participant) = self.resume_tokens.get(&secret::hash_token(token)) else {
             return false;
@@ -146,18 +147,26 @@ impl Control {
             mic_muted: state.mic_muted || listener,
             camera_off: state.camera_off || listener,
             deafened: state.deafened,
+            screen_sharing: state.screen_sharing && !listener,
         };
         let change = MediaStateChange {
             mic_muted: Some(state.mic_muted),
             deafened: Some(state.deafened),
             camera_off: Some(state.camera_off),
+            screen_sharing: Some(state.screen_sharing),
         };
         let _ = self.rooms.set_state(participant, change);
         let me = self
             .rooms
             .set_reconnecting(participant, false)
             .unwrap_or(me);
-        let worker = self.add_media_peer(participant, room, me.role == Role::Viewer, me.state);
+        let worker = self.add_media_peer(
+            participant,
+            room,
+            me.role == Role::Viewer,
+            me.state,
+            server_offer,
+        );
         tracing::info!(room, participant, worker, "came back");
         let (others, settings) = match self.rooms.room_of(participant) {
             Some(r) => (
@@ -242,6 +251,7 @@ mod tests {
                 role: Role::Member,
                 credentials: Default::default(),
                 resume,
+                server_offer: false,
             },
             Instant::now(),
         );

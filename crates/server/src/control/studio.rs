@@ -157,14 +157,16 @@ impl Control {
         Ok(room)
     }
 
-    /// A listener may not turn their microphone or camera on.
+    /// A listener may not turn their microphone or camera on, nor share a screen.
     pub(super) fn listener_refuses(
         &self,
         session: SessionId,
         change: &MediaStateChange,
     ) -> Option<Refusal> {
         let member = self.rooms.room_of(session)?.member(session)?;
-        let publishes = change.mic_muted == Some(false) || change.camera_off == Some(false);
+        let publishes = change.mic_muted == Some(false)
+            || change.camera_off == Some(false)
+            || change.screen_sharing == Some(true);
         (member.studio_role == Some(StudioRole::Listener) && publishes).then(|| {
             refusal(
                 ErrorCode::Forbidden,
@@ -173,8 +175,8 @@ impl Control {
         })
     }
 
-    /// Silences a listener (they publish nothing): their microphone and camera are off, by the
-    /// server.
+    /// Silences a listener (they publish nothing): their microphone and camera are off and their
+    /// screen share stopped, by the server.
     pub(super) fn silence_listener(&mut self, session: SessionId, by: Option<SessionId>) {
         let Some(state) = self
             .rooms
@@ -184,7 +186,7 @@ impl Control {
         else {
             return;
         };
-        if !state.mic_muted || !state.camera_off {
+        if !state.mic_muted || !state.camera_off || state.screen_sharing {
             self.change_state(
                 session,
                 None,
@@ -192,6 +194,7 @@ impl Control {
                     mic_muted: Some(true),
                     camera_off: Some(true),
                     deafened: None,
+                    screen_sharing: Some(false),
                 },
                 by,
             );
@@ -1161,6 +1164,7 @@ mod tests {
                     role,
                     credentials,
                     resume: None,
+                    server_offer: false,
                 },
             );
             assert!(
@@ -1595,6 +1599,7 @@ mod tests {
             role: Role::Member,
             credentials: Credentials::default(),
             resume: None,
+            server_offer: false,
         };
         let told = s.ask(4, join).into_iter().find_map(|m| match m {
             ServerMessage::Studio { state, .. } => Some(state.segments.clone()),
@@ -1669,6 +1674,7 @@ mod tests {
                     ..Default::default()
                 },
                 resume: None,
+                server_offer: false,
             },
         );
         assert_eq!(refused(&replies), Some(ErrorCode::InvalidInvite));

@@ -98,6 +98,7 @@ const app = {
   tiles: new Map(), // id (string) -> Tile, including our own
   local: null, // LocalMedia while in a room
   call: null, // Call while in a room
+  entering: null, // messages held while a room is being entered (all but the media offer), then handled
   mediaReady: Promise.resolve(), // settles when the devices asked for at join time are open (or failed)
   busy: new Set(), // controls with an operation under way
   owner: false, // we are an owner of the room we are in (joined.owner, owner_key, participant_updated)
@@ -192,6 +193,9 @@ ui.lobbyClose.addEventListener('click', () => setRoomsOpen(false));
 
 // ---------------------------------------------------------------------------------------------------------
 // Toasts: every server error is shown here (role=alert), dismissable.
+
+/** How long entering a room waits for the server's first offer before drawing the room anyway. */
+const OFFER_HEAD_START_MS = 100;
 
 const ERROR_TITLES = {
   bad_message: 'Request rejected',
@@ -318,6 +322,20 @@ signal.addEventListener('close', () => {
   renderRooms();
 });
 
+/**
+ * The media connection failed (the browser saw ICE or DTLS go, or the server said `media_lost`) while the
+ * signalling socket is up: come back exactly as after a drop. A new socket joins with the resume token,
+ * which takes our place over from the old one (the server closes that; closing it ourselves would leave the
+ * room), and the call gets a new media connection. The overlay shows meanwhile; after a minute, Rejoin.
+ */
+function mediaLost() {
+  if (!app.room || app.joining || rejoin.active) return;
+  rejoin.start({ room: app.room, token: app.resumeToken });
+  if (app.call) app.call.close();
+  app.call = null;
+  signal.replace();
+}
+
 // Gave up coming back (a minute without the server): the lobby, with a way back in.
 const rejoin = new Rejoin({
   overlay: $('reconnecting'),
@@ -360,6 +378,11 @@ function rejoinFailed(room, err) {
 signal.addEventListener('message', (ev) => handleMessage(ev.detail));
 
 function handleMessage(msg) {
+  // Entering a room: the media offer goes at once; the rest waits until the room is drawn (joinRoom).
+  if (app.entering && msg.type !== 'offer') {
+    app.entering.push(msg);
+    return;
+  }
   switch (msg.type) {
     case 'welcome':
       if (Number.isFinite(msg.max_participants)) app.maxParticipants = msg.max_participants;
@@ -483,6 +506,12 @@ function handleMessage(msg) {
       studio.handle(msg);
       break;
     case 'error':
+      // The media connection was lost but our place is kept: come back as after a drop (no toast: the
+      // overlay says it). Without a token the server sends `left` after it, as before.
+      if (msg.code === 'media_lost' && app.room && app.resumeToken) {
+        mediaLost();
+        break;
+      }
       serverErrorToast(msg);
       break;
     default:
@@ -772,7 +801,9 @@ async function joinRoom(room, creds = {}) {
   call.addEventListener('remote', (ev) => refreshRemote(ev.detail.pid));
   screens.enter(call); // the Share screen button; the others' screens as they come
   call.addEventListener('connectionstate', (ev) => {
-    if (ev.detail === 'failed' && app.call === call) {
+    if (ev.detail === 'failed' && app.call === call && app.resumeToken) {
+      mediaLost();
+    } else if (ev.detail === 'failed' && app.call === call) {
       const again = app.room;
       toast('The media connection to the server failed.', {
         title: 'Connection problem',
@@ -784,6 +815,13 @@ async function joinRoom(room, creds = {}) {
   });
   call.start().catch((err) => mediaError(err));
   app.mediaReady = media.then(() => {});
+  // The server's first offer comes right behind `joined`: its SDP work starts before the room is drawn,
+  // which holds the main thread for tens of ms (a faster join). Other messages wait for the room.
+  app.entering = [];
+  await call.offerArrived(OFFER_HEAD_START_MS);
+  const early = app.entering;
+  app.entering = null;
+  if (app.call !== call) return; // the connection dropped meanwhile: rejoin.js takes over
 
   chat.reset(app.room);
   const me = new Tile({ id: String(joined.you), name: joined.name || app.name, self: true });
@@ -801,6 +839,7 @@ async function joinRoom(room, creds = {}) {
   renderRooms();
   renderOwner();
   renderRoomAccess();
+  for (const msg of early) handleMessage(msg);
 
   const { audioError, videoError } = await media;
   if (app.local !== local) {

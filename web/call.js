@@ -37,6 +37,7 @@ export class Call extends EventTarget {
     this.queue = Promise.resolve();
     this.answerWaiter = null;
     this.firstOfferWaiter = null;
+    this.offerSeen = null; // resolves `offerArrived`
     this.closed = false;
     /** participant id (string) -> {audio, video, screen: MediaStreamTrack|null} */
     this.remote = new Map();
@@ -93,6 +94,22 @@ export class Call extends EventTarget {
     });
   }
 
+  /**
+   * Resolves once the server's first offer is being applied, or after `ms` (whichever comes first): the
+   * app lets the offer's setRemoteDescription, which runs off the main thread, start before it draws the
+   * room, which holds the main thread for tens of milliseconds.
+   */
+  offerArrived(ms) {
+    if (this.offersFirst || this.audioTx || this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.offerSeen = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
   /** Sends the prepared offer and applies the server's answer. Server offers queue up behind it. */
   sendOffer() {
     return this.enqueue(async () => {
@@ -128,30 +145,39 @@ export class Call extends EventTarget {
     else console.warn('[parley] unexpected answer from the server, ignored');
   }
 
-  /** A server offer: other participants' tracks came or went. */
+  /** A server offer: other participants' tracks came or went (or the first one, with our own m-lines). */
   handleOffer(sdp) {
-    return this.enqueue(async () => {
+    const run = this.enqueue(async () => {
       const pc = this.pc;
       if (!pc || pc.signalingState === 'closed') return;
       this.msidTracks = msidTracks(sdp); // read by onTrack, which setRemoteDescription fires
       await pc.setRemoteDescription({ type: 'offer', sdp });
-      if (!this.offersFirst && !this.audioTx) {
-        await this.claimOwnTransceivers();
-        if (this.firstOfferWaiter) this.firstOfferWaiter();
-      }
+      // Our tracks go on while the answer is made: the SDP does not depend on them.
+      const attached = !this.offersFirst && !this.audioTx ? this.claimOwnTransceivers() : null;
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
       if (this.closed) return;
       this.signal.send({ type: 'answer', sdp: pc.localDescription.sdp });
+      if (attached) {
+        await attached;
+        if (this.firstOfferWaiter) this.firstOfferWaiter();
+      }
     });
+    // Told after enqueueing, so that the SDP step starts before whatever the app does next.
+    if (this.offerSeen) {
+      this.offerSeen();
+      this.offerSeen = null;
+    }
+    return run;
   }
 
   /**
    * The first three m-lines of the server's first offer are recvonly on its side: our microphone, camera
    * and screen share (the second video, which the server takes as the screen). They become our sendonly
-   * transceivers, with whatever `setSending` asked for meanwhile.
+   * transceivers at once (what the answer says); the returned promise settles when whatever `setSending`
+   * asked for meanwhile is on them.
    */
-  async claimOwnTransceivers() {
+  claimOwnTransceivers() {
     const [audio, video, screen] = this.pc.getTransceivers();
     const ok = audio && video && screen && audio.receiver.track.kind === 'audio'
       && video.receiver.track.kind === 'video' && screen.receiver.track.kind === 'video';
@@ -164,7 +190,7 @@ export class Call extends EventTarget {
     this.audioTx = audio;
     this.videoTx = video;
     this.screenTx = screen;
-    await Promise.all(['audio', 'video', 'screen'].map((kind) => this.setSending(kind, this.wanted[kind])));
+    return Promise.all(['audio', 'video', 'screen'].map((kind) => this.setSending(kind, this.wanted[kind])));
   }
 
   /** Sends `track` (or nothing, when null) on the 'audio', 'video' or 'screen' transceiver without renegotiating. */

@@ -18,6 +18,9 @@ export class ServerError extends Error {
 
 const REQUEST_TIMEOUT_MS = 10_000;
 const BACKOFF_MS = [250, 500, 1000, 2000, 3000, 5000];
+// A socket given up by `replace` that the server did not close meanwhile (it took nobody over) is closed
+// by us after this long: by then the new socket's `join` has long been handled.
+const ABANDONED_CLOSE_MS = 10_000;
 
 export class Signal extends EventTarget {
   constructor(url) {
@@ -67,6 +70,21 @@ export class Signal extends EventTarget {
       if (!this.stopped) this.scheduleReconnect();
     });
     // 'error' is always followed by 'close'; nothing to do here.
+  }
+
+  /**
+   * Opens a new socket now and stops listening to the current one, which stays open for the server to
+   * close: a `join` with `resume` on the new socket takes the participant over from it (closing it from
+   * here would leave the room first). Requests waiting on the old socket fail. Left open by a server that
+   * did not take it over, it is closed after ABANDONED_CLOSE_MS.
+   */
+  replace() {
+    const old = this.ws;
+    this.ws = null;
+    this.welcome = null;
+    this.failPending('connection replaced');
+    if (old) setTimeout(() => old.close(), ABANDONED_CLOSE_MS);
+    this.connect();
   }
 
   /** Closes the socket now (without reconnecting when `stop` is true). */

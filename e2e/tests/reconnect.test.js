@@ -76,6 +76,30 @@ test('a network blip: both pages stay in the call and come back as the same part
   });
 });
 
+test('the media connection alone is lost: the page comes back by itself as the same participant', { timeout: 90_000 }, async (t) => {
+  const env = await setup(t);
+  await withReport(env, async () => {
+    const { ann, bo, annId, boId } = await inCall(env, 'media');
+    // Ann's peer connection goes (its DTLS says goodbye; the signalling socket stays up): the server
+    // says media_lost and keeps her place; the page makes a new connection that takes the old one over.
+    const lost = Date.now();
+    await ann.evaluate(() => window.parley.pc.close());
+    await waitFor(() => ann.evaluate(() => window.parley.reconnects.length === 1 && window.parley.room === 'media' && window.parley.pc !== null), {
+      what: 'Ann is back in the room with a new media connection',
+      timeout: 15_000,
+    });
+    const [back] = await ann.evaluate(() => window.parley.reconnects);
+    assert.equal(back.resumed, true, 'Ann came back as the same participant');
+    assert.equal(await ann.evaluate(() => window.parley.me), annId, "Ann's id is the same");
+    await hearEachOther(ann, annId, bo, boId, 'after the media connection was lost');
+    console.log(`media lost: back and hearing each other ${((Date.now() - lost) / 1000).toFixed(1)} s later`);
+    const roster = await listed(bo);
+    assert.deepEqual(Object.keys(roster), [String(annId)], 'Bo lists Ann once');
+    assert.equal(roster[annId].reconnecting, false);
+    assert.equal(await ann.locator('[data-testid="toast"][data-code="media_lost"]').count(), 0, 'no media_lost toast');
+  });
+});
+
 test('the server restarts mid-call: both pages show Reconnecting… and are back in the room, hearing each other, within 10 s', { timeout: 90_000 }, async (t) => {
   const env = await setup(t);
   await withReport(env, async () => {

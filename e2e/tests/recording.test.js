@@ -27,10 +27,34 @@ const TONES = { Ann: 440, Bo: 700, Cy: 1100 };
 const toneFile = (hz) => makeWav(`tone${hz}`, ['synth', '30', 'sine', String(hz), 'vol', '0.5']);
 
 /**
- * Makes the page offer only H.264 for its camera (as a browser or device without VP8 would): the server
- * prefers VP8 when offered both, so this is how its H.264 path gets a real sender.
+ * Makes the page send its camera only as H.264, as a browser or device without VP8 would: the server's
+ * offer loses VP8 on the m-lines the page sends on (recvonly on the server's side), and an offer of the
+ * page's own lists only H.264. The server prefers VP8 when both are possible, so this is how its H.264
+ * path gets a real sender. (Codec preferences alone do not do it for an answer: Chromium still sends the
+ * offer's first codec.)
  */
 function offerOnlyH264() {
+  const withoutVp8WhereWeSend = (sdp) => {
+    const [head, ...sections] = sdp.split(/\r\n(?=m=)/);
+    return [head, ...sections.map((section) => {
+      const lines = section.split('\r\n');
+      if (!lines[0].startsWith('m=video') || !lines.includes('a=recvonly')) return section;
+      const vp8 = new Set(lines.filter((l) => /^a=rtpmap:\d+ VP8\//.test(l)).map((l) => l.match(/^a=rtpmap:(\d+)/)[1]));
+      for (const l of lines) {
+        const rtx = l.match(/^a=fmtp:(\d+) apt=(\d+)/);
+        if (rtx && vp8.has(rtx[2])) vp8.add(rtx[1]);
+      }
+      return lines
+        .filter((l) => !vp8.has((l.match(/^a=(?:rtpmap|fmtp|rtcp-fb):(\d+)/) || [])[1]))
+        .map((l, i) => (i === 0 ? l.split(' ').filter((pt, j) => j < 3 || !vp8.has(pt)).join(' ') : l))
+        .join('\r\n');
+    })].join('\r\n');
+  };
+  const setRemote = RTCPeerConnection.prototype.setRemoteDescription;
+  RTCPeerConnection.prototype.setRemoteDescription = function (desc, ...rest) {
+    if (desc && desc.type === 'offer') desc = { type: 'offer', sdp: withoutVp8WhereWeSend(desc.sdp) };
+    return setRemote.call(this, desc, ...rest);
+  };
   const offer = RTCPeerConnection.prototype.createOffer;
   RTCPeerConnection.prototype.createOffer = function (...args) {
     const h264 = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || ''));

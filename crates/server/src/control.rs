@@ -244,6 +244,9 @@ struct Placement {
 struct MediaSeat {
     peer: PeerId,
     worker: usize,
+    /// The client joined with `server_offer`: it knows to come back with its resume token when the
+    /// media connection is lost, so its place is kept then (others leave, as before).
+    server_offer: bool,
 }
 
 /// What the control plane knows of a connection besides its id.
@@ -770,6 +773,18 @@ impl Control {
                 let Some(session) = self.peers.get(&peer).copied() else {
                     return;
                 };
+                // A client that comes back by itself keeps its place, as after a drop.
+                if self.hold_after_media_loss(session) {
+                    self.send(
+                        session,
+                        ServerMessage::error(
+                            None,
+                            ErrorCode::MediaLost,
+                            "the media connection was lost: join again with your resume token to come back",
+                        ),
+                    );
+                    return;
+                }
                 // The worker has already dropped the connection.
                 if let Some(room) = self.leave_room(session, false) {
                     self.send(
@@ -1010,6 +1025,7 @@ impl Control {
             MediaSeat {
                 peer,
                 worker: placement.worker,
+                server_offer,
             },
         );
         self.peers.insert(peer, session);

@@ -9,19 +9,23 @@
 
 mod core;
 mod down_track;
+pub mod layers;
 mod peer;
 mod receive;
 mod room;
 mod route;
 mod speaker;
 pub mod srtp;
+pub mod vp8;
 
 pub use crate::core::{
     MediaCommand, MediaConfig, MediaCore, MediaCounters, MediaEvent, MediaGauges, Recorded,
     RecordedPacket, RecordedSenderReport,
 };
 pub use down_track::DownTrack;
+pub use layers::{wanted_layers, Layer, LayerConfig, LayerSelector, Tile, VideoFeed};
 pub use peer::{Forwarded, Peer, PeerDebug, PeerEvent, TrackKind, TrackSource, Transmit};
 pub use room::{Room, RoomId};
 pub use route::{PeerId, Routes};
 pub use speaker::{SpeakerConfig, SpeakerDetector, SPEAKER_TICK};
+pub use vp8::{Vp8Descriptor, Vp8Error, Vp8Rewriter};

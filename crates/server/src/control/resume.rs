@@ -45,17 +45,34 @@ impl Control {
     /// `session`'s connection dropped: keeps its place if it is in a room with a resume token
     /// (its media peer goes). False: nothing held (it leaves as before).
     pub(super) fn hold(&mut self, session: SessionId) -> bool {
+        self.hold_place(session, true)
+    }
+
+    /// `session`'s media connection was lost (its worker dropped it: ICE or DTLS gone) while its
+    /// signalling connection may still be up. A client that joined with `server_offer` keeps its
+    /// place as after a drop: it comes back with `join` and `resume` on a new connection, which takes
+    /// the old one over. False: nothing held (it leaves, as before).
+    pub(super) fn hold_after_media_loss(&mut self, session: SessionId) -> bool {
+        let comes_back = self.seats.get(&session).is_some_and(|s| s.server_offer);
+        comes_back && self.hold_place(session, false)
+    }
+
+    /// Keeps `session`'s place (its media peer goes; `close_media`: the worker is told to drop it).
+    fn hold_place(&mut self, session: SessionId, close_media: bool) -> bool {
         if !self.resume_of.contains_key(&session) || self.rooms.room_of(session).is_none() {
             return false;
         }
-        self.remove_media_peer(session, true);
+        self.remove_media_peer(session, close_media);
         self.held.insert(
             session,
             Held {
                 until_ms: self.unix_ms.saturating_add(HOLD_MS),
             },
         );
-        tracing::info!(participant = session, "connection dropped: place kept");
+        tracing::info!(
+            participant = session,
+            "connection or media lost: place kept"
+        );
         if let Some(updated) = self.rooms.set_reconnecting(session, true) {
             self.tell_others(session, updated);
         }
@@ -82,8 +99,13 @@ impl Control {
             .collect();
         for session in gone {
             tracing::info!(participant = session, "did not come back: leaves");
-            // Its media peer went when it was held.
-            self.leave_room(session, false);
+            // Its media peer went when it was held. A connection still open (its media was lost)
+            // hears that it is out.
+            if let Some(room) = self.leave_room(session, false) {
+                if self.sessions.contains(&session) {
+                    self.send(session, ServerMessage::Left { id: None, room });
+                }
+            }
         }
     }
 
@@ -111,9 +133,12 @@ impl Control {
             return false;
         }
         if self.sessions.contains(&participant) {
-            // Its old connection is still open (not yet seen to drop): it is replaced.
+            // Its old connection is still open (not yet seen to drop, or up with its media lost and
+            // held already): it is replaced.
             self.sessions.remove(&participant);
-            self.hold(participant);
+            if !self.held.contains_key(&participant) {
+                self.hold(participant);
+            }
             self.chat_buckets.remove(&participant);
             let addr = self.session_info.remove(&participant).and_then(|i| i.addr);
             self.pending_joins.remove(&participant);
@@ -214,8 +239,10 @@ impl Control {
 mod tests {
     use std::time::Instant;
 
-    use parley_proto::{ClientMessage, MediaState, ParticipantInfo, Role, ServerMessage};
-    use parley_sfu::MediaCommand;
+    use parley_proto::{
+        ClientMessage, ErrorCode, MediaState, ParticipantInfo, Role, ServerMessage,
+    };
+    use parley_sfu::{MediaCommand, MediaEvent};
 
     use super::super::{Control, ControlConfig, Output, SessionId};
     use super::HOLD_MS;
@@ -239,6 +266,18 @@ mod tests {
         resume: Option<String>,
         state: MediaState,
     ) -> Vec<Output> {
+        join_with(c, session, room, name, resume, state, false)
+    }
+
+    fn join_with(
+        c: &mut Control,
+        session: SessionId,
+        room: &str,
+        name: &str,
+        resume: Option<String>,
+        state: MediaState,
+        server_offer: bool,
+    ) -> Vec<Output> {
         c.connect(session);
         c.drain_outputs().for_each(drop);
         c.handle_message(
@@ -251,7 +290,7 @@ mod tests {
                 role: Role::Member,
                 credentials: Default::default(),
                 resume,
-                server_offer: false,
+                server_offer,
             },
             Instant::now(),
         );
@@ -450,5 +489,99 @@ mod tests {
         let (you, _, _, resumed) =
             joined(&join(&mut c, 2, "a", "Ann", token, MediaState::default()));
         assert_eq!((you, resumed), (2, false));
+    }
+
+    /// The media peer `participant` was given among `outputs`.
+    fn peer_of(outputs: &[Output], who: SessionId) -> parley_sfu::PeerId {
+        media(outputs)
+            .iter()
+            .find_map(|m| match m {
+                MediaCommand::AddPeer {
+                    peer, participant, ..
+                } if *participant == who => Some(*peer),
+                _ => None,
+            })
+            .expect("a media peer")
+    }
+
+    fn media_lost(messages: &[ServerMessage]) -> bool {
+        messages.iter().any(|m| {
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::MediaLost,
+                    ..
+                }
+            )
+        })
+    }
+
+    fn out_of_room(messages: &[ServerMessage]) -> bool {
+        messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Left { .. }))
+    }
+
+    #[test]
+    fn a_lost_media_connection_keeps_the_place_of_a_client_that_comes_back_by_itself() {
+        let mut c = control();
+        let out = join_with(&mut c, 1, "a", "Ann", None, MediaState::default(), true);
+        let ann_peer = peer_of(&out, 1);
+        let (ann, _, token, _) = joined(&out);
+        let out = join(&mut c, 2, "a", "Bo", None, MediaState::default());
+        let bo_peer = peer_of(&out, 2);
+
+        // Ann's media connection is lost, her socket is up: she is told, Bo sees her reconnecting.
+        c.media_event(MediaEvent::PeerLost { peer: ann_peer });
+        let out: Vec<Output> = c.drain_outputs().collect();
+        let to_ann = sent_to(&out, 1);
+        assert!(media_lost(&to_ann) && !out_of_room(&to_ann), "{to_ann:?}");
+        let to_bo = sent_to(&out, 2);
+        assert!(!left(&to_bo), "{to_bo:?}");
+        assert_eq!(
+            updates(&to_bo)
+                .iter()
+                .map(|p| (p.id, p.reconnecting))
+                .collect::<Vec<_>>(),
+            [(ann, true)]
+        );
+
+        // Bo joined without server_offer: losing his media connection is leaving, as before.
+        c.media_event(MediaEvent::PeerLost { peer: bo_peer });
+        let out: Vec<Output> = c.drain_outputs().collect();
+        let to_bo = sent_to(&out, 2);
+        assert!(media_lost(&to_bo) && out_of_room(&to_bo), "{to_bo:?}");
+        assert!(left(&sent_to(&out, 1)), "Ann's open socket hears Bo leave");
+
+        // Ann's new connection takes her place over from the old one, with a new media peer that
+        // offers first again.
+        let out = join_with(&mut c, 3, "a", "Ann", token, MediaState::default(), true);
+        assert!(matches!(
+            out.first(),
+            Some(Output::Rebind {
+                socket: 3,
+                participant: 1
+            })
+        ));
+        let (you, _, token, resumed) = joined(&out);
+        assert_eq!((you, resumed), (ann, true));
+        assert!(media(&out).iter().any(|m| matches!(
+            m,
+            MediaCommand::AddPeer {
+                participant: 1,
+                server_offer: true,
+                ..
+            }
+        )));
+
+        // Lost again and not back in time: out, and the socket still open hears it.
+        let ann_peer = peer_of(&out, 1);
+        c.media_event(MediaEvent::PeerLost { peer: ann_peer });
+        c.drain_outputs().for_each(drop);
+        c.set_unix_ms(T0 + HOLD_MS);
+        c.tick();
+        let to_ann = sent_to(&c.drain_outputs().collect::<Vec<_>>(), 1);
+        assert!(out_of_room(&to_ann), "{to_ann:?}");
+        assert!(token.is_some());
     }
 }

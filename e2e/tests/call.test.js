@@ -60,6 +60,20 @@ test('three participants in one room: media flows; mute, camera, deafen and leav
       );
     }
 
+    // Each new video subscription asked its publisher for a keyframe: /metrics counts them, /api/debug
+    // shows the server's requests per publisher (its RTCP figures come with the next stats report, ~1 s).
+    const metric = async (name) => {
+      const text = await (await fetch(`${env.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      return line ? Number(line.split(' ')[1]) : NaN;
+    };
+    assert.ok(await metric('parley_keyframe_requests_total') >= 3, 'each of the three cameras was asked for one');
+    await waitFor(async () => {
+      const debug = await (await fetch(`${env.url}/api/debug`)).json();
+      const rows = debug.participants.filter((p) => pages.some((x) => x.id === p.participant_id));
+      return rows.length === 3 && rows.every((p) => p.keyframe_requests_sent > 0 && Number.isInteger(p.nacks_received));
+    }, { timeout: 5000, what: '/api/debug: keyframes asked of every publisher' });
+
     // ... and keeps receiving: bytes grow over 2 s on all four streams; video frames are decoded.
     const before = await Promise.all(pages.map((p) => inbound(p.page)));
     await sleep(2000);

@@ -138,7 +138,7 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap, uri: 
         return unavailable();
     };
     let signalling_errors = state.signalling_errors.load(Ordering::Relaxed) + s.refusals;
-    let rows: [(&str, &str, &str, u64); 18] = [
+    let rows: [(&str, &str, &str, u64); 19] = [
         (
             "parley_rooms",
             "gauge",
@@ -210,6 +210,12 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap, uri: 
             "counter",
             "Changes of a room's active speaker.",
             s.counters.speaker_switches,
+        ),
+        (
+            "parley_keyframe_requests_total",
+            "counter",
+            "Keyframe requests (PLI/FIR) sent to publishers of video.",
+            s.counters.keyframe_requests,
         ),
         (
             "parley_media_workers",

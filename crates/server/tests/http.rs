@@ -179,12 +179,22 @@ async fn status_and_metrics_show_the_media_workers() {
     for field in ["loss_in", "loss_out", "rtt_ms"] {
         assert!(row.get(field).is_some(), "{field} in {row}");
     }
+    // Audio only: no video to repair or to ask keyframes of.
+    for field in [
+        "nacks_received",
+        "keyframe_requests_received",
+        "nacks_sent",
+        "keyframe_requests_sent",
+    ] {
+        assert_eq!(row[field].as_u64(), Some(0), "{field} in {row}");
+    }
 
     let metrics = server.metrics();
     assert_eq!(metrics["parley_media_workers"], 2.0);
     for name in [
         "parley_dropped_levels_total",
         "parley_slow_client_closes_total",
+        "parley_keyframe_requests_total",
     ] {
         assert_eq!(metrics.get(name), Some(&0.0), "{name}");
     }

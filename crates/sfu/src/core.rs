@@ -168,6 +168,9 @@ pub struct MediaCounters {
     pub direct_received: u64,
     /// Direct-path packets dropped: replayed or not authentic.
     pub direct_dropped: u64,
+    /// Keyframe requests (PLI/FIR) sent to publishers: new subscribers, their own requests
+    /// (throttled), recordings that start.
+    pub keyframe_requests: u64,
 }
 
 impl MediaCounters {
@@ -181,6 +184,7 @@ impl MediaCounters {
         self.recorded_packets += other.recorded_packets;
         self.direct_received += other.direct_received;
         self.direct_dropped += other.direct_dropped;
+        self.keyframe_requests += other.keyframe_requests;
     }
 }
 
@@ -342,7 +346,9 @@ impl MediaCore {
         let now = self.now;
         for source in sources {
             if let Some(peer) = self.peers.get_mut(&source.publisher) {
-                peer.request_keyframe_now(source.mid, KeyframeRequestKind::Pli, now);
+                if peer.request_keyframe_now(source.mid, KeyframeRequestKind::Pli, now) {
+                    self.counters.keyframe_requests += 1;
+                }
                 self.drive(source.publisher);
             }
         }
@@ -936,7 +942,9 @@ impl MediaCore {
     fn request_keyframe(&mut self, source: TrackSource, kind: KeyframeRequestKind) {
         let now = self.now;
         if let Some(peer) = self.peers.get_mut(&source.publisher) {
-            peer.request_keyframe(source.mid, kind, now);
+            if peer.request_keyframe(source.mid, kind, now) {
+                self.counters.keyframe_requests += 1;
+            }
             self.drive(source.publisher);
         }
     }

@@ -262,6 +262,12 @@ pub struct PeerDebug {
     pub rtt_ms: Option<f64>,
     pub tracks_published: usize,
     pub tracks_received: usize,
+    /// Loss repair and keyframes, from RTCP (str0m's counts; the direct audio path sends no NACKs): what
+    /// the client asked of the video we send it, and what we asked of the video it publishes.
+    pub nacks_received: u64,
+    pub keyframe_requests_received: u64,
+    pub nacks_sent: u64,
+    pub keyframe_requests_sent: u64,
 }
 
 /// Why the client's SDP could not be used: one short line for people (details go to the log).
@@ -585,6 +591,10 @@ impl Peer {
                 .iter()
                 .filter(|t| matches!(t.state, OutState::Open(_)))
                 .count(),
+            nacks_received: self.egress.values().map(|s| s.nacks).sum(),
+            keyframe_requests_received: self.egress.values().map(|s| s.plis + s.firs).sum(),
+            nacks_sent: self.ingress.values().map(|s| s.nacks).sum(),
+            keyframe_requests_sent: self.ingress.values().map(|s| s.plis + s.firs).sum(),
         }
     }
 
@@ -1071,33 +1081,48 @@ impl Peer {
     }
 
     /// Asks the client for a keyframe of its own track `mid` (throttled).
-    pub fn request_keyframe(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant) {
-        self.ask_for_keyframe(mid, kind, now, false);
+    /// Asks the publisher for a keyframe of `mid` (at most every 300 ms); true if a request went out.
+    pub fn request_keyframe(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant) -> bool {
+        self.ask_for_keyframe(mid, kind, now, false)
     }
 
     /// [`Peer::request_keyframe`] even if one was asked for just now: a recording that starts needs a
     /// keyframe after its start, and the one a subscriber asked for a moment ago may have come before.
-    pub fn request_keyframe_now(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant) {
-        self.ask_for_keyframe(mid, kind, now, true);
+    pub fn request_keyframe_now(
+        &mut self,
+        mid: Mid,
+        kind: KeyframeRequestKind,
+        now: Instant,
+    ) -> bool {
+        self.ask_for_keyframe(mid, kind, now, true)
     }
 
-    fn ask_for_keyframe(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant, force: bool) {
+    fn ask_for_keyframe(
+        &mut self,
+        mid: Mid,
+        kind: KeyframeRequestKind,
+        now: Instant,
+        force: bool,
+    ) -> bool {
         let Some(t) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
-            return;
+            return false;
         };
         if t.kind != TrackKind::Video {
-            return;
+            return false;
         }
         if !force
             && t.last_keyframe_request
                 .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL)
         {
-            return;
+            return false;
         }
-        if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None).as_mut() {
-            rx.request_keyframe(kind);
-            t.last_keyframe_request = Some(now);
-        }
+        let mut api = self.rtc.direct_api();
+        let Some(rx) = api.stream_rx_by_mid(mid, None) else {
+            return false;
+        };
+        rx.request_keyframe(kind);
+        t.last_keyframe_request = Some(now);
+        true
     }
 
     /// Creates a server offer when tracks are waiting to be added or removed, and none is in flight.

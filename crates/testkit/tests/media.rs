@@ -572,4 +572,9 @@ fn the_server_can_make_the_first_offer() {
         );
     }
     assert_eq!(net.gauges(0).tracks, 6, "three tracks each");
+    assert!(
+        net.counters().keyframe_requests >= 4,
+        "each new video subscription asks its publisher for a keyframe: {:?}",
+        net.counters()
+    );
 }

@@ -816,9 +816,10 @@ async function joinRoom(room, creds = {}) {
   call.start().catch((err) => mediaError(err));
   app.mediaReady = media.then(() => {});
   // The server's first offer comes right behind `joined`: its SDP work starts before the room is drawn,
-  // which holds the main thread for tens of ms (a faster join). Other messages wait for the room.
+  // which holds the main thread for tens of ms (a faster join). Other messages wait for the room. Not on
+  // the way back after a drop: the room as it was stays listed until it is drawn anew, without a gap.
   app.entering = [];
-  await call.offerArrived(OFFER_HEAD_START_MS);
+  if (!creds.rejoin) await call.offerArrived(OFFER_HEAD_START_MS);
   const early = app.entering;
   app.entering = null;
   if (app.call !== call) return; // the connection dropped meanwhile: rejoin.js takes over

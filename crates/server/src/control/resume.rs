@@ -340,6 +340,14 @@ mod tests {
             .collect()
     }
 
+    /// Who `messages` say is reconnecting or back: (id, reconnecting) per update.
+    fn reconnecting(messages: &[ServerMessage]) -> Vec<(SessionId, bool)> {
+        updates(messages)
+            .iter()
+            .map(|p| (p.id, p.reconnecting))
+            .collect()
+    }
+
     fn left(messages: &[ServerMessage]) -> bool {
         messages
             .iter()
@@ -370,13 +378,7 @@ mod tests {
         let out: Vec<Output> = c.drain_outputs().collect();
         let to_bo = sent_to(&out, 2);
         assert!(!left(&to_bo), "{to_bo:?}");
-        assert_eq!(
-            updates(&to_bo)
-                .iter()
-                .map(|p| (p.id, p.reconnecting))
-                .collect::<Vec<_>>(),
-            [(ann, true)]
-        );
+        assert_eq!(reconnecting(&to_bo), [(ann, true)]);
         assert!(media(&out)
             .iter()
             .any(|m| matches!(m, MediaCommand::RemovePeer { .. })));
@@ -538,13 +540,7 @@ mod tests {
         assert!(media_lost(&to_ann) && !out_of_room(&to_ann), "{to_ann:?}");
         let to_bo = sent_to(&out, 2);
         assert!(!left(&to_bo), "{to_bo:?}");
-        assert_eq!(
-            updates(&to_bo)
-                .iter()
-                .map(|p| (p.id, p.reconnecting))
-                .collect::<Vec<_>>(),
-            [(ann, true)]
-        );
+        assert_eq!(reconnecting(&to_bo), [(ann, true)]);
 
         // Bo joined without server_offer: losing his media connection is leaving, as before.
         c.media_event(MediaEvent::PeerLost { peer: bo_peer });
